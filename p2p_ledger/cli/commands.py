@@ -1,0 +1,365 @@
+"""The CLI commands. Each takes the parsed arguments and returns an exit code.
+
+Writes follow one rule: sign and apply inside a store transaction, and print a record
+as stored only after that transaction has committed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import secrets
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ..core.hlc import hlc_ms
+from ..core.ids import Account, device_id, parse_device_id
+from ..core.ledger import IngestReport, Replica
+from ..core.money import format_amount, parse_amount
+from ..core.network import NetworkDescriptor
+from ..core.records import Role, Transfer, parse_record
+from ..core.store import Verdict
+from ..core.wallet import PaymentResult, Wallet
+from ..errors import LocalError
+from ..storage.bundle import read_bundle, read_summary, write_bundle, write_summary
+from ..storage.home import Home
+from ..storage.sqlite import SqliteStore
+from ..storage.verify import verify_replica
+
+PASSPHRASE_ENV = "P2P_LEDGER_PASSPHRASE"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def emit(args: argparse.Namespace, data: Mapping[str, object], text: str) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        print(text)
+
+
+def warn(message: str) -> None:
+    print(f"p2p-ledger: warning: {message}", file=sys.stderr)
+
+
+def passphrase(*, new: bool = False) -> str:
+    """From P2P_LEDGER_PASSPHRASE, else a prompt on a terminal, else an error."""
+    env = os.environ.get(PASSPHRASE_ENV)
+    if env is not None:
+        if not env:
+            raise LocalError(f"{PASSPHRASE_ENV} is set but empty")
+        return env
+    if not sys.stdin.isatty():
+        raise LocalError(f"a passphrase is needed: set {PASSPHRASE_ENV} or run on a terminal")
+    first = getpass.getpass("Passphrase for the device key: ")
+    if not first:
+        raise LocalError("an empty passphrase is not allowed (use --no-passphrase)")
+    if new and getpass.getpass("Repeat the passphrase: ") != first:
+        raise LocalError("the passphrases differ")
+    return first
+
+
+def _new_key(home: Home, no_passphrase: bool) -> bytes:
+    if no_passphrase:
+        warn("the device key is stored UNENCRYPTED; anyone who copies "
+             f"{home.key_path} can spend from this device")
+        return bytes(home.create_key(None).verify_key)
+    return bytes(home.create_key(passphrase(new=True)).verify_key)
+
+
+@contextmanager
+def opened(home: Home) -> Iterator[Replica]:
+    replica = home.replica()
+    try:
+        yield replica
+    finally:
+        store = replica.store
+        assert isinstance(store, SqliteStore)
+        store.close()
+
+
+def wallet(home: Home, replica: Replica) -> Wallet:
+    return Wallet(replica, home.signing_key(passphrase))
+
+
+def fmt(replica: Replica, minor: int) -> str:
+    return format_amount(minor, replica.network.currency)
+
+
+def amount_json(replica: Replica, minor: int) -> dict[str, object]:
+    return {"minor": minor, "currency": replica.network.currency, "display": fmt(replica, minor)}
+
+
+# ---------------------------------------------------------------- identity & network
+
+def cmd_init(args: argparse.Namespace) -> int:
+    home = Home(args.home)
+    network = NetworkDescriptor.from_json(_read_text(args.network)) if args.network else None
+    if home.has_key() and network is None:
+        raise LocalError(
+            f"{home.path} is already initialised (device {device_id(home.public_key())})")
+    if network is not None and home.has_network():
+        raise LocalError(f"{home.path} already belongs to a network")
+    key = home.public_key() if home.has_key() else _new_key(home, args.no_passphrase)
+    if network is not None:
+        home.set_network(network)
+        home.open_store().close()
+    data: dict[str, object] = {"device_id": device_id(key), "home": str(home.path),
+                               "network_id": network.network_id.hex() if network else None}
+    text = f"device {device_id(key)}"
+    if network:
+        text += f"\njoined network {network.name!r} ({network.network_id.hex()[:16]})"
+        text += "\nnext: ask the authority to run `p2p-ledger admit` with this device id"
+    emit(args, data, text)
+    return 0
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise LocalError(f"cannot read {path}: {exc}") from None
+
+
+def cmd_id(args: argparse.Namespace) -> int:
+    print(device_id(Home(args.home).public_key()))
+    return 0
+
+
+def cmd_network_create(args: argparse.Namespace) -> int:
+    home = Home(args.home)
+    if home.has_network():
+        raise LocalError(f"{home.path} already belongs to a network")
+    key = home.public_key() if home.has_key() else _new_key(home, args.no_passphrase)
+    network = NetworkDescriptor(name=args.name, currency=args.currency.upper(), authority=key)
+    home.set_network(network)
+    home.open_store().close()
+    emit(args, {"network_id": network.network_id.hex(), "name": network.name,
+                "currency": network.currency, "authority": device_id(key)},
+         f"created network {network.name!r} ({network.network_id.hex()[:16]}), "
+         f"currency {network.currency}; this home is its authority")
+    return 0
+
+
+def cmd_network_export(args: argparse.Namespace) -> int:
+    network = Home(args.home).network()
+    args.out.write_text(network.to_json(), encoding="utf-8")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_admit(args: argparse.Namespace) -> int:
+    home = Home(args.home)
+    device = parse_device_id(args.device_id)
+    with opened(home) as replica:
+        w = wallet(home, replica)
+        limit = (parse_amount(args.offline_limit, replica.network.currency)
+                 if args.offline_limit else None)
+        if args.tier < 0:
+            raise LocalError("a tier is 0 or more")
+        with replica.store.transaction():
+            applied = w.admit(device, role=Role(args.role), tier=args.tier, offline_limit=limit,
+                              now_ms=now_ms())
+        emit(args, {"record_id": applied.record.hex_id, "verdict": applied.verdict.value,
+                    "device_id": device_id(device)},
+             f"admitted {device_id(device)} as {args.role} (record {applied.record.hex_id[:16]})")
+    return 0
+
+
+# ---------------------------------------------------------------- money
+
+def _payment_out(args: argparse.Namespace, result: PaymentResult, what: str) -> int:
+    data: dict[str, object] = {"record_id": result.record_id.hex(),
+                               "verdict": result.verdict.value}
+    if result.reason:
+        data["reason"] = result.reason
+    if result.verdict is Verdict.DUPLICATE:
+        text = f"already done, nothing signed: {result.reason}"
+    else:
+        text = f"{what}: stored record {result.record_id.hex()} ({result.verdict.value})"
+    emit(args, data, text)
+    return 0 if result.verdict is not Verdict.REJECTED else 1
+
+
+def _key(args: argparse.Namespace) -> str:
+    return str(args.key) if args.key else secrets.token_hex(8)
+
+
+def cmd_issue(args: argparse.Namespace) -> int:
+    home = Home(args.home)
+    with opened(home) as replica:
+        to = Account.parse(args.to)
+        amount = parse_amount(args.amount, replica.network.currency)
+        w = wallet(home, replica)
+        with replica.store.transaction():
+            result = w.issue(to, amount, key=_key(args), now_ms=now_ms())
+        return _payment_out(args, result, f"issued {fmt(replica, amount)} to {to}")
+
+
+def cmd_pay(args: argparse.Namespace) -> int:
+    home = Home(args.home)
+    with opened(home) as replica:
+        to = Account.parse(args.to)
+        amount = parse_amount(args.amount, replica.network.currency)
+        w = wallet(home, replica)
+        with replica.store.transaction():
+            result = w.pay(to, amount, key=_key(args), from_name=args.from_name,
+                           memo=args.memo, now_ms=now_ms())
+        return _payment_out(args, result, f"paid {fmt(replica, amount)} to {to}")
+
+
+def cmd_redeem(args: argparse.Namespace) -> int:
+    home = Home(args.home)
+    with opened(home) as replica:
+        amount = parse_amount(args.amount, replica.network.currency)
+        w = wallet(home, replica)
+        with replica.store.transaction():
+            result = w.redeem(amount, key=_key(args), from_name=args.from_name, now_ms=now_ms())
+        return _payment_out(args, result, f"redeemed {fmt(replica, amount)}")
+
+
+# ---------------------------------------------------------------- views
+
+def _own_account(home: Home, text: str | None) -> Account:
+    return Account.parse(text) if text else Account(device=home.public_key())
+
+
+def cmd_balance(args: argparse.Namespace) -> int:
+    home = Home(args.home)
+    with opened(home) as replica:
+        if args.account:
+            account = Account.parse(args.account)
+            accounts = {account: replica.balance(account)}
+        else:
+            accounts = replica.balances()
+        mine = home.public_key() if home.has_key() else None
+        data = {"accounts": {str(a): amount_json(replica, v) for a, v in accounts.items()}}
+        lines = [f"{'*' if a.device == mine else ' '} {a}  {fmt(replica, v):>20}"
+                 for a, v in sorted(accounts.items(), key=lambda kv: str(kv[0]))]
+        emit(args, data, "\n".join(lines) if lines else "no accounts yet")
+    return 0
+
+
+def _when(hlc: int) -> str:
+    return datetime.fromtimestamp(hlc_ms(hlc) / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    home = Home(args.home)
+    with opened(home) as replica:
+        account = _own_account(home, args.account)
+        rows = []
+        for e in replica.store.history(account):
+            raw = replica.store.raw(e.id)
+            assert raw is not None
+            body = parse_record(raw).record.body
+            other = (device_id(e.author) if e.delta > 0 and e.author != account.device
+                     else str(body.to) if isinstance(body, Transfer) else "")
+            rows.append({"record_id": e.id.hex(), "kind": e.kind.label, "time": _when(e.hlc),
+                         "delta": e.delta, "display": fmt(replica, e.delta),
+                         "counterparty": other})
+        text = "\n".join(f"{r['time']}  {r['kind']:<8} {r['display']:>18}  {r['counterparty']}"
+                         for r in rows) or f"no movements on {account}"
+        emit(args, {"account": str(account), "movements": rows,
+                    "balance": amount_json(replica, replica.balance(account))},
+             f"{account}\n{text}\nbalance {fmt(replica, replica.balance(account))}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    home = Home(args.home)
+    with opened(home) as replica:
+        t = replica.store.totals()
+        dev = device_id(home.public_key()) if home.has_key() else None
+        evid = [{"author": device_id(a), "seq": s, "records": [x.hex(), y.hex()]}
+                for a, s, x, y in replica.store.equivocations()]
+        data = {"device_id": dev, "network_id": replica.network_id.hex(),
+                "network": replica.network.name, "currency": replica.network.currency,
+                "records": t.records, "authors": t.authors,
+                "state_hash": replica.state_hash().hex(),
+                "issued": amount_json(replica, t.issued),
+                "redeemed": amount_json(replica, t.redeemed), "equivocations": evid}
+        text = "\n".join([
+            f"device       {dev}", f"network      {replica.network.name} "
+            f"({replica.network_id.hex()[:16]}, {replica.network.currency})",
+            f"records      {t.records} from {t.authors} authors",
+            f"state hash   {replica.state_hash().hex()}",
+            f"issued       {fmt(replica, t.issued)}", f"redeemed     {fmt(replica, t.redeemed)}",
+            f"equivocations {len(evid)}"])
+        emit(args, data, text)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    home = Home(args.home)
+    with opened(home) as replica, tempfile.TemporaryDirectory() as tmp:
+        problems, checked = verify_replica(replica, Path(tmp) / "rebuild.sqlite3",
+                                           now_ms=now_ms())
+    emit(args, {"records": checked, "ok": not problems, "problems": problems},
+         "\n".join([*problems, f"{checked} records re-verified: "
+                    f"{'OK' if not problems else f'{len(problems)} problem(s)'}"]))
+    return 0 if not problems else 1
+
+
+# ---------------------------------------------------------------- offline exchange
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    with opened(Home(args.home)) as replica:
+        write_summary(args.out, replica.network_id, replica.frontier())
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    with opened(Home(args.home)) as replica:
+        if args.since:
+            raws = replica.delta(read_summary(args.since, replica.network_id))
+        else:
+            raws = replica.store.raws_in_order(list(replica.store.all_ids_in_order()))
+        write_bundle(args.out, replica.network_id, raws)
+    emit(args, {"records": len(raws), "bytes": args.out.stat().st_size, "out": str(args.out)},
+         f"wrote {len(raws)} records to {args.out}")
+    return 0
+
+
+def import_report(report: IngestReport, replica: Replica) -> tuple[dict[str, object], str]:
+    counts = {v.value: sum(a.verdict is v for a in report.applied) for v in Verdict}
+    refused = [{"index": i, "record_id": e.record_id, "problem": e.problem.value,
+                "detail": e.detail} for i, e in report.refused]
+    waiting = [{"record_id": rid.hex(), "missing": [m.hex() for m in missing]}
+               for rid, missing in replica.pending()]
+    rejected = [{"record_id": a.record.hex_id, "reason": a.reason} for a in report.applied
+                if a.verdict is Verdict.REJECTED]
+    data: dict[str, object] = {"stored": len(report.applied), "verdicts": counts,
+                               "rejected": rejected, "refused": refused,
+                               "already_held": report.already_held, "not_stored_waiting": waiting}
+    verdicts = ", ".join(f"{n} {k}" for k, n in counts.items())
+    lines = [f"stored {len(report.applied)} records ({verdicts}), "
+             f"{report.already_held} already held"]
+    lines += [f"  record {r['record_id']}: stored, verdict rejected: {r['reason']}"
+              for r in rejected]
+    lines += [f"  REFUSED record #{r['index'] if r['index'] is not None else '?'} "
+              f"{r['record_id'] or '(unreadable)'}: {r['problem']}: {r['detail']}"
+              for r in refused]
+    lines += [f"  NOT STORED record {w['record_id']}: its causal past is missing"
+              for w in waiting]
+    return data, "\n".join(lines)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    with opened(Home(args.home)) as replica:
+        raws = read_bundle(args.bundle, replica.network_id)
+        with replica.store.transaction():
+            report = replica.receive_many(raws, now_ms=now_ms())
+        data, text = import_report(report, replica)
+        emit(args, data, text)
+        return 1 if report.refused or replica.pending_count else 0

@@ -1,0 +1,463 @@
+"""The replica: a set of verified records (the CRDT) and the ledger rules over it.
+
+Merging is set union. A record is *applied* (stored, with a verdict) only once its
+`prev` and `refs` are held, so every record is judged on its complete causal past and
+on nothing else. That is why the verdict of a record is the same in every replica and
+never changes when later records arrive, and why every derived view (balances,
+histories, the state hash) is a function of the record set alone.
+
+The rules, in the order `_judge` applies them:
+
+1. Chain: seq 1 has no prev; otherwise prev is the author's record at seq-1 and the
+   hlc strictly increases. A break makes the record invalid: it is not stored.
+2. Admission: the authority needs none; any other author's seq-1 record must ref an
+   applied `admit` of its key. Later records inherit it along the chain.
+3. Claims: each ref that is an applied credit to one of the author's accounts, and
+   that no earlier record of the author's chain claimed, adds to that account's
+   chain balance. This is how a payee's chain takes in the money it received.
+4. The kind's rule gives the verdict: `duplicate` for a second money record with an
+   idempotency key already used in the chain, `rejected` with a reason (a debit the
+   chain balance does not cover, an authority-only kind from a device), else
+   `applied` with its effects on balances.
+
+Two records of one author at one seq are an equivocation: both are kept, each judged
+on its own causal past, and the pair is recorded as evidence.
+
+Records arrive as bytes and the current time; nothing here reads a clock, a socket or
+a file. Records that wait for their causal past sit in a bounded pending area.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from ..errors import InvalidRecord, PendingFull
+from ..errors import RecordProblem as P
+from .hlc import hlc_ms
+from .ids import Account
+from .network import NetworkDescriptor
+from .records import (
+    Admit,
+    Issue,
+    Kind,
+    Meta,
+    Redeem,
+    SignedRecord,
+    Transfer,
+    parse_record,
+    verify_signature,
+)
+from .store import (
+    AdmitInfo,
+    ChainState,
+    Credit,
+    Effects,
+    LedgerStore,
+    Movement,
+    StoredRecord,
+    Tip,
+    Verdict,
+)
+
+__all__ = ["Applied", "Delivery", "Frontier", "IngestReport", "Replica"]
+
+DEFAULT_MAX_PENDING = 10_000
+DEFAULT_MAX_SKEW_MS = 5 * 60 * 1000
+_STATE_HASH_CONTEXT = b"p2p-ledger state v1\x00"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Applied:
+    """A record that was stored, with its verdict."""
+
+    record: SignedRecord
+    verdict: Verdict
+    reason: str | None = None
+    equivocates_with: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Delivery:
+    """The outcome of handing one record to the replica."""
+
+    applied: tuple[Applied, ...] = ()
+    refused: tuple[InvalidRecord, ...] = ()  # records released from pending that failed
+    waiting: bool = False
+    already_held: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
+class IngestReport:
+    """The outcome of a batch: what was stored, refused, left waiting or already held."""
+
+    applied: list[Applied] = field(default_factory=list)
+    refused: list[tuple[int | None, InvalidRecord]] = field(default_factory=list)
+    waiting: int = 0  # records in the pending area when the batch ended
+    already_held: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Frontier:
+    """Per author, the tips of its chain held: normally one (seq, id), more after a fork."""
+
+    tips: Mapping[bytes, tuple[tuple[int, bytes], ...]]
+
+    @classmethod
+    def from_tips(cls, tips: Iterable[Tip]) -> Frontier:
+        out: dict[bytes, list[tuple[int, bytes]]] = {}
+        for t in tips:
+            out.setdefault(t.author, []).append((t.seq, t.id))
+        return cls({a: tuple(sorted(v)) for a, v in out.items()})
+
+    def to_list(self) -> list[list[object]]:
+        return [[a, s, i] for a in sorted(self.tips) for s, i in self.tips[a]]
+
+    @classmethod
+    def from_list(cls, items: object) -> Frontier:
+        if not isinstance(items, list):
+            raise ValueError("a frontier is a list of [author, seq, id]")
+        tips: list[Tip] = []
+        for it in items:
+            if (not isinstance(it, list) or len(it) != 3 or type(it[0]) is not bytes
+                    or len(it[0]) != 32 or type(it[1]) is not int or it[1] < 1
+                    or type(it[2]) is not bytes or len(it[2]) != 32):
+                raise ValueError("a frontier entry is [author: 32 bytes, seq: int, id: 32 bytes]")
+            tips.append(Tip(author=it[0], seq=it[1], id=it[2]))
+        return cls.from_tips(tips)
+
+
+class _Pending:
+    """Records waiting for their causal past, oldest first, bounded in count."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.records: OrderedDict[bytes, tuple[SignedRecord, set[bytes]]] = OrderedDict()
+        self.waiters: dict[bytes, set[bytes]] = {}
+
+    def __contains__(self, rid: bytes) -> bool:
+        return rid in self.records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def add(self, rec: SignedRecord, missing: set[bytes]) -> list[InvalidRecord]:
+        evicted: list[InvalidRecord] = []
+        while len(self.records) >= self.limit:
+            old_id = next(iter(self.records))
+            self._remove(old_id)
+            evicted.append(PendingFull(
+                f"dropped after waiting too long in a full pending area ({self.limit})",
+                record_id=old_id.hex()))
+        self.records[rec.id] = (rec, missing)
+        for dep in missing:
+            self.waiters.setdefault(dep, set()).add(rec.id)
+        return evicted
+
+    def _remove(self, rid: bytes) -> None:
+        _, missing = self.records.pop(rid)
+        for dep in missing:
+            ws = self.waiters.get(dep)
+            if ws is not None:
+                ws.discard(rid)
+                if not ws:
+                    del self.waiters[dep]
+
+    def release(self, arrived: bytes) -> list[SignedRecord]:
+        """Records whose last missing dependency was `arrived`."""
+        ready = []
+        for rid in sorted(self.waiters.pop(arrived, ())):
+            rec, missing = self.records[rid]
+            missing.discard(arrived)
+            if not missing:
+                del self.records[rid]
+                ready.append(rec)
+        return ready
+
+
+class Replica:
+    """One replica of one network's ledger, over a `LedgerStore`."""
+
+    def __init__(self, network: NetworkDescriptor, store: LedgerStore, *,
+                 max_pending: int = DEFAULT_MAX_PENDING,
+                 max_skew_ms: int = DEFAULT_MAX_SKEW_MS) -> None:
+        self.network = network
+        self.network_id = network.network_id
+        self.store = store
+        self.max_skew_ms = max_skew_ms
+        self._pending = _Pending(max_pending)
+
+    # ------------------------------------------------------------ receiving
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    def pending(self) -> list[tuple[bytes, frozenset[bytes]]]:
+        """Records waiting for their causal past, with the ids each still lacks."""
+        return [(rid, frozenset(missing)) for rid, (_, missing) in self._pending.records.items()]
+
+    def receive(self, raw: bytes, *, now_ms: int) -> Delivery:
+        """Verify one record and apply it (and whatever it releases from pending).
+
+        Raises InvalidRecord if this record fails verification; then nothing changed.
+        The caller must run this inside `store.transaction()` and acknowledge the
+        applied records only after the transaction commits.
+        """
+        rec = parse_record(raw)
+        if self.store.has(rec.id) or rec.id in self._pending:
+            return Delivery(already_held=True)
+        if hlc_ms(rec.record.hlc) > now_ms + self.max_skew_ms:
+            raise InvalidRecord(
+                P.FUTURE_TIMESTAMP,
+                f"timestamp is {hlc_ms(rec.record.hlc) - now_ms} ms ahead of this clock "
+                f"(limit {self.max_skew_ms} ms); try again later", record_id=rec.hex_id)
+        verify_signature(rec, self.network_id)
+        missing = self._missing(rec)
+        if missing:
+            evicted = self._pending.add(rec, missing)
+            return Delivery(waiting=True, refused=tuple(evicted))
+        first = self._apply(rec)
+        applied, refused = [first], []
+        queue = self._pending.release(rec.id)
+        while queue:
+            nxt = queue.pop(0)
+            try:
+                applied.append(self._apply(nxt))
+            except InvalidRecord as exc:
+                refused.append(exc)
+                continue
+            queue.extend(self._pending.release(nxt.id))
+        return Delivery(applied=tuple(applied), refused=tuple(refused))
+
+    def receive_many(self, raws: Iterable[bytes], *, now_ms: int) -> IngestReport:
+        """Receive a batch, collecting every outcome instead of raising."""
+        report = IngestReport()
+        for index, raw in enumerate(raws):
+            try:
+                d = self.receive(raw, now_ms=now_ms)
+            except InvalidRecord as exc:
+                report.refused.append((index, exc))
+                continue
+            report.applied.extend(d.applied)
+            report.refused.extend((None, e) for e in d.refused)
+            report.already_held += d.already_held
+        report.waiting = len(self._pending)
+        return report
+
+    def _missing(self, rec: SignedRecord) -> set[bytes]:
+        r = rec.record
+        deps = list(r.refs) if r.prev is None else [r.prev, *r.refs]
+        return {d for d in deps if not self.store.has(d)}
+
+    def _apply(self, rec: SignedRecord) -> Applied:
+        fx = self._judge(rec)
+        self.store.apply(fx)
+        return Applied(record=rec, verdict=fx.row.verdict, reason=fx.row.reason,
+                       equivocates_with=fx.equivocates_with)
+
+    # ------------------------------------------------------------ the rules
+
+    def _judge(self, rec: SignedRecord) -> Effects:
+        r = rec.record
+        prev = self._check_chain(rec)
+        chain = prev.chain if prev is not None else ChainState(admit=self._admission(rec))
+        balances = dict(chain.balances)
+        claims = []
+        for ref in r.refs:
+            credit = self.store.credit(ref)
+            if (credit is not None and credit.account.device == r.author
+                    and not self._earlier_in_chain(self.store.claims_of(ref, r.author), rec)):
+                balances[credit.account.name] = balances.get(credit.account.name, 0) + credit.amount
+                claims.append(ref)
+        others = self.store.ids_at(r.author, r.seq)
+        rule = _KindRule(self, rec, balances)
+        verdict, reason = rule.verdict()
+        new_chain = ChainState(admit=chain.admit, balances=tuple(sorted(balances.items())))
+        row = StoredRecord(id=rec.id, author=r.author, seq=r.seq, prev=r.prev, kind=r.kind,
+                           hlc=r.hlc, verdict=verdict, reason=reason, chain=new_chain)
+        applied = verdict is Verdict.APPLIED
+        return Effects(
+            row=row, raw=rec.raw, idem_key=rule.idem_key, claims=tuple(claims),
+            credit=rule.credit if applied else None,
+            movements=rule.movements if applied else (),
+            issued=rule.issued if applied else 0, redeemed=rule.redeemed if applied else 0,
+            admit=rule.admit if applied else None,
+            equivocates_with=others[0] if others else None,
+            meta=rule.meta if applied else None)
+
+    def _check_chain(self, rec: SignedRecord) -> StoredRecord | None:
+        r = rec.record
+        if r.prev is None:
+            return None
+        prev = self.store.get(r.prev)
+        assert prev is not None, "applied before its prev was held"
+        if prev.author != r.author or prev.seq != r.seq - 1:
+            raise InvalidRecord(P.BROKEN_CHAIN,
+                                f"prev is not the author's record at seq {r.seq - 1}",
+                                record_id=rec.hex_id)
+        if r.hlc <= prev.hlc:
+            raise InvalidRecord(P.BROKEN_CHAIN, "hlc does not increase along the chain",
+                                record_id=rec.hex_id)
+        return prev
+
+    def _admission(self, rec: SignedRecord) -> bytes | None:
+        """The admit record id that lets this seq-1 record's author in."""
+        r = rec.record
+        if r.author == self.network.authority:
+            return None
+        for ref in r.refs:
+            info = self.store.admit(ref)
+            if info is not None and info.device == r.author:
+                return ref
+        raise InvalidRecord(P.NOT_ADMITTED,
+                            "the author's first record refs no admit record for its key",
+                            record_id=rec.hex_id)
+
+    def _earlier_in_chain(self, candidates: list[tuple[bytes, int]], rec: SignedRecord) -> bool:
+        """Whether any (id, seq) of the author's is an ancestor of `rec` in its chain."""
+        r = rec.record
+        earlier = {rid for rid, seq in candidates if seq < r.seq}
+        if not earlier:
+            return False
+        if not self.store.forked(r.author):
+            return True  # a linear chain: every lower seq is an ancestor
+        lowest = min(seq for _, seq in candidates)
+        cursor = r.prev
+        while cursor is not None:
+            if cursor in earlier:
+                return True
+            row = self.store.get(cursor)
+            if row is None or row.seq <= lowest:
+                return False
+            cursor = row.prev
+        return False
+
+    # ------------------------------------------------------------ views
+
+    def frontier(self) -> Frontier:
+        return Frontier.from_tips(self.store.tips())
+
+    def delta(self, since: Frontier) -> list[bytes]:
+        """The records held here that a replica at `since` lacks, in causal order."""
+        wanted: list[bytes] = []
+        for author in {t.author for t in self.store.tips()}:
+            theirs = since.tips.get(author, ())
+            if not theirs:
+                wanted.extend(row.id for _, row in self.store.records_of(author, 0))
+            elif (len(theirs) == 1 and not self.store.forked(author)
+                  and self.store.has(theirs[0][1])):
+                wanted.extend(row.id for _, row in self.store.records_of(author, theirs[0][0]))
+            else:
+                known = self._ancestors({rid for _, rid in theirs})
+                wanted.extend(row.id for _, row in self.store.records_of(author, 0)
+                              if row.id not in known)
+        return self.store.raws_in_order(wanted)
+
+    def _ancestors(self, ids: set[bytes]) -> set[bytes]:
+        seen: set[bytes] = set()
+        stack = [i for i in ids if self.store.has(i)]
+        while stack:
+            rid = stack.pop()
+            if rid in seen:
+                continue
+            seen.add(rid)
+            row = self.store.get(rid)
+            if row is not None and row.prev is not None:
+                stack.append(row.prev)
+        return seen
+
+    def state_hash(self) -> bytes:
+        """Digest of the record set: the sorted tips of every author's chain, each of
+        which commits to its whole chain through prev."""
+        h = hashlib.blake2b(_STATE_HASH_CONTEXT, digest_size=32)
+        for t in self.store.tips():
+            h.update(t.author + t.seq.to_bytes(8, "big") + t.id)
+        return h.digest()
+
+    def verdict(self, rid: bytes) -> tuple[Verdict, str | None] | None:
+        row = self.store.get(rid)
+        return None if row is None else (row.verdict, row.reason)
+
+    def balance(self, account: Account) -> int:
+        return self.store.balance(account)
+
+    def balances(self) -> dict[Account, int]:
+        return self.store.balances()
+
+    def conserved(self) -> bool:
+        """Money conservation: the sum of all balances equals issued minus redeemed."""
+        t = self.store.totals()
+        return sum(self.store.balances().values()) == t.issued - t.redeemed
+
+    def spendable(self, account: Account) -> int:
+        """What `account`'s owner can debit now: its chain balance at the head plus the
+        credits its chain has not claimed yet."""
+        head = self.head(account.device)
+        chain = head.chain.balance(account.name) if head is not None else 0
+        return chain + sum(c.amount for c in self.store.unclaimed_credits(account.device)
+                           if c.account == account)
+
+    def head(self, author: bytes) -> StoredRecord | None:
+        """The author's latest record (highest seq; lowest id among equals)."""
+        tips = self.store.tips_of(author)
+        if not tips:
+            return None
+        best = min(tips, key=lambda t: (-t.seq, t.id))
+        return self.store.get(best.id)
+
+
+class _KindRule:
+    """The verdict and effects of one record's kind, given its chain balances
+    (which the rule updates in place for an applied debit)."""
+
+    def __init__(self, replica: Replica, rec: SignedRecord, balances: dict[str, int]) -> None:
+        self.replica = replica
+        self.rec = rec
+        self.balances = balances
+        self.idem_key: str | None = None
+        self.credit: Credit | None = None
+        self.movements: tuple[Movement, ...] = ()
+        self.issued = 0
+        self.redeemed = 0
+        self.admit: AdmitInfo | None = None
+        self.meta: tuple[Account, str, str] | None = None
+
+    def verdict(self) -> tuple[Verdict, str | None]:
+        r = self.rec.record
+        body = r.body
+        by_authority = r.author == self.replica.network.authority
+        if r.kind in (Kind.ADMIT, Kind.REVOKE, Kind.ISSUE) and not by_authority:
+            return Verdict.REJECTED, f"only the network authority may {r.kind.label}"
+        if isinstance(body, (Issue, Transfer, Redeem)):
+            self.idem_key = body.key
+            dupes = self.replica.store.idem(r.author, body.key)
+            if self.replica._earlier_in_chain(dupes, self.rec):
+                return Verdict.DUPLICATE, "idempotency key already used by this author"
+        if isinstance(body, Admit):
+            self.admit = AdmitInfo(id=self.rec.id, device=body.device, role=body.role.value,
+                                   tier=body.tier, offline_limit=body.offline_limit,
+                                   expires=body.expires)
+        elif isinstance(body, Issue):
+            self.credit = Credit(id=self.rec.id, account=body.to, amount=body.amount)
+            self.movements = (Movement(account=body.to, delta=body.amount),)
+            self.issued = body.amount
+        elif isinstance(body, (Transfer, Redeem)):
+            have = self.balances.get(body.from_, 0)
+            if have < body.amount:
+                return Verdict.REJECTED, (f"insufficient funds: {body.from_} holds {have} over "
+                                          f"this record's causal past, needs {body.amount}")
+            self.balances[body.from_] = have - body.amount
+            payer = Account(device=r.author, name=body.from_)
+            if isinstance(body, Transfer):
+                self.credit = Credit(id=self.rec.id, account=body.to, amount=body.amount)
+                self.movements = (Movement(account=payer, delta=-body.amount),
+                                  Movement(account=body.to, delta=body.amount))
+            else:
+                self.movements = (Movement(account=payer, delta=-body.amount),)
+                self.redeemed = body.amount
+        elif isinstance(body, Meta):
+            self.meta = (Account(device=r.author, name=body.account), body.field, body.value)
+        return Verdict.APPLIED, None

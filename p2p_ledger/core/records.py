@@ -1,0 +1,451 @@
+"""Signed records: the only facts the ledger knows.
+
+Wire form (see specs/records.md for the CDDL and golden vectors):
+
+    signed-record = [payload: bstr, signature: bstr .size 64]
+    payload       = [kind, author, seq, prev, refs, hlc, body]
+
+Both are canonical CBOR (RFC 8949 core deterministic encoding). The signature is
+Ed25519 by `author` over `SIGNATURE_CONTEXT || network_id || payload`, so a record
+signed for one network never verifies in another. A record's id is BLAKE2b-256 of
+the whole signed-record bytes.
+
+Decoding is strict: any byte sequence that is not exactly what `encode` would
+produce for a valid record (extra fields, unknown kinds, non-canonical integers or
+map order, floats, tags, oversize input) raises `InvalidRecord`. This module checks
+only what a record says about itself; rules that need other records (chains, funds,
+admission) live in `ledger.py`. It does no I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import cbor2
+import nacl.bindings
+import nacl.exceptions
+import nacl.signing
+
+from ..errors import AmountError, InvalidRecord, LocalError
+from ..errors import RecordProblem as P
+from .ids import Account, check_account_name
+from .money import check_amount
+
+__all__ = [
+    "MAX_MEMO_CHARS", "MAX_RECORD_BYTES", "MAX_REFS", "SIGNATURE_CONTEXT", "Admit", "Body",
+    "Issue", "Kind", "Meta", "Record", "Redeem", "Revoke", "Role", "SignedRecord", "Transfer",
+    "canonical_cbor", "open_record", "parse_record", "record_id", "sign_record",
+    "verify_signature",
+]
+
+MAX_RECORD_BYTES = 4096
+MAX_REFS = 64
+MAX_KEY_CHARS = 64
+MAX_MEMO_CHARS = 140
+MAX_META_CHARS = 256
+SIGNATURE_CONTEXT = b"p2p-ledger record v1\x00"
+
+
+class Kind(enum.IntEnum):
+    """Record kinds, as numbered on the wire."""
+
+    ADMIT = 1
+    REVOKE = 2
+    ISSUE = 3
+    TRANSFER = 4
+    REDEEM = 5
+    META = 6
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class Role(enum.Enum):
+    DEVICE = "device"
+    HUB = "hub"
+
+
+def canonical_cbor(obj: object) -> bytes:
+    return bytes(cbor2.dumps(obj, canonical=True))
+
+
+# ---------------------------------------------------------------- field checks
+# Each check takes the decoded CBOR value and returns the Python value, or raises
+# ValueError with a message; `_Field.encode` does the reverse.
+
+def _bytes32(v: object) -> bytes:
+    if type(v) is not bytes or len(v) != 32:
+        raise ValueError("expected 32 bytes")
+    return v
+
+
+def _uint(v: object) -> int:
+    if type(v) is not int or v < 0 or v >= 1 << 64:
+        raise ValueError("expected an unsigned integer below 2**64")
+    return v
+
+
+def _text(limit: int) -> Callable[[object], str]:
+    def check(v: object) -> str:
+        if type(v) is not str or not 0 < len(v) <= limit:
+            raise ValueError(f"expected text of 1 to {limit} characters")
+        return v
+    return check
+
+
+def _name(v: object) -> str:
+    if type(v) is not str:
+        raise ValueError("expected an account name")
+    try:
+        return check_account_name(v)
+    except LocalError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _account(v: object) -> Account:
+    if type(v) is not list or len(v) != 2:
+        raise ValueError("expected an account [device, name]")
+    return Account(device=_bytes32(v[0]), name=_name(v[1]))
+
+
+def _role(v: object) -> Role:
+    try:
+        return Role(v)
+    except ValueError:
+        raise ValueError(f"unknown role {v!r}") from None
+
+
+class _AmountField(ValueError):
+    """Marks an amount failure so that it is reported as BAD_AMOUNT."""
+
+
+def _amount(v: object) -> int:
+    try:
+        return check_amount(v)
+    except AmountError as exc:
+        raise _AmountField(str(exc)) from None
+
+
+def _plain(v: object) -> object:
+    return v
+
+
+def _encode_account(a: Account) -> list[object]:
+    return [a.device, a.name]
+
+
+def _encode_role(r: Role) -> str:
+    return r.value
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    attr: str  # the CBOR map key
+    check: Callable[[object], Any]
+    optional: bool = False
+    encode: Callable[[Any], object] = _plain
+
+    @property
+    def py(self) -> str:
+        """The dataclass attribute ("from" is a Python keyword)."""
+        return "from_" if self.attr == "from" else self.attr
+
+
+_DEVICE = _Field("device", _bytes32)
+_TO = _Field("to", _account, encode=_encode_account)
+_FROM = _Field("from", _name)
+_AMOUNT = _Field("amount", _amount)
+_KEY = _Field("key", _text(MAX_KEY_CHARS))
+
+
+# ---------------------------------------------------------------- bodies
+
+class Body:
+    """Base of record bodies. Subclasses declare KIND and FIELDS, in CBOR key terms."""
+
+    __slots__ = ()
+    KIND: ClassVar[Kind]
+    FIELDS: ClassVar[tuple[_Field, ...]]
+
+    def to_cbor(self) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for f in self.FIELDS:
+            value = getattr(self, f.py)
+            if value is None and f.optional:
+                continue
+            out[f.attr] = f.encode(value)
+        return out
+
+    @classmethod
+    def from_cbor(cls, raw: object) -> Body:
+        if type(raw) is not dict:
+            raise InvalidRecord(P.MALFORMED, f"{cls.KIND.label} body is not a map")
+        known = {f.attr for f in cls.FIELDS}
+        unknown = [k for k in raw if k not in known]
+        if unknown:
+            raise InvalidRecord(P.UNKNOWN_FIELD,
+                                f"{cls.KIND.label} body has unknown field(s) {unknown!r}")
+        values: dict[str, object] = {}
+        for f in cls.FIELDS:
+            key = f.py
+            if f.attr not in raw:
+                if not f.optional:
+                    raise InvalidRecord(P.MALFORMED,
+                                        f"{cls.KIND.label} body lacks field {f.attr!r}")
+                values[key] = None
+                continue
+            try:
+                values[key] = f.check(raw[f.attr])
+            except _AmountField as exc:
+                raise InvalidRecord(P.BAD_AMOUNT, str(exc)) from None
+            except (ValueError, LocalError) as exc:
+                raise InvalidRecord(P.BAD_FIELD, f"{cls.KIND.label}.{f.attr}: {exc}") from None
+        return cls(**values)
+
+    def validate(self) -> None:
+        """Check field values when building a body locally (LocalError on misuse)."""
+        try:
+            self.from_cbor(self.to_cbor())
+        except InvalidRecord as exc:
+            raise LocalError(str(exc)) from None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Admit(Body):
+    """The network authority certifies a device (or hub) to take part."""
+
+    KIND = Kind.ADMIT
+    FIELDS = (_DEVICE, _Field("role", _role, encode=_encode_role), _Field("tier", _uint),
+              _Field("offline_limit", _amount, optional=True),
+              _Field("expires", _uint, optional=True))
+    device: bytes
+    role: Role = Role.DEVICE
+    tier: int = 0
+    offline_limit: int | None = None
+    expires: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Revoke(Body):
+    """The network authority withdraws a device's certificate after `after_seq`."""
+
+    KIND = Kind.REVOKE
+    FIELDS = (_DEVICE, _Field("after_seq", _uint))
+    device: bytes
+    after_seq: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Issue(Body):
+    """The network authority puts new money into an account (cash-in)."""
+
+    KIND = Kind.ISSUE
+    FIELDS = (_TO, _AMOUNT, _KEY)
+    to: Account
+    amount: int
+    key: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Transfer(Body):
+    """The author pays from its own account `from_` to any account `to`."""
+
+    KIND = Kind.TRANSFER
+    FIELDS = (_FROM, _TO, _AMOUNT, _KEY, _Field("memo", _text(MAX_MEMO_CHARS), optional=True))
+    from_: str
+    to: Account
+    amount: int
+    key: str
+    memo: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Redeem(Body):
+    """The author takes money out of its own account and out of the network (cash-out)."""
+
+    KIND = Kind.REDEEM
+    FIELDS = (_FROM, _AMOUNT, _KEY)
+    from_: str
+    amount: int
+    key: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Meta(Body):
+    """Last-writer-wins metadata of one of the author's accounts (a display name, say)."""
+
+    KIND = Kind.META
+    FIELDS = (_Field("account", _name), _Field("field", _text(32)),
+              _Field("value", _text(MAX_META_CHARS)))
+    account: str
+    field: str
+    value: str
+
+
+BODY_TYPES: dict[Kind, type[Body]] = {
+    b.KIND: b for b in (Admit, Revoke, Issue, Transfer, Redeem, Meta)}
+
+# ---------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Record:
+    """An unsigned record: what the author states."""
+
+    author: bytes
+    seq: int
+    prev: bytes | None
+    refs: tuple[bytes, ...]
+    hlc: int
+    body: Body
+
+    def __post_init__(self) -> None:
+        problem = _record_shape_problem(self)
+        if problem:
+            raise LocalError(problem)
+
+    @property
+    def kind(self) -> Kind:
+        return self.body.KIND
+
+    def payload(self) -> bytes:
+        return canonical_cbor([int(self.kind), self.author, self.seq, self.prev,
+                               list(self.refs), self.hlc, self.body.to_cbor()])
+
+
+def _record_shape_problem(r: Record) -> str | None:
+    if len(r.author) != 32:
+        return "author must be a 32-byte key"
+    if r.seq < 1 or r.seq >= 1 << 64:
+        return "seq must be 1 or more"
+    if (r.seq == 1) != (r.prev is None):
+        return "prev must be absent exactly when seq is 1"
+    if r.prev is not None and len(r.prev) != 32:
+        return "prev must be a 32-byte id"
+    if len(r.refs) > MAX_REFS:
+        return f"at most {MAX_REFS} refs"
+    if any(len(x) != 32 for x in r.refs) or list(r.refs) != sorted(set(r.refs)):
+        return "refs must be distinct 32-byte ids in ascending order"
+    if r.prev is not None and r.prev in r.refs:
+        return "prev must not be repeated in refs"
+    if not 0 <= r.hlc < 1 << 64:
+        return "hlc out of range"
+    return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignedRecord:
+    """A record with its signature, exact bytes and id. Build with `sign_record`,
+    `parse_record` or `open_record`; the fields always agree with each other."""
+
+    record: Record
+    signature: bytes
+    payload: bytes
+    raw: bytes
+    id: bytes
+
+    @property
+    def hex_id(self) -> str:
+        return self.id.hex()
+
+
+def record_id(raw: bytes) -> bytes:
+    return hashlib.blake2b(raw, digest_size=32).digest()
+
+
+def _signed_message(network_id: bytes, payload: bytes) -> bytes:
+    return SIGNATURE_CONTEXT + network_id + payload
+
+
+def sign_record(record: Record, key: nacl.signing.SigningKey, network_id: bytes) -> SignedRecord:
+    """Sign `record` as its author. The key must be the author's."""
+    if bytes(key.verify_key) != record.author:
+        raise LocalError("the signing key is not the record's author")
+    record.body.validate()
+    payload = record.payload()
+    if len(payload) + 80 > MAX_RECORD_BYTES:
+        raise LocalError("record too large")
+    sig = key.sign(_signed_message(network_id, payload)).signature
+    raw = canonical_cbor([payload, sig])
+    return SignedRecord(record=record, signature=sig, payload=payload, raw=raw,
+                        id=record_id(raw))
+
+
+def _loads(data: bytes, what: str) -> object:
+    try:
+        return cbor2.loads(data, allow_indefinite=False, allow_duplicate_keys=False)
+    except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError) as exc:
+        raise InvalidRecord(P.MALFORMED, f"{what} is not valid CBOR: {exc}") from None
+
+
+def parse_record(raw: bytes) -> SignedRecord:
+    """Decode and check a signed record's form, without checking the signature."""
+    if type(raw) is not bytes:
+        raise InvalidRecord(P.MALFORMED, "a record is a byte string")
+    if len(raw) > MAX_RECORD_BYTES:
+        raise InvalidRecord(P.OVERSIZE, f"{len(raw)} bytes, limit {MAX_RECORD_BYTES}")
+    rid = record_id(raw)
+    try:
+        return _parse(raw, rid)
+    except InvalidRecord as exc:
+        raise exc.with_record_id(rid.hex()) from None
+
+
+def _parse(raw: bytes, rid: bytes) -> SignedRecord:
+    outer = _loads(raw, "record")
+    if type(outer) is not list or len(outer) != 2:
+        raise InvalidRecord(P.MALFORMED, "a signed record is [payload, signature]")
+    payload, sig = outer
+    if type(payload) is not bytes or type(sig) is not bytes or len(sig) != 64:
+        raise InvalidRecord(P.MALFORMED, "payload must be bytes and the signature 64 bytes")
+    if canonical_cbor([payload, sig]) != raw:
+        raise InvalidRecord(P.NON_CANONICAL, "signed record is not canonical CBOR")
+    inner = _loads(payload, "payload")
+    if type(inner) is not list or len(inner) != 7:
+        raise InvalidRecord(P.MALFORMED, "payload is [kind, author, seq, prev, refs, hlc, body]")
+    kind_v, author, seq, prev, refs, hlc, body_v = inner
+    if type(kind_v) is not int:
+        raise InvalidRecord(P.MALFORMED, "kind must be an integer")
+    try:
+        kind = Kind(kind_v)
+    except ValueError:
+        raise InvalidRecord(P.UNKNOWN_KIND, f"kind {kind_v}") from None
+    try:
+        fields = (_bytes32(author), _uint(seq), None if prev is None else _bytes32(prev),
+                  _uint(hlc))
+    except ValueError as exc:
+        raise InvalidRecord(P.BAD_FIELD, str(exc)) from None
+    if type(refs) is not list or any(type(x) is not bytes for x in refs):
+        raise InvalidRecord(P.BAD_FIELD, "refs must be a list of ids")
+    body = BODY_TYPES[kind].from_cbor(body_v)
+    try:
+        record = Record(author=fields[0], seq=fields[1], prev=fields[2], refs=tuple(refs),
+                        hlc=fields[3], body=body)
+    except LocalError as exc:
+        raise InvalidRecord(P.BAD_FIELD, str(exc)) from None
+    if record.payload() != payload:
+        raise InvalidRecord(P.NON_CANONICAL, "payload is not canonical CBOR")
+    return SignedRecord(record=record, signature=sig, payload=payload, raw=raw, id=rid)
+
+
+def verify_signature(signed: SignedRecord, network_id: bytes) -> None:
+    """Raise InvalidRecord(BAD_SIGNATURE) unless the author signed this payload here."""
+    try:
+        nacl.bindings.crypto_sign_open(
+            signed.signature + _signed_message(network_id, signed.payload), signed.record.author)
+    except (nacl.exceptions.BadSignatureError, nacl.exceptions.RuntimeError,
+            nacl.exceptions.ValueError, nacl.exceptions.TypeError):
+        raise InvalidRecord(P.BAD_SIGNATURE, "signature does not verify",
+                            record_id=signed.hex_id) from None
+
+
+def open_record(raw: bytes, network_id: bytes) -> SignedRecord:
+    """Parse and verify a record received from anywhere."""
+    signed = parse_record(raw)
+    verify_signature(signed, network_id)
+    return signed

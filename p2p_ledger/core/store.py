@@ -1,0 +1,300 @@
+"""The narrow interface between the ledger rules and wherever records are kept.
+
+`Replica` (ledger.py) decides everything; a store only remembers. For each applied
+record the replica hands the store one `Effects` value, and the store writes all of
+it or none of it. Lookups are by key, so a store of a million records never has to
+be loaded into memory. `MemoryStore` here is the reference implementation for tests
+and the simulator; `p2p_ledger.storage.sqlite.SqliteStore` is the durable one.
+Both must behave identically: tests run the same scenarios against each.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import cbor2
+
+from .ids import Account
+from .records import Kind, canonical_cbor
+
+__all__ = ["AdmitInfo", "ChainState", "Credit", "Effects", "HistoryEntry", "LedgerStore",
+           "MemoryStore", "Movement", "StoredRecord", "Tip", "Totals", "Verdict"]
+
+
+class Verdict(enum.Enum):
+    """What a stored record did to the ledger. Every replica computes the same one."""
+
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChainState:
+    """What an author's chain has established up to and including one record:
+    the admit record that let the author in (None for the network authority) and the
+    balance of each of its accounts over the record's causal past."""
+
+    admit: bytes | None
+    balances: tuple[tuple[str, int], ...] = ()
+
+    def balance(self, name: str) -> int:
+        return dict(self.balances).get(name, 0)
+
+    def encode(self) -> bytes:
+        return canonical_cbor([self.admit, dict(self.balances)])
+
+    @classmethod
+    def decode(cls, data: bytes) -> ChainState:
+        admit, bal = cbor2.loads(data)
+        return cls(admit=admit, balances=tuple(sorted(bal.items())))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredRecord:
+    id: bytes
+    author: bytes
+    seq: int
+    prev: bytes | None
+    kind: Kind
+    hlc: int
+    verdict: Verdict
+    reason: str | None
+    chain: ChainState
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Credit:
+    """Money an applied `issue` or `transfer` put into an account."""
+
+    id: bytes
+    account: Account
+    amount: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Movement:
+    account: Account
+    delta: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdmitInfo:
+    id: bytes
+    device: bytes
+    role: str
+    tier: int
+    offline_limit: int | None
+    expires: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Effects:
+    """Everything that applying one record changes; written atomically by the store."""
+
+    row: StoredRecord
+    raw: bytes
+    idem_key: str | None = None
+    claims: tuple[bytes, ...] = ()
+    credit: Credit | None = None
+    movements: tuple[Movement, ...] = ()
+    issued: int = 0
+    redeemed: int = 0
+    admit: AdmitInfo | None = None
+    equivocates_with: bytes | None = None
+    meta: tuple[Account, str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tip:
+    author: bytes
+    seq: int
+    id: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Totals:
+    records: int
+    authors: int
+    issued: int
+    redeemed: int
+    max_hlc: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryEntry:
+    id: bytes
+    kind: Kind
+    hlc: int
+    author: bytes
+    delta: int
+
+
+class LedgerStore(Protocol):
+    def transaction(self) -> contextlib.AbstractContextManager[None]: ...
+    def has(self, rid: bytes) -> bool: ...
+    def get(self, rid: bytes) -> StoredRecord | None: ...
+    def raw(self, rid: bytes) -> bytes | None: ...
+    def admit(self, rid: bytes) -> AdmitInfo | None: ...
+    def admits_for(self, device: bytes) -> list[AdmitInfo]: ...
+    def credit(self, rid: bytes) -> Credit | None: ...
+    def claims_of(self, credit: bytes, author: bytes) -> list[tuple[bytes, int]]: ...
+    def idem(self, author: bytes, key: str) -> list[tuple[bytes, int]]: ...
+    def ids_at(self, author: bytes, seq: int) -> list[bytes]: ...
+    def forked(self, author: bytes) -> bool: ...
+    def tips(self) -> list[Tip]: ...
+    def tips_of(self, author: bytes) -> list[Tip]: ...
+    def records_of(self, author: bytes, after_seq: int) -> list[tuple[int, StoredRecord]]:
+        """(order, row) of the author's records with seq > after_seq."""
+        ...
+    def raws_in_order(self, rids: list[bytes]) -> list[bytes]: ...
+    def apply(self, fx: Effects) -> None: ...
+    def balance(self, account: Account) -> int: ...
+    def balances(self) -> dict[Account, int]: ...
+    def totals(self) -> Totals: ...
+    def unclaimed_credits(self, device: bytes) -> list[Credit]: ...
+    def equivocations(self) -> list[tuple[bytes, int, bytes, bytes]]: ...
+    def history(self, account: Account) -> list[HistoryEntry]: ...
+    def meta(self, account: Account) -> dict[str, str]: ...
+    def all_ids_in_order(self) -> Iterator[bytes]: ...
+
+
+@dataclass
+class MemoryStore:
+    """Dict-backed store. `transaction` is all-or-nothing because `apply` never fails
+    half way: the replica computes every effect before calling it."""
+
+    _rows: dict[bytes, StoredRecord] = field(default_factory=dict)
+    _raw: dict[bytes, bytes] = field(default_factory=dict)
+    _order: dict[bytes, int] = field(default_factory=dict)
+    _by_author: dict[bytes, list[bytes]] = field(default_factory=lambda: defaultdict(list))
+    _at: dict[tuple[bytes, int], list[bytes]] = field(default_factory=lambda: defaultdict(list))
+    _admits: dict[bytes, AdmitInfo] = field(default_factory=dict)
+    _credits: dict[bytes, Credit] = field(default_factory=dict)
+    _claims: dict[tuple[bytes, bytes], list[tuple[bytes, int]]] = field(
+        default_factory=lambda: defaultdict(list))
+    _idem: dict[tuple[bytes, str], list[tuple[bytes, int]]] = field(
+        default_factory=lambda: defaultdict(list))
+    _tips: dict[bytes, dict[bytes, int]] = field(default_factory=lambda: defaultdict(dict))
+    _balances: dict[Account, int] = field(default_factory=lambda: defaultdict(int))
+    _history: dict[Account, list[HistoryEntry]] = field(default_factory=lambda: defaultdict(list))
+    _equivocations: list[tuple[bytes, int, bytes, bytes]] = field(default_factory=list)
+    _meta: dict[tuple[Account, str], tuple[int, bytes, str]] = field(default_factory=dict)
+    _issued: int = 0
+    _redeemed: int = 0
+    _max_hlc: int = 0
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        yield
+
+    def has(self, rid: bytes) -> bool:
+        return rid in self._rows
+
+    def get(self, rid: bytes) -> StoredRecord | None:
+        return self._rows.get(rid)
+
+    def raw(self, rid: bytes) -> bytes | None:
+        return self._raw.get(rid)
+
+    def admit(self, rid: bytes) -> AdmitInfo | None:
+        return self._admits.get(rid)
+
+    def admits_for(self, device: bytes) -> list[AdmitInfo]:
+        return [a for a in self._admits.values() if a.device == device]
+
+    def credit(self, rid: bytes) -> Credit | None:
+        return self._credits.get(rid)
+
+    def claims_of(self, credit: bytes, author: bytes) -> list[tuple[bytes, int]]:
+        return list(self._claims.get((credit, author), ()))
+
+    def idem(self, author: bytes, key: str) -> list[tuple[bytes, int]]:
+        return list(self._idem.get((author, key), ()))
+
+    def ids_at(self, author: bytes, seq: int) -> list[bytes]:
+        return list(self._at.get((author, seq), ()))
+
+    def forked(self, author: bytes) -> bool:
+        return any(e[0] == author for e in self._equivocations)
+
+    def tips(self) -> list[Tip]:
+        return sorted((Tip(author=a, seq=s, id=i) for a, t in self._tips.items()
+                       for i, s in t.items()), key=lambda t: (t.author, t.seq, t.id))
+
+    def tips_of(self, author: bytes) -> list[Tip]:
+        return sorted((Tip(author=author, seq=s, id=i) for i, s in self._tips[author].items()),
+                      key=lambda t: (t.seq, t.id)) if author in self._tips else []
+
+    def records_of(self, author: bytes, after_seq: int) -> list[tuple[int, StoredRecord]]:
+        rows = (self._rows[i] for i in self._by_author.get(author, ()))
+        return [(self._order[r.id], r) for r in rows if r.seq > after_seq]
+
+    def raws_in_order(self, rids: list[bytes]) -> list[bytes]:
+        return [self._raw[i] for i in sorted(rids, key=self._order.__getitem__)]
+
+    def all_ids_in_order(self) -> Iterator[bytes]:
+        return iter(list(self._order))
+
+    def apply(self, fx: Effects) -> None:
+        row = fx.row
+        self._rows[row.id] = row
+        self._raw[row.id] = fx.raw
+        self._order[row.id] = len(self._order)
+        self._by_author[row.author].append(row.id)
+        self._at[(row.author, row.seq)].append(row.id)
+        tips = self._tips[row.author]
+        if row.prev is not None:
+            tips.pop(row.prev, None)
+        tips[row.id] = row.seq
+        if fx.admit:
+            self._admits[row.id] = fx.admit
+        if fx.credit:
+            self._credits[row.id] = fx.credit
+        for c in fx.claims:
+            self._claims[(c, row.author)].append((row.id, row.seq))
+        if fx.idem_key is not None:
+            self._idem[(row.author, fx.idem_key)].append((row.id, row.seq))
+        for m in fx.movements:
+            self._balances[m.account] += m.delta
+            self._history[m.account].append(HistoryEntry(
+                id=row.id, kind=row.kind, hlc=row.hlc, author=row.author, delta=m.delta))
+        if fx.equivocates_with is not None:
+            self._equivocations.append((row.author, row.seq, fx.equivocates_with, row.id))
+        if fx.meta is not None:
+            account, name, value = fx.meta
+            old = self._meta.get((account, name))
+            if old is None or (old[0], old[1]) < (row.hlc, row.author):
+                self._meta[(account, name)] = (row.hlc, row.author, value)
+        self._issued += fx.issued
+        self._redeemed += fx.redeemed
+        self._max_hlc = max(self._max_hlc, row.hlc)
+
+    def balance(self, account: Account) -> int:
+        return self._balances.get(account, 0)
+
+    def balances(self) -> dict[Account, int]:
+        return dict(self._balances)
+
+    def totals(self) -> Totals:
+        return Totals(records=len(self._rows), authors=len(self._tips), issued=self._issued,
+                      redeemed=self._redeemed, max_hlc=self._max_hlc)
+
+    def unclaimed_credits(self, device: bytes) -> list[Credit]:
+        return [c for c in self._credits.values()
+                if c.account.device == device and (c.id, device) not in self._claims]
+
+    def equivocations(self) -> list[tuple[bytes, int, bytes, bytes]]:
+        return list(self._equivocations)
+
+    def history(self, account: Account) -> list[HistoryEntry]:
+        return list(self._history.get(account, ()))
+
+    def meta(self, account: Account) -> dict[str, str]:
+        return {k[1]: v[2] for k, v in self._meta.items() if k[0] == account}
+

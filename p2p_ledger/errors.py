@@ -1,0 +1,98 @@
+"""The error tree: every error says whose fault it is.
+
+- `LocalError`: we (the caller of this library, or the person at the CLI) asked for
+  something that cannot be done: a bad amount typed in, a payment that would
+  overdraw, a wrong passphrase. Nothing was signed or stored.
+- `InvalidRecord`: bytes from somewhere else (a bundle, a peer) that do not verify.
+  It carries a `RecordProblem` naming the reason. An invalid record is never stored.
+- `StoreError`: the local store is unusable (wrong network, unknown schema, damaged).
+
+Every class here derives from `P2PLedgerError`, so a caller that wants to catch all
+of ours can, without catching programming errors such as `TypeError`.
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = [
+    "AmountError",
+    "InvalidRecord",
+    "KeyFileError",
+    "LocalError",
+    "P2PLedgerError",
+    "PaymentRefused",
+    "PendingFull",
+    "RecordProblem",
+    "StoreError",
+    "WrongPassphrase",
+]
+
+
+class P2PLedgerError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class LocalError(P2PLedgerError):
+    """Our own side asked for something impossible; nothing was changed."""
+
+
+class AmountError(LocalError, ValueError):
+    """An amount that is not a positive whole number of minor units within limits."""
+
+
+class PaymentRefused(LocalError):
+    """A payment this device will not sign (overdraft, reused idempotency key, ...)."""
+
+
+class KeyFileError(LocalError):
+    """The device key file is missing, damaged, or cannot be unlocked."""
+
+
+class WrongPassphrase(KeyFileError):
+    """The passphrase does not decrypt the device key."""
+
+
+class StoreError(P2PLedgerError):
+    """The local store cannot be used as asked."""
+
+
+class RecordProblem(enum.Enum):
+    """Why a record failed verification. The value is the name printed to people."""
+
+    MALFORMED = "malformed"
+    NON_CANONICAL = "non_canonical"
+    OVERSIZE = "oversize"
+    UNKNOWN_KIND = "unknown_kind"
+    UNKNOWN_FIELD = "unknown_field"
+    BAD_FIELD = "bad_field"
+    BAD_AMOUNT = "bad_amount"
+    BAD_SIGNATURE = "bad_signature"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    BROKEN_CHAIN = "broken_chain"
+    NOT_ADMITTED = "not_admitted"
+    PENDING_FULL = "pending_full"
+
+
+class InvalidRecord(P2PLedgerError):
+    """A record that fails verification. It is never stored.
+
+    `record_id` is the hex id when the bytes were framed well enough to hash them.
+    """
+
+    def __init__(self, problem: RecordProblem, detail: str, *, record_id: str | None = None):
+        self.problem = problem
+        self.detail = detail
+        self.record_id = record_id
+        where = f" (record {record_id[:16]})" if record_id else ""
+        super().__init__(f"{problem.value}: {detail}{where}")
+
+    def with_record_id(self, record_id: str) -> InvalidRecord:
+        return InvalidRecord(self.problem, self.detail, record_id=record_id)
+
+
+class PendingFull(InvalidRecord):
+    """The bounded pending area is full; the record was dropped, not stored."""
+
+    def __init__(self, detail: str, *, record_id: str | None = None):
+        super().__init__(RecordProblem.PENDING_FULL, detail, record_id=record_id)

@@ -1,0 +1,303 @@
+"""The durable store: one SQLite file in WAL mode with synchronous=FULL.
+
+A record is acknowledged only after the transaction that wrote it commits; with
+synchronous=FULL the WAL is fsynced at every commit, so kill -9 or a power cut loses
+nothing acknowledged and leaves a database SQLite recovers on the next open.
+
+Opening does no work proportional to the store's size: the running totals live in a
+one-row table, balances in their own table, and every lookup the ledger rules make
+goes through a primary key or an index. Signatures are verified once, on arrival;
+`p2p-ledger verify` re-checks them all on request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..core.ids import Account
+from ..core.records import Kind
+from ..core.store import (
+    AdmitInfo,
+    ChainState,
+    Credit,
+    Effects,
+    HistoryEntry,
+    StoredRecord,
+    Tip,
+    Totals,
+    Verdict,
+)
+from ..errors import StoreError
+
+__all__ = ["SCHEMA_VERSION", "SqliteStore"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE info (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE totals (one INTEGER PRIMARY KEY CHECK (one = 1), records INTEGER NOT NULL,
+    issued INTEGER NOT NULL, redeemed INTEGER NOT NULL, max_hlc INTEGER NOT NULL);
+INSERT INTO totals VALUES (1, 0, 0, 0, 0);
+CREATE TABLE records (ord INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, author BLOB NOT NULL,
+    seq INTEGER NOT NULL, prev BLOB, kind INTEGER NOT NULL, hlc INTEGER NOT NULL,
+    verdict TEXT NOT NULL, reason TEXT, chain BLOB NOT NULL, raw BLOB NOT NULL);
+CREATE INDEX records_author_seq ON records (author, seq);
+CREATE TABLE admits (id BLOB PRIMARY KEY, device BLOB NOT NULL, role TEXT NOT NULL,
+    tier INTEGER NOT NULL, offline_limit INTEGER, expires INTEGER) WITHOUT ROWID;
+CREATE INDEX admits_device ON admits (device);
+CREATE TABLE credits (id BLOB PRIMARY KEY, device BLOB NOT NULL, name TEXT NOT NULL,
+    amount INTEGER NOT NULL, ord INTEGER NOT NULL, claimed INTEGER NOT NULL DEFAULT 0)
+    WITHOUT ROWID;
+CREATE INDEX credits_unclaimed ON credits (device, ord) WHERE claimed = 0;
+CREATE TABLE claims (credit BLOB NOT NULL, author BLOB NOT NULL, claimer BLOB NOT NULL,
+    seq INTEGER NOT NULL, PRIMARY KEY (credit, author, claimer)) WITHOUT ROWID;
+CREATE TABLE idem (author BLOB NOT NULL, key TEXT NOT NULL, record BLOB NOT NULL,
+    seq INTEGER NOT NULL, PRIMARY KEY (author, key, record)) WITHOUT ROWID;
+CREATE TABLE tips (author BLOB NOT NULL, id BLOB NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (author, id)) WITHOUT ROWID;
+CREATE TABLE balances (device BLOB NOT NULL, name TEXT NOT NULL, minor INTEGER NOT NULL,
+    PRIMARY KEY (device, name)) WITHOUT ROWID;
+CREATE TABLE movements (device BLOB NOT NULL, name TEXT NOT NULL, ord INTEGER NOT NULL,
+    delta INTEGER NOT NULL, PRIMARY KEY (device, name, ord)) WITHOUT ROWID;
+CREATE TABLE equivocations (author BLOB NOT NULL, seq INTEGER NOT NULL, first BLOB NOT NULL,
+    second BLOB NOT NULL, PRIMARY KEY (author, seq, second)) WITHOUT ROWID;
+CREATE TABLE metadata (device BLOB NOT NULL, name TEXT NOT NULL, field TEXT NOT NULL,
+    value TEXT NOT NULL, hlc INTEGER NOT NULL, author BLOB NOT NULL,
+    PRIMARY KEY (device, name, field)) WITHOUT ROWID;
+"""
+
+_ROW_COLS = "id, author, seq, prev, kind, hlc, verdict, reason, chain"
+
+
+def _row(t: tuple[bytes, bytes, int, bytes | None, int, int, str, str | None, bytes]
+         ) -> StoredRecord:
+    return StoredRecord(id=t[0], author=t[1], seq=t[2], prev=t[3], kind=Kind(t[4]), hlc=t[5],
+                        verdict=Verdict(t[6]), reason=t[7], chain=ChainState.decode(t[8]))
+
+
+class SqliteStore:
+    """`LedgerStore` on SQLite. Use `transaction()` around every batch of `apply`."""
+
+    def __init__(self, path: str | Path, network_id: bytes) -> None:
+        self.path = str(path)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None,
+                                       check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA busy_timeout=10000")
+            self._init(network_id)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open the store {self.path}: {exc}") from None
+        self._depth = 0
+
+    def _init(self, network_id: bytes) -> None:
+        have = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='info'").fetchone()
+        if have is None:
+            # executescript commits first, so the whole schema is one script.
+            self._db.executescript(
+                f"BEGIN IMMEDIATE; {_SCHEMA} INSERT INTO info VALUES ('schema', "
+                f"{SCHEMA_VERSION}), ('network', X'{network_id.hex()}'); COMMIT;")
+            return
+        info = dict(self._db.execute("SELECT key, value FROM info").fetchall())
+        if info.get("schema") != SCHEMA_VERSION:
+            raise StoreError(f"store schema {info.get('schema')} is not {SCHEMA_VERSION}")
+        if info.get("network") != network_id:
+            raise StoreError("this store belongs to another network")
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All-or-nothing; nested calls join the outermost transaction."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._depth = 0
+            self._db.execute("ROLLBACK")
+            raise
+        self._depth = 0
+        self._db.execute("COMMIT")
+
+    def _one(self, sql: str, *args: object) -> tuple[object, ...] | None:
+        row: tuple[object, ...] | None = self._db.execute(sql, args).fetchone()
+        return row
+
+    # ------------------------------------------------------------ lookups
+
+    def has(self, rid: bytes) -> bool:
+        return self._one("SELECT 1 FROM records WHERE id=?", rid) is not None
+
+    def get(self, rid: bytes) -> StoredRecord | None:
+        t = self._one(f"SELECT {_ROW_COLS} FROM records WHERE id=?", rid)
+        return None if t is None else _row(t)  # type: ignore[arg-type]
+
+    def raw(self, rid: bytes) -> bytes | None:
+        t = self._one("SELECT raw FROM records WHERE id=?", rid)
+        return None if t is None else t[0]  # type: ignore[return-value]
+
+    def _admit(self, t: tuple[object, ...]) -> AdmitInfo:
+        return AdmitInfo(id=t[0], device=t[1], role=t[2], tier=t[3],  # type: ignore[arg-type]
+                         offline_limit=t[4], expires=t[5])  # type: ignore[arg-type]
+
+    def admit(self, rid: bytes) -> AdmitInfo | None:
+        t = self._one("SELECT * FROM admits WHERE id=?", rid)
+        return None if t is None else self._admit(t)
+
+    def admits_for(self, device: bytes) -> list[AdmitInfo]:
+        return [self._admit(t) for t in self._db.execute(
+            "SELECT a.* FROM admits a JOIN records r ON r.id = a.id WHERE a.device=? "
+            "ORDER BY r.ord", (device,))]
+
+    def credit(self, rid: bytes) -> Credit | None:
+        t = self._one("SELECT device, name, amount FROM credits WHERE id=?", rid)
+        if t is None:
+            return None
+        return Credit(id=rid, account=Account(device=t[0], name=t[1]),  # type: ignore[arg-type]
+                      amount=t[2])  # type: ignore[arg-type]
+
+    def claims_of(self, credit: bytes, author: bytes) -> list[tuple[bytes, int]]:
+        return list(self._db.execute(
+            "SELECT claimer, seq FROM claims WHERE credit=? AND author=?", (credit, author)))
+
+    def idem(self, author: bytes, key: str) -> list[tuple[bytes, int]]:
+        return list(self._db.execute(
+            "SELECT record, seq FROM idem WHERE author=? AND key=?", (author, key)))
+
+    def ids_at(self, author: bytes, seq: int) -> list[bytes]:
+        return [t[0] for t in self._db.execute(
+            "SELECT id FROM records WHERE author=? AND seq=? ORDER BY ord", (author, seq))]
+
+    def forked(self, author: bytes) -> bool:
+        return self._one("SELECT 1 FROM equivocations WHERE author=?", author) is not None
+
+    def tips(self) -> list[Tip]:
+        return [Tip(author=a, seq=s, id=i) for a, s, i in self._db.execute(
+            "SELECT author, seq, id FROM tips ORDER BY author, seq, id")]
+
+    def tips_of(self, author: bytes) -> list[Tip]:
+        return [Tip(author=author, seq=s, id=i) for s, i in self._db.execute(
+            "SELECT seq, id FROM tips WHERE author=? ORDER BY seq, id", (author,))]
+
+    def records_of(self, author: bytes, after_seq: int) -> list[tuple[int, StoredRecord]]:
+        return [(t[0], _row(t[1:])) for t in self._db.execute(
+            f"SELECT ord, {_ROW_COLS} FROM records WHERE author=? AND seq>? ORDER BY seq",
+            (author, after_seq))]
+
+    def raws_in_order(self, rids: list[bytes]) -> list[bytes]:
+        found: list[tuple[int, bytes]] = []
+        for i in range(0, len(rids), 500):
+            chunk = rids[i:i + 500]
+            found.extend(self._db.execute(
+                f"SELECT ord, raw FROM records WHERE id IN ({','.join('?' * len(chunk))})",
+                chunk))
+        found.sort()
+        return [raw for _, raw in found]
+
+    def all_ids_in_order(self) -> Iterator[bytes]:
+        for (rid,) in self._db.execute("SELECT id FROM records ORDER BY ord"):
+            yield rid
+
+    def iter_raw_in_order(self) -> Iterator[tuple[bytes, bytes]]:
+        yield from self._db.execute("SELECT id, raw FROM records ORDER BY ord")
+
+    # ------------------------------------------------------------ writing
+
+    def apply(self, fx: Effects) -> None:
+        row, db = fx.row, self._db
+        cur = db.execute(
+            "INSERT INTO records (id, author, seq, prev, kind, hlc, verdict, reason, chain, raw) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (row.id, row.author, row.seq, row.prev, int(row.kind), row.hlc, row.verdict.value,
+             row.reason, row.chain.encode(), fx.raw))
+        ord_ = cur.lastrowid
+        if row.prev is not None:
+            db.execute("DELETE FROM tips WHERE author=? AND id=?", (row.author, row.prev))
+        db.execute("INSERT INTO tips VALUES (?,?,?)", (row.author, row.id, row.seq))
+        if fx.admit is not None:
+            a = fx.admit
+            db.execute("INSERT INTO admits VALUES (?,?,?,?,?,?)",
+                       (a.id, a.device, a.role, a.tier, a.offline_limit, a.expires))
+        if fx.credit is not None:
+            c = fx.credit
+            db.execute("INSERT INTO credits (id, device, name, amount, ord) VALUES (?,?,?,?,?)",
+                       (c.id, c.account.device, c.account.name, c.amount, ord_))
+        for credit in fx.claims:
+            db.execute("INSERT INTO claims VALUES (?,?,?,?)", (credit, row.author, row.id, row.seq))
+            db.execute("UPDATE credits SET claimed=1 WHERE id=?", (credit,))
+        if fx.idem_key is not None:
+            db.execute("INSERT INTO idem VALUES (?,?,?,?)", (row.author, fx.idem_key, row.id,
+                                                            row.seq))
+        for m in fx.movements:
+            db.execute("INSERT INTO balances VALUES (?,?,?) ON CONFLICT (device, name) "
+                       "DO UPDATE SET minor = minor + excluded.minor",
+                       (m.account.device, m.account.name, m.delta))
+            db.execute("INSERT INTO movements VALUES (?,?,?,?)",
+                       (m.account.device, m.account.name, ord_, m.delta))
+        if fx.equivocates_with is not None:
+            db.execute("INSERT INTO equivocations VALUES (?,?,?,?)",
+                       (row.author, row.seq, fx.equivocates_with, row.id))
+        if fx.meta is not None:
+            account, name, value = fx.meta
+            db.execute(
+                "INSERT INTO metadata VALUES (?,?,?,?,?,?) ON CONFLICT (device, name, field) "
+                "DO UPDATE SET value=excluded.value, hlc=excluded.hlc, author=excluded.author "
+                "WHERE (excluded.hlc, excluded.author) > (metadata.hlc, metadata.author)",
+                (account.device, account.name, name, value, row.hlc, row.author))
+        db.execute("UPDATE totals SET records=records+1, issued=issued+?, redeemed=redeemed+?, "
+                   "max_hlc=max(max_hlc, ?)", (fx.issued, fx.redeemed, row.hlc))
+
+    # ------------------------------------------------------------ views
+
+    def balance(self, account: Account) -> int:
+        t = self._one("SELECT minor FROM balances WHERE device=? AND name=?",
+                      account.device, account.name)
+        return 0 if t is None else t[0]  # type: ignore[return-value]
+
+    def balances(self) -> dict[Account, int]:
+        return {Account(device=d, name=n): v for d, n, v in self._db.execute(
+            "SELECT device, name, minor FROM balances ORDER BY device, name")}
+
+    def totals(self) -> Totals:
+        t = self._one("SELECT records, issued, redeemed, max_hlc FROM totals")
+        authors = self._one("SELECT COUNT(DISTINCT author) FROM tips")
+        assert t is not None
+        assert authors is not None
+        return Totals(records=t[0], issued=t[1], redeemed=t[2], max_hlc=t[3],  # type: ignore[arg-type]
+                      authors=authors[0])  # type: ignore[arg-type]
+
+    def unclaimed_credits(self, device: bytes) -> list[Credit]:
+        return [Credit(id=i, account=Account(device=device, name=n), amount=a)
+                for i, n, a in self._db.execute(
+                    "SELECT id, name, amount FROM credits WHERE device=? AND claimed=0 "
+                    "ORDER BY ord", (device,))]
+
+    def equivocations(self) -> list[tuple[bytes, int, bytes, bytes]]:
+        return list(self._db.execute(
+            "SELECT author, seq, first, second FROM equivocations ORDER BY author, seq"))
+
+    def history(self, account: Account) -> list[HistoryEntry]:
+        return [HistoryEntry(id=i, kind=Kind(k), hlc=h, author=a, delta=d)
+                for i, k, h, a, d in self._db.execute(
+                    "SELECT r.id, r.kind, r.hlc, r.author, m.delta FROM movements m "
+                    "JOIN records r ON r.ord = m.ord WHERE m.device=? AND m.name=? "
+                    "ORDER BY m.ord", (account.device, account.name))]
+
+    def meta(self, account: Account) -> dict[str, str]:
+        return dict(self._db.execute(
+            "SELECT field, value FROM metadata WHERE device=? AND name=? ORDER BY field",
+            (account.device, account.name)))
