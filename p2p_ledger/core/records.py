@@ -19,9 +19,11 @@ admission) live in `ledger.py`. It does no I/O.
 
 from __future__ import annotations
 
+import concurrent.futures
 import enum
 import hashlib
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -39,7 +41,7 @@ __all__ = [
     "MAX_MEMO_CHARS", "MAX_RECORD_BYTES", "MAX_REFS", "SIGNATURE_CONTEXT", "Admit", "Body",
     "Issue", "Kind", "Meta", "Record", "Redeem", "Revoke", "Role", "SignedRecord", "Transfer",
     "canonical_cbor", "open_record", "parse_record", "record_id", "sign_record",
-    "verify_signature",
+    "start_verifying", "verify_signature", "verify_signatures",
 ]
 
 MAX_RECORD_BYTES = 4096
@@ -396,6 +398,16 @@ def parse_record(raw: bytes) -> SignedRecord:
         raise exc.with_record_id(rid.hex()) from None
 
 
+def _envelope_head(payload_len: int) -> bytes:
+    """Canonical bytes before the payload in [payload, sig]: array(2), bstr header.
+    After the payload come 0x58 0x40 and the 64 signature bytes (66 bytes)."""
+    if payload_len < 24:
+        return bytes([0x82, 0x40 + payload_len])
+    if payload_len < 256:
+        return bytes([0x82, 0x58, payload_len])
+    return bytes([0x82, 0x59]) + payload_len.to_bytes(2, "big")
+
+
 def _parse(raw: bytes, rid: bytes) -> SignedRecord:
     outer = _loads(raw, "record")
     if type(outer) is not list or len(outer) != 2:
@@ -403,7 +415,8 @@ def _parse(raw: bytes, rid: bytes) -> SignedRecord:
     payload, sig = outer
     if type(payload) is not bytes or type(sig) is not bytes or len(sig) != 64:
         raise InvalidRecord(P.MALFORMED, "payload must be bytes and the signature 64 bytes")
-    if canonical_cbor([payload, sig]) != raw:
+    if _envelope_head(len(payload)) != raw[:-len(payload) - 66] or len(raw) != (
+            len(_envelope_head(len(payload))) + len(payload) + 66):
         raise InvalidRecord(P.NON_CANONICAL, "signed record is not canonical CBOR")
     inner = _loads(payload, "payload")
     if type(inner) is not list or len(inner) != 7:
@@ -442,6 +455,43 @@ def verify_signature(signed: SignedRecord, network_id: bytes) -> None:
             nacl.exceptions.ValueError, nacl.exceptions.TypeError):
         raise InvalidRecord(P.BAD_SIGNATURE, "signature does not verify",
                             record_id=signed.hex_id) from None
+
+
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+_PARALLEL_MIN = 64
+Failures = list[InvalidRecord | None]
+
+
+def _check_all(records: Sequence[SignedRecord], network_id: bytes) -> Failures:
+    out: Failures = []
+    for rec in records:
+        try:
+            verify_signature(rec, network_id)
+            out.append(None)
+        except InvalidRecord as exc:
+            out.append(exc)
+    return out
+
+
+def start_verifying(records: Sequence[SignedRecord], network_id: bytes
+                    ) -> Callable[[], Failures]:
+    """Begin checking many signatures on a worker thread (libsodium releases the GIL,
+    so the caller can do other work meanwhile); call the result to get, per record,
+    None or the failure. Small batches are checked at once on this thread."""
+    global _pool
+    if len(records) < _PARALLEL_MIN or (os.cpu_count() or 1) < 2:
+        done = _check_all(records, network_id)
+        return lambda: done
+    if _pool is None:
+        _pool = concurrent.futures.ThreadPoolExecutor(os.cpu_count(),
+                                                      thread_name_prefix="verify")
+    future = _pool.submit(_check_all, list(records), network_id)
+    return future.result
+
+
+def verify_signatures(records: Sequence[SignedRecord], network_id: bytes) -> Failures:
+    """Per record, None or the signature failure."""
+    return start_verifying(records, network_id)()
 
 
 def open_record(raw: bytes, network_id: bytes) -> SignedRecord:

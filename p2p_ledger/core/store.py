@@ -11,6 +11,7 @@ Both must behave identically: tests run the same scenarios against each.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 from collections import defaultdict
 from collections.abc import Iterator
@@ -70,11 +71,14 @@ class StoredRecord:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Credit:
-    """Money an applied `issue` or `transfer` put into an account."""
+    """Money an applied `issue` or `transfer` put into an account. `claimed` says
+    whether any record of the payee has claimed it yet (a hint that lets the ledger
+    skip looking for earlier claims)."""
 
     id: bytes
     account: Account
     amount: int
+    claimed: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -209,7 +213,10 @@ class MemoryStore:
         return [a for a in self._admits.values() if a.device == device]
 
     def credit(self, rid: bytes) -> Credit | None:
-        return self._credits.get(rid)
+        c = self._credits.get(rid)
+        if c is None or (rid, c.account.device) not in self._claims:
+            return c
+        return dataclasses.replace(c, claimed=True)
 
     def claims_of(self, credit: bytes, author: bytes) -> list[tuple[bytes, int]]:
         return list(self._claims.get((credit, author), ()))

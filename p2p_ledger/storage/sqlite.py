@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.ids import Account
@@ -69,6 +70,7 @@ CREATE TABLE metadata (device BLOB NOT NULL, name TEXT NOT NULL, field TEXT NOT 
     PRIMARY KEY (device, name, field)) WITHOUT ROWID;
 """
 
+_CACHE_ROWS = 4096
 _ROW_COLS = "id, author, seq, prev, kind, hlc, verdict, reason, chain"
 
 
@@ -76,6 +78,22 @@ def _row(t: tuple[bytes, bytes, int, bytes | None, int, int, str, str | None, by
          ) -> StoredRecord:
     return StoredRecord(id=t[0], author=t[1], seq=t[2], prev=t[3], kind=Kind(t[4]), hlc=t[5],
                         verdict=Verdict(t[6]), reason=t[7], chain=ChainState.decode(t[8]))
+
+
+@dataclass(slots=True)
+class _Deferred:
+    tips_added: dict[tuple[bytes, bytes], int] = field(default_factory=dict)
+    tips_removed: list[tuple[bytes, bytes]] = field(default_factory=list)
+    balances: dict[tuple[bytes, str], int] = field(default_factory=dict)
+    movements: list[tuple[bytes, str, int, int]] = field(default_factory=list)
+    records: int = 0
+    issued: int = 0
+    redeemed: int = 0
+    max_hlc: int = 0
+
+    def drop_tip(self, author: bytes, rid: bytes) -> None:
+        if self.tips_added.pop((author, rid), None) is None:
+            self.tips_removed.append((author, rid))
 
 
 class SqliteStore:
@@ -93,6 +111,8 @@ class SqliteStore:
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open the store {self.path}: {exc}") from None
         self._depth = 0
+        self._cache: dict[bytes, StoredRecord] = {}
+        self._later = _Deferred()
 
     def _init(self, network_id: bytes) -> None:
         have = self._db.execute(
@@ -126,8 +146,11 @@ class SqliteStore:
         self._depth = 1
         try:
             yield
+            self._flush()
         except BaseException:
             self._depth = 0
+            self._cache.clear()  # it may hold rows that are being rolled back
+            self._later = _Deferred()
             self._db.execute("ROLLBACK")
             raise
         self._depth = 0
@@ -140,11 +163,25 @@ class SqliteStore:
     # ------------------------------------------------------------ lookups
 
     def has(self, rid: bytes) -> bool:
-        return self._one("SELECT 1 FROM records WHERE id=?", rid) is not None
+        return rid in self._cache or self._one(
+            "SELECT 1 FROM records WHERE id=?", rid) is not None
 
     def get(self, rid: bytes) -> StoredRecord | None:
+        cached = self._cache.get(rid)
+        if cached is not None:
+            return cached
         t = self._one(f"SELECT {_ROW_COLS} FROM records WHERE id=?", rid)
-        return None if t is None else _row(t)  # type: ignore[arg-type]
+        if t is None:
+            return None
+        row = _row(t)  # type: ignore[arg-type]
+        self._remember(row)
+        return row
+
+    def _remember(self, row: StoredRecord) -> None:
+        """Keep recent rows: the next record of a chain reads its prev straight back."""
+        if len(self._cache) >= _CACHE_ROWS:
+            del self._cache[next(iter(self._cache))]
+        self._cache[row.id] = row
 
     def raw(self, rid: bytes) -> bytes | None:
         t = self._one("SELECT raw FROM records WHERE id=?", rid)
@@ -164,11 +201,11 @@ class SqliteStore:
             "ORDER BY r.ord", (device,))]
 
     def credit(self, rid: bytes) -> Credit | None:
-        t = self._one("SELECT device, name, amount FROM credits WHERE id=?", rid)
+        t = self._one("SELECT device, name, amount, claimed FROM credits WHERE id=?", rid)
         if t is None:
             return None
         return Credit(id=rid, account=Account(device=t[0], name=t[1]),  # type: ignore[arg-type]
-                      amount=t[2])  # type: ignore[arg-type]
+                      amount=t[2], claimed=bool(t[3]))  # type: ignore[arg-type]
 
     def claims_of(self, credit: bytes, author: bytes) -> list[tuple[bytes, int]]:
         return list(self._db.execute(
@@ -186,10 +223,12 @@ class SqliteStore:
         return self._one("SELECT 1 FROM equivocations WHERE author=?", author) is not None
 
     def tips(self) -> list[Tip]:
+        self._flush()
         return [Tip(author=a, seq=s, id=i) for a, s, i in self._db.execute(
             "SELECT author, seq, id FROM tips ORDER BY author, seq, id")]
 
     def tips_of(self, author: bytes) -> list[Tip]:
+        self._flush()
         return [Tip(author=author, seq=s, id=i) for s, i in self._db.execute(
             "SELECT seq, id FROM tips WHERE author=? ORDER BY seq, id", (author,))]
 
@@ -218,16 +257,22 @@ class SqliteStore:
     # ------------------------------------------------------------ writing
 
     def apply(self, fx: Effects) -> None:
-        row, db = fx.row, self._db
+        if not self._depth:
+            with self.transaction():
+                self.apply(fx)
+            return
+        row, db, later = fx.row, self._db, self._later
         cur = db.execute(
             "INSERT INTO records (id, author, seq, prev, kind, hlc, verdict, reason, chain, raw) "
             "VALUES (?,?,?,?,?,?,?,?,?,?)",
             (row.id, row.author, row.seq, row.prev, int(row.kind), row.hlc, row.verdict.value,
              row.reason, row.chain.encode(), fx.raw))
-        ord_ = cur.lastrowid
+        row_order = cur.lastrowid
+        assert row_order is not None
+        self._remember(row)
         if row.prev is not None:
-            db.execute("DELETE FROM tips WHERE author=? AND id=?", (row.author, row.prev))
-        db.execute("INSERT INTO tips VALUES (?,?,?)", (row.author, row.id, row.seq))
+            later.drop_tip(row.author, row.prev)
+        later.tips_added[(row.author, row.id)] = row.seq
         if fx.admit is not None:
             a = fx.admit
             db.execute("INSERT INTO admits VALUES (?,?,?,?,?,?)",
@@ -235,7 +280,7 @@ class SqliteStore:
         if fx.credit is not None:
             c = fx.credit
             db.execute("INSERT INTO credits (id, device, name, amount, ord) VALUES (?,?,?,?,?)",
-                       (c.id, c.account.device, c.account.name, c.amount, ord_))
+                       (c.id, c.account.device, c.account.name, c.amount, row_order))
         for credit in fx.claims:
             db.execute("INSERT INTO claims VALUES (?,?,?,?)", (credit, row.author, row.id, row.seq))
             db.execute("UPDATE credits SET claimed=1 WHERE id=?", (credit,))
@@ -243,11 +288,9 @@ class SqliteStore:
             db.execute("INSERT INTO idem VALUES (?,?,?,?)", (row.author, fx.idem_key, row.id,
                                                             row.seq))
         for m in fx.movements:
-            db.execute("INSERT INTO balances VALUES (?,?,?) ON CONFLICT (device, name) "
-                       "DO UPDATE SET minor = minor + excluded.minor",
-                       (m.account.device, m.account.name, m.delta))
-            db.execute("INSERT INTO movements VALUES (?,?,?,?)",
-                       (m.account.device, m.account.name, ord_, m.delta))
+            k = (m.account.device, m.account.name)
+            later.balances[k] = later.balances.get(k, 0) + m.delta
+            later.movements.append((*k, row_order, m.delta))
         if fx.equivocates_with is not None:
             db.execute("INSERT INTO equivocations VALUES (?,?,?,?)",
                        (row.author, row.seq, fx.equivocates_with, row.id))
@@ -258,21 +301,45 @@ class SqliteStore:
                 "DO UPDATE SET value=excluded.value, hlc=excluded.hlc, author=excluded.author "
                 "WHERE (excluded.hlc, excluded.author) > (metadata.hlc, metadata.author)",
                 (account.device, account.name, name, value, row.hlc, row.author))
-        db.execute("UPDATE totals SET records=records+1, issued=issued+?, redeemed=redeemed+?, "
-                   "max_hlc=max(max_hlc, ?)", (fx.issued, fx.redeemed, row.hlc))
+        later.records += 1
+        later.issued += fx.issued
+        later.redeemed += fx.redeemed
+        later.max_hlc = max(later.max_hlc, row.hlc)
+
+    def _flush(self) -> None:
+        """Write what `apply` deferred: tables the ledger rules never read back while
+        judging (tips, balances, movements, totals) are written in bulk, before any
+        view reads them and before every commit."""
+        later, db = self._later, self._db
+        if not later.records:
+            return
+        self._later = _Deferred()
+        db.executemany("DELETE FROM tips WHERE author=? AND id=?", later.tips_removed)
+        db.executemany("INSERT INTO tips VALUES (?,?,?)",
+                       [(a, i, s) for (a, i), s in later.tips_added.items()])
+        db.executemany("INSERT INTO balances VALUES (?,?,?) ON CONFLICT (device, name) "
+                       "DO UPDATE SET minor = minor + excluded.minor",
+                       [(d, n, v) for (d, n), v in later.balances.items()])
+        db.executemany("INSERT INTO movements VALUES (?,?,?,?)", later.movements)
+        db.execute("UPDATE totals SET records=records+?, issued=issued+?, redeemed=redeemed+?, "
+                   "max_hlc=max(max_hlc, ?)",
+                   (later.records, later.issued, later.redeemed, later.max_hlc))
 
     # ------------------------------------------------------------ views
 
     def balance(self, account: Account) -> int:
+        self._flush()
         t = self._one("SELECT minor FROM balances WHERE device=? AND name=?",
                       account.device, account.name)
         return 0 if t is None else t[0]  # type: ignore[return-value]
 
     def balances(self) -> dict[Account, int]:
+        self._flush()
         return {Account(device=d, name=n): v for d, n, v in self._db.execute(
             "SELECT device, name, minor FROM balances ORDER BY device, name")}
 
     def totals(self) -> Totals:
+        self._flush()
         t = self._one("SELECT records, issued, redeemed, max_hlc FROM totals")
         authors = self._one("SELECT COUNT(DISTINCT author) FROM tips")
         assert t is not None
@@ -291,6 +358,7 @@ class SqliteStore:
             "SELECT author, seq, first, second FROM equivocations ORDER BY author, seq"))
 
     def history(self, account: Account) -> list[HistoryEntry]:
+        self._flush()
         return [HistoryEntry(id=i, kind=Kind(k), hlc=h, author=a, delta=d)
                 for i, k, h, a, d in self._db.execute(
                     "SELECT r.id, r.kind, r.hlc, r.author, m.delta FROM movements m "

@@ -1,0 +1,391 @@
+"""Ingest benchmark: how fast a replica verifies and stores a bundle, against the cost
+of the Ed25519 signature checks alone.
+
+A deterministic workload (one authority admitting ~120 devices, cashing them in and
+topping them up; the devices paying each other, cashing out and setting metadata) is
+signed record by record with `sign_record`, the same way a `Wallet` builds them: each
+record refs the credits its chain has not claimed yet, and a device's first record
+refs its admit. The records go into a bundle file (cached under `tools/.cache/`).
+
+Then, in one process and on one core:
+
+- baseline: `nacl.bindings.crypto_sign_open` over exactly those records' signed
+  messages (signature + SIGNATURE_CONTEXT + network id + payload, prepared beforehand);
+- ingest: what `p2p-ledger import` does - `read_bundle`, then `Replica.receive_many`
+  inside one `store.transaction()` of a fresh `SqliteStore`, then the commit.
+
+The ratio ingest/baseline has a target of 0.8x. Every record must come out `applied`;
+anything else means the workload or the ledger is wrong, and the run fails.
+
+    python tools/bench_ingest.py [--records N] [--profile]
+
+`bench_store.py` reuses `Workload` from here to build its large store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import hashlib
+import io
+import itertools
+import json
+import pstats
+import random
+import sys
+import tempfile
+import time
+from collections import Counter, deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cbor2
+import nacl.bindings
+import nacl.signing
+
+import p2p_ledger
+from p2p_ledger.core.hlc import pack_hlc
+from p2p_ledger.core.ids import Account
+from p2p_ledger.core.ledger import IngestReport, Replica
+from p2p_ledger.core.network import NetworkDescriptor
+from p2p_ledger.core.records import (
+    MAX_REFS,
+    SIGNATURE_CONTEXT,
+    Admit,
+    Body,
+    Issue,
+    Kind,
+    Meta,
+    Record,
+    Redeem,
+    Transfer,
+    sign_record,
+)
+from p2p_ledger.core.store import Verdict
+from p2p_ledger.storage.bundle import read_bundle, write_bundle
+from p2p_ledger.storage.sqlite import SqliteStore
+
+TOOLS = Path(__file__).resolve().parent
+DEFAULT_CACHE = TOOLS / ".cache"
+TARGET_RATIO = 0.8
+WORKLOAD_VERSION = 1
+START_MS = 1_763_900_000_000  # the fixed clock of the tests (T0); one record per ms after it
+DEFAULT_DEVICES = 120
+_MEMOS = ("fuel", "lunch", "parts", "tolls", "water", "cargo fee", "repair", "rent share")
+_META = (("display_name", "truck {n}"), ("site", "site-{n}"), ("phone", "+971 50 {n:07d}"))
+
+
+def source_fingerprint(*modules: str) -> str:
+    """A short hash of package sources whose change makes cached records or stores stale."""
+    root = Path(p2p_ledger.__file__).parent
+    h = hashlib.blake2b(digest_size=6)
+    for m in modules:
+        h.update((root / m).read_bytes())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------- workload
+
+
+def _key(seed: str, name: str) -> nacl.signing.SigningKey:
+    return nacl.signing.SigningKey(hashlib.blake2b(f"{seed}/{name}".encode(),
+                                                   digest_size=32).digest())
+
+
+@dataclass(slots=True)
+class _Chain:
+    """What the generator tracks about one author: enough to sign its next record the
+    way a Wallet would, without a replica."""
+
+    key: nacl.signing.SigningKey
+    device: bytes
+    index: int
+    seq: int = 0
+    head: bytes | None = None
+    balance: int = 0  # of `main`, over the head's causal past
+    unclaimed: deque[tuple[bytes, int]] = field(default_factory=deque)
+    admit: bytes | None = None  # to ref from the first record
+
+    def claimable(self) -> int:
+        """Balance after the next record claims as many credits as its refs allow."""
+        room = MAX_REFS - (1 if self.seq == 0 else 0)
+        return self.balance + sum(a for _, a in itertools.islice(self.unclaimed, room))
+
+
+class Workload:
+    """A deterministic stream of valid signed records of one network."""
+
+    def __init__(self, *, seed: str = "bench", devices: int = DEFAULT_DEVICES) -> None:
+        if devices < 2:
+            raise ValueError("a workload needs at least 2 devices")
+        self.seed = seed
+        self.rng = random.Random(seed)
+        ak = _key(seed, "authority")
+        self.authority = _Chain(key=ak, device=bytes(ak.verify_key), index=-1)
+        self.network = NetworkDescriptor(name=f"bench-{seed}", currency="AED",
+                                         authority=self.authority.device)
+        self.network_id = self.network.network_id
+        self.devices = []
+        for i in range(devices):
+            k = _key(seed, f"device-{i}")
+            self.devices.append(_Chain(key=k, device=bytes(k.verify_key), index=i))
+        self.by_key = {c.device: c for c in self.devices}
+        self.count = 0
+        self.kinds: Counter[str] = Counter()
+
+    def account(self, i: int) -> Account:
+        return Account(device=self.devices[i].device)
+
+    def _sign(self, chain: _Chain, body: Body) -> bytes:
+        refs: list[bytes] = []
+        if chain.seq == 0 and chain.admit is not None:
+            refs.append(chain.admit)
+        while chain.unclaimed and len(refs) < MAX_REFS:
+            rid, amount = chain.unclaimed.popleft()
+            refs.append(rid)
+            chain.balance += amount
+        record = Record(author=chain.device, seq=chain.seq + 1, prev=chain.head,
+                        refs=tuple(sorted(refs)), hlc=pack_hlc(START_MS + self.count),
+                        body=body)
+        signed = sign_record(record, chain.key, self.network_id)
+        chain.seq += 1
+        chain.head = signed.id
+        self.count += 1
+        self.kinds[body.KIND.label] += 1
+        if isinstance(body, (Issue, Transfer)):
+            self.by_key[body.to.device].unclaimed.append((signed.id, body.amount))
+        if isinstance(body, (Transfer, Redeem)):
+            chain.balance -= body.amount
+            assert chain.balance >= 0
+        return signed.raw
+
+    def _key_text(self, chain: _Chain) -> str:
+        return f"{chain.seq + 1:08x}{self.rng.getrandbits(32):08x}"
+
+    def _setup(self) -> Iterator[bytes]:
+        auth = self.authority
+        for d in self.devices:
+            limit = self.rng.choice((None, 500_00, 2_000_00))
+            raw = self._sign(auth, Admit(device=d.device, tier=self.rng.randint(0, 2),
+                                         offline_limit=limit))
+            d.admit = auth.head
+            yield raw
+        for d in self.devices:
+            yield self._sign(auth, Issue(to=Account(device=d.device),
+                                         amount=self.rng.randint(1_000_00, 5_000_00),
+                                         key=self._key_text(auth)))
+
+    def _payer(self, minimum: int) -> _Chain:
+        for _ in range(50):
+            d = self.rng.choice(self.devices)
+            if d.claimable() >= minimum:
+                return d
+        return max(self.devices, key=_Chain.claimable)
+
+    def _step(self) -> bytes:
+        roll = self.rng.random()
+        auth = self.authority
+        if roll < 0.05:  # top-up by the authority
+            d = self.rng.choice(self.devices)
+            return self._sign(auth, Issue(to=Account(device=d.device),
+                                          amount=self.rng.randint(500_00, 5_000_00),
+                                          key=self._key_text(auth)))
+        if roll < 0.08:  # account metadata
+            d = self.rng.choice(self.devices)
+            name, fmt = self.rng.choice(_META)
+            return self._sign(d, Meta(account="main", field=name,
+                                      value=fmt.format(n=self.rng.randint(1, 9_999_999))))
+        payer = self._payer(1_00)
+        have = payer.claimable()
+        if have < 1_00:  # nobody can pay: the authority tops someone up instead
+            return self._sign(auth, Issue(to=Account(device=payer.device), amount=1_000_00,
+                                          key=self._key_text(auth)))
+        if roll < 0.11:  # cash-out of up to a quarter of the balance
+            amount = self.rng.randint(1_00, max(1_00, have // 4))
+            return self._sign(payer, Redeem(from_="main", amount=amount,
+                                            key=self._key_text(payer)))
+        payee = self.rng.choice(self.devices)
+        while payee is payer:
+            payee = self.rng.choice(self.devices)
+        amount = min(have, self.rng.randint(1_00, 300_00))
+        memo = self.rng.choice(_MEMOS) if self.rng.random() < 0.3 else None
+        return self._sign(payer, Transfer(from_="main", to=Account(device=payee.device),
+                                          amount=amount, key=self._key_text(payer), memo=memo))
+
+    def records(self, n: int) -> Iterator[bytes]:
+        """The first `n` records, in an order in which each one's causal past comes first."""
+        for raw in self._setup():
+            if self.count > n:
+                return
+            yield raw
+        while self.count < n:
+            yield self._step()
+
+
+def devices_for(n: int, wanted: int = DEFAULT_DEVICES) -> int:
+    """Fewer devices for tiny runs, so that payments still make up most of the records."""
+    return max(3, min(wanted, n // 10))
+
+
+def cached_bundle(n: int, devices: int, cache: Path, seed: str = "bench"
+                  ) -> tuple[Path, NetworkDescriptor, bool]:
+    """The bundle of the workload's first `n` records, generated once and cached."""
+    work = Workload(seed=seed, devices=devices)
+    fp = source_fingerprint("core/records.py")
+    path = cache / f"ingest-{seed}-n{n}-d{devices}-v{WORKLOAD_VERSION}-{fp}.bundle"
+    if path.exists():
+        return path, work.network, True
+    cache.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    raws = list(work.records(n))
+    write_bundle(path, work.network_id, raws)
+    print(f"generated {n} records in {time.perf_counter() - t0:.1f} s -> {path}", flush=True)
+    return path, work.network, False
+
+
+# ---------------------------------------------------------------- measurements
+
+
+def kind_counts(raws: Sequence[bytes]) -> dict[str, int]:
+    c: Counter[str] = Counter()
+    for raw in raws:
+        payload, _ = cbor2.loads(raw)
+        c[Kind(cbor2.loads(payload)[0]).label] += 1
+    return dict(sorted(c.items()))
+
+
+def baseline_verify(raws: Sequence[bytes], network_id: bytes) -> float:
+    """Seconds for PyNaCl to verify exactly these records' signatures, nothing else."""
+    items = []
+    for raw in raws:
+        payload, sig = cbor2.loads(raw)
+        author = cbor2.loads(payload)[1]
+        items.append((sig + SIGNATURE_CONTEXT + network_id + payload, author))
+    open_ = nacl.bindings.crypto_sign_open
+    t0 = time.perf_counter()
+    for signed_message, author in items:
+        open_(signed_message, author)
+    return time.perf_counter() - t0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngestTiming:
+    read_s: float
+    receive_s: float
+    commit_s: float
+    cpu_s: float  # process CPU time over all three: above total_s when threads help
+
+    @property
+    def total_s(self) -> float:
+        return self.read_s + self.receive_s + self.commit_s
+
+
+def ingest(bundle: Path, network: NetworkDescriptor, store_path: Path
+           ) -> tuple[IngestTiming, IngestReport]:
+    """`p2p-ledger import` of `bundle` into a fresh store at `store_path`."""
+    store = SqliteStore(store_path, network.network_id)
+    try:
+        replica = Replica(network, store)
+        now = time.time_ns() // 1_000_000
+        c0 = time.process_time()
+        t0 = time.perf_counter()
+        raws = read_bundle(bundle, network.network_id)
+        t1 = time.perf_counter()
+        with store.transaction():
+            report = replica.receive_many(raws, now_ms=now)
+            t2 = time.perf_counter()
+        t3 = time.perf_counter()
+        cpu = time.process_time() - c0
+    finally:
+        store.close()
+    return IngestTiming(read_s=t1 - t0, receive_s=t2 - t1, commit_s=t3 - t2,
+                        cpu_s=cpu), report
+
+
+def check_report(report: IngestReport, n: int) -> str | None:
+    """Why the ingest did not store all `n` records as applied, or None."""
+    verdicts = Counter(a.verdict for a in report.applied)
+    if (len(report.applied) == n and verdicts[Verdict.APPLIED] == n and not report.refused
+            and not report.waiting):
+        return None
+    first = [f"{e.problem.value}: {e.detail}" for _, e in report.refused[:3]]
+    first += [f"{a.verdict.value}: {a.reason}" for a in report.applied
+              if a.verdict is not Verdict.APPLIED][:3]
+    return (f"expected {n} applied records, got {dict(verdicts)}, "
+            f"{len(report.refused)} refused, {report.waiting} waiting; first: {first}")
+
+
+def profile_ingest(bundle: Path, network: NetworkDescriptor, store_path: Path,
+                   top: int = 15) -> str:
+    prof = cProfile.Profile()
+    prof.enable()
+    ingest(bundle, network, store_path)
+    prof.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(prof, stream=out).strip_dirs()
+    stats.sort_stats("cumulative").print_stats(top)
+    stats.sort_stats("tottime").print_stats(top)
+    return out.getvalue()
+
+
+def _rate(n: int, seconds: float) -> float:
+    return n / seconds if seconds > 0 else float("inf")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--records", type=int, default=100_000, metavar="N")
+    p.add_argument("--devices", type=int, default=DEFAULT_DEVICES)
+    p.add_argument("--profile", action="store_true", help="print a cProfile of the ingest")
+    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
+    args = p.parse_args(argv)
+    n = args.records
+    if n < 10:
+        p.error("--records must be at least 10")
+    devices = devices_for(n, args.devices)
+
+    bundle, network, cached = cached_bundle(n, devices, args.cache_dir)
+    raws = read_bundle(bundle, network.network_id)
+    kinds = kind_counts(raws)
+    print(f"workload  {n} records, {devices} devices, "
+          f"{', '.join(f'{k} {v}' for k, v in kinds.items())}; "
+          f"bundle {bundle.stat().st_size / 1e6:.1f} MB{' (cached)' if cached else ''}")
+
+    base_s = baseline_verify(raws, network.network_id)
+    del raws
+    base_rate = _rate(n, base_s)
+    print(f"baseline  raw Ed25519 verify (PyNaCl crypto_sign_open, 1 core): "
+          f"{base_s:.2f} s = {base_rate:,.0f} records/s")
+
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        timing, report = ingest(bundle, network, Path(tmp) / "ledger.sqlite3")
+        problem = check_report(report, n)
+        if problem:
+            print(f"bench_ingest: error: {problem}", file=sys.stderr)
+            return 1
+        rate = _rate(n, timing.total_s)
+        ratio = rate / base_rate
+        print(f"ingest    read_bundle + receive_many + commit (fresh SqliteStore): "
+              f"{timing.total_s:.2f} s = {rate:,.0f} records/s "
+              f"(read {timing.read_s:.2f} s, receive {timing.receive_s:.2f} s, "
+              f"commit {timing.commit_s:.2f} s; CPU {timing.cpu_s:.2f} s)")
+        verdict = "ok" if ratio >= TARGET_RATIO else "BELOW TARGET"
+        print(f"ratio     ingest/baseline = {ratio:.2f}x (target >= {TARGET_RATIO}x): {verdict}")
+        if args.profile:
+            print("profile of one more ingest (cProfile slows it down; "
+                  "read the shares, not the seconds):")
+            print(profile_ingest(bundle, network, Path(tmp) / "profiled.sqlite3"))
+    print(json.dumps({
+        "bench": "ingest", "records": n, "devices": devices, "kinds": kinds,
+        "baseline_s": round(base_s, 4), "baseline_per_s": round(base_rate, 1),
+        "ingest_s": round(timing.total_s, 4), "ingest_per_s": round(rate, 1),
+        "read_s": round(timing.read_s, 4), "receive_s": round(timing.receive_s, 4),
+        "commit_s": round(timing.commit_s, 4), "cpu_s": round(timing.cpu_s, 4),
+        "ratio": round(ratio, 3),
+        "target_ratio": TARGET_RATIO, "meets_target": ratio >= TARGET_RATIO}, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""Large-store benchmark: how long `p2p-ledger status` and `balance` take, and how much
+memory they need, on a home whose store holds a million records.
+
+The home is built once and cached under `tools/.cache/` (a few minutes for 1,000,000
+records): the `Workload` of `bench_ingest.py` signs real records, and a `Replica` over
+the home's `SqliteStore` ingests them with `receive_many` in large transactions, just
+as an import would. The home's own key is a fresh unencrypted one; it is not the
+authority, and `status` and `balance` never need it.
+
+Each measurement is a fresh `p2p-ledger` process, timed from spawn to exit, with its
+peak RSS from `wait4`. The baseline is the same interpreter running
+`import p2p_ledger.cli.main`, so the figures show what opening the store and answering
+costs above starting the program. Targets: open+status <= 1 s, peak RSS <= 150 MB.
+
+    python tools/bench_store.py [--records N] [--repeat R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_ingest import (  # tools/ is not a package: imported by path
+    DEFAULT_CACHE,
+    DEFAULT_DEVICES,
+    Workload,
+    check_report,
+    devices_for,
+    source_fingerprint,
+)
+
+from p2p_ledger.core.ledger import Replica
+from p2p_ledger.storage.home import Home
+from p2p_ledger.storage.sqlite import SCHEMA_VERSION, SqliteStore
+
+TARGET_STATUS_S = 1.0
+TARGET_RSS_MB = 150.0
+_DONE = "complete.json"
+
+
+# ---------------------------------------------------------------- building
+
+
+def _chunks(it: Iterator[bytes], size: int) -> Iterator[list[bytes]]:
+    while True:
+        batch = [raw for _, raw in zip(range(size), it, strict=False)]
+        if not batch:
+            return
+        yield batch
+
+
+def build_home(path: Path, n: int, devices: int, batch: int) -> Workload:
+    """Create a home at `path` holding the workload's first `n` records."""
+    work = Workload(devices=devices)
+    home = Home(path)
+    home.create_key(None)
+    home.set_network(work.network)
+    store = SqliteStore(home.store_path, work.network_id)
+    try:
+        replica = Replica(work.network, store)
+        now = time.time_ns() // 1_000_000
+        done, t0 = 0, time.perf_counter()
+        for raws in _chunks(work.records(n), batch):
+            with store.transaction():
+                report = replica.receive_many(raws, now_ms=now)
+            problem = check_report(report, len(raws))
+            if problem:
+                raise RuntimeError(f"building the store: {problem}")
+            done += len(raws)
+            spent = time.perf_counter() - t0
+            print(f"  built {done:,}/{n:,} records in {spent:.0f} s "
+                  f"({done / spent:,.0f}/s, about {(n - done) * spent / done:.0f} s left)",
+                  flush=True)
+    finally:
+        store.close()
+    return work
+
+
+def cached_home(n: int, devices: int, cache: Path, batch: int) -> tuple[Path, bool]:
+    """The home with `n` records, built once: reused while the sources it depends on
+    are unchanged (their hash is in the directory name)."""
+    fp = source_fingerprint("core/records.py", "core/ledger.py", "core/store.py",
+                            "storage/sqlite.py")
+    path = cache / f"store-n{n}-d{devices}-s{SCHEMA_VERSION}-{fp}"
+    if (path / _DONE).exists():
+        return path, True
+    if path.exists():
+        shutil.rmtree(path)  # an interrupted build
+    cache.mkdir(parents=True, exist_ok=True)
+    print(f"building a store of {n:,} records in {path} ...", flush=True)
+    t0 = time.perf_counter()
+    build_home(path, n, devices, batch)
+    (path / _DONE).write_text(json.dumps({"records": n, "devices": devices,
+                                          "build_s": round(time.perf_counter() - t0, 1)}))
+    return path, False
+
+
+# ---------------------------------------------------------------- measuring
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Run:
+    seconds: float
+    rss_mb: float
+    stdout: str
+
+
+def run_child(argv: Sequence[str]) -> Run:
+    """Run a fresh process; its wall time (spawn to exit) and its own peak RSS."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {stderr.strip()}")
+    return Run(seconds=seconds, rss_mb=usage.ru_maxrss / 1024, stdout=stdout)  # KiB on Linux
+
+
+def cli_command() -> list[str]:
+    """The installed `p2p-ledger` script next to this interpreter (not a pyenv shim,
+    whose own start-up would be timed too), else `python -m p2p_ledger`."""
+    script = Path(sys.executable).parent / "p2p-ledger"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "p2p_ledger"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Figure:
+    name: str
+    seconds: float  # median of the repeats
+    rss_mb: float  # median of the repeats
+    stdout: str
+
+
+def measure(name: str, argv: Sequence[str], repeat: int) -> Figure:
+    run_child(argv)  # warm-up: the OS page cache, .pyc files
+    runs = [run_child(argv) for _ in range(repeat)]
+    return Figure(name=name, seconds=statistics.median(r.seconds for r in runs),
+                  rss_mb=statistics.median(r.rss_mb for r in runs), stdout=runs[-1].stdout)
+
+
+def check_answers(n: int, status: Figure, balances: Figure, one: Figure, account: str) -> None:
+    """The commands must have answered about the whole store, or the timings mean nothing."""
+    st = json.loads(status.stdout)
+    if st["records"] != n:
+        raise RuntimeError(f"status says {st['records']} records, expected {n}")
+    every = {a: v["minor"] for a, v in json.loads(balances.stdout)["accounts"].items()}
+    if sum(every.values()) != st["issued"]["minor"] - st["redeemed"]["minor"]:
+        raise RuntimeError("balances do not add up to issued minus redeemed")
+    got = json.loads(one.stdout)["accounts"][account]["minor"]
+    if got != every[account]:
+        raise RuntimeError(f"balance {account} is {got}, the full list says {every[account]}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--records", type=int, default=1_000_000, metavar="N")
+    p.add_argument("--devices", type=int, default=DEFAULT_DEVICES)
+    p.add_argument("--repeat", type=int, default=5, help="timed runs of each command")
+    p.add_argument("--batch", type=int, default=50_000, help="records per build transaction")
+    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
+    args = p.parse_args(argv)
+    n = args.records
+    if n < 10 or args.repeat < 1 or args.batch < 1:
+        p.error("--records must be at least 10, --repeat and --batch at least 1")
+    devices = devices_for(n, args.devices)
+    home, cached = cached_home(n, devices, args.cache_dir, args.batch)
+    size_mb = (home / "ledger.sqlite3").stat().st_size / 1e6
+    print(f"store     {n:,} records, {devices} devices, {size_mb:.0f} MB "
+          f"{'(cached) ' if cached else ''}in {home}")
+
+    cli = [*cli_command(), "--home", str(home)]
+    account = str(Workload(devices=devices).account(0))
+    base = measure("baseline", [sys.executable, "-c", "import p2p_ledger.cli.main"],
+                   args.repeat)
+    status = measure("status", [*cli, "status", "--json"], args.repeat)
+    one = measure("balance ACCOUNT", [*cli, "balance", account, "--json"], args.repeat)
+    every = measure("balance (all)", [*cli, "balance", "--json"], args.repeat)
+    check_answers(n, status, every, one, account)
+
+    print(f"median of {args.repeat} fresh processes each (after one warm-up):")
+    print(f"  {'command':<18}{'time':>9}{'- baseline':>12}{'ratio':>8}"
+          f"{'peak RSS':>11}{'- baseline':>12}")
+    for f in (base, status, one, every):
+        print(f"  {f.name:<18}{f.seconds:>8.3f}s{f.seconds - base.seconds:>+11.3f}s"
+              f"{f.seconds / base.seconds:>7.2f}x{f.rss_mb:>8.1f} MB"
+              f"{f.rss_mb - base.rss_mb:>+9.1f} MB")
+    worst_s = max(status.seconds, one.seconds, every.seconds)
+    worst_rss = max(status.rss_mb, one.rss_mb, every.rss_mb)
+    ok_s, ok_rss = status.seconds <= TARGET_STATUS_S, worst_rss <= TARGET_RSS_MB
+    print(f"targets   open+status {status.seconds:.3f} s <= {TARGET_STATUS_S} s: "
+          f"{'ok' if ok_s else 'MISSED'}; peak RSS {worst_rss:.1f} MB <= {TARGET_RSS_MB:.0f} MB: "
+          f"{'ok' if ok_rss else 'MISSED'}")
+    print(json.dumps({
+        "bench": "store", "records": n, "devices": devices, "store_mb": round(size_mb, 1),
+        "repeat": args.repeat,
+        **{f"{key}_s": round(f.seconds, 4) for key, f in
+           (("baseline", base), ("status", status), ("balance_one", one),
+            ("balance_all", every))},
+        **{f"{key}_rss_mb": round(f.rss_mb, 1) for key, f in
+           (("baseline", base), ("status", status), ("balance_one", one),
+            ("balance_all", every))},
+        "worst_s": round(worst_s, 4), "target_status_s": TARGET_STATUS_S,
+        "target_rss_mb": TARGET_RSS_MB, "meets_target": ok_s and ok_rss}, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
