@@ -161,6 +161,9 @@ class LedgerStore(Protocol):
     def balance(self, account: Account) -> int: ...
     def balances(self) -> dict[Account, int]: ...
     def totals(self) -> Totals: ...
+    def max_hlc(self) -> int:
+        """The largest hlc of any stored record (0 when empty)."""
+        ...
     def unclaimed_credits(self, device: bytes) -> list[Credit]: ...
     def equivocations(self) -> list[tuple[bytes, int, bytes, bytes]]: ...
     def history(self, account: Account) -> list[HistoryEntry]: ...
@@ -180,6 +183,8 @@ class MemoryStore:
     _at: dict[tuple[bytes, int], list[bytes]] = field(default_factory=lambda: defaultdict(list))
     _admits: dict[bytes, AdmitInfo] = field(default_factory=dict)
     _credits: dict[bytes, Credit] = field(default_factory=dict)
+    _unclaimed: dict[bytes, dict[bytes, Credit]] = field(
+        default_factory=lambda: defaultdict(dict))
     _claims: dict[tuple[bytes, bytes], list[tuple[bytes, int]]] = field(
         default_factory=lambda: defaultdict(list))
     _idem: dict[tuple[bytes, str], list[tuple[bytes, int]]] = field(
@@ -263,8 +268,10 @@ class MemoryStore:
             self._admits[row.id] = fx.admit
         if fx.credit:
             self._credits[row.id] = fx.credit
+            self._unclaimed[fx.credit.account.device][row.id] = fx.credit
         for c in fx.claims:
             self._claims[(c, row.author)].append((row.id, row.seq))
+            self._unclaimed[row.author].pop(c, None)
         if fx.idem_key is not None:
             self._idem[(row.author, fx.idem_key)].append((row.id, row.seq))
         for m in fx.movements:
@@ -292,9 +299,11 @@ class MemoryStore:
         return Totals(records=len(self._rows), authors=len(self._tips), issued=self._issued,
                       redeemed=self._redeemed, max_hlc=self._max_hlc)
 
+    def max_hlc(self) -> int:
+        return self._max_hlc
+
     def unclaimed_credits(self, device: bytes) -> list[Credit]:
-        return [c for c in self._credits.values()
-                if c.account.device == device and (c.id, device) not in self._claims]
+        return list(self._unclaimed.get(device, {}).values())
 
     def equivocations(self) -> list[tuple[bytes, int, bytes, bytes]]:
         return list(self._equivocations)

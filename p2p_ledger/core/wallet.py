@@ -86,7 +86,7 @@ class Wallet:
         record = Record(
             author=self.device, seq=1 if head is None else head.seq + 1,
             prev=None if head is None else head.id, refs=tuple(sorted(refs)),
-            hlc=next_hlc(store.totals().max_hlc, now_ms), body=body)
+            hlc=next_hlc(store.max_hlc(), now_ms), body=body)
         return sign_record(record, self.key, self.replica.network_id)
 
     def submit(self, body: Body, *, now_ms: int, debit_from: str | None = None) -> Applied:

@@ -347,6 +347,13 @@ class SqliteStore:
         return Totals(records=t[0], issued=t[1], redeemed=t[2], max_hlc=t[3],  # type: ignore[arg-type]
                       authors=authors[0])  # type: ignore[arg-type]
 
+    def max_hlc(self) -> int:
+        t = self._one("SELECT max_hlc FROM totals")
+        assert t is not None
+        stored = t[0]
+        assert isinstance(stored, int)
+        return max(stored, self._later.max_hlc)
+
     def unclaimed_credits(self, device: bytes) -> list[Credit]:
         return [Credit(id=i, account=Account(device=device, name=n), amount=a)
                 for i, n, a in self._db.execute(

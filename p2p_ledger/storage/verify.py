@@ -28,7 +28,7 @@ def verify_replica(replica: Replica, scratch: Path, *, now_ms: int) -> tuple[lis
     assert isinstance(store, SqliteStore)
     fresh_store = SqliteStore(scratch, replica.network_id)
     fresh = Replica(replica.network, fresh_store)
-    clock = max(now_ms, hlc_ms(store.totals().max_hlc))
+    clock = max(now_ms, hlc_ms(store.max_hlc()))
     problems: list[str] = []
     checked = 0
     try:
