@@ -6,6 +6,9 @@
 - `InvalidRecord`: bytes from somewhere else (a bundle, a peer) that do not verify.
   It carries a `RecordProblem` naming the reason. An invalid record is never stored.
 - `StoreError`: the local store is unusable (wrong network, unknown schema, damaged).
+- `ProtocolError`: a sync session broke: `LocalProtocolError` if we misused it,
+  `RemoteProtocolError` if the peer sent something wrong. `TransportError`: a link
+  failed underneath.
 
 Every class here derives from `P2PLedgerError`, so a caller that wants to catch all
 of ours can, without catching programming errors such as `TypeError`.
@@ -20,11 +23,15 @@ __all__ = [
     "InvalidRecord",
     "KeyFileError",
     "LocalError",
+    "LocalProtocolError",
     "P2PLedgerError",
     "PaymentRefused",
     "PendingFull",
+    "ProtocolError",
     "RecordProblem",
+    "RemoteProtocolError",
     "StoreError",
+    "TransportError",
     "WrongPassphrase",
 ]
 
@@ -55,6 +62,22 @@ class WrongPassphrase(KeyFileError):
 
 class StoreError(P2PLedgerError):
     """The local store cannot be used as asked."""
+
+
+class ProtocolError(P2PLedgerError):
+    """A sync session broke its protocol. The session is dead afterwards."""
+
+
+class LocalProtocolError(ProtocolError, LocalError):
+    """We used a session wrongly (sent in the wrong state, after close, ...)."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent something the protocol forbids, or failed the handshake."""
+
+
+class TransportError(P2PLedgerError):
+    """A link failed: connection refused or reset, a process that exited."""
 
 
 class RecordProblem(enum.Enum):

@@ -1,0 +1,359 @@
+"""The sync session: the protocol with no I/O (the h11 shape).
+
+Feed it the bytes that arrived and the current time (`receive_data`), take out events
+(`next_event`) and the bytes to send (`data_to_send`), and call `tick` when `deadline`
+has passed. It never reads a socket or a clock, so the same object runs over TCP, a
+pipe, a WebSocket and the simulator, and tests drive it with fake time.
+
+What the session does not do is judge records: it hands the peer's records to the
+node as `RecordsReceived`, and sends what the node gives it (`send_summary`,
+`send_records`, `send_synced`). The node owns the replica.
+
+Any protocol failure - a malformed, oversize, unknown, replayed or out-of-state frame,
+a failed handshake, a silent or flooding peer - kills the session: it queues a CLOSE
+for the peer (sealed when keys exist), emits `SessionClosed` with the reason and the
+error, and refuses all further use with `LocalProtocolError`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import nacl.signing
+
+from ..core.ids import device_id
+from ..core.ledger import Frontier
+from ..core.network import NetworkDescriptor
+from ..core.records import Admit, open_record
+from ..core.store import Tip
+from ..errors import InvalidRecord, LocalProtocolError, ProtocolError, RemoteProtocolError
+from ._state import TRANSITIONS, State
+from .crypto import Channel, Ephemeral, auth_message, derive_keys, verify_auth_signature
+from .frames import (
+    HANDSHAKE_FRAME_LIMIT,
+    MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
+    Auth,
+    Close,
+    Frame,
+    FrameReader,
+    FrameType,
+    Hello,
+    Ping,
+    Pong,
+    Records,
+    Summary,
+    Synced,
+    decode_message,
+    encode_message,
+    frame,
+    frame_type,
+)
+
+__all__ = ["Event", "HandshakeDone", "PeerSummary", "PeerSynced", "RecordsReceived", "Session",
+           "SessionClosed", "SessionConfig", "SyncComplete"]
+
+
+# ---------------------------------------------------------------- events
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HandshakeDone:
+    peer: bytes
+    role: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerSummary:
+    frontier: Frontier
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordsReceived:
+    records: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerSynced:
+    sent: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyncComplete:
+    """Both initial deltas are complete: the two sides hold the same records (unless
+    new ones appeared meanwhile, which are pushed)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionClosed:
+    reason: str
+    by_peer: bool
+    error: ProtocolError | None = None
+
+
+Event = HandshakeDone | PeerSummary | RecordsReceived | PeerSynced | SyncComplete | SessionClosed
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionConfig:
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 60.0      # close if no complete frame arrives for this long
+    keepalive: float = 20.0         # send PING after this long without sending
+    batch_bytes: int = 256 << 10    # records per RECORDS frame, by size
+    max_frames_per_second: int = 2000
+
+
+class Session:
+    """One side of one sync session."""
+
+    def __init__(self, *, network: NetworkDescriptor, key: nacl.signing.SigningKey,
+                 admit: bytes | None, role: str, initiator: bool, now: float,
+                 config: SessionConfig | None = None, ephemeral: Ephemeral | None = None,
+                 refuse_peer: Callable[[bytes], str | None] | None = None) -> None:
+        self.network = network
+        self.config = config or SessionConfig()
+        self.initiator = initiator
+        self.state = State.HELLO
+        self.peer: bytes | None = None
+        self.peer_role: str | None = None
+        self.error: ProtocolError | None = None
+        self._key = key
+        self._admit = admit
+        self._role = role
+        self._refuse_peer = refuse_peer
+        self._ephemeral = ephemeral or Ephemeral()
+        self._reader = FrameReader(HANDSHAKE_FRAME_LIMIT)
+        self._channel: Channel | None = None
+        self._transcript_hash = b""
+        self._hello_sent = b""
+        self._out = bytearray()
+        self._events: deque[Event] = deque()
+        self._sent_summary = False
+        self._started = now
+        self._last_received = now
+        self._last_sent = now
+        self._window_start = now
+        self._window_frames = 0
+        self._ping_token = 0
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.records_sent = 0
+        self.records_received = 0
+        if initiator:
+            self._send_hello()
+
+    # ------------------------------------------------------------ the I/O edge
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        """Bytes from the peer; b"" means the peer closed its side."""
+        if self.state is State.CLOSED:
+            return
+        self.bytes_received += len(data)
+        if not data:
+            self._die(RemoteProtocolError("the peer closed the connection"), by_peer=True)
+            return
+        try:
+            self._reader.feed(data)
+            while not self.closed:
+                body = self._reader.next_body()
+                if body is None:
+                    break
+                self._count_frame(now)
+                self._handle(self._open(body), now)
+        except RemoteProtocolError as exc:
+            self._die(exc, by_peer=False)
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def data_to_send(self) -> bytes:
+        out = bytes(self._out)
+        self._out.clear()
+        self.bytes_sent += len(out)
+        return out
+
+    @property
+    def deadline(self) -> float | None:
+        if self.state is State.CLOSED:
+            return None
+        if self.state in (State.HELLO, State.AUTH):
+            return self._started + self.config.handshake_timeout
+        return min(self._last_received + self.config.idle_timeout,
+                   self._last_sent + self.config.keepalive)
+
+    def tick(self, now: float) -> None:
+        """Act on deadlines: time out a handshake or a silent peer, send keepalives."""
+        if self.state is State.CLOSED:
+            return
+        if self.state in (State.HELLO, State.AUTH):
+            if now >= self._started + self.config.handshake_timeout:
+                self._die(RemoteProtocolError("handshake timed out"), by_peer=False)
+            return
+        if now >= self._last_received + self.config.idle_timeout:
+            self._die(RemoteProtocolError(
+                f"peer silent for {self.config.idle_timeout:g} s"), by_peer=False)
+        elif now >= self._last_sent + self.config.keepalive:
+            self._ping_token += 1
+            self._send(Ping(token=self._ping_token), now)
+
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    # ------------------------------------------------------------ what the node sends
+
+    def send_summary(self, frontier: Frontier, now: float) -> None:
+        if self._sent_summary:
+            raise LocalProtocolError("the summary was already sent")
+        self._sent_summary = True
+        tips = tuple((a, s, i) for a, s, i in _tip_list(frontier))
+        self._send(Summary(tips=tips), now)
+
+    def send_records(self, raws: Sequence[bytes], now: float) -> None:
+        """Send records, cut into RECORDS frames of at most `batch_bytes`."""
+        batch: list[bytes] = []
+        size = 0
+        for raw in raws:
+            if batch and size + len(raw) > self.config.batch_bytes:
+                self._send(Records(records=tuple(batch)), now)
+                batch, size = [], 0
+            batch.append(raw)
+            size += len(raw) + 3
+        if batch:
+            self._send(Records(records=tuple(batch)), now)
+        self.records_sent += len(raws)
+
+    def send_synced(self, sent: int, now: float) -> None:
+        self._send(Synced(sent=sent), now)
+        if self.state is State.LIVE:
+            self._events.append(SyncComplete())
+
+    def close(self, reason: str, now: float) -> None:
+        """Close on our side with a reason the peer will see (never fails)."""
+        if self.state is State.CLOSED:
+            return
+        if self._channel is not None:
+            self._send(Close(reason=reason), now)
+        self.state = State.CLOSED
+        self._events.append(SessionClosed(reason=reason, by_peer=False))
+
+    # ------------------------------------------------------------ internals
+
+    def _count_frame(self, now: float) -> None:
+        self._last_received = now
+        if now - self._window_start >= 1.0:
+            self._window_start, self._window_frames = now, 0
+        self._window_frames += 1
+        if self._window_frames > self.config.max_frames_per_second:
+            raise RemoteProtocolError(
+                f"flooding: more than {self.config.max_frames_per_second} frames per second")
+
+    def _open(self, body: bytes) -> Frame:
+        if self._channel is not None:
+            body = self._channel.open(body)
+        return decode_message(body)
+
+    def _transition(self, direction: str, kind: FrameType) -> None:
+        nxt = TRANSITIONS.get((self.state, (direction, kind)))
+        if nxt is None:
+            what = f"{kind.name} in state {self.state.value}"
+            if direction == "recv":
+                raise RemoteProtocolError(f"unexpected frame: {what}")
+            raise LocalProtocolError(f"cannot send {what}")
+        self.state = nxt
+
+    def _send(self, msg: Frame, now: float) -> None:
+        self._transition("send", frame_type(msg))
+        body = encode_message(msg)
+        self._out += self._channel.seal(body) if self._channel else frame(body)
+        self._last_sent = now
+
+    def _send_hello(self) -> None:
+        body = encode_message(Hello(version=PROTOCOL_VERSION,
+                                    ephemeral_key=self._ephemeral.public))
+        self._hello_sent = body
+        self._out += frame(body)
+
+    def _handle(self, msg: Frame, now: float) -> None:
+        before = self.state
+        self._transition("recv", frame_type(msg))
+        match msg:
+            case Hello():
+                self._on_hello(msg, now)
+            case Auth():
+                self._on_auth(msg)
+            case Summary():
+                self._events.append(PeerSummary(frontier=Frontier.from_tips(
+                    Tip(author=a, seq=s, id=i) for a, s, i in msg.tips)))
+            case Records():
+                self.records_received += len(msg.records)
+                self._events.append(RecordsReceived(records=msg.records))
+            case Synced():
+                self._events.append(PeerSynced(sent=msg.sent))
+            case Ping():
+                self._send(Pong(token=msg.token), now)
+            case Pong():
+                pass
+            case Close():
+                self._events.append(SessionClosed(reason=msg.reason, by_peer=True))
+        if self.state is State.LIVE and before is not State.LIVE:
+            self._events.append(SyncComplete())
+
+    def _on_hello(self, msg: Hello, now: float) -> None:
+        if msg.version != PROTOCOL_VERSION:
+            raise RemoteProtocolError(f"unsupported protocol version {msg.version}")
+        peer_hello = encode_message(msg)
+        if not self.initiator:
+            self._send_hello()
+        transcript = (self._hello_sent + peer_hello if self.initiator
+                      else peer_hello + self._hello_sent)
+        i2r, r2i, self._transcript_hash = derive_keys(
+            self._ephemeral.shared(msg.ephemeral_key), self.network.network_id, transcript)
+        self._channel = Channel(*((i2r, r2i) if self.initiator else (r2i, i2r)))
+        self._reader.limit = MAX_FRAME_BYTES
+        signature = self._key.sign(auth_message(self._transcript_hash, self.initiator)).signature
+        body = encode_message(Auth(device_key=bytes(self._key.verify_key), signature=signature,
+                                   admit=self._admit, role=self._role))
+        self._out += self._channel.seal(body)
+        self._last_sent = now
+
+    def _on_auth(self, msg: Auth) -> None:
+        verify_auth_signature(msg.device_key, msg.signature, self._transcript_hash,
+                              not self.initiator)
+        if msg.device_key == bytes(self._key.verify_key):
+            raise RemoteProtocolError("handshake failed: connected to itself")
+        if msg.device_key != self.network.authority:
+            self._check_admit(msg)
+        refusal = self._refuse_peer(msg.device_key) if self._refuse_peer else None
+        if refusal:
+            raise RemoteProtocolError(f"handshake failed: {refusal}")
+        self.peer, self.peer_role = msg.device_key, msg.role
+        self._events.append(HandshakeDone(peer=msg.device_key, role=msg.role))
+
+    def _check_admit(self, msg: Auth) -> None:
+        if msg.admit is None:
+            raise RemoteProtocolError("handshake failed: the peer shows no admit record")
+        try:
+            rec = open_record(msg.admit, self.network.network_id)
+        except InvalidRecord as exc:
+            raise RemoteProtocolError(f"handshake failed: bad admit record ({exc})") from None
+        body = rec.record.body
+        if (rec.record.author != self.network.authority or not isinstance(body, Admit)
+                or body.device != msg.device_key):
+            raise RemoteProtocolError(
+                f"handshake failed: {device_id(msg.device_key)} is not admitted to this network")
+
+    def _die(self, error: ProtocolError, *, by_peer: bool) -> None:
+        if self.state is State.CLOSED:
+            return
+        self.error = error
+        if self._channel is not None and not by_peer:
+            body = encode_message(Close(reason=str(error)[:200]))
+            self._out += self._channel.seal(body)
+        self.state = State.CLOSED
+        self._events.append(SessionClosed(reason=str(error), by_peer=by_peer, error=error))
+
+
+def _tip_list(frontier: Frontier) -> list[tuple[bytes, int, bytes]]:
+    return [(a, s, i) for a in sorted(frontier.tips) for s, i in frontier.tips[a]]
