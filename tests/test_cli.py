@@ -462,3 +462,14 @@ def test_network_descriptor_round_trips(site: Site) -> None:
     assert net.network_id.hex() == site.network_id
     assert net.currency == "AED"
     assert net.name == "Site"
+
+
+def test_verify_finds_an_edited_credit_amount(site: Site, tmp_path: Path) -> None:
+    """Known bug (reported): `verify` does not compare the `credits` table, so raising
+    the amount of a credit the payee has not claimed yet passes as OK, and the next
+    payment that claims it is judged on the forged amount."""
+    d1 = copy_home(site.d1, tmp_path)
+    _edit(d1, "UPDATE credits SET amount = 100000000 WHERE id = ? AND claimed = 0",
+          bytes.fromhex(site.payback["record_id"]))
+    out = _verify_fails(d1)
+    assert "credit" in out

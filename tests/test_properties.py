@@ -32,19 +32,22 @@ What each property checks:
    causal past, a record's verdict is the same in every replica at every moment. At
    teardown a full sync makes all replicas converge to one state hash and balances.
 
-`test_self_transfer_then_next_payment` shows a Wallet bug (see its docstring); self
-transfers are left out of the workloads so that the properties above test the rest.
+Two plain tests show Wallet bugs (see their docstrings):
+`test_self_transfer_then_next_payment` and
+`test_payment_over_many_unclaimed_credits_is_refused_or_applied`. Self transfers are
+left out of the workloads so that the properties above test the rest.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import pytest
-from hypothesis import given, note, settings
+from hypothesis import event, given, note, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from p2p_ledger.core.hlc import next_hlc
 from p2p_ledger.core.ids import Account
@@ -144,7 +147,7 @@ def workloads(draw: st.DrawFn) -> tuple[int, list[Op]]:
         st.builds(ForgeOp, dev, off, amount, key, st.booleans()),
         st.builds(ForkOp, dev, off, amount, key, rep),
     )
-    return n, draw(st.lists(op, max_size=24))
+    return n, draw(st.lists(op, min_size=2, max_size=30))
 
 
 @dataclass
@@ -183,7 +186,8 @@ def hand_sign(world: World, replica: Replica, name: str, body: Body, *, claim: b
         refs.add(replica.store.admits_for(dev)[0].id)
     if claim:
         refs.update(c.id for c in replica.store.unclaimed_credits(dev))
-    refs.discard(prev)  # type: ignore[arg-type]
+    if prev is not None:
+        refs.discard(prev)
     rec = Record(author=dev, seq=seq, prev=prev, refs=tuple(sorted(refs)[:MAX_REFS]),
                  hlc=next_hlc(replica.store.totals().max_hlc, T0), body=body)
     return sign_record(rec, world.device_keys[name], world.network.network_id).raw
@@ -231,10 +235,9 @@ class WorkloadRun:
         return Wallet(self.homes[dev], self.world.device_keys[self.names[dev]])
 
     def run(self, op: Op) -> None:
-        try:
+        # PaymentRefused: an overdraft or a key reused for another payment; nothing signed
+        with contextlib.suppress(PaymentRefused):
             self._run(op)
-        except PaymentRefused:
-            pass  # an overdraft or a key reused for another payment: nothing signed
 
     def _run(self, op: Op) -> None:
         if isinstance(op, IssueOp):
@@ -440,6 +443,8 @@ def test_conservation_and_verdicts_hold_at_every_step(workload: tuple[int, list[
         assert r.conserved()
         assert {rid: r.verdict(rid) for rid in first} == first
     assert set(first) == set(u.ids)
+    event("verdicts " + "/".join(sorted({v.value for v, _ in first.values()})))
+    event(f"forked: {bool(r.store.equivocations())}")
     assert r.pending_count == 0
     # the verdicts are those of the creation order too
     assert verdicts_of(replica_from(u.world, u.raws)) == first
@@ -452,7 +457,8 @@ def test_workloads_reach_every_verdict_and_a_fork() -> None:
         PayOp(payer=0, payee_offset=0, amount=10_00, key=0),
         ForgeOp(payer=0, payee_offset=1, amount=1_00, key=0, claim=False),  # duplicate key
         ForgeOp(payer=1, payee_offset=0, amount=99_00, key=1, claim=True),  # overdraft
-        ForkOp(payer=2, payee_offset=0, amount=5_00, key=0, holder=3),
+        PayOp(payer=2, payee_offset=0, amount=1_00, key=0),
+        ForkOp(payer=2, payee_offset=0, amount=5_00, key=0, holder=3),  # equivocation
         SyncOp(dst=1, src=0),
         PayOp(payer=1, payee_offset=0, amount=55_00, key=2),  # spends the credit from d0
     ]))
@@ -477,6 +483,26 @@ def test_self_transfer_then_next_payment() -> None:
     w.pay(run.world.account("d0", "savings"), 1_00, key="to-savings", now_ms=T0)
     res = w.pay(run.world.account("d1"), 1_00, key="next", now_ms=T0)
     assert res.verdict is Verdict.APPLIED
+
+
+def test_payment_over_many_unclaimed_credits_is_refused_or_applied() -> None:
+    """Bug: `Replica.spendable` counts every unclaimed credit, but `Wallet.build` refs at
+    most MAX_REFS (64, one slot taken by the admit on a first record). With 71 unclaimed
+    credits (the 50.00 cash-in and 70 of 1 fils), spendable says 5070, the Wallet signs a
+    5070 fils payment, and the ledger rejects it (5062 over its causal past): a rejected
+    record is signed and stored and the idempotency key is spent, although the Wallet
+    promises to refuse before signing."""
+    run = WorkloadRun(2)
+    for i in range(70):
+        run.auth.issue(run.world.account("d0"), 1, key=f"crumb-{i}", now_ms=T0)
+    w = Wallet(run.world.replica(), run.world.device_keys["d0"])
+    sync(w.replica, run.auth.replica)
+    want = w.replica.spendable(w.account())
+    try:
+        res = w.pay(run.world.account("d1"), want, key="all", now_ms=T0)
+    except PaymentRefused:
+        return  # refusing before signing is a correct outcome
+    assert res.verdict is Verdict.APPLIED, res.reason
 
 
 # ---------------------------------------------------------------- property 5: stateful
@@ -531,36 +557,28 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(to=device_index, amount=st.integers(1, 100_00), key=idem_keys)
     def issue(self, to: int, amount: int, key: int) -> None:
-        try:
+        with contextlib.suppress(PaymentRefused):
             self.auth.issue(self.world.account(SM_NAMES[to]), amount, key=f"i{key}",
                             now_ms=T0)
-        except PaymentRefused:
-            pass
 
     @rule(on=replica_index, offset=st.integers(0, 1), amount=amounts, key=idem_keys)
     def pay(self, on: int, offset: int, amount: int, key: int) -> None:
-        try:
+        with contextlib.suppress(PaymentRefused):
             self.wallet(on, on).pay(self.payee(on, offset), amount, key=f"k{key}", now_ms=T0)
-        except PaymentRefused:
-            pass
 
     @rule(dev=device_index, on=replica_index, offset=st.integers(0, 1), amount=amounts,
           key=idem_keys)
     def cloned_device_pays(self, dev: int, on: int, offset: int, amount: int,
                            key: int) -> None:
         """The device's key used on another replica, which may lag: a possible fork."""
-        try:
+        with contextlib.suppress(PaymentRefused):
             self.wallet(dev, on).pay(self.payee(dev, offset), amount, key=f"k{key}",
                                      now_ms=T0)
-        except PaymentRefused:
-            pass
 
     @rule(on=replica_index, amount=amounts, key=idem_keys)
     def redeem(self, on: int, amount: int, key: int) -> None:
-        try:
+        with contextlib.suppress(PaymentRefused):
             self.wallet(on, on).redeem(amount, key=f"r{key}", now_ms=T0)
-        except PaymentRefused:
-            pass
 
     @rule(on=replica_index, offset=st.integers(0, 1), extra=st.integers(1, 10_00))
     def overdraft(self, on: int, offset: int, extra: int) -> None:
@@ -621,7 +639,6 @@ class LedgerMachine(RuleBasedStateMachine):
     def heal(self, a: int, b: int) -> None:
         self.blocked.discard(frozenset((a, b)))
 
-    @precondition(lambda self: bool(self.blocked))
     @rule()
     def heal_all(self) -> None:
         self.blocked.clear()
@@ -667,6 +684,10 @@ class LedgerMachine(RuleBasedStateMachine):
                         changed = True
         views = [view(r) for r in self.replicas]
         note(f"{views[0].records} records, {len(views[0].forks)} forked")
+        event(f"forked: {bool(views[0].forks)}")
+        event("verdicts " + "/".join(sorted({v[0].value for v in views[0].verdicts.values()
+                                              if v is not None})))
+        event(f"records: {views[0].records // 10 * 10}+")
         for v in views[1:]:
             assert v == views[0]
         assert not views[0].pending
@@ -675,5 +696,5 @@ class LedgerMachine(RuleBasedStateMachine):
             assert self.verdicts.get(rid, v) == v
 
 
-LedgerMachine.TestCase.settings = settings(stateful_step_count=30)
+LedgerMachine.TestCase.settings = settings(stateful_step_count=50)
 TestLedgerMachine = LedgerMachine.TestCase

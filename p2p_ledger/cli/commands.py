@@ -76,15 +76,19 @@ def _new_key(home: Home, no_passphrase: bool) -> bytes:
     return bytes(home.create_key(passphrase(new=True)).verify_key)
 
 
+def sqlite_store(replica: Replica) -> SqliteStore:
+    store = replica.store
+    assert isinstance(store, SqliteStore)
+    return store
+
+
 @contextmanager
 def opened(home: Home) -> Iterator[Replica]:
     replica = home.replica()
     try:
         yield replica
     finally:
-        store = replica.store
-        assert isinstance(store, SqliteStore)
-        store.close()
+        sqlite_store(replica).close()
 
 
 def wallet(home: Home, replica: Replica) -> Wallet:
@@ -249,8 +253,12 @@ def cmd_balance(args: argparse.Namespace) -> int:
     return 0
 
 
+def _when_ms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def _when(hlc: int) -> str:
-    return datetime.fromtimestamp(hlc_ms(hlc) / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return _when_ms(hlc_ms(hlc))
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -282,19 +290,27 @@ def cmd_status(args: argparse.Namespace) -> int:
         dev = device_id(home.public_key()) if home.has_key() else None
         evid = [{"author": device_id(a), "seq": s, "records": [x.hex(), y.hex()]}
                 for a, s, x, y in replica.store.equivocations()]
+        peers: list[dict[str, object]] = [{"device_id": device_id(d), "address": a, "role": r,
+                  "last_contact": _when_ms(ms), "state": st,
+                  "lag_records": None if synced is None else max(0, t.records - synced)}
+                 for d, a, r, ms, synced, st in sqlite_store(replica).peers()]
         data = {"device_id": dev, "network_id": replica.network_id.hex(),
                 "network": replica.network.name, "currency": replica.network.currency,
                 "records": t.records, "authors": t.authors,
                 "state_hash": replica.state_hash().hex(),
                 "issued": amount_json(replica, t.issued),
-                "redeemed": amount_json(replica, t.redeemed), "equivocations": evid}
+                "redeemed": amount_json(replica, t.redeemed), "equivocations": evid,
+                "peers": peers}
         text = "\n".join([
             f"device       {dev}", f"network      {replica.network.name} "
             f"({replica.network_id.hex()[:16]}, {replica.network.currency})",
             f"records      {t.records} from {t.authors} authors",
             f"state hash   {replica.state_hash().hex()}",
             f"issued       {fmt(replica, t.issued)}", f"redeemed     {fmt(replica, t.redeemed)}",
-            f"equivocations {len(evid)}"])
+            f"equivocations {len(evid)}",
+            *(f"peer         {str(p['device_id'])[:16]} {p['role']!s:<9} {p['state']!s:<9} "
+              f"last contact {p['last_contact']}  lag {p['lag_records']} records  "
+              f"{p['address']}" for p in peers)])
         emit(args, data, text)
     return 0
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import P2PLedgerError
-from . import commands
+from . import commands, net
 from .demo import run_demo
 
 __all__ = ["build_parser", "main"]
@@ -41,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("id", help="print this device's id")
     s.set_defaults(func=commands.cmd_id)
 
-    net = sub.add_parser("network", help="create or export the network descriptor")
-    nsub = net.add_subparsers(dest="network_command", required=True, metavar="ACTION")
+    network = sub.add_parser("network", help="create or export the network descriptor")
+    nsub = network.add_subparsers(dest="network_command", required=True, metavar="ACTION")
     s = nsub.add_parser("create", parents=[data], help="make this home the network authority")
     s.add_argument("--name", required=True)
     s.add_argument("--currency", default="AED")
@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("import", parents=[data], help="verify and store a bundle's records")
     s.add_argument("bundle", type=Path)
     s.set_defaults(func=commands.cmd_import)
+
+    net.add_parsers(sub, data)
 
     s = sub.add_parser("demo", help="run a self-contained demonstration in temporary homes")
     s.set_defaults(func=lambda args: run_demo())

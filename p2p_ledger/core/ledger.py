@@ -14,7 +14,8 @@ The rules, in the order `_judge` applies them:
    applied `admit` of its key. Later records inherit it along the chain.
 3. Claims: each ref that is an applied credit to one of the author's accounts, and
    that no earlier record of the author's chain claimed, adds to that account's
-   chain balance. This is how a payee's chain takes in the money it received.
+   chain balance. This is how a payee's chain takes in the money it received. A
+   transfer to one of the author's own accounts is claimed by itself at once.
 4. The kind's rule gives the verdict: `duplicate` for a second money record with an
    idempotency key already used in the chain, `rejected` with a reason (a debit the
    chain balance does not cover, an authority-only kind from a device), else
@@ -330,6 +331,12 @@ class Replica:
         others = self.store.ids_at(r.author, r.seq)
         rule = _KindRule(self, rec, balances)
         verdict, reason = rule.verdict()
+        if rule.credit is not None and verdict is Verdict.APPLIED and (
+                rule.credit.account.device == r.author):
+            # Paying one's own account: the chain takes the credit in at once.
+            balances[rule.credit.account.name] = (
+                balances.get(rule.credit.account.name, 0) + rule.credit.amount)
+            claims.append(rec.id)
         new_chain = ChainState(admit=chain.admit, balances=tuple(sorted(balances.items())))
         row = StoredRecord(id=rec.id, author=r.author, seq=r.seq, prev=r.prev, kind=r.kind,
                            hlc=r.hlc, verdict=verdict, reason=reason, chain=new_chain)

@@ -37,7 +37,7 @@ from .records import (
     parse_record,
     sign_record,
 )
-from .store import Verdict
+from .store import Credit, Verdict
 
 __all__ = ["PaymentResult", "Wallet"]
 
@@ -68,12 +68,12 @@ class Wallet:
 
     # ------------------------------------------------------------ building
 
-    def build(self, body: Body, *, now_ms: int, debit_from: str | None = None) -> SignedRecord:
-        """Sign the next record of this device's chain carrying `body`."""
+    def _refs(self, debit_from: str | None) -> tuple[list[bytes], list[Credit]]:
+        """The refs of the next record: the admit (first record only), then as many
+        unclaimed credits as fit, those to the debited account first, oldest first."""
         store = self.replica.store
-        head = self.replica.head(self.device)
         refs: list[bytes] = []
-        if head is None and not self.is_authority:
+        if self.replica.head(self.device) is None and not self.is_authority:
             admits = store.admits_for(self.device)
             if not admits:
                 raise LocalError(
@@ -81,12 +81,26 @@ class Wallet:
                     "run `admit` and its records must be imported here first")
             refs.append(admits[0].id)
         credits = store.unclaimed_credits(self.device)
-        credits.sort(key=lambda c: c.account.name != debit_from)  # the debited account first
-        refs.extend(c.id for c in credits[: MAX_REFS - len(refs)])
+        credits.sort(key=lambda c: c.account.name != debit_from)  # stable: oldest first
+        claimed = credits[: MAX_REFS - len(refs)]
+        return refs + [c.id for c in claimed], claimed
+
+    def available(self, name: str = DEFAULT_ACCOUNT_NAME) -> int:
+        """What the next record can debit from account `name`: the chain balance plus
+        the unclaimed credits that fit in its refs."""
+        head = self.replica.head(self.device)
+        chain = head.chain.balance(name) if head is not None else 0
+        _, claimed = self._refs(name)
+        return chain + sum(c.amount for c in claimed if c.account.name == name)
+
+    def build(self, body: Body, *, now_ms: int, debit_from: str | None = None) -> SignedRecord:
+        """Sign the next record of this device's chain carrying `body`."""
+        head = self.replica.head(self.device)
+        refs, _ = self._refs(debit_from)
         record = Record(
             author=self.device, seq=1 if head is None else head.seq + 1,
             prev=None if head is None else head.id, refs=tuple(sorted(refs)),
-            hlc=next_hlc(store.max_hlc(), now_ms), body=body)
+            hlc=next_hlc(self.replica.store.max_hlc(), now_ms), body=body)
         return sign_record(record, self.key, self.replica.network_id)
 
     def submit(self, body: Body, *, now_ms: int, debit_from: str | None = None) -> Applied:
@@ -121,8 +135,15 @@ class Wallet:
             return earlier
         debit_from = None if isinstance(body, Issue) else body.from_
         if debit_from is not None:
-            have = self.replica.spendable(self.account(debit_from))
+            have = self.available(debit_from)
             if have < body.amount:
+                total = self.replica.spendable(self.account(debit_from))
+                if total >= body.amount:
+                    raise PaymentRefused(
+                        f"{debit_from} holds {total} but only {have} can be spent in one "
+                        f"record: the rest sits in more than {MAX_REFS} small incoming "
+                        "payments; pay a smaller amount first (every payment takes in up to "
+                        f"{MAX_REFS} of them); nothing was signed")
                 raise PaymentRefused(
                     f"insufficient funds in {debit_from}: {have} available, {body.amount} "
                     "needed (minor units); nothing was signed")

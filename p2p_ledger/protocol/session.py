@@ -5,6 +5,10 @@ Feed it the bytes that arrived and the current time (`receive_data`), take out e
 has passed. It never reads a socket or a clock, so the same object runs over TCP, a
 pipe, a WebSocket and the simulator, and tests drive it with fake time.
 
+A peer proves membership with the authority's admit record for its key; a device so
+new that it does not hold its own admit record yet is accepted if `known_member` (the
+node's store) knows an admit for it.
+
 What the session does not do is judge records: it hands the peer's records to the
 node as `RecordsReceived`, and sends what the node gives it (`send_summary`,
 `send_records`, `send_synced`). The node owns the replica.
@@ -110,7 +114,8 @@ class Session:
     def __init__(self, *, network: NetworkDescriptor, key: nacl.signing.SigningKey,
                  admit: bytes | None, role: str, initiator: bool, now: float,
                  config: SessionConfig | None = None, ephemeral: Ephemeral | None = None,
-                 refuse_peer: Callable[[bytes], str | None] | None = None) -> None:
+                 refuse_peer: Callable[[bytes], str | None] | None = None,
+                 known_member: Callable[[bytes], bool] | None = None) -> None:
         self.network = network
         self.config = config or SessionConfig()
         self.initiator = initiator
@@ -122,6 +127,7 @@ class Session:
         self._admit = admit
         self._role = role
         self._refuse_peer = refuse_peer
+        self._known_member = known_member
         self._ephemeral = ephemeral or Ephemeral()
         self._reader = FrameReader(HANDSHAKE_FRAME_LIMIT)
         self._channel: Channel | None = None
@@ -196,6 +202,11 @@ class Session:
         elif now >= self._last_sent + self.config.keepalive:
             self._ping_token += 1
             self._send(Ping(token=self._ping_token), now)
+
+    @property
+    def pending_output(self) -> int:
+        """Bytes queued for the peer and not yet taken by `data_to_send`."""
+        return len(self._out)
 
     @property
     def closed(self) -> bool:
@@ -333,6 +344,8 @@ class Session:
 
     def _check_admit(self, msg: Auth) -> None:
         if msg.admit is None:
+            if self._known_member is not None and self._known_member(msg.device_key):
+                return  # a new device that has not received its own admit record yet
             raise RemoteProtocolError("handshake failed: the peer shows no admit record")
         try:
             rec = open_record(msg.admit, self.network.network_id)

@@ -65,12 +65,18 @@ CREATE TABLE movements (device BLOB NOT NULL, name TEXT NOT NULL, ord INTEGER NO
     delta INTEGER NOT NULL, PRIMARY KEY (device, name, ord)) WITHOUT ROWID;
 CREATE TABLE equivocations (author BLOB NOT NULL, seq INTEGER NOT NULL, first BLOB NOT NULL,
     second BLOB NOT NULL, PRIMARY KEY (author, seq, second)) WITHOUT ROWID;
+CREATE TABLE peers (device BLOB PRIMARY KEY, address TEXT NOT NULL, role TEXT NOT NULL,
+    last_contact_ms INTEGER NOT NULL, synced_records INTEGER, state TEXT NOT NULL)
+    WITHOUT ROWID;
 CREATE TABLE metadata (device BLOB NOT NULL, name TEXT NOT NULL, field TEXT NOT NULL,
     value TEXT NOT NULL, hlc INTEGER NOT NULL, author BLOB NOT NULL,
     PRIMARY KEY (device, name, field)) WITHOUT ROWID;
 """
 
 _CACHE_ROWS = 4096
+# Tables whose every row follows from the records; `verify` recomputes and compares them.
+DERIVED_TABLES = ("records", "admits", "credits", "claims", "idem", "tips", "balances",
+                  "movements", "equivocations", "metadata", "totals")
 _ROW_COLS = "id, author, seq, prev, kind, hlc, verdict, reason, chain"
 
 
@@ -250,6 +256,41 @@ class SqliteStore:
     def all_ids_in_order(self) -> Iterator[bytes]:
         for (rid,) in self._db.execute("SELECT id FROM records ORDER BY ord"):
             yield rid
+
+    def max_order(self) -> int:
+        """The position of the newest stored record (0 when empty)."""
+        t = self._one("SELECT max(ord) FROM records")
+        return int(t[0]) if t is not None and t[0] is not None else 0  # type: ignore[call-overload]
+
+    def records_after(self, order: int, limit: int = 10_000) -> list[tuple[int, bytes, bytes]]:
+        """(order, id, raw) of records stored after position `order`, oldest first."""
+        return list(self._db.execute(
+            "SELECT ord, id, raw FROM records WHERE ord > ? ORDER BY ord LIMIT ?",
+            (order, limit)))
+
+    def note_peer(self, device: bytes, *, address: str, role: str, now_ms: int, state: str,
+                  synced: bool) -> None:
+        """Remember a peer's last contact; `synced` marks that it holds what we held."""
+        records = self.totals().records if synced else None
+        self._db.execute(
+            "INSERT INTO peers VALUES (?,?,?,?,?,?) ON CONFLICT (device) DO UPDATE SET "
+            "address=excluded.address, role=excluded.role, "
+            "last_contact_ms=excluded.last_contact_ms, state=excluded.state, "
+            "synced_records=coalesce(excluded.synced_records, peers.synced_records)",
+            (device, address, role, now_ms, records, state))
+
+    def peers(self) -> list[tuple[bytes, str, str, int, int | None, str]]:
+        """(device, address, role, last_contact_ms, records held at last sync, state)."""
+        return list(self._db.execute(
+            "SELECT device, address, role, last_contact_ms, synced_records, state FROM peers "
+            "ORDER BY last_contact_ms DESC"))
+
+    def table_rows(self, table: str) -> list[tuple[object, ...]]:
+        """Every row of one derived table, sorted (for `verify`)."""
+        if table not in DERIVED_TABLES:
+            raise ValueError(f"not a derived table: {table}")
+        self._flush()
+        return sorted(self._db.execute(f"SELECT * FROM {table}"), key=repr)
 
     def iter_raw_in_order(self) -> Iterator[tuple[bytes, bytes]]:
         yield from self._db.execute("SELECT id, raw FROM records ORDER BY ord")

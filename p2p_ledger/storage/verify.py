@@ -17,7 +17,7 @@ from ..core.ids import device_id
 from ..core.ledger import Replica
 from ..core.records import record_id
 from ..errors import InvalidRecord
-from .sqlite import SqliteStore
+from .sqlite import DERIVED_TABLES, SqliteStore
 
 __all__ = ["verify_replica"]
 
@@ -76,6 +76,7 @@ def _compare_views(store: SqliteStore, fresh: SqliteStore, problems: list[str]) 
     if store.equivocations() != fresh.equivocations():
         authors = {device_id(e[0]) for e in store.equivocations() + fresh.equivocations()}
         problems.append(f"equivocation evidence differs (authors {sorted(authors)})")
-    for account in set(mine) | set(theirs):
-        if store.history(account) != fresh.history(account):
-            problems.append(f"history of {account} differs from the recomputed one")
+    for table in DERIVED_TABLES:
+        if store.table_rows(table) != fresh.table_rows(table):
+            problems.append(f"table {table} differs from the one recomputed from the records "
+                            "(edited by hand?)")

@@ -1,0 +1,134 @@
+"""The networked commands: `serve` (run a node until stopped) and `sync` (once).
+
+Logs go to stderr, never stdout: with `serve --stdio` stdout carries the protocol.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import sys
+
+import trio
+import trio_websocket
+
+from ..core.ids import device_id
+from ..node.links import WebSocketStream, parse_link, stdio_stream
+from ..node.node import Node
+from ..storage.home import Home
+from .commands import opened, passphrase
+
+log = logging.getLogger("p2p_ledger.node")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(message)s")
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    return host, int(port)
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+                data: argparse.ArgumentParser) -> None:
+    s = sub.add_parser("serve", help="run this node: accept and dial peers until stopped")
+    s.add_argument("--listen", type=_host_port, metavar="HOST:PORT", help="TCP address")
+    s.add_argument("--listen-ws", type=_host_port, metavar="HOST:PORT",
+                   help="WebSocket address (peers dial ws://HOST:PORT/)")
+    s.add_argument("--stdio", action="store_true",
+                   help="serve one session over stdin/stdout, then exit")
+    s.add_argument("--peer", action="append", default=[], metavar="URL",
+                   help="stay connected to this peer (repeatable)")
+    s.add_argument("--upstream", action="append", default=[], metavar="URL",
+                   help="a hub or the cloud to forward to (repeatable)")
+    s.add_argument("--hub", action="store_true", help="act as a hub relaying many devices")
+    s.add_argument("--quiet", action="store_true", help="log warnings only")
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("sync", parents=[data], help="connect once, reconcile both ways, exit")
+    s.add_argument("url", help="tcp://HOST:PORT, ws://HOST:PORT/PATH or exec:COMMAND")
+    s.set_defaults(func=cmd_sync)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    _setup_logging(not args.quiet)
+    home = Home(args.home)
+    with opened(home) as replica:
+        role = ("hub" if args.hub else "authority"
+                if replica.network.authority == home.public_key() else "device")
+        node = Node(replica, home.signing_key(passphrase), role=role)
+        if not (args.listen or args.listen_ws or args.stdio or args.peer or args.upstream):
+            log.warning("nothing to do: give --listen, --listen-ws, --stdio or --peer")
+            return 2
+        trio.run(_serve, node, args)
+    return 0
+
+
+async def _serve(node: Node, args: argparse.Namespace) -> None:
+    if args.stdio:
+        await node.run_session(stdio_stream(), initiator=False, address="stdio")
+        return
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(node.watch_store)
+        for url in [*args.peer, *args.upstream]:
+            nursery.start_soon(node.keep_dialing, parse_link(url))
+        if args.listen:
+            host, port = args.listen
+            listeners = await nursery.start(functools.partial(
+                trio.serve_tcp, functools.partial(_accept_tcp, node), port, host=host))
+            for lst in listeners:
+                sock = lst.socket
+                addr = sock.getsockname()
+                print(f"listening on tcp://{addr[0]}:{addr[1]} as "
+                      f"{device_id(node.device)}", file=sys.stderr, flush=True)
+        if args.listen_ws:
+            host, port = args.listen_ws
+            server = await nursery.start(functools.partial(
+                trio_websocket.serve_websocket, functools.partial(_accept_ws, node), host, port,
+                ssl_context=None))
+            print(f"listening on ws://{host}:{server.port}/", file=sys.stderr, flush=True)
+
+
+async def _accept_tcp(node: Node, stream: trio.SocketStream) -> None:
+    try:
+        peer = stream.socket.getpeername()
+        address = f"tcp://{peer[0]}:{peer[1]}"
+    except OSError:
+        address = "tcp://?"
+    await node.serve_stream(stream, address)
+
+
+async def _accept_ws(node: Node, request: trio_websocket.WebSocketRequest) -> None:
+    ws = await request.accept()
+    remote = ws.remote
+    address = f"ws://{getattr(remote, 'address', '?')}:{getattr(remote, 'port', '?')}"
+    await node.serve_stream(WebSocketStream(ws), address)
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    _setup_logging(False)
+    home = Home(args.home)
+    link = parse_link(args.url)
+    with opened(home) as replica:
+        node = Node(replica, home.signing_key(passphrase))
+        stats = trio.run(node.sync_once, link)
+        state_hash = replica.state_hash().hex()
+    data = {"peer": stats.peer, "synced": stats.synced, "records_in": stats.records_in,
+            "records_out": stats.records_out, "bytes_in": stats.bytes_in,
+            "bytes_out": stats.bytes_out, "seconds": round(stats.seconds, 3),
+            "state_hash": state_hash, "reason": stats.reason}
+    if args.json:
+        print(json.dumps(data, indent=2, sort_keys=True))
+    elif stats.synced:
+        print(f"in sync with {stats.peer}: received {stats.records_in} records, sent "
+              f"{stats.records_out} ({stats.bytes_in} bytes in, {stats.bytes_out} out) in "
+              f"{stats.seconds:.2f} s; state hash {state_hash[:16]}")
+    else:
+        print(f"p2p-ledger: error: sync with {args.url} failed: {stats.reason}", file=sys.stderr)
+    return 0 if stats.synced else 1

@@ -1,0 +1,322 @@
+"""The node: one replica, many sessions, over any link, on trio.
+
+Each session gets a receiver task (bytes in, events out) and a sender task (flushes
+what the session queued). The node reacts to events: after the handshake it sends its
+summary; on the peer's summary it sends exactly the delta the peer lacks and SYNCED;
+records received are applied in one store transaction per frame, acknowledged by the
+commit, and then relayed to every other session (flooding; a record is never sent back
+to the session it came from, and receivers drop what they already hold).
+
+Records written by other processes on the same home (`p2p-ledger pay` while `serve`
+runs) are found by polling the store's newest position and pushed like the rest.
+
+A session that misbehaves is closed with its reason logged, naming the peer; the
+others go on. Nothing here decides validity: the replica does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import nacl.signing
+import trio
+
+from ..core.ids import device_id
+from ..core.ledger import Replica
+from ..errors import TransportError
+from ..protocol._state import State
+from ..protocol.session import (
+    HandshakeDone,
+    PeerSummary,
+    PeerSynced,
+    RecordsReceived,
+    Session,
+    SessionClosed,
+    SessionConfig,
+    SyncComplete,
+)
+from ..storage.sqlite import SqliteStore
+from .links import Link, open_link
+
+__all__ = ["Node", "NodeConfig", "SessionStats"]
+
+log = logging.getLogger("p2p_ledger.node")
+
+_STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+_PUSH_STATES = (State.SYNCING, State.WE_SYNCED, State.THEY_SYNCED, State.LIVE)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeConfig:
+    session: SessionConfig = field(default_factory=SessionConfig)
+    poll_interval: float = 0.2
+    max_invalid_records: int = 16
+    max_send_buffer: int = 64 << 20
+    backoff_initial: float = 1.0
+    backoff_max: float = 60.0
+    receive_size: int = 64 << 10
+
+
+@dataclass(slots=True)
+class SessionStats:
+    address: str
+    peer: str | None = None
+    records_in: int = 0
+    records_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    seconds: float = 0.0
+    synced: bool = False
+    reason: str = ""
+    error: bool = False
+
+
+class _Peer:
+    """One session with its stream and the flags the node needs."""
+
+    def __init__(self, pid: int, session: Session, stream: trio.abc.Stream, address: str,
+                 until_synced: bool) -> None:
+        self.id = pid
+        self.session = session
+        self.stream = stream
+        self.address = address
+        self.until_synced = until_synced
+        self.invalid = 0
+        self.wakeup = trio.Event()
+        self.stats = SessionStats(address=address)
+
+    @property
+    def label(self) -> str:
+        who = device_id(self.session.peer)[:12] if self.session.peer else "?"
+        return f"{who}@{self.address}"
+
+    def wake(self) -> None:
+        self.wakeup.set()
+
+
+class Node:
+    """A replica served over sessions. `clock` is trio's (fake in tests);
+    `wall_ms` is the wall clock used to judge record timestamps."""
+
+    def __init__(self, replica: Replica, key: nacl.signing.SigningKey, *, role: str = "device",
+                 config: NodeConfig | None = None,
+                 wall_ms: Callable[[], int] | None = None) -> None:
+        self.replica = replica
+        self.key = key
+        self.role = role
+        self.config = config or NodeConfig()
+        self._wall_ms = wall_ms
+        self.device = bytes(key.verify_key)
+        self.admit = self._find_admit()
+        self.peers: dict[int, _Peer] = {}
+        self._ids = itertools.count(1)
+        self._origin: dict[bytes, int] = {}
+        self._pushed_up_to = self._store.max_order()
+        self.completed: list[SessionStats] = []
+
+    @property
+    def _store(self) -> SqliteStore:
+        store = self.replica.store
+        assert isinstance(store, SqliteStore)
+        return store
+
+    def _find_admit(self) -> bytes | None:
+        if self.device == self.replica.network.authority:
+            return None
+        admits = self.replica.store.admits_for(self.device)
+        if not admits:
+            log.info("this device holds no admit record of its own yet: peers that know "
+                     "its admit will accept it and send it")
+            return None
+        return self.replica.store.raw(admits[-1].id)
+
+    def _known_member(self, device: bytes) -> bool:
+        return bool(self.replica.store.admits_for(device))
+
+    def now_ms(self) -> int:
+        return self._wall_ms() if self._wall_ms is not None else time.time_ns() // 1_000_000
+
+    # ------------------------------------------------------------ sessions
+
+    async def run_session(self, stream: trio.abc.Stream, *, initiator: bool, address: str,
+                          until_synced: bool = False) -> SessionStats:
+        """Run one session to its end; returns what moved."""
+        started = trio.current_time()
+        session = Session(network=self.replica.network, key=self.key, admit=self.admit,
+                          role=self.role, initiator=initiator, now=started,
+                          config=self.config.session, known_member=self._known_member)
+        peer = _Peer(next(self._ids), session, stream, address, until_synced)
+        peer.wake()  # the initiator's HELLO is already queued
+        self.peers[peer.id] = peer
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._sender, peer)
+                await self._receiver(peer)
+                peer.wake()
+                nursery.cancel_scope.deadline = trio.current_time() + 2.0
+        finally:
+            del self.peers[peer.id]
+            with (trio.CancelScope(shield=True), trio.move_on_after(2),
+                  contextlib.suppress(*_STREAM_ERRORS)):
+                await stream.aclose()
+        st = peer.stats
+        st.seconds = trio.current_time() - started
+        st.bytes_in, st.bytes_out = session.bytes_received, session.bytes_sent
+        st.records_in, st.records_out = session.records_received, session.records_sent
+        self.completed.append(st)
+        return st
+
+    async def _receiver(self, peer: _Peer) -> None:
+        session = peer.session
+        while not session.closed:
+            deadline = session.deadline
+            data: bytes | None = None
+            with trio.move_on_at(deadline if deadline is not None else float("inf")):
+                try:
+                    data = bytes(await peer.stream.receive_some(self.config.receive_size))
+                except _STREAM_ERRORS:
+                    data = b""
+            now = trio.current_time()
+            if data is None:
+                session.tick(now)
+            else:
+                session.receive_data(data, now)
+            self._handle_events(peer, now)
+            peer.wake()
+            await trio.lowlevel.checkpoint()
+
+    async def _sender(self, peer: _Peer) -> None:
+        session = peer.session
+        while True:
+            await peer.wakeup.wait()
+            peer.wakeup = trio.Event()
+            data = session.data_to_send()
+            if data:
+                try:
+                    await peer.stream.send_all(data)
+                except _STREAM_ERRORS as exc:
+                    session.close(f"link failed: {exc}", trio.current_time())
+                    session.data_to_send()
+                    return
+            if session.closed:
+                return
+
+    def _handle_events(self, peer: _Peer, now: float) -> None:
+        session = peer.session
+        while (ev := session.next_event()) is not None:
+            match ev:
+                case HandshakeDone():
+                    log.info("session %s: handshake done (%s)", peer.label, ev.role)
+                    peer.stats.peer = device_id(ev.peer)
+                    session.send_summary(self.replica.frontier(), now)
+                    self._note(peer, "connected", synced=False)
+                case PeerSummary():
+                    delta = self.replica.delta(ev.frontier)
+                    session.send_records(delta, now)
+                    session.send_synced(len(delta), now)
+                case RecordsReceived():
+                    self._take_records(peer, ev.records, now)
+                case PeerSynced():
+                    pass
+                case SyncComplete():
+                    peer.stats.synced = True
+                    self._note(peer, "live", synced=True)
+                    log.info("session %s: in sync", peer.label)
+                    if peer.until_synced:
+                        session.close("sync complete", now)
+                case SessionClosed():
+                    peer.stats.reason = ev.reason
+                    peer.stats.error = ev.error is not None
+                    level = logging.WARNING if ev.error is not None else logging.INFO
+                    log.log(level, "session %s closed%s: %s", peer.label,
+                            " by the peer" if ev.by_peer else "", ev.reason)
+                    if session.peer is not None:
+                        self._note(peer, "closed", synced=False)
+        if session.pending_output > self.config.max_send_buffer:
+            session.close("peer too slow: send buffer full", now)
+
+    def _take_records(self, peer: _Peer, raws: tuple[bytes, ...], now: float) -> None:
+        store = self._store
+        with store.transaction():
+            report = self.replica.receive_many(raws, now_ms=self.now_ms())
+        for a in report.applied:
+            self._origin[a.record.id] = peer.id
+        for _, exc in report.refused:
+            peer.invalid += 1
+            log.warning("session %s: refused record %s: %s", peer.label,
+                        (exc.record_id or "?")[:16], exc)
+        if peer.invalid > self.config.max_invalid_records:
+            peer.session.close(f"too many invalid records ({peer.invalid})", now)
+        if report.applied:
+            self.push_new(now)
+
+    def _note(self, peer: _Peer, state: str, *, synced: bool) -> None:
+        if peer.session.peer is None:
+            return
+        with self._store.transaction():
+            self._store.note_peer(peer.session.peer, address=peer.address,
+                                  role=peer.session.peer_role or "?", now_ms=self.now_ms(),
+                                  state=state, synced=synced)
+
+    # ------------------------------------------------------------ relaying
+
+    def push_new(self, now: float) -> int:
+        """Send records stored since the last push to every session past its summary,
+        except the one each record came from. Returns how many records were new."""
+        rows = self._store.records_after(self._pushed_up_to)
+        if not rows:
+            return 0
+        self._pushed_up_to = rows[-1][0]
+        for peer in self.peers.values():
+            if peer.session.state not in _PUSH_STATES:
+                continue
+            raws = [raw for _, rid, raw in rows if self._origin.get(rid) != peer.id]
+            if raws:
+                peer.session.send_records(raws, now)
+                peer.wake()
+        for _, rid, _ in rows:
+            self._origin.pop(rid, None)
+        return len(rows)
+
+    async def watch_store(self) -> None:
+        """Poll for records written by other processes on this home, and push them."""
+        while True:
+            await trio.sleep(self.config.poll_interval)
+            self.push_new(trio.current_time())
+
+    # ------------------------------------------------------------ dialing and serving
+
+    async def sync_once(self, link: Link) -> SessionStats:
+        """Connect, reconcile both ways, close. TransportError if unreachable."""
+        async with trio.open_nursery() as nursery:
+            stream = await open_link(link, nursery)
+            stats = await self.run_session(stream, initiator=True, address=str(link),
+                                           until_synced=True)
+            nursery.cancel_scope.cancel()
+        return stats
+
+    async def keep_dialing(self, link: Link) -> None:
+        """Stay connected to a peer: redial with exponential backoff and jitter."""
+        delay = self.config.backoff_initial
+        while True:
+            try:
+                async with trio.open_nursery() as nursery:
+                    stream = await open_link(link, nursery)
+                    stats = await self.run_session(stream, initiator=True, address=str(link))
+                    nursery.cancel_scope.cancel()
+                if stats.synced:
+                    delay = self.config.backoff_initial
+            except TransportError as exc:
+                log.info("peer %s unreachable: %s", link, exc)
+            await trio.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, self.config.backoff_max)
+
+    async def serve_stream(self, stream: trio.abc.Stream, address: str) -> None:
+        """Accept one incoming connection."""
+        await self.run_session(stream, initiator=False, address=address)
