@@ -21,7 +21,7 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import nacl.signing
@@ -48,6 +48,7 @@ __all__ = ["Node", "NodeConfig", "SessionStats"]
 
 log = logging.getLogger("p2p_ledger.node")
 
+Connector = Callable[[Link, trio.Nursery], Awaitable[trio.abc.Stream]]
 _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 _PUSH_STATES = (State.SYNCING, State.WE_SYNCED, State.THEY_SYNCED, State.LIVE)
 
@@ -106,12 +107,15 @@ class Node:
 
     def __init__(self, replica: Replica, key: nacl.signing.SigningKey, *, role: str = "device",
                  config: NodeConfig | None = None,
-                 wall_ms: Callable[[], int] | None = None) -> None:
+                 wall_ms: Callable[[], int] | None = None, rng: random.Random | None = None,
+                 connect: Connector = open_link) -> None:
         self.replica = replica
         self.key = key
         self.role = role
         self.config = config or NodeConfig()
         self._wall_ms = wall_ms
+        self._rng = rng or random.Random()
+        self._connect = connect
         self.device = bytes(key.verify_key)
         self.admit = self._find_admit()
         self.peers: dict[int, _Peer] = {}
@@ -119,6 +123,7 @@ class Node:
         self._origin: dict[bytes, int] = {}
         self._pushed_up_to = self._store.max_order()
         self.completed: list[SessionStats] = []
+        self.dial_pauses: list[float] = []  # what keep_dialing waited, for tests and status
 
     @property
     def _store(self) -> SqliteStore:
@@ -295,26 +300,30 @@ class Node:
     async def sync_once(self, link: Link) -> SessionStats:
         """Connect, reconcile both ways, close. TransportError if unreachable."""
         async with trio.open_nursery() as nursery:
-            stream = await open_link(link, nursery)
+            stream = await self._connect(link, nursery)
             stats = await self.run_session(stream, initiator=True, address=str(link),
                                            until_synced=True)
             nursery.cancel_scope.cancel()
         return stats
 
-    async def keep_dialing(self, link: Link) -> None:
-        """Stay connected to a peer: redial with exponential backoff and jitter."""
+    async def keep_dialing(self, link: Link, *, attempts: int | None = None) -> None:
+        """Stay connected to a peer: redial with exponential backoff and jitter
+        (forever, or `attempts` times). The delay starts again from the shortest after a
+        session that reached sync."""
         delay = self.config.backoff_initial
-        while True:
+        for _ in itertools.count() if attempts is None else range(attempts):
             try:
                 async with trio.open_nursery() as nursery:
-                    stream = await open_link(link, nursery)
+                    stream = await self._connect(link, nursery)
                     stats = await self.run_session(stream, initiator=True, address=str(link))
                     nursery.cancel_scope.cancel()
                 if stats.synced:
                     delay = self.config.backoff_initial
             except TransportError as exc:
                 log.info("peer %s unreachable: %s", link, exc)
-            await trio.sleep(delay * random.uniform(0.5, 1.5))
+            pause = delay * self._rng.uniform(0.5, 1.5)
+            self.dial_pauses.append(pause)
+            await trio.sleep(pause)
             delay = min(delay * 2, self.config.backoff_max)
 
     async def serve_stream(self, stream: trio.abc.Stream, address: str) -> None:
