@@ -1,20 +1,24 @@
-"""`p2p-ledger demo`: an authority and three devices in temporary homes.
+"""`p2p-ledger demo`: a hub and three devices syncing over loopback TCP.
 
-The authority admits a fuel-station point of sale, a truck and a site tablet, and
-issues money to two of them. The devices then pay each other while apart (each signs
-against its own replica only), and the four nodes exchange bundles - summary, export,
-import, exactly as the CLI's offline exchange does - until nothing is left to move.
-The closing table shows every replica's record count, state hash and balances.
+The network authority admits a fuel-station point of sale, a truck and a site tablet,
+issues cash-in to two of them, and serves as the site hub on 127.0.0.1. The devices
+connect to the hub over real TCP sessions (handshake, summaries, deltas, pushes).
+Then the tablet drops off the network: payments happen on both sides of the cut, the
+tablet pays while offline, and when its link heals everything converges. The closing
+table shows every replica's state hash and balances and what moved over the wire.
 Keys are stored unencrypted here because the homes are thrown away at the end.
 """
 
 from __future__ import annotations
 
-import itertools
+import functools
+import logging
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import trio
 
 from ..core.ids import Account, device_id
 from ..core.ledger import Replica
@@ -22,19 +26,24 @@ from ..core.money import format_amount
 from ..core.network import NetworkDescriptor
 from ..core.wallet import Wallet
 from ..errors import PaymentRefused
-from ..storage.bundle import read_bundle, read_summary, write_bundle, write_summary
+from ..node.links import Link, open_link
+from ..node.node import Node, SessionStats
 from ..storage.home import Home
 from ..storage.sqlite import SqliteStore
 
 __all__ = ["run_demo"]
 
+_CONVERGE_TIMEOUT = 20.0
+
 
 @dataclass
-class _Node:
+class _Member:
     label: str
-    home: Home
     replica: Replica
     wallet: Wallet
+    node: Node
+    link_scope: trio.CancelScope | None = None
+    sessions: list[SessionStats] = field(default_factory=list)
 
     def close(self) -> None:
         store = self.replica.store
@@ -46,7 +55,7 @@ def _now() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _make_node(root: Path, label: str, network: NetworkDescriptor | None) -> _Node:
+def _member(root: Path, label: str, network: NetworkDescriptor | None) -> _Member:
     home = Home(root / label)
     key = home.create_key(None)
     if network is None:
@@ -54,104 +63,138 @@ def _make_node(root: Path, label: str, network: NetworkDescriptor | None) -> _No
                                     authority=bytes(key.verify_key))
     home.set_network(network)
     replica = home.replica()
-    return _Node(label, home, replica, Wallet(replica, key))
-
-
-def _exchange(src: _Node, dst: _Node, scratch: Path) -> int:
-    """One offline exchange: dst's summary goes to src, src's bundle comes back."""
-    summary, bundle = scratch / "summary.cbor", scratch / "bundle.cbor"
-    write_summary(summary, dst.replica.network_id, dst.replica.frontier())
-    raws = src.replica.delta(read_summary(summary, src.replica.network_id))
-    write_bundle(bundle, src.replica.network_id, raws)
-    with dst.replica.store.transaction():
-        report = dst.replica.receive_many(read_bundle(bundle, dst.replica.network_id),
-                                          now_ms=_now())
-    assert not report.refused, report.refused
-    return len(report.applied)
-
-
-def _gossip(nodes: list[_Node], scratch: Path) -> tuple[int, int]:
-    """Exchange bundles pairwise until a full round moves nothing."""
-    bundles = moved = 0
-    while True:
-        round_moved = 0
-        for src, dst in itertools.permutations(nodes, 2):
-            got = _exchange(src, dst, scratch)
-            bundles += 1
-            round_moved += got
-        moved += round_moved
-        if round_moved == 0:
-            return bundles, moved
-
-
-def _pay(payer: _Node, payee: _Node, amount: int, memo: str) -> str:
-    with payer.replica.store.transaction():
-        try:
-            result = payer.wallet.pay(payee.wallet.account(), amount, key=memo, memo=memo,
-                                      now_ms=_now())
-        except PaymentRefused as exc:
-            return f"  {payer.label:<10} -> {payee.label:<10} refused: {exc}"
-    return (f"  {payer.label:<10} -> {payee.label:<10} "
-            f"{format_amount(amount, 'AED'):>12}  {memo} ({result.verdict.value})")
+    wallet = Wallet(replica, key)
+    return _Member(label, replica, wallet, node=None)  # type: ignore[arg-type]
 
 
 def run_demo() -> int:
+    # Sessions closing at the end of the demo are expected; keep their logs quiet.
+    logging.getLogger("p2p_ledger.node").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="p2p-ledger-demo-") as tmp:
         root = Path(tmp)
-        authority = _make_node(root, "authority", None)
-        net = authority.replica.network
-        nodes = [authority] + [_make_node(root, label, net)
-                               for label in ("fuel-pos", "truck", "tablet")]
+        hub = _member(root, "hub", None)
+        net = hub.replica.network
+        devices = [_member(root, label, net) for label in ("fuel-pos", "truck", "tablet")]
+        members = [hub, *devices]
         try:
-            return _run(root, nodes)
+            _setup(hub, devices)
+            for m in members:
+                m.node = Node(m.replica, m.wallet.key,
+                              role="authority" if m is hub else "device")
+            return trio.run(_run, hub, devices)
         finally:
-            for n in nodes:
-                n.close()
+            for m in members:
+                m.close()
 
 
-def _run(root: Path, nodes: list[_Node]) -> int:
-    authority, pos, truck, tablet = nodes
-    print(f"network {authority.replica.network.name!r}: authority "
-          f"{device_id(authority.wallet.device)[:12]}..., currency AED, homes in {root}")
-    with authority.replica.store.transaction():
-        for n in (pos, truck, tablet):
-            authority.wallet.admit(n.wallet.device, now_ms=_now())
-            print(f"  admitted {n.label:<10} {device_id(n.wallet.device)}")
-        authority.wallet.issue(truck.wallet.account(), 500_00, key="cash-in-truck", now_ms=_now())
-        authority.wallet.issue(tablet.wallet.account(), 300_00, key="cash-in-tablet",
-                               now_ms=_now())
-    print("  issued 500.00 AED to truck, 300.00 AED to tablet")
-    bundles, moved = _gossip(nodes, root)
-    print(f"certificates and cash-in delivered: {bundles} exchanges, {moved} records")
-
-    print("offline payments (no node can reach another):")
-    print(_pay(truck, pos, 120_50, "diesel 60 L"))
-    print(_pay(tablet, pos, 45_00, "lunch order"))
-    print(_pay(truck, tablet, 10_00, "shared tools"))
-    print(_pay(tablet, truck, 900_00, "overdraft attempt"))
-    bundles, moved = _gossip(nodes, root)
-    print(f"reconnected and exchanged bundles: {bundles} exchanges, {moved} records")
-    print(_pay(pos, authority, 100_00, "fuel purchase settlement"))
-    bundles, moved = _gossip(nodes, root)
-    print(f"exchanged again: {bundles} exchanges, {moved} records")
-    return _table(nodes)
+def _setup(hub: _Member, devices: list[_Member]) -> None:
+    print(f"network {hub.replica.network.name!r}, currency AED; the authority "
+          f"{device_id(hub.wallet.device)[:12]}... runs the site hub")
+    with hub.replica.store.transaction():
+        for d in devices:
+            hub.wallet.admit(d.wallet.device, now_ms=_now())
+            print(f"  admitted {d.label:<9} {device_id(d.wallet.device)}")
+        truck, tablet = devices[1], devices[2]
+        hub.wallet.issue(truck.wallet.account(), 500_00, key="cash-in-truck", now_ms=_now())
+        hub.wallet.issue(tablet.wallet.account(), 300_00, key="cash-in-tablet", now_ms=_now())
+    print("  cash-in: 500.00 AED to truck, 300.00 AED to tablet")
 
 
-def _table(nodes: list[_Node]) -> int:
-    accounts = [Account(device=n.wallet.device) for n in nodes]
-    head = f"{'replica':<10} {'records':>7}  {'state hash':<16}  " + "  ".join(
-        f"{n.label:>12}" for n in nodes) + "  conserved"
+async def _connect(member: _Member, link: Link) -> None:
+    """Keep one device linked to the hub until its scope is cancelled (a partition)."""
+    with trio.CancelScope() as scope:
+        member.link_scope = scope
+        async with trio.open_nursery() as nursery:
+            stream = await open_link(link, nursery)
+            stats = await member.node.run_session(stream, initiator=True, address=str(link))
+            member.sessions.append(stats)
+
+
+async def _converged(members: list[_Member]) -> float:
+    start = trio.current_time()
+    with trio.fail_after(_CONVERGE_TIMEOUT):
+        # Replicas change in other tasks, with no event to wait on: poll.
+        while len({m.replica.state_hash() for m in members}) > 1:  # noqa: ASYNC110
+            await trio.sleep(0.02)
+    return trio.current_time() - start
+
+
+def _pay(payer: _Member, payee: _Member, amount: int, memo: str) -> None:
+    try:
+        with payer.replica.store.transaction():
+            result = payer.wallet.pay(payee.wallet.account(), amount, key=memo, memo=memo,
+                                      now_ms=_now())
+    except PaymentRefused as exc:
+        print(f"  {payer.label:<9} -> {payee.label:<9} refused: {exc}")
+        return
+    payer.node.push_new(trio.current_time())
+    print(f"  {payer.label:<9} -> {payee.label:<9} {format_amount(amount, 'AED'):>12}  "
+          f"{memo} ({result.verdict.value})")
+
+
+async def _run(hub: _Member, devices: list[_Member]) -> int:
+    pos, truck, tablet = devices
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(functools.partial(
+            trio.serve_tcp, functools.partial(_serve, hub.node), 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        link = Link(scheme="tcp", host="127.0.0.1", port=port)
+        print(f"hub listening on {link}; devices connect")
+        for d in devices:
+            nursery.start_soon(_connect, d, link)
+            nursery.start_soon(d.node.watch_store)
+        took = await _converged([hub, *devices])
+        print(f"all four replicas in sync after {took * 1000:.0f} ms")
+
+        print("the tablet loses its link (partition); payments on both sides:")
+        assert tablet.link_scope is not None
+        tablet.link_scope.cancel()
+        await trio.sleep(0.05)
+        _pay(truck, pos, 120_50, "diesel 60 L")
+        await _converged([hub, pos, truck])
+        _pay(pos, hub, 40_00, "fuel levy")
+        _pay(tablet, truck, 25_00, "shared tools (offline)")
+        _pay(tablet, pos, 900_00, "overdraft attempt (offline)")
+        await _converged([hub, pos, truck])
+        print(f"  online side in sync; tablet state hash "
+              f"{tablet.replica.state_hash().hex()[:16]} differs: "
+              f"{tablet.replica.state_hash() != hub.replica.state_hash()}")
+
+        print("the tablet's link heals:")
+        nursery.start_soon(_connect, tablet, link)
+        took = await _converged([hub, *devices])
+        print(f"  converged {took * 1000:.0f} ms after reconnecting")
+        code = _table([hub, *devices])
+        nursery.cancel_scope.cancel()
+    return code
+
+
+async def _serve(node: Node, stream: trio.SocketStream) -> None:
+    await node.serve_stream(stream, "tcp://127.0.0.1")
+
+
+def _table(members: list[_Member]) -> int:
+    accounts = [Account(device=m.wallet.device) for m in members]
+    head = (f"{'replica':<9} {'records':>7}  {'state hash':<16}  "
+            + "  ".join(f"{m.label:>12}" for m in members) + "  conserved  moved (in/out)")
     print()
     print(head)
     print("-" * len(head))
-    hashes = set()
-    for n in nodes:
-        r = n.replica
-        hashes.add(r.state_hash())
+    for m in members:
+        r = m.replica
         cells = "  ".join(f"{format_amount(r.balance(a), 'AED'):>12}" for a in accounts)
-        print(f"{n.label:<10} {r.store.totals().records:>7}  {r.state_hash().hex()[:16]}  "
-              f"{cells}  {'yes' if r.conserved() else 'NO'}")
-    same = len(hashes) == 1 and all(n.replica.conserved() for n in nodes)
+        live = list(m.node.peers.values())
+        recs_in = sum(s.records_in for s in m.node.completed) + sum(
+            p.session.records_received for p in live)
+        recs_out = sum(s.records_out for s in m.node.completed) + sum(
+            p.session.records_sent for p in live)
+        bytes_io = sum(s.bytes_in + s.bytes_out for s in m.node.completed) + sum(
+            p.session.bytes_received + p.session.bytes_sent for p in live)
+        print(f"{m.label:<9} {r.store.totals().records:>7}  {r.state_hash().hex()[:16]}  "
+              f"{cells}  {'yes' if r.conserved() else 'NO':>9}  "
+              f"{recs_in}/{recs_out} records, {bytes_io} bytes")
+    same = (len({m.replica.state_hash() for m in members}) == 1
+            and all(m.replica.conserved() for m in members))
     print()
     print("all replicas converged: same state hash and balances, money conserved"
           if same else "REPLICAS DIVERGED")

@@ -22,7 +22,8 @@ The rules, in the order `_judge` applies them:
    `applied` with its effects on balances.
 
 Two records of one author at one seq are an equivocation: both are kept, each judged
-on its own causal past, and the pair is recorded as evidence.
+on its own causal past, and every pair of records at that seq is recorded as evidence
+(the same pairs whatever the arrival order).
 
 Records arrive as bytes and the current time; nothing here reads a clock, a socket or
 a file. Records that wait for their causal past sit in a bounded pending area.
@@ -79,7 +80,7 @@ class Applied:
     record: SignedRecord
     verdict: Verdict
     reason: str | None = None
-    equivocates_with: bytes | None = None
+    equivocates_with: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -347,7 +348,7 @@ class Replica:
             movements=rule.movements if applied else (),
             issued=rule.issued if applied else 0, redeemed=rule.redeemed if applied else 0,
             admit=rule.admit if applied else None,
-            equivocates_with=others[0] if others else None,
+            equivocates_with=tuple(others),
             meta=rule.meta if applied else None)
 
     def _check_chain(self, rec: SignedRecord) -> StoredRecord | None:
@@ -402,8 +403,16 @@ class Replica:
     def frontier(self) -> Frontier:
         return Frontier.from_tips(self.store.tips())
 
-    def delta(self, since: Frontier) -> list[bytes]:
-        """The records held here that a replica at `since` lacks, in causal order."""
+    def delta(self, since: Frontier, *, complete: bool = True) -> list[bytes]:
+        """The records held here that a replica at `since` lacks, in causal order.
+
+        For a fork-free author this is exact. Where `since` names a tip of an author
+        that is not held here, the two chains may have forked: with `complete` (the
+        default, for one-way exchanges such as bundles) the author's whole chain is
+        sent, a superset of what is missing. A live session passes complete=False: if
+        the peer's unknown tip is above ours, the peer is taken to be ahead and nothing
+        of that author is sent; if it had forked, the peer's own delta brings its
+        branch here, and the node then pushes ours as evidence."""
         wanted: list[bytes] = []
         for author in {t.author for t in self.store.tips()}:
             theirs = since.tips.get(author, ())
@@ -412,6 +421,9 @@ class Replica:
             elif (len(theirs) == 1 and not self.store.forked(author)
                   and self.store.has(theirs[0][1])):
                 wanted.extend(row.id for _, row in self.store.records_of(author, theirs[0][0]))
+            elif (not complete and len(theirs) == 1 and not self.store.forked(author)
+                  and theirs[0][0] > max(t.seq for t in self.store.tips_of(author))):
+                continue
             else:
                 known = self._ancestors({rid for _, rid in theirs})
                 wanted.extend(row.id for _, row in self.store.records_of(author, 0)
@@ -507,6 +519,9 @@ class _KindRule:
             self.movements = (Movement(account=body.to, delta=body.amount),)
             self.issued = body.amount
         elif isinstance(body, (Transfer, Redeem)):
+            if isinstance(body, Transfer) and body.to == Account(device=r.author,
+                                                                   name=body.from_):
+                return Verdict.REJECTED, "a transfer to the account it debits moves nothing"
             have = self.balances.get(body.from_, 0)
             if have < body.amount:
                 return Verdict.REJECTED, (f"insufficient funds: {body.from_} holds {have} over "

@@ -13,8 +13,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import functools
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -110,7 +111,7 @@ class Effects:
     issued: int = 0
     redeemed: int = 0
     admit: AdmitInfo | None = None
-    equivocates_with: bytes | None = None
+    equivocates_with: tuple[bytes, ...] = ()  # other records of the author at this seq
     meta: tuple[Account, str, str] | None = None
 
 
@@ -193,14 +194,29 @@ class MemoryStore:
     _balances: dict[Account, int] = field(default_factory=lambda: defaultdict(int))
     _history: dict[Account, list[HistoryEntry]] = field(default_factory=lambda: defaultdict(list))
     _equivocations: list[tuple[bytes, int, bytes, bytes]] = field(default_factory=list)
-    _meta: dict[tuple[Account, str], tuple[int, bytes, str]] = field(default_factory=dict)
+    _meta: dict[tuple[Account, str], tuple[int, bytes, bytes, str]] = field(
+        default_factory=dict)
     _issued: int = 0
     _redeemed: int = 0
     _max_hlc: int = 0
 
+    _undo: list[Callable[[], object]] | None = None
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        yield
+        """All or nothing, like SQLite's: an exception undoes what the block applied."""
+        if self._undo is not None:
+            yield  # nested: the outermost transaction decides
+            return
+        self._undo = []
+        try:
+            yield
+        except BaseException:
+            for step in reversed(self._undo):
+                step()
+            raise
+        finally:
+            self._undo = None
 
     def has(self, rid: bytes) -> bool:
         return rid in self._rows
@@ -254,40 +270,75 @@ class MemoryStore:
         return iter(list(self._order))
 
     def apply(self, fx: Effects) -> None:
+        undo = self._undo if self._undo is not None else []
         row = fx.row
         self._rows[row.id] = row
         self._raw[row.id] = fx.raw
         self._order[row.id] = len(self._order)
         self._by_author[row.author].append(row.id)
         self._at[(row.author, row.seq)].append(row.id)
+        undo.append(lambda: self._forget(row))
         tips = self._tips[row.author]
-        if row.prev is not None:
-            tips.pop(row.prev, None)
+        if row.prev is not None and row.prev in tips:
+            prev_seq = tips.pop(row.prev)
+            undo.append(lambda: tips.__setitem__(row.prev, prev_seq))  # type: ignore[index]
         tips[row.id] = row.seq
+        undo.append(lambda: tips.pop(row.id, None))
         if fx.admit:
             self._admits[row.id] = fx.admit
+            undo.append(lambda: self._admits.pop(row.id, None))
         if fx.credit:
-            self._credits[row.id] = fx.credit
-            self._unclaimed[fx.credit.account.device][row.id] = fx.credit
+            credit = fx.credit
+            self._credits[row.id] = credit
+            self._unclaimed[credit.account.device][row.id] = credit
+            undo.append(lambda: self._credits.pop(row.id, None))
+            undo.append(lambda: self._unclaimed[credit.account.device].pop(row.id, None))
         for c in fx.claims:
-            self._claims[(c, row.author)].append((row.id, row.seq))
-            self._unclaimed[row.author].pop(c, None)
+            claims = self._claims[(c, row.author)]
+            claims.append((row.id, row.seq))
+            undo.append(claims.pop)
+            was = self._unclaimed[row.author].pop(c, None)
+            if was is not None:
+                undo.append(functools.partial(self._unclaimed[row.author].__setitem__, c, was))
         if fx.idem_key is not None:
-            self._idem[(row.author, fx.idem_key)].append((row.id, row.seq))
+            idem = self._idem[(row.author, fx.idem_key)]
+            idem.append((row.id, row.seq))
+            undo.append(idem.pop)
         for m in fx.movements:
             self._balances[m.account] += m.delta
-            self._history[m.account].append(HistoryEntry(
+            history = self._history[m.account]
+            history.append(HistoryEntry(
                 id=row.id, kind=row.kind, hlc=row.hlc, author=row.author, delta=m.delta))
-        if fx.equivocates_with is not None:
-            self._equivocations.append((row.author, row.seq, fx.equivocates_with, row.id))
+            undo.append(functools.partial(self._add_balance, m.account, -m.delta))
+            undo.append(history.pop)
+        for other in fx.equivocates_with:
+            pair = (row.author, row.seq, *sorted((other, row.id)))
+            self._equivocations.append(pair)  # type: ignore[arg-type]
+            undo.append(self._equivocations.pop)
         if fx.meta is not None:
             account, name, value = fx.meta
-            old = self._meta.get((account, name))
-            if old is None or (old[0], old[1]) < (row.hlc, row.author):
-                self._meta[(account, name)] = (row.hlc, row.author, value)
+            key = (account, name)
+            old = self._meta.get(key)
+            if old is None or old[:3] < (row.hlc, row.author, row.id):
+                self._meta[key] = (row.hlc, row.author, row.id, value)
+                undo.append(lambda: self._meta.pop(key) if old is None
+                            else self._meta.__setitem__(key, old))
+        before = (self._issued, self._redeemed, self._max_hlc)
         self._issued += fx.issued
         self._redeemed += fx.redeemed
         self._max_hlc = max(self._max_hlc, row.hlc)
+        undo.append(lambda: self._restore_totals(*before))
+
+    def _add_balance(self, account: Account, delta: int) -> None:
+        self._balances[account] += delta
+
+    def _forget(self, row: StoredRecord) -> None:
+        del self._rows[row.id], self._raw[row.id], self._order[row.id]
+        self._by_author[row.author].remove(row.id)
+        self._at[(row.author, row.seq)].remove(row.id)
+
+    def _restore_totals(self, issued: int, redeemed: int, max_hlc: int) -> None:
+        self._issued, self._redeemed, self._max_hlc = issued, redeemed, max_hlc
 
     def balance(self, account: Account) -> int:
         return self._balances.get(account, 0)
@@ -306,11 +357,12 @@ class MemoryStore:
         return list(self._unclaimed.get(device, {}).values())
 
     def equivocations(self) -> list[tuple[bytes, int, bytes, bytes]]:
-        return list(self._equivocations)
+        return sorted(self._equivocations)
 
     def history(self, account: Account) -> list[HistoryEntry]:
         return list(self._history.get(account, ()))
 
     def meta(self, account: Account) -> dict[str, str]:
-        return {k[1]: v[2] for k, v in self._meta.items() if k[0] == account}
+        return {k[1]: v[3] for k, v in sorted(self._meta.items(), key=lambda kv: kv[0][1])
+                if k[0] == account}
 

@@ -162,6 +162,8 @@ class Wallet:
 
     def pay(self, to: Account, amount: int, *, key: str, now_ms: int,
             from_name: str = DEFAULT_ACCOUNT_NAME, memo: str | None = None) -> PaymentResult:
+        if to == self.account(from_name):
+            raise PaymentRefused(f"{to} is the account being debited: nothing to move")
         return self._money(Transfer(from_=from_name, to=to, amount=amount, key=key, memo=memo),
                            now_ms=now_ms)
 

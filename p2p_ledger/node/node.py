@@ -141,8 +141,9 @@ class Node:
             return None
         return self.replica.store.raw(admits[-1].id)
 
-    def _known_member(self, device: bytes) -> bool:
-        return bool(self.replica.store.admits_for(device))
+    def _known_member(self, device: bytes) -> str | None:
+        admits = self.replica.store.admits_for(device)
+        return admits[-1].role if admits else None
 
     def now_ms(self) -> int:
         return self._wall_ms() if self._wall_ms is not None else time.time_ns() // 1_000_000
@@ -216,13 +217,15 @@ class Node:
         session = peer.session
         while (ev := session.next_event()) is not None:
             match ev:
+                case _ if session.closed and not isinstance(ev, SessionClosed):
+                    pass  # the same input also closed the session: nothing to answer
                 case HandshakeDone():
                     log.info("session %s: handshake done (%s)", peer.label, ev.role)
                     peer.stats.peer = device_id(ev.peer)
                     session.send_summary(self.replica.frontier(), now)
                     self._note(peer, "connected", synced=False)
                 case PeerSummary():
-                    delta = self.replica.delta(ev.frontier)
+                    delta = self.replica.delta(ev.frontier, complete=False)
                     session.send_records(delta, now)
                     session.send_synced(len(delta), now)
                 case RecordsReceived():
@@ -250,8 +253,11 @@ class Node:
         store = self._store
         with store.transaction():
             report = self.replica.receive_many(raws, now_ms=self.now_ms())
+        forks: set[tuple[bytes, int]] = set()
         for a in report.applied:
             self._origin[a.record.id] = peer.id
+            if a.equivocates_with:
+                forks.add((a.record.record.author, a.record.record.seq))
         for _, exc in report.refused:
             peer.invalid += 1
             log.warning("session %s: refused record %s: %s", peer.label,
@@ -260,6 +266,8 @@ class Node:
             peer.session.close(f"too many invalid records ({peer.invalid})", now)
         if report.applied:
             self.push_new(now)
+        for author, seq in sorted(forks):
+            self._push_evidence(author, seq, now)
 
     def _note(self, peer: _Peer, state: str, *, synced: bool) -> None:
         if peer.session.peer is None:
@@ -288,6 +296,18 @@ class Node:
         for _, rid, _ in rows:
             self._origin.pop(rid, None)
         return len(rows)
+
+    def _push_evidence(self, author: bytes, seq: int, now: float) -> None:
+        """A fork just met here: every peer gets every branch from the fork point on
+        (they drop what they hold), so that the evidence spreads."""
+        ids = [row.id for _, row in self.replica.store.records_of(author, seq - 1)]
+        raws = self.replica.store.raws_in_order(ids)
+        log.warning("equivocation by %s at seq %d: pushing the evidence to all peers",
+                    device_id(author), seq)
+        for peer in self.peers.values():
+            if peer.session.state in _PUSH_STATES:
+                peer.session.send_records(raws, now)
+                peer.wake()
 
     async def watch_store(self) -> None:
         """Poll for records written by other processes on this home, and push them."""

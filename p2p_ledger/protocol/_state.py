@@ -10,8 +10,9 @@ remote one for "recv", a local one for "send". After CLOSED nothing is accepted.
 
 In every state after the handshake (SUMMARY, SYNCING, WE_SYNCED, THEY_SYNCED, LIVE)
 RECORDS, PING and PONG may go either way and leave the state as it is, and our own
-SUMMARY may be sent (once; the session checks that). CLOSE either way ends in CLOSED
-from any state. specs/sync-protocol.md shows the same table.
+summary may be sent (once; the session checks that). A long summary travels as
+SUMMARY_PART frames closed by one SUMMARY; the peer's parts arrive in SUMMARY.
+CLOSE either way ends in CLOSED from any state. specs/sync-protocol.md shows the same table.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ _AFTER_HANDSHAKE = (State.SUMMARY, State.SYNCING, State.WE_SYNCED, State.THEY_SY
 TRANSITIONS: dict[tuple[State, Trigger], State] = {
     (State.HELLO, ("recv", F.HELLO)): State.AUTH,
     (State.AUTH, ("recv", F.AUTH)): State.SUMMARY,
+    (State.SUMMARY, ("recv", F.SUMMARY_PART)): State.SUMMARY,
     (State.SUMMARY, ("recv", F.SUMMARY)): State.SYNCING,
     (State.SYNCING, ("recv", F.SYNCED)): State.THEY_SYNCED,
     (State.SYNCING, ("send", F.SYNCED)): State.WE_SYNCED,
@@ -53,6 +55,7 @@ for _s in _AFTER_HANDSHAKE:
         TRANSITIONS[(_s, ("recv", _t))] = _s
         TRANSITIONS[(_s, ("send", _t))] = _s
     TRANSITIONS[(_s, ("send", F.SUMMARY))] = _s
+    TRANSITIONS[(_s, ("send", F.SUMMARY_PART))] = _s
 for _s in State:
     if _s is not State.CLOSED:
         TRANSITIONS[(_s, ("recv", F.CLOSE))] = State.CLOSED

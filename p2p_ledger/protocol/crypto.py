@@ -93,6 +93,9 @@ class Channel:
         return prefix + bytes(sealed)
 
     def open(self, sealed: bytes) -> bytes:
+        if len(sealed) < _TAG:
+            raise RemoteProtocolError("a sealed frame failed authentication (shorter than "
+                                      "its tag)")
         prefix = len(sealed).to_bytes(4, "big")
         try:
             body = sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(

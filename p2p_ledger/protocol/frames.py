@@ -7,12 +7,13 @@ is the frame type:
 
     HELLO    [1, version, ephemeral_key: bin 32]
     AUTH     [2, device_key: bin 32, signature: bin 64, admit: bin | nil, role: str]
-    SUMMARY  [3, [[author: bin 32, seq: int, id: bin 32], ...]]
+    SUMMARY  [3, [[author: bin 32, seq: int, id: bin 32], ...]]   (the last or only part)
     RECORDS  [4, [record: bin, ...]]
     SYNCED   [5, sent: int]            (the initial delta is complete)
     PING     [6, token: int]
     PONG     [7, token: int]
     CLOSE    [8, reason: str]
+    SUMMARY_PART [9, [[author, seq, id], ...]]  (an early part of a long summary)
 
 Decoding checks types and sizes and raises RemoteProtocolError for anything else:
 an unknown type, a wrong field, an oversize frame. Nothing here keeps state except
@@ -31,14 +32,16 @@ from ..errors import RemoteProtocolError
 
 __all__ = [
     "HANDSHAKE_FRAME_LIMIT", "MAX_FRAME_BYTES", "PROTOCOL_VERSION", "Auth", "Close", "Frame",
-    "FrameReader", "FrameType", "Hello", "Ping", "Pong", "Records", "Summary", "Synced",
+    "FrameReader", "FrameType", "Hello", "Ping", "Pong", "Records", "Summary", "SummaryPart",
+    "Synced",
     "decode_message", "encode_message", "frame",
 ]
 
 PROTOCOL_VERSION = 1
 MAX_FRAME_BYTES = 1 << 20  # a sealed frame, tag included
 HANDSHAKE_FRAME_LIMIT = 8 << 10
-MAX_SUMMARY_ENTRIES = 200_000
+MAX_SUMMARY_ENTRIES = 10_000       # per SUMMARY or SUMMARY_PART frame (~700 KB)
+MAX_SUMMARY_TOTAL = 1_000_000      # authors in one whole summary
 MAX_BATCH_RECORDS = 10_000
 MAX_REASON_CHARS = 200
 
@@ -52,6 +55,7 @@ class FrameType(enum.IntEnum):
     PING = 6
     PONG = 7
     CLOSE = 8
+    SUMMARY_PART = 9
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,6 +74,11 @@ class Auth:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Summary:
+    tips: tuple[tuple[bytes, int, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SummaryPart:
     tips: tuple[tuple[bytes, int, bytes], ...]
 
 
@@ -98,12 +107,12 @@ class Close:
     reason: str
 
 
-Frame = Hello | Auth | Summary | Records | Synced | Ping | Pong | Close
+Frame = Hello | Auth | Summary | SummaryPart | Records | Synced | Ping | Pong | Close
 
 _TYPE_OF: dict[type[object], FrameType] = {
     Hello: FrameType.HELLO, Auth: FrameType.AUTH, Summary: FrameType.SUMMARY,
     Records: FrameType.RECORDS, Synced: FrameType.SYNCED, Ping: FrameType.PING,
-    Pong: FrameType.PONG, Close: FrameType.CLOSE}
+    Pong: FrameType.PONG, Close: FrameType.CLOSE, SummaryPart: FrameType.SUMMARY_PART}
 
 
 def frame_type(msg: Frame) -> FrameType:
@@ -117,7 +126,7 @@ def encode_message(msg: Frame) -> bytes:
             fields = [msg.version, msg.ephemeral_key]
         case Auth():
             fields = [msg.device_key, msg.signature, msg.admit, msg.role]
-        case Summary():
+        case Summary() | SummaryPart():
             fields = [[list(t) for t in msg.tips]]
         case Records():
             fields = [list(msg.records)]
@@ -183,7 +192,7 @@ def _auth(a: list[object]) -> Frame:
                 admit=None if a[2] is None else _bin(a[2]), role=str(a[3]))
 
 
-def _summary(a: list[object]) -> Frame:
+def _tips(a: list[object]) -> tuple[tuple[bytes, int, bytes], ...]:
     tips = a[0]
     if type(tips) is not list:
         raise _bad("summary is a list")
@@ -192,7 +201,7 @@ def _summary(a: list[object]) -> Frame:
         if type(t) is not list or len(t) != 3:
             raise _bad("summary entry is [author, seq, id]")
         out.append((_bin(t[0], 32), _int(t[1]), _bin(t[2], 32)))
-    return Summary(tips=tuple(out))
+    return tuple(out)
 
 
 def _records(a: list[object]) -> Frame:
@@ -209,8 +218,10 @@ def _close(a: list[object]) -> Frame:
 
 
 _DECODERS = {
-    FrameType.HELLO: _hello, FrameType.AUTH: _auth, FrameType.SUMMARY: _summary,
-    FrameType.RECORDS: _records, FrameType.SYNCED: lambda a: Synced(sent=_int(a[0])),
+    FrameType.HELLO: _hello, FrameType.AUTH: _auth,
+    FrameType.SUMMARY: lambda a: Summary(tips=_tips(a)),
+    FrameType.SUMMARY_PART: lambda a: SummaryPart(tips=_tips(a)), FrameType.RECORDS: _records,
+    FrameType.SYNCED: lambda a: Synced(sent=_int(a[0])),
     FrameType.PING: lambda a: Ping(token=_int(a[0])),
     FrameType.PONG: lambda a: Pong(token=_int(a[0])), FrameType.CLOSE: _close,
 }

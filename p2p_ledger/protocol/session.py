@@ -5,9 +5,9 @@ Feed it the bytes that arrived and the current time (`receive_data`), take out e
 has passed. It never reads a socket or a clock, so the same object runs over TCP, a
 pipe, a WebSocket and the simulator, and tests drive it with fake time.
 
-A peer proves membership with the authority's admit record for its key; a device so
-new that it does not hold its own admit record yet is accepted if `known_member` (the
-node's store) knows an admit for it.
+A peer proves membership with the authority's admit record for its key, and its
+claimed role must be the admitted one; a device so new that it does not hold its own
+admit record yet is accepted if `known_member` (the node's store) knows its admit.
 
 What the session does not do is judge records: it hands the peer's records to the
 node as `RecordsReceived`, and sends what the node gives it (`send_summary`,
@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NoReturn
 
 import nacl.signing
 
@@ -38,6 +39,8 @@ from .crypto import Channel, Ephemeral, auth_message, derive_keys, verify_auth_s
 from .frames import (
     HANDSHAKE_FRAME_LIMIT,
     MAX_FRAME_BYTES,
+    MAX_SUMMARY_ENTRIES,
+    MAX_SUMMARY_TOTAL,
     PROTOCOL_VERSION,
     Auth,
     Close,
@@ -49,6 +52,7 @@ from .frames import (
     Pong,
     Records,
     Summary,
+    SummaryPart,
     Synced,
     decode_message,
     encode_message,
@@ -115,7 +119,7 @@ class Session:
                  admit: bytes | None, role: str, initiator: bool, now: float,
                  config: SessionConfig | None = None, ephemeral: Ephemeral | None = None,
                  refuse_peer: Callable[[bytes], str | None] | None = None,
-                 known_member: Callable[[bytes], bool] | None = None) -> None:
+                 known_member: Callable[[bytes], str | None] | None = None) -> None:
         self.network = network
         self.config = config or SessionConfig()
         self.initiator = initiator
@@ -136,6 +140,7 @@ class Session:
         self._out = bytearray()
         self._events: deque[Event] = deque()
         self._sent_summary = False
+        self._summary_parts: list[tuple[bytes, int, bytes]] = []
         self._started = now
         self._last_received = now
         self._last_sent = now
@@ -216,10 +221,16 @@ class Session:
 
     def send_summary(self, frontier: Frontier, now: float) -> None:
         if self._sent_summary:
-            raise LocalProtocolError("the summary was already sent")
+            self._misuse("the summary was already sent")
         self._sent_summary = True
-        tips = tuple((a, s, i) for a, s, i in _tip_list(frontier))
-        self._send(Summary(tips=tips), now)
+        tips = _tip_list(frontier)
+        if len(tips) > MAX_SUMMARY_TOTAL:
+            self._misuse(f"a summary of {len(tips)} authors exceeds {MAX_SUMMARY_TOTAL}")
+        step = MAX_SUMMARY_ENTRIES
+        for at in range(0, max(len(tips) - step, 0), step):
+            self._send(SummaryPart(tips=tuple(tips[at:at + step])), now)
+        last = len(tips) - (len(tips) - 1) % step - 1 if tips else 0
+        self._send(Summary(tips=tuple(tips[last:])), now)
 
     def send_records(self, raws: Sequence[bytes], now: float) -> None:
         """Send records, cut into RECORDS frames of at most `batch_bytes`."""
@@ -271,8 +282,17 @@ class Session:
             what = f"{kind.name} in state {self.state.value}"
             if direction == "recv":
                 raise RemoteProtocolError(f"unexpected frame: {what}")
-            raise LocalProtocolError(f"cannot send {what}")
+            self._misuse(f"cannot send {what}")
         self.state = nxt
+
+    def _misuse(self, message: str) -> NoReturn:
+        """Our own protocol error: the session dies (as after a peer's) and we raise."""
+        error = LocalProtocolError(message)
+        if self.state is not State.CLOSED:
+            self.error = error
+            self.state = State.CLOSED
+            self._events.append(SessionClosed(reason=message, by_peer=False, error=error))
+        raise error
 
     def _send(self, msg: Frame, now: float) -> None:
         self._transition("send", frame_type(msg))
@@ -294,9 +314,14 @@ class Session:
                 self._on_hello(msg, now)
             case Auth():
                 self._on_auth(msg)
+            case SummaryPart():
+                self._summary_parts.extend(msg.tips)
+                if len(self._summary_parts) > MAX_SUMMARY_TOTAL:
+                    raise RemoteProtocolError("summary too long")
             case Summary():
+                tips, self._summary_parts = [*self._summary_parts, *msg.tips], []
                 self._events.append(PeerSummary(frontier=Frontier.from_tips(
-                    Tip(author=a, seq=s, id=i) for a, s, i in msg.tips)))
+                    Tip(author=a, seq=s, id=i) for a, s, i in tips)))
             case Records():
                 self.records_received += len(msg.records)
                 self._events.append(RecordsReceived(records=msg.records))
@@ -334,18 +359,26 @@ class Session:
                               not self.initiator)
         if msg.device_key == bytes(self._key.verify_key):
             raise RemoteProtocolError("handshake failed: connected to itself")
-        if msg.device_key != self.network.authority:
-            self._check_admit(msg)
+        if msg.device_key == self.network.authority:
+            admitted_role = "authority"
+        else:
+            admitted_role = self._check_admit(msg)
+        if msg.role != admitted_role:
+            raise RemoteProtocolError(
+                f"handshake failed: the peer claims role {msg.role!r} but is admitted as "
+                f"{admitted_role!r}")
         refusal = self._refuse_peer(msg.device_key) if self._refuse_peer else None
         if refusal:
             raise RemoteProtocolError(f"handshake failed: {refusal}")
         self.peer, self.peer_role = msg.device_key, msg.role
         self._events.append(HandshakeDone(peer=msg.device_key, role=msg.role))
 
-    def _check_admit(self, msg: Auth) -> None:
+    def _check_admit(self, msg: Auth) -> str:
+        """The role the peer's admit record gives it; RemoteProtocolError if none."""
         if msg.admit is None:
-            if self._known_member is not None and self._known_member(msg.device_key):
-                return  # a new device that has not received its own admit record yet
+            known = self._known_member(msg.device_key) if self._known_member else None
+            if known is not None:
+                return known  # a new device that has not received its own admit yet
             raise RemoteProtocolError("handshake failed: the peer shows no admit record")
         try:
             rec = open_record(msg.admit, self.network.network_id)
@@ -356,6 +389,7 @@ class Session:
                 or body.device != msg.device_key):
             raise RemoteProtocolError(
                 f"handshake failed: {device_id(msg.device_key)} is not admitted to this network")
+        return body.role.value
 
     def _die(self, error: ProtocolError, *, by_peer: bool) -> None:
         if self.state is State.CLOSED:
@@ -369,4 +403,5 @@ class Session:
 
 
 def _tip_list(frontier: Frontier) -> list[tuple[bytes, int, bytes]]:
+    """The frontier as summary entries, sorted by author."""
     return [(a, s, i) for a in sorted(frontier.tips) for s, i in frontier.tips[a]]

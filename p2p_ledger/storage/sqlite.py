@@ -62,14 +62,15 @@ CREATE TABLE tips (author BLOB NOT NULL, id BLOB NOT NULL, seq INTEGER NOT NULL,
 CREATE TABLE balances (device BLOB NOT NULL, name TEXT NOT NULL, minor INTEGER NOT NULL,
     PRIMARY KEY (device, name)) WITHOUT ROWID;
 CREATE TABLE movements (device BLOB NOT NULL, name TEXT NOT NULL, ord INTEGER NOT NULL,
-    delta INTEGER NOT NULL, PRIMARY KEY (device, name, ord)) WITHOUT ROWID;
+    idx INTEGER NOT NULL, delta INTEGER NOT NULL, PRIMARY KEY (device, name, ord, idx))
+    WITHOUT ROWID;
 CREATE TABLE equivocations (author BLOB NOT NULL, seq INTEGER NOT NULL, first BLOB NOT NULL,
-    second BLOB NOT NULL, PRIMARY KEY (author, seq, second)) WITHOUT ROWID;
+    second BLOB NOT NULL, PRIMARY KEY (author, seq, first, second)) WITHOUT ROWID;
 CREATE TABLE peers (device BLOB PRIMARY KEY, address TEXT NOT NULL, role TEXT NOT NULL,
     last_contact_ms INTEGER NOT NULL, synced_records INTEGER, state TEXT NOT NULL)
     WITHOUT ROWID;
 CREATE TABLE metadata (device BLOB NOT NULL, name TEXT NOT NULL, field TEXT NOT NULL,
-    value TEXT NOT NULL, hlc INTEGER NOT NULL, author BLOB NOT NULL,
+    value TEXT NOT NULL, hlc INTEGER NOT NULL, author BLOB NOT NULL, record BLOB NOT NULL,
     PRIMARY KEY (device, name, field)) WITHOUT ROWID;
 """
 
@@ -91,7 +92,7 @@ class _Deferred:
     tips_added: dict[tuple[bytes, bytes], int] = field(default_factory=dict)
     tips_removed: list[tuple[bytes, bytes]] = field(default_factory=list)
     balances: dict[tuple[bytes, str], int] = field(default_factory=dict)
-    movements: list[tuple[bytes, str, int, int]] = field(default_factory=list)
+    movements: list[tuple[bytes, str, int, int, int]] = field(default_factory=list)
     records: int = 0
     issued: int = 0
     redeemed: int = 0
@@ -328,20 +329,21 @@ class SqliteStore:
         if fx.idem_key is not None:
             db.execute("INSERT INTO idem VALUES (?,?,?,?)", (row.author, fx.idem_key, row.id,
                                                             row.seq))
-        for m in fx.movements:
+        for idx, m in enumerate(fx.movements):
             k = (m.account.device, m.account.name)
             later.balances[k] = later.balances.get(k, 0) + m.delta
-            later.movements.append((*k, row_order, m.delta))
-        if fx.equivocates_with is not None:
+            later.movements.append((*k, row_order, idx, m.delta))
+        for other in fx.equivocates_with:
             db.execute("INSERT INTO equivocations VALUES (?,?,?,?)",
-                       (row.author, row.seq, fx.equivocates_with, row.id))
+                       (row.author, row.seq, *sorted((other, row.id))))
         if fx.meta is not None:
             account, name, value = fx.meta
             db.execute(
-                "INSERT INTO metadata VALUES (?,?,?,?,?,?) ON CONFLICT (device, name, field) "
-                "DO UPDATE SET value=excluded.value, hlc=excluded.hlc, author=excluded.author "
-                "WHERE (excluded.hlc, excluded.author) > (metadata.hlc, metadata.author)",
-                (account.device, account.name, name, value, row.hlc, row.author))
+                "INSERT INTO metadata VALUES (?,?,?,?,?,?,?) ON CONFLICT (device, name, field) "
+                "DO UPDATE SET value=excluded.value, hlc=excluded.hlc, author=excluded.author, "
+                "record=excluded.record WHERE (excluded.hlc, excluded.author, excluded.record) "
+                "> (metadata.hlc, metadata.author, metadata.record)",
+                (account.device, account.name, name, value, row.hlc, row.author, row.id))
         later.records += 1
         later.issued += fx.issued
         later.redeemed += fx.redeemed
@@ -361,7 +363,7 @@ class SqliteStore:
         db.executemany("INSERT INTO balances VALUES (?,?,?) ON CONFLICT (device, name) "
                        "DO UPDATE SET minor = minor + excluded.minor",
                        [(d, n, v) for (d, n), v in later.balances.items()])
-        db.executemany("INSERT INTO movements VALUES (?,?,?,?)", later.movements)
+        db.executemany("INSERT INTO movements VALUES (?,?,?,?,?)", later.movements)
         db.execute("UPDATE totals SET records=records+?, issued=issued+?, redeemed=redeemed+?, "
                    "max_hlc=max(max_hlc, ?)",
                    (later.records, later.issued, later.redeemed, later.max_hlc))
@@ -403,7 +405,8 @@ class SqliteStore:
 
     def equivocations(self) -> list[tuple[bytes, int, bytes, bytes]]:
         return list(self._db.execute(
-            "SELECT author, seq, first, second FROM equivocations ORDER BY author, seq"))
+            "SELECT author, seq, first, second FROM equivocations "
+            "ORDER BY author, seq, first, second"))
 
     def history(self, account: Account) -> list[HistoryEntry]:
         self._flush()
@@ -411,7 +414,7 @@ class SqliteStore:
                 for i, k, h, a, d in self._db.execute(
                     "SELECT r.id, r.kind, r.hlc, r.author, m.delta FROM movements m "
                     "JOIN records r ON r.ord = m.ord WHERE m.device=? AND m.name=? "
-                    "ORDER BY m.ord", (account.device, account.name))]
+                    "ORDER BY m.ord, m.idx", (account.device, account.name))]
 
     def meta(self, account: Account) -> dict[str, str]:
         return dict(self._db.execute(
