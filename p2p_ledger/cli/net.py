@@ -15,8 +15,9 @@ import trio
 import trio_websocket
 
 from ..core.ids import device_id
-from ..node.links import WebSocketStream, parse_link, stdio_stream
-from ..node.node import Node
+from ..node.discovery import DISCOVERY_PORT
+from ..node.links import Link, WebSocketStream, parse_link, stdio_stream
+from ..node.node import Node, SessionStats
 from ..storage.home import Home
 from .commands import opened, passphrase
 
@@ -48,6 +49,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     s.add_argument("--upstream", action="append", default=[], metavar="URL",
                    help="a hub or the cloud to forward to (repeatable)")
     s.add_argument("--hub", action="store_true", help="act as a hub relaying many devices")
+    s.add_argument("--discover", action="store_true",
+                   help="find peers of this network on the LAN by UDP multicast (needs --listen)")
+    s.add_argument("--discover-iface", default="0.0.0.0", metavar="IP",
+                   help="interface address for discovery (default: the system's choice)")
+    s.add_argument("--discover-port", type=int, default=DISCOVERY_PORT, metavar="PORT",
+                   help=f"UDP port for discovery (default {DISCOVERY_PORT})")
     s.add_argument("--quiet", action="store_true", help="log warnings only")
     s.set_defaults(func=cmd_serve)
 
@@ -66,6 +73,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if not (args.listen or args.listen_ws or args.stdio or args.peer or args.upstream):
             log.warning("nothing to do: give --listen, --listen-ws, --stdio or --peer")
             return 2
+        if args.discover and not args.listen:
+            log.warning("--discover needs --listen (peers connect to that port)")
+            return 2
         trio.run(_serve, node, args)
     return 0
 
@@ -83,10 +93,14 @@ async def _serve(node: Node, args: argparse.Namespace) -> None:
             listeners = await nursery.start(functools.partial(
                 trio.serve_tcp, functools.partial(_accept_tcp, node), port, host=host))
             for lst in listeners:
-                sock = lst.socket
-                addr = sock.getsockname()
+                addr = lst.socket.getsockname()
                 print(f"listening on tcp://{addr[0]}:{addr[1]} as "
                       f"{device_id(node.device)}", file=sys.stderr, flush=True)
+            if args.discover:
+                tcp_port = listeners[0].socket.getsockname()[1]
+                nursery.start_soon(functools.partial(
+                    node.discover, tcp_port, interface=args.discover_iface,
+                    port=args.discover_port))
         if args.listen_ws:
             host, port = args.listen_ws
             server = await nursery.start(functools.partial(
@@ -111,13 +125,38 @@ async def _accept_ws(node: Node, request: trio_websocket.WebSocketRequest) -> No
     await node.serve_stream(WebSocketStream(ws), address)
 
 
+async def _sync(node: Node, link: Link, progress: bool) -> SessionStats:
+    async with trio.open_nursery() as nursery:
+        if progress:
+            nursery.start_soon(_progress, node)
+        stats = await node.sync_once(link)
+        nursery.cancel_scope.cancel()
+    if progress:
+        print(file=sys.stderr)
+    return stats
+
+
+async def _progress(node: Node) -> None:
+    """A one-line progress display on a terminal, redrawn five times a second."""
+    start = trio.current_time()
+    while True:
+        await trio.sleep(0.2)
+        for peer in list(node.peers.values()):
+            s = peer.session
+            took = trio.current_time() - start
+            print(f"\r  {s.state.value:<11} received {s.records_received:>8} records "
+                  f"({s.bytes_received / 1024:,.0f} KiB), sent {s.records_sent:>8} "
+                  f"({s.bytes_sent / 1024:,.0f} KiB)  {took:5.1f} s",
+                  end="", file=sys.stderr, flush=True)
+
+
 def cmd_sync(args: argparse.Namespace) -> int:
     _setup_logging(False)
     home = Home(args.home)
     link = parse_link(args.url)
     with opened(home) as replica:
         node = Node(replica, home.signing_key(passphrase))
-        stats = trio.run(node.sync_once, link)
+        stats = trio.run(_sync, node, link, sys.stderr.isatty() and not args.json)
         state_hash = replica.state_hash().hex()
     data = {"peer": stats.peer, "synced": stats.synced, "records_in": stats.records_in,
             "records_out": stats.records_out, "bytes_in": stats.bytes_in,

@@ -17,6 +17,7 @@ others go on. Nothing here decides validity: the replica does.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import random
@@ -42,6 +43,7 @@ from ..protocol.session import (
     SyncComplete,
 )
 from ..storage.sqlite import SqliteStore
+from .discovery import DISCOVERY_PORT, Announcement, announce, listen, network_tag
 from .links import Link, open_link
 
 __all__ = ["Node", "NodeConfig", "SessionStats"]
@@ -50,6 +52,10 @@ log = logging.getLogger("p2p_ledger.node")
 
 Connector = Callable[[Link, trio.Nursery], Awaitable[trio.abc.Stream]]
 _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+MAX_PUSH_DELAY = 2.0
+MIN_BATCH_BYTES = 16 << 10
+DEFAULT_BATCH_BYTES = 256 << 10
+MAX_BATCH_BYTES = 512 << 10
 _PUSH_STATES = (State.SYNCING, State.WE_SYNCED, State.THEY_SYNCED, State.LIVE)
 
 
@@ -79,7 +85,14 @@ class SessionStats:
 
 
 class _Peer:
-    """One session with its stream and the flags the node needs."""
+    """One session with its stream, its outbox of records to push, and what the node
+    has measured of its link.
+
+    Pushing adapts to the link: on a short round trip a new record goes out at once;
+    on a long one, records wait up to two round trips (at most MAX_PUSH_DELAY) so that
+    they travel in fewer, larger frames. Frames are sized to the link's bandwidth-delay
+    product (throughput seen by the sender times the round-trip time), within bounds.
+    """
 
     def __init__(self, pid: int, session: Session, stream: trio.abc.Stream, address: str,
                  until_synced: bool) -> None:
@@ -91,6 +104,41 @@ class _Peer:
         self.invalid = 0
         self.wakeup = trio.Event()
         self.stats = SessionStats(address=address)
+        self.outbox: list[bytes] = []
+        self.outbox_bytes = 0
+        self.outbox_since: float | None = None
+        self.sent_bytes = 0
+        self.send_seconds = 0.0
+
+    def push_delay(self) -> float:
+        rtt = self.session.rtt
+        return 0.0 if rtt is None else min(2 * rtt, MAX_PUSH_DELAY)
+
+    def batch_bytes(self) -> int:
+        rtt = self.session.rtt
+        if rtt is None or self.send_seconds <= 0 or self.sent_bytes < MIN_BATCH_BYTES:
+            return DEFAULT_BATCH_BYTES
+        throughput = self.sent_bytes / self.send_seconds
+        return int(min(max(throughput * rtt, MIN_BATCH_BYTES), MAX_BATCH_BYTES))
+
+    def outbox_due(self) -> float:
+        if self.outbox_since is None:
+            return float("inf")
+        return self.outbox_since + self.push_delay()
+
+    def enqueue(self, raws: list[bytes], now: float) -> None:
+        self.outbox.extend(raws)
+        self.outbox_bytes += sum(len(r) for r in raws)
+        if self.outbox_since is None:
+            self.outbox_since = now
+        if now >= self.outbox_due() or self.outbox_bytes >= self.batch_bytes():
+            self.flush_outbox(now)
+        self.wake()
+
+    def flush_outbox(self, now: float) -> None:
+        if self.outbox and not self.session.closed:
+            self.session.send_records(self.outbox, now, self.batch_bytes())
+        self.outbox, self.outbox_bytes, self.outbox_since = [], 0, None
 
     @property
     def label(self) -> str:
@@ -200,8 +248,12 @@ class Node:
     async def _sender(self, peer: _Peer) -> None:
         session = peer.session
         while True:
-            await peer.wakeup.wait()
+            with trio.move_on_at(peer.outbox_due()):
+                await peer.wakeup.wait()
             peer.wakeup = trio.Event()
+            now = trio.current_time()
+            if now >= peer.outbox_due():
+                peer.flush_outbox(now)
             data = session.data_to_send()
             if data:
                 try:
@@ -210,6 +262,8 @@ class Node:
                     session.close(f"link failed: {exc}", trio.current_time())
                     session.data_to_send()
                     return
+                peer.sent_bytes += len(data)
+                peer.send_seconds += trio.current_time() - now
             if session.closed:
                 return
 
@@ -291,8 +345,7 @@ class Node:
                 continue
             raws = [raw for _, rid, raw in rows if self._origin.get(rid) != peer.id]
             if raws:
-                peer.session.send_records(raws, now)
-                peer.wake()
+                peer.enqueue(raws, now)
         for _, rid, _ in rows:
             self._origin.pop(rid, None)
         return len(rows)
@@ -345,6 +398,34 @@ class Node:
             self.dial_pauses.append(pause)
             await trio.sleep(pause)
             delay = min(delay * 2, self.config.backoff_max)
+
+    async def discover(self, tcp_port: int, *, interface: str = "0.0.0.0",
+                       port: int = DISCOVERY_PORT, interval: float = 5.0) -> None:
+        """Announce this node on the LAN and connect to the peers of this network that
+        announce themselves (the one with the smaller device key dials)."""
+        tag = network_tag(self.replica.network_id)
+        me = Announcement(tag=tag, device=self.device, port=tcp_port)
+        dialing: set[bytes] = set()
+        async with trio.open_nursery() as nursery:
+
+            async def dial(link: Link, device: bytes) -> None:
+                try:
+                    await self.keep_dialing(link, attempts=1)
+                finally:
+                    dialing.discard(device)
+
+            def heard(msg: Announcement, host: str) -> None:
+                if (msg.tag != tag or msg.device <= self.device or msg.device in dialing
+                        or any(p.session.peer == msg.device for p in self.peers.values())):
+                    return
+                dialing.add(msg.device)
+                log.info("discovered %s at %s:%d", device_id(msg.device), host, msg.port)
+                nursery.start_soon(dial, Link(scheme="tcp", host=host, port=msg.port),
+                                   msg.device)
+
+            nursery.start_soon(functools.partial(announce, me, interface=interface,
+                                                 port=port, interval=interval))
+            await listen(heard, interface=interface, port=port)
 
     async def serve_stream(self, stream: trio.abc.Stream, address: str) -> None:
         """Accept one incoming connection."""

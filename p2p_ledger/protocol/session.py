@@ -147,6 +147,8 @@ class Session:
         self._window_start = now
         self._window_frames = 0
         self._ping_token = 0
+        self._ping_sent_at: float | None = None
+        self.rtt: float | None = None  # round-trip time, from the handshake and PING/PONG
         self.bytes_sent = 0
         self.bytes_received = 0
         self.records_sent = 0
@@ -205,8 +207,16 @@ class Session:
             self._die(RemoteProtocolError(
                 f"peer silent for {self.config.idle_timeout:g} s"), by_peer=False)
         elif now >= self._last_sent + self.config.keepalive:
-            self._ping_token += 1
-            self._send(Ping(token=self._ping_token), now)
+            self.ping(now)
+
+    def ping(self, now: float) -> None:
+        """Send a PING; its PONG refreshes `rtt`."""
+        self._ping_token += 1
+        self._ping_sent_at = now
+        self._send(Ping(token=self._ping_token), now)
+
+    def _sample_rtt(self, sample: float) -> None:
+        self.rtt = sample if self.rtt is None else 0.8 * self.rtt + 0.2 * sample
 
     @property
     def pending_output(self) -> int:
@@ -232,12 +242,15 @@ class Session:
         last = len(tips) - (len(tips) - 1) % step - 1 if tips else 0
         self._send(Summary(tips=tuple(tips[last:])), now)
 
-    def send_records(self, raws: Sequence[bytes], now: float) -> None:
-        """Send records, cut into RECORDS frames of at most `batch_bytes`."""
+    def send_records(self, raws: Sequence[bytes], now: float,
+                     batch_bytes: int | None = None) -> None:
+        """Send records, cut into RECORDS frames of at most `batch_bytes` (default from
+        the config; the node adapts it to the link)."""
+        limit = min(batch_bytes or self.config.batch_bytes, MAX_FRAME_BYTES // 2)
         batch: list[bytes] = []
         size = 0
         for raw in raws:
-            if batch and size + len(raw) > self.config.batch_bytes:
+            if batch and size + len(raw) > limit:
                 self._send(Records(records=tuple(batch)), now)
                 batch, size = [], 0
             batch.append(raw)
@@ -330,7 +343,9 @@ class Session:
             case Ping():
                 self._send(Pong(token=msg.token), now)
             case Pong():
-                pass
+                if msg.token == self._ping_token and self._ping_sent_at is not None:
+                    self._sample_rtt(now - self._ping_sent_at)
+                    self._ping_sent_at = None
             case Close():
                 self._events.append(SessionClosed(reason=msg.reason, by_peer=True))
         if self.state is State.LIVE and before is not State.LIVE:
@@ -339,6 +354,8 @@ class Session:
     def _on_hello(self, msg: Hello, now: float) -> None:
         if msg.version != PROTOCOL_VERSION:
             raise RemoteProtocolError(f"unsupported protocol version {msg.version}")
+        if self.initiator:
+            self._sample_rtt(now - self._started)  # our HELLO out, theirs back
         peer_hello = encode_message(msg)
         if not self.initiator:
             self._send_hello()
