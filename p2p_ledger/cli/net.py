@@ -15,6 +15,7 @@ import trio
 import trio_websocket
 
 from ..core.ids import device_id
+from ..errors import TransportError
 from ..node.discovery import DISCOVERY_PORT
 from ..node.links import Link, WebSocketStream, parse_link, stdio_stream
 from ..node.node import Node, SessionStats
@@ -67,9 +68,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _setup_logging(not args.quiet)
     home = Home(args.home)
     with opened(home) as replica:
-        role = ("hub" if args.hub else "authority"
-                if replica.network.authority == home.public_key() else "device")
-        node = Node(replica, home.signing_key(passphrase), role=role)
+        node = Node(replica, home.signing_key(passphrase))
+        if args.hub and node.role != "hub":
+            log.warning("--hub: this device is admitted as %s; run `p2p-ledger admit "
+                        "DEVICE_ID --role hub` on the authority for peers to see a hub",
+                        node.role)
         if not (args.listen or args.listen_ws or args.stdio or args.peer or args.upstream):
             log.warning("nothing to do: give --listen, --listen-ws, --stdio or --peer")
             return 2
@@ -126,11 +129,14 @@ async def _accept_ws(node: Node, request: trio_websocket.WebSocketRequest) -> No
 
 
 async def _sync(node: Node, link: Link, progress: bool) -> SessionStats:
-    async with trio.open_nursery() as nursery:
-        if progress:
-            nursery.start_soon(_progress, node)
-        stats = await node.sync_once(link)
-        nursery.cancel_scope.cancel()
+    try:
+        async with trio.open_nursery() as nursery:
+            if progress:
+                nursery.start_soon(_progress, node)
+            stats = await node.sync_once(link)
+            nursery.cancel_scope.cancel()
+    except* TransportError as group:
+        raise group.exceptions[0] from None
     if progress:
         print(file=sys.stderr)
     return stats

@@ -104,6 +104,7 @@ class _Peer:
         self.invalid = 0
         self.wakeup = trio.Event()
         self.stats = SessionStats(address=address)
+        self.pushed_up_to = 0  # records up to this store position went in the delta
         self.outbox: list[bytes] = []
         self.outbox_bytes = 0
         self.outbox_since: float | None = None
@@ -153,18 +154,18 @@ class Node:
     """A replica served over sessions. `clock` is trio's (fake in tests);
     `wall_ms` is the wall clock used to judge record timestamps."""
 
-    def __init__(self, replica: Replica, key: nacl.signing.SigningKey, *, role: str = "device",
+    def __init__(self, replica: Replica, key: nacl.signing.SigningKey, *, role: str | None = None,
                  config: NodeConfig | None = None,
                  wall_ms: Callable[[], int] | None = None, rng: random.Random | None = None,
                  connect: Connector = open_link) -> None:
         self.replica = replica
         self.key = key
-        self.role = role
+        self.device = bytes(key.verify_key)
+        self.role = role or self._admitted_role()
         self.config = config or NodeConfig()
         self._wall_ms = wall_ms
         self._rng = rng or random.Random()
         self._connect = connect
-        self.device = bytes(key.verify_key)
         self.admit = self._find_admit()
         self.peers: dict[int, _Peer] = {}
         self._ids = itertools.count(1)
@@ -188,6 +189,12 @@ class Node:
                      "its admit will accept it and send it")
             return None
         return self.replica.store.raw(admits[-1].id)
+
+    def _admitted_role(self) -> str:
+        """The role this node's admit gives it (what peers will check)."""
+        if self.device == self.replica.network.authority:
+            return "authority"
+        return self._known_member(self.device) or "device"
 
     def _known_member(self, device: bytes) -> str | None:
         admits = self.replica.store.admits_for(device)
@@ -271,7 +278,7 @@ class Node:
         session = peer.session
         while (ev := session.next_event()) is not None:
             match ev:
-                case _ if session.closed and not isinstance(ev, SessionClosed):
+                case HandshakeDone() | PeerSummary() if session.closed:
                     pass  # the same input also closed the session: nothing to answer
                 case HandshakeDone():
                     log.info("session %s: handshake done (%s)", peer.label, ev.role)
@@ -279,6 +286,7 @@ class Node:
                     session.send_summary(self.replica.frontier(), now)
                     self._note(peer, "connected", synced=False)
                 case PeerSummary():
+                    peer.pushed_up_to = self._store.max_order()  # the delta covers these
                     delta = self.replica.delta(ev.frontier, complete=False)
                     session.send_records(delta, now)
                     session.send_synced(len(delta), now)
@@ -343,7 +351,8 @@ class Node:
         for peer in self.peers.values():
             if peer.session.state not in _PUSH_STATES:
                 continue
-            raws = [raw for _, rid, raw in rows if self._origin.get(rid) != peer.id]
+            raws = [raw for order, rid, raw in rows
+                    if order > peer.pushed_up_to and self._origin.get(rid) != peer.id]
             if raws:
                 peer.enqueue(raws, now)
         for _, rid, _ in rows:
@@ -372,11 +381,14 @@ class Node:
 
     async def sync_once(self, link: Link) -> SessionStats:
         """Connect, reconcile both ways, close. TransportError if unreachable."""
-        async with trio.open_nursery() as nursery:
-            stream = await self._connect(link, nursery)
-            stats = await self.run_session(stream, initiator=True, address=str(link),
-                                           until_synced=True)
-            nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                stream = await self._connect(link, nursery)
+                stats = await self.run_session(stream, initiator=True, address=str(link),
+                                               until_synced=True)
+                nursery.cancel_scope.cancel()
+        except* TransportError as group:
+            raise group.exceptions[0] from None
         return stats
 
     async def keep_dialing(self, link: Link, *, attempts: int | None = None) -> None:
@@ -392,8 +404,8 @@ class Node:
                     nursery.cancel_scope.cancel()
                 if stats.synced:
                     delay = self.config.backoff_initial
-            except TransportError as exc:
-                log.info("peer %s unreachable: %s", link, exc)
+            except* TransportError as group:
+                log.info("peer %s unreachable: %s", link, group.exceptions[0])
             pause = delay * self._rng.uniform(0.5, 1.5)
             self.dial_pauses.append(pause)
             await trio.sleep(pause)

@@ -1,0 +1,538 @@
+"""The trio node: sessions over in-memory streams, on fake time.
+
+Every test runs on `MockClock(autojump_threshold=0)`: when all tasks wait, the clock
+jumps to the next deadline, so timeouts, keepalives and backoff are asserted exactly
+and cost no real time. Nodes keep real SQLite stores in tmp_path, as they do in
+production; the links are `trio.testing.memory_stream_pair`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+from trio.testing import MockClock
+
+from p2p_ledger.core.ids import device_id
+from p2p_ledger.core.ledger import Frontier, Replica
+from p2p_ledger.core.records import record_id
+from p2p_ledger.errors import TransportError
+from p2p_ledger.node.links import Link, parse_link
+from p2p_ledger.node.node import Node, NodeConfig
+from p2p_ledger.protocol._state import State
+from p2p_ledger.protocol.session import SessionConfig
+from p2p_ledger.storage.sqlite import SqliteStore
+from tests.helpers import key
+from tests.node_helpers import (
+    Fleet,
+    HandDriven,
+    RecordingStream,
+    flip_signature,
+    make_fleet,
+    peer_at,
+    start_pair,
+    start_session,
+    wait_until,
+)
+
+NODE_LOG = "p2p_ledger.node"
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Fleet:
+    return make_fleet(tmp_path)
+
+
+def store_of(node: Node) -> SqliteStore:
+    store = node.replica.store
+    assert isinstance(store, SqliteStore)
+    return store
+
+
+def live(node: Node, address: str) -> bool:
+    return any(p.address == address and p.session.state is State.LIVE
+               for p in node.peers.values())
+
+
+# ---------------------------------------------------------------- reconciliation
+
+async def test_session_reconciles_both_ways_and_closes_after_sync(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    ra_, rb_ = fleet.replica("alice"), fleet.replica("bob")
+    fleet.pay(ra_, "alice", "carol", 10_00, "a-1")
+    fleet.pay(rb_, "bob", "carol", 5_00, "b-1")
+    fleet.pay(rb_, "bob", "alice", 1_00, "b-2")
+    a, b = fleet.node("alice", replica=ra_), fleet.node("bob", replica=rb_)
+    assert a.replica.state_hash() != b.replica.state_hash()
+
+    async with trio.open_nursery() as nursery:
+        ra, rb = start_pair(nursery, a, b, until_synced=True)
+    sa, sb = ra.stats, rb.stats
+    assert sa is not None
+    assert sb is not None
+
+    assert a.replica.state_hash() == b.replica.state_hash()
+    assert a.replica.balance(fleet.world.account("carol")) == 15_00
+    assert b.replica.balance(fleet.world.account("alice")) == 100_00 - 10_00 + 1_00
+    assert sa.synced
+    assert sb.synced
+    assert (sa.reason, sa.error) == ("sync complete", False)
+    assert (sb.reason, sb.error) == ("sync complete", False)  # the reason the dialer gave
+    assert (sa.records_out, sa.records_in) == (1, 2)
+    assert (sb.records_out, sb.records_in) == (2, 1)
+    assert sa.bytes_out == sb.bytes_in > 0
+    assert sb.bytes_out == sa.bytes_in > 0
+    assert sa.peer == device_id(fleet.world.device("bob"))
+    assert sb.peer == device_id(fleet.world.device("alice"))
+    assert sa.seconds == 0.0  # memory links take no (fake) time
+    assert a.completed == [sa]
+    assert b.completed == [sb]
+    assert not a.peers
+    assert not b.peers
+    (peer,) = store_of(a).peers()
+    assert peer[0] == fleet.world.device("bob")
+    assert peer[1] == "mem://link/a"
+    assert peer[5] == "closed"
+
+
+async def test_sync_once_dials_through_the_connector(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    b = fleet.node("bob")
+    fleet.pay(b.replica, "bob", "carol", 7_00, "b-1")
+    dialed: list[Link] = []
+
+    async def connect(link: Link, nursery: trio.Nursery) -> trio.abc.Stream:
+        dialed.append(link)
+        left, right = trio.testing.memory_stream_pair()
+        nursery.start_soon(b.serve_stream, right, "mem://from-alice")
+        return left
+
+    a = fleet.node("alice", connect=connect)
+    stats = await a.sync_once(parse_link("tcp://bob.example:7000"))
+    assert dialed == [parse_link("tcp://bob.example:7000")]
+    assert stats.synced
+    assert stats.reason == "sync complete"
+    assert stats.address == "tcp://bob.example:7000"
+    assert (stats.records_in, stats.records_out) == (1, 0)
+    assert a.replica.state_hash() == b.replica.state_hash()
+
+
+# ---------------------------------------------------------------- live push and relay
+
+async def test_record_written_after_live_is_pushed(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    a, b = fleet.node("alice"), fleet.node("bob")
+    async with trio.open_nursery() as nursery:
+        ra, rb = start_pair(nursery, a, b)
+        await wait_until(lambda: live(a, ra.address) and live(b, rb.address))
+        rid = fleet.pay(a.replica, "alice", "bob", 3_00, "live-1")
+        assert not b.replica.store.has(rid)
+        assert a.push_new(trio.current_time()) == 1
+        took = await wait_until(lambda: b.replica.store.has(rid))
+        assert took <= 0.01  # pushed at once: no timer involved
+        assert a.push_new(trio.current_time()) == 0  # nothing new: nothing sent twice
+        assert peer_at(b, rb.address).records_received == 1
+        assert a.replica.state_hash() == b.replica.state_hash()
+        nursery.cancel_scope.cancel()
+
+
+async def test_watch_store_pushes_what_another_process_wrote(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    a, b = fleet.node("alice"), fleet.node("bob")
+    poll = a.config.poll_interval
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(a.watch_store)
+        ra, rb = start_pair(nursery, a, b)
+        await wait_until(lambda: live(a, ra.address) and live(b, rb.address))
+        # Another process (`p2p-ledger pay` while `serve` runs) opens the same file.
+        other = SqliteStore(store_of(a).path, fleet.world.network.network_id)
+        try:
+            rid = fleet.pay(Replica(fleet.world.network, other), "alice", "bob", 2_00, "cli")
+        finally:
+            other.close()
+        took = await wait_until(lambda: b.replica.store.has(rid))
+        assert 0 < took <= poll + 0.02
+        assert a.replica.state_hash() == b.replica.state_hash()
+        nursery.cancel_scope.cancel()
+
+
+async def test_hub_relays_and_never_echoes_a_record_to_its_origin(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    a, h, b = fleet.node("alice"), fleet.node("hub", role="hub"), fleet.node("bob")
+    async with trio.open_nursery() as nursery:
+        a_h, h_a = start_pair(nursery, a, h, name="a-h")
+        b_h, h_b = start_pair(nursery, b, h, name="b-h")
+        await wait_until(lambda: all(live(n, r.address) for n, r in
+                                     ((a, a_h), (h, h_a), (b, b_h), (h, h_b))))
+        received_before = peer_at(a, a_h.address).records_received
+        assert received_before == 0  # all three started with the same records
+
+        rid = fleet.pay(a.replica, "alice", "carol", 4_00, "relay-1")
+        a.push_new(trio.current_time())
+        await wait_until(lambda: b.replica.store.has(rid))
+        await trio.testing.wait_all_tasks_blocked()
+        assert h.replica.store.has(rid)
+        assert peer_at(h, h_b.address).records_sent == 1
+        assert peer_at(h, h_a.address).records_sent == 0  # not sent back to alice
+        assert peer_at(a, a_h.address).records_received == received_before
+        assert peer_at(h, h_b.address).records_received == 0  # bob did not echo either
+
+        back = fleet.pay(b.replica, "bob", "alice", 1_50, "relay-2")
+        b.push_new(trio.current_time())
+        await wait_until(lambda: a.replica.store.has(back))
+        await trio.testing.wait_all_tasks_blocked()
+        assert peer_at(a, a_h.address).records_received == 1
+        assert peer_at(b, b_h.address).records_received == 1
+        assert a.replica.state_hash() == h.replica.state_hash() == b.replica.state_hash()
+        nursery.cancel_scope.cancel()
+
+
+# ---------------------------------------------------------------- dialing
+
+LINK = parse_link("tcp://peer.example:7000")
+BACKOFF = NodeConfig(backoff_initial=1.0, backoff_max=8.0)
+
+
+async def _dropped_at_once(link: Link, nursery: trio.Nursery) -> trio.abc.Stream:
+    """A peer that accepts and hangs up before the handshake (a hub at capacity)."""
+    left, right = trio.testing.memory_stream_pair()
+    await right.aclose()
+    return left
+
+
+def _expected_pauses(seed: int, bases: list[float]) -> list[float]:
+    jitter = random.Random(seed)
+    return [base * jitter.uniform(0.5, 1.5) for base in bases]
+
+
+async def _dial_and_check_backoff(node: Node, tried_at: list[float], attempts: int) -> None:
+    start = trio.current_time()
+    await node.keep_dialing(LINK, attempts=attempts)
+    bases = [min(2.0 ** i, 8.0) for i in range(attempts)]  # doubling, capped at backoff_max
+    expected = _expected_pauses(42, bases)
+    assert node.dial_pauses == expected
+    for pause, base in zip(node.dial_pauses, bases, strict=True):
+        assert 0.5 * base <= pause <= 1.5 * base
+    assert len(set(node.dial_pauses[3:])) == attempts - 3  # jittered, not one fixed delay
+    assert [t - start for t in tried_at] == pytest.approx(
+        [sum(expected[:i]) for i in range(attempts)])
+    assert trio.current_time() - start == pytest.approx(sum(expected))
+
+
+async def test_keep_dialing_backs_off_exponentially_with_jitter(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    tried_at: list[float] = []
+
+    async def connect(link: Link, nursery: trio.Nursery) -> trio.abc.Stream:
+        tried_at.append(trio.current_time())
+        return await _dropped_at_once(link, nursery)
+
+    node = fleet.node("alice", config=BACKOFF, rng=random.Random(42), connect=connect)
+    await _dial_and_check_backoff(node, tried_at, attempts=7)
+    assert len(node.completed) == 7
+    assert not any(s.synced for s in node.completed)
+
+
+async def test_keep_dialing_survives_an_unreachable_peer(
+        autojump_clock: MockClock, fleet: Fleet, caplog: pytest.LogCaptureFixture) -> None:
+    """Regression, fixed (node.py keep_dialing): the TransportError of an unreachable peer is
+    raised inside `async with trio.open_nursery()`, so it leaves the nursery wrapped in
+    an ExceptionGroup and `except TransportError` never catches it: `serve --peer URL`
+    dies the first time URL is down instead of backing off."""
+    caplog.set_level(logging.INFO, logger=NODE_LOG)
+    tried_at: list[float] = []
+
+    async def refuse(link: Link, nursery: trio.Nursery) -> trio.abc.Stream:
+        tried_at.append(trio.current_time())
+        raise TransportError(f"cannot reach {link}: connection refused")
+
+    node = fleet.node("alice", config=BACKOFF, rng=random.Random(42), connect=refuse)
+    await _dial_and_check_backoff(node, tried_at, attempts=7)
+    unreachable = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
+    assert len(unreachable) == 7
+    assert "peer.example:7000" in unreachable[0]
+
+
+async def test_sync_once_raises_a_plain_transport_error(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    """Regression, fixed (node.py sync_once, same cause): its docstring promises
+    TransportError if unreachable, but the error leaves a nursery as an ExceptionGroup,
+    which `p2p-ledger sync` does not catch (a traceback instead of one error line)."""
+    async def refuse(link: Link, nursery: trio.Nursery) -> trio.abc.Stream:
+        raise TransportError(f"cannot reach {link}: connection refused")
+
+    node = fleet.node("alice", connect=refuse)
+    with pytest.raises(TransportError, match="connection refused"):
+        await node.sync_once(LINK)
+
+
+async def test_keep_dialing_starts_again_from_the_shortest_delay_after_a_sync(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    b = fleet.node("bob")
+    calls: list[float] = []
+
+    async def connect(link: Link, nursery: trio.Nursery) -> trio.abc.Stream:
+        calls.append(trio.current_time())
+        if len(calls) != 4:
+            return await _dropped_at_once(link, nursery)
+        left, right = trio.testing.memory_stream_pair()
+        nursery.start_soon(lambda: b.run_session(right, initiator=False, address="mem://a",
+                                                 until_synced=True))
+        return left
+
+    config = NodeConfig(backoff_initial=1.0, backoff_max=30.0)
+    a = fleet.node("alice", config=config, rng=random.Random(7), connect=connect)
+    fleet.pay(b.replica, "bob", "alice", 1_00, "b-1")
+    await a.keep_dialing(LINK, attempts=6)
+
+    assert [s.synced for s in a.completed] == [False, False, False, True, False, False]
+    assert a.replica.state_hash() == b.replica.state_hash()
+    # 1, 2, 4, then the fourth attempt synced: back to 1, 2, 4.
+    assert a.dial_pauses == _expected_pauses(7, [1.0, 2.0, 4.0, 1.0, 2.0, 4.0])
+
+
+# ---------------------------------------------------------------- misbehaving peers
+
+async def _bad_peer_scenario(fleet: Fleet, behave: str) -> tuple[Node, HandDriven, str]:
+    """A hub with one honest session and one misbehaving peer (bob, by hand). Returns
+    the hub, the bad peer and the reason the hub gave for closing it; checks the honest
+    session keeps working."""
+    hub = fleet.node("hub", role="hub", config=NodeConfig(max_invalid_records=3))
+    alice = fleet.node("alice")
+    before = hub.replica.state_hash()
+    forged: list[bytes] = []
+    async with trio.open_nursery() as nursery:
+        good_a, good_h = start_pair(nursery, alice, hub, name="good")
+        await wait_until(lambda: live(hub, good_h.address))
+
+        left, right = trio.testing.memory_stream_pair()
+        bad_run = start_session(nursery, hub, right, initiator=False, address="mem://bad")
+        bad = HandDriven.device(fleet, "bob", left, admit_from=hub.replica)
+        if behave == "garbage before the handshake":
+            await left.send_all(b"GET / HTTP/1.1\r\nHost: hub\r\n\r\n")
+        else:
+            await bad.handshake()
+        if behave == "garbage after the handshake":
+            await left.send_all(b"\x00\x00\x00\x20" + bytes(range(32)))
+        elif behave == "a replayed frame":
+            bad.session.send_summary(Frontier({}), trio.current_time())
+            summary = bad.session.data_to_send()
+            await left.send_all(summary)
+            await trio.testing.wait_all_tasks_blocked()  # the hub has taken the first copy
+            await left.send_all(summary)
+        elif behave == "invalid records":
+            scratch = fleet.replica("bob-scratch")
+            rid = fleet.pay(scratch, "bob", "carol", 1_00, "forged")
+            raw = scratch.store.raw(rid)
+            assert raw is not None
+            forged = [raw, *(flip_signature(raw, i) for i in range(4))]
+            for bad_raw in forged[1:]:  # one frame each: the hub counts across frames
+                bad.session.send_records([bad_raw], trio.current_time())
+                await bad.flush()
+        await bad_run.done.wait()
+        assert bad_run.stats is not None
+        reason = bad_run.stats.reason
+        assert bad_run.stats.error or behave == "invalid records"
+        assert not bad_run.stats.synced
+
+        # Nothing from the bad peer was stored; the honest session never noticed.
+        assert hub.replica.state_hash() == before
+        for raw in forged:
+            assert not hub.replica.store.has(record_id(raw))
+        assert live(hub, good_h.address)
+        rid = fleet.pay(alice.replica, "alice", "carol", 2_00, "after-bad")
+        alice.push_new(trio.current_time())
+        await wait_until(lambda: hub.replica.store.has(rid))
+        assert live(hub, good_h.address)
+        assert good_a.stats is None
+        nursery.cancel_scope.cancel()
+    return hub, bad, reason
+
+
+@pytest.mark.parametrize(("behave", "reason_starts"), [
+    ("garbage before the handshake", "frame of 1195725856 bytes exceeds the limit of 8192"),
+    ("garbage after the handshake", "a sealed frame failed authentication"),
+    ("a replayed frame", "a sealed frame failed authentication"),
+    ("invalid records", "too many invalid records (4)"),
+])
+async def test_misbehaving_peer_is_closed_and_others_go_on(
+        autojump_clock: MockClock, fleet: Fleet, caplog: pytest.LogCaptureFixture, behave: str,
+        reason_starts: str) -> None:
+    caplog.set_level(logging.INFO, logger=NODE_LOG)
+    _, bad, reason = await _bad_peer_scenario(fleet, behave)
+    assert reason.startswith(reason_starts), reason
+
+    who = "?" if behave == "garbage before the handshake" else \
+        device_id(fleet.world.device("bob"))[:12]
+    closes = [r.getMessage() for r in caplog.records
+              if r.name == NODE_LOG and "closed" in r.getMessage() and "mem://bad" in
+              r.getMessage()]
+    assert closes == [f"session {who}@mem://bad closed: {reason}"]
+    if behave == "invalid records":
+        refused = [r for r in caplog.records if "refused record" in r.getMessage()]
+        assert len(refused) == 4
+        assert all(r.levelno == logging.WARNING and f"{who}@mem://bad" in r.getMessage()
+                   and "bad_signature" in r.getMessage() for r in refused)
+    if behave != "garbage before the handshake":
+        end = await bad.closed_by_peer(answer=False)
+        assert end.by_peer
+        assert end.reason == reason[:200]
+
+
+# ---------------------------------------------------------------- slow and silent peers
+
+SHORT = SessionConfig(handshake_timeout=5.0, idle_timeout=30.0, keepalive=10.0)
+
+
+async def test_peer_that_sends_nothing_is_dropped_after_the_handshake_timeout(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    hub = fleet.node("hub", role="hub", config=NodeConfig(session=SHORT))
+    left, right = trio.testing.memory_stream_pair()
+    start = trio.current_time()
+    stats = await hub.run_session(right, initiator=False, address="mem://slowloris")
+    assert trio.current_time() - start == 5.0
+    assert stats.seconds == 5.0
+    assert stats.reason == "handshake timed out"
+    assert stats.error
+    assert stats.bytes_out == 0  # it learnt nothing, not even our HELLO
+    assert await left.receive_some() == b""  # and the link is closed
+    assert not store_of(hub).peers()
+
+
+async def test_peer_silent_after_the_handshake_is_dropped_after_idle_timeout(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    hub = fleet.node("hub", role="hub", config=NodeConfig(session=SHORT))
+    left, right = trio.testing.memory_stream_pair()
+    recorded = RecordingStream(right)
+    async with trio.open_nursery() as nursery:
+        run = start_session(nursery, hub, recorded, initiator=False, address="mem://silent")
+        bad = HandDriven.device(fleet, "bob", left, admit_from=hub.replica)
+        await bad.handshake()
+        shaken = trio.current_time()
+        await run.done.wait()  # bob now says nothing at all
+    assert run.stats is not None
+    assert run.stats.reason == "peer silent for 30 s"
+    assert trio.current_time() - shaken == 30.0
+    # HELLO+AUTH and SUMMARY at once, then keepalive PINGs every 10 s, then CLOSE.
+    assert sorted({t - shaken for t, _ in recorded.sends}) == [0.0, 10.0, 20.0, 30.0]
+    end = await bad.closed_by_peer(answer=False)
+    assert end.reason == "peer silent for 30 s"
+
+
+async def test_keepalives_keep_an_answering_peer_connected(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    config = NodeConfig(session=SHORT)
+    a, h = fleet.node("alice", config=config), fleet.node("hub", role="hub", config=config)
+    left, right = trio.testing.memory_stream_pair()
+    recorded = RecordingStream(left)
+    async with trio.open_nursery() as nursery:
+        ra = start_session(nursery, a, recorded, initiator=True, address="mem://a")
+        rh = start_session(nursery, h, right, initiator=False, address="mem://h")
+        await wait_until(lambda: live(a, ra.address) and live(h, rh.address))
+        start = trio.current_time()
+        await trio.sleep(200.0)  # fake time: ten idle timeouts
+        assert live(a, ra.address)
+        assert live(h, rh.address)
+        assert ra.stats is None
+        assert rh.stats is None
+        times = [t for t, _ in recorded.sends if t >= start]
+        assert len(times) >= 200 / SHORT.keepalive - 1
+        gaps = [y - x for x, y in zip([start, *times], times, strict=False)]
+        assert max(gaps) <= SHORT.keepalive
+        nursery.cancel_scope.cancel()
+
+
+# ---------------------------------------------------------------- strangers
+
+async def test_device_of_another_network_is_refused_and_nothing_is_stored(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    other_dir = fleet.tmp / "other"
+    other_dir.mkdir()
+    other = make_fleet(other_dir, seed="other")
+    a = fleet.node("alice")
+    o = other.node("alice")
+    other.pay(o.replica, "alice", "bob", 9_00, "theirs")
+    hashes = (a.replica.state_hash(), o.replica.state_hash())
+    totals = (store_of(a).totals(), store_of(o).totals())
+
+    async with trio.open_nursery() as nursery:
+        ra, ro = start_pair(nursery, a, o)
+    reasons = set()
+    for run in (ra, ro):
+        assert run.stats is not None
+        assert not run.stats.synced
+        assert run.stats.error
+        assert run.stats.peer is None
+        assert run.stats.records_in == run.stats.records_out == 0
+        reasons.add(run.stats.reason)
+    assert any(r.startswith("a sealed frame failed authentication") for r in reasons), reasons
+    assert (a.replica.state_hash(), o.replica.state_hash()) == hashes
+    assert (store_of(a).totals(), store_of(o).totals()) == totals
+    assert store_of(a).peers() == store_of(o).peers() == []
+
+
+async def test_device_without_admission_is_refused_at_the_handshake(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    hub = fleet.node("hub", role="hub")
+    mallory_key = key("test/mallory")  # knows the network, never admitted to it
+    mallory = Node(fleet.replica("mallory", seeded=False), mallory_key, wall_ms=lambda: 0)
+    async with trio.open_nursery() as nursery:
+        rm, rh = start_pair(nursery, mallory, hub)
+    assert rh.stats is not None
+    assert rm.stats is not None
+    assert rh.stats.reason == "handshake failed: the peer shows no admit record"
+    assert rh.stats.peer is None
+    assert rm.stats.records_in == rh.stats.records_in == 0
+    assert store_of(hub).peers() == []
+    assert store_of(mallory).totals().records == 0
+
+
+async def test_a_fatal_frame_right_after_a_good_one_closes_only_that_session(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    """One read holds a good SUMMARY and then junk: the session queues the summary's
+    event and dies. The node must not answer on the dead session (that raised
+    LocalProtocolError out of run_session and took `serve` down) and must not crash."""
+    hub = fleet.node("hub", role="hub")
+    left, right = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        run = start_session(nursery, hub, right, initiator=False, address="mem://bad")
+        bad = HandDriven.device(fleet, "bob", left, admit_from=hub.replica)
+        await bad.handshake()
+        bad.session.send_summary(Frontier({}), trio.current_time())
+        await left.send_all(bad.session.data_to_send() + b"\x00\x00\x00\x20" + bytes(32))
+        await run.done.wait()
+    assert run.stats is not None
+    assert run.stats.reason.startswith("a sealed frame failed authentication")
+    assert run.stats.records_out == 0
+
+
+async def test_records_that_arrive_with_the_peers_close_are_stored(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    """Regression, fixed (working tree, node.py _handle_events: `case _ if session.closed and
+    not isinstance(ev, SessionClosed): pass`): records that arrive in the same read as
+    the peer's CLOSE are dropped unstored. That is every `sync`: the dialer sends its
+    delta, SYNCED and (being LIVE at once) CLOSE in one write, so the responder never
+    stores what a `sync` uploads. Skip only the replies (send_summary, send_records,
+    send_synced) on a closed session; still take RecordsReceived."""
+    hub = fleet.node("hub", role="hub")
+    scratch = fleet.replica("bob-scratch")
+    rid = fleet.pay(scratch, "bob", "carol", 1_00, "last-words")
+    raw = scratch.store.raw(rid)
+    assert raw is not None
+    left, right = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        run = start_session(nursery, hub, right, initiator=False, address="mem://bob")
+        bob = HandDriven.device(fleet, "bob", left, admit_from=hub.replica)
+        await bob.handshake()
+        bob.session.send_records([raw], trio.current_time())
+        bob.session.close("done", trio.current_time())
+        await bob.flush()  # RECORDS and CLOSE in one write
+        await run.done.wait()
+    assert run.stats is not None
+    assert run.stats.reason == "done"
+    assert run.stats.records_in == 1
+    assert hub.replica.store.has(rid)

@@ -1,0 +1,222 @@
+"""Sync benchmark: two nodes on loopback TCP, against raw signature verification.
+
+Two cases, on the deterministic workload of `bench_ingest.py`:
+
+- full: node A holds N records (default 10,000), node B is empty; B syncs with A.
+- delta: both hold the first N records, A holds D more (default 1,000); B syncs.
+
+For each, in the same run: the wall time of `Node.sync_once` over real TCP on
+127.0.0.1 (handshake, summaries, deltas, verification and durable storage on B,
+until both sides are LIVE), the wire bytes both ways, and the time PyNaCl takes to
+verify exactly the records that moved on one core (the baseline). Round trips after
+the handshake are counted on the same stores driven by the sans-IO sessions in
+memory, flight by flight (one flight = everything one side has to send, delivered).
+
+Printed: a table, the ratios against the targets (wall <= 1.3x the verification
+time; 1 round trip after the handshake; wire bytes per record <= 1.15x the record's
+own size), and one JSON line.
+
+    python tools/bench_sync.py [--records N] [--delta D]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import nacl.signing
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_ingest import DEFAULT_CACHE, Workload, baseline_verify, devices_for
+
+from p2p_ledger.core.ledger import Replica
+from p2p_ledger.node.links import Link
+from p2p_ledger.node.node import Node
+from p2p_ledger.protocol._state import State
+from p2p_ledger.protocol.session import (
+    HandshakeDone,
+    PeerSummary,
+    RecordsReceived,
+    Session,
+)
+from p2p_ledger.storage.sqlite import SqliteStore
+
+TARGET_WALL_RATIO = 1.3
+TARGET_ROUND_TRIPS = 1
+TARGET_BYTES_RATIO = 1.15
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _store(path: Path, work: Workload, raws: Sequence[bytes]) -> None:
+    store = SqliteStore(path, work.network_id)
+    try:
+        replica = Replica(work.network, store)
+        with store.transaction():
+            report = replica.receive_many(raws, now_ms=_now_ms())
+        assert len(report.applied) == len(raws), "bad workload"
+        assert not report.refused, "bad workload"
+    finally:
+        store.close()
+
+
+def _open(path: Path, work: Workload) -> Replica:
+    return Replica(work.network, SqliteStore(path, work.network_id))
+
+
+def _close(*replicas: Replica) -> None:
+    for r in replicas:
+        store = r.store
+        assert isinstance(store, SqliteStore)
+        store.close()
+
+
+async def _tcp_sync(a: Node, b: Node) -> tuple[float, int, int]:
+    """B syncs with A over loopback TCP: (seconds, bytes B->A, bytes A->B)."""
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(functools.partial(
+            trio.serve_tcp, lambda s: a.serve_stream(s, "tcp://bench"), 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        t0 = time.perf_counter()
+        stats = await b.sync_once(Link(scheme="tcp", host="127.0.0.1", port=port))
+        took = time.perf_counter() - t0
+        nursery.cancel_scope.cancel()
+    assert stats.synced, stats.reason
+    return took, stats.bytes_out, stats.bytes_in
+
+
+def _count_flights(work: Workload, key_a: nacl.signing.SigningKey,
+                   key_b: nacl.signing.SigningKey, ra: Replica, rb: Replica) -> int:
+    """Flights after both handshakes are done until both sessions are LIVE."""
+    def known(device: bytes) -> str | None:
+        admits = ra.store.admits_for(device)
+        return admits[-1].role if admits else None
+
+    sa = Session(network=work.network, key=key_a, admit=None, role="authority",
+                 initiator=False, now=0.0, known_member=known)
+    sb = Session(network=work.network, key=key_b, admit=_admit_of(rb, key_b), role="device",
+                 initiator=True, now=0.0)
+    sides = {id(sa): ra, id(sb): rb}
+    flights_after_handshake = 0
+    handshaken: set[int] = set()
+    src, dst = sb, sa
+    for _ in range(100):
+        data = src.data_to_send()
+        if not data and src.state is State.LIVE and dst.state is State.LIVE:
+            break
+        if len(handshaken) == 2 and data:
+            flights_after_handshake += 1
+        dst.receive_data(data, 0.0)
+        replica = sides[id(dst)]
+        while (ev := dst.next_event()) is not None:
+            if isinstance(ev, HandshakeDone):
+                handshaken.add(id(dst))
+                dst.send_summary(replica.frontier(), 0.0)
+            elif isinstance(ev, PeerSummary):
+                delta = replica.delta(ev.frontier, complete=False)
+                dst.send_records(delta, 0.0)
+                dst.send_synced(len(delta), 0.0)
+            elif isinstance(ev, RecordsReceived):
+                with replica.store.transaction():
+                    replica.receive_many(ev.records, now_ms=_now_ms())
+        src, dst = dst, src
+    assert sa.state is State.LIVE, sa.state
+    assert sb.state is State.LIVE, sb.state
+    return flights_after_handshake
+
+
+def _admit_of(replica: Replica, key: nacl.signing.SigningKey) -> bytes | None:
+    device = bytes(key.verify_key)
+    admits = replica.store.admits_for(device)
+    return replica.store.raw(admits[-1].id) if admits else None
+
+
+def run_case(name: str, work_dir: Path, work: Workload, shared: list[bytes],
+             only_a: list[bytes]) -> dict[str, object]:
+    case = work_dir / name
+    case.mkdir()
+    _store(case / "a.sqlite3", work, shared + only_a)
+    _store(case / "b.sqlite3", work, shared)
+    for n in ("a", "b"):
+        shutil.copy(case / f"{n}.sqlite3", case / f"{n}-flights.sqlite3")
+    key_a = work.authority.key
+    key_b = work.devices[0].key
+
+    ra, rb = _open(case / "a.sqlite3", work), _open(case / "b.sqlite3", work)
+    try:
+        took, up, down = trio.run(_tcp_sync, Node(ra, key_a, role="authority"),
+                                  Node(rb, key_b))
+        same = ra.state_hash() == rb.state_hash()
+    finally:
+        _close(ra, rb)
+    assert same, "the two nodes did not converge"
+
+    fa, fb = _open(case / "a-flights.sqlite3", work), _open(case / "b-flights.sqlite3", work)
+    try:
+        flights = _count_flights(work, key_a, key_b, fa, fb)
+    finally:
+        _close(fa, fb)
+
+    baseline = baseline_verify(only_a, work.network_id)
+    record_bytes = sum(len(r) for r in only_a)
+    return {
+        "case": name, "records_moved": len(only_a), "record_bytes": record_bytes,
+        "wire_bytes": up + down, "wire_bytes_down": down, "wire_bytes_up": up,
+        "bytes_ratio": (up + down) / record_bytes, "wall_s": took,
+        "verify_s": baseline, "wall_ratio": took / baseline,
+        "flights_after_handshake": flights, "round_trips_after_handshake": flights / 2,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--records", type=int, default=10_000, help="records held in common")
+    p.add_argument("--delta", type=int, default=1_000, help="new records in the delta case")
+    args = p.parse_args(argv)
+    n, d = args.records, args.delta
+    work = Workload(devices=devices_for(n + d))
+    DEFAULT_CACHE.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    raws = list(work.records(n + d))
+    print(f"workload: {len(raws)} records generated in {time.perf_counter() - t0:.1f} s",
+          flush=True)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-sync-") as tmp:
+        results.append(run_case("full", Path(tmp), work, [], raws[:n]))
+        results.append(run_case("delta", Path(tmp), work, raws[:n], raws[n:n + d]))
+    print()
+    print(f"{'case':<6} {'moved':>6} {'wire KB':>8} {'bytes/rec':>9} {'x rec':>6} "
+          f"{'wall s':>7} {'verify s':>8} {'x verify':>8} {'RTT':>4}")
+    for r in results:
+        print(f"{r['case']:<6} {r['records_moved']:>6} {r['wire_bytes'] / 1000:>8.1f} "  # type: ignore[operator]
+              f"{r['wire_bytes'] / r['records_moved']:>9.1f} "  # type: ignore[operator]
+              f"{r['bytes_ratio']:>6.3f} {r['wall_s']:>7.3f} {r['verify_s']:>8.3f} "
+              f"{r['wall_ratio']:>8.2f} {r['round_trips_after_handshake']:>4}")
+    print()
+    for r in results:
+        ok_wall = r["wall_ratio"] <= TARGET_WALL_RATIO  # type: ignore[operator]
+        ok_bytes = r["bytes_ratio"] <= TARGET_BYTES_RATIO  # type: ignore[operator]
+        ok_rtt = r["round_trips_after_handshake"] <= TARGET_ROUND_TRIPS  # type: ignore[operator]
+        print(f"{r['case']}: wall {r['wall_ratio']:.2f}x verify (target <= "
+              f"{TARGET_WALL_RATIO}x: {'met' if ok_wall else 'NOT met'}); wire "
+              f"{r['bytes_ratio']:.3f}x record bytes (target <= {TARGET_BYTES_RATIO}x: "
+              f"{'met' if ok_bytes else 'NOT met'}); {r['round_trips_after_handshake']} "
+              f"round trips after the handshake (target {TARGET_ROUND_TRIPS}: "
+              f"{'met' if ok_rtt else 'NOT met'})")
+    print(json.dumps({"bench": "sync", "results": results}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
