@@ -333,6 +333,8 @@ class Session:
                     raise RemoteProtocolError("summary too long")
             case Summary():
                 tips, self._summary_parts = [*self._summary_parts, *msg.tips], []
+                if len(tips) > MAX_SUMMARY_TOTAL:
+                    raise RemoteProtocolError("summary too long")
                 self._events.append(PeerSummary(frontier=Frontier.from_tips(
                     Tip(author=a, seq=s, id=i) for a, s, i in tips)))
             case Records():

@@ -13,6 +13,7 @@ goes through a primary key or an index. Signatures are verified once, on arrival
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -89,11 +90,24 @@ def _row(t: tuple[bytes, bytes, int, bytes | None, int, int, str, str | None, by
 
 @dataclass(slots=True)
 class _Deferred:
+    """Writes of the open transaction not yet sent to SQLite, and the lookups the
+    ledger rules make on them. Everything is written in bulk by `_flush`."""
+
+    next_order: int = 0
+    records: list[tuple[object, ...]] = field(default_factory=list)
+    raws: dict[bytes, bytes] = field(default_factory=dict)
+    at: dict[tuple[bytes, int], list[bytes]] = field(default_factory=dict)
+    admits: dict[bytes, AdmitInfo] = field(default_factory=dict)
+    credits: dict[bytes, tuple[Credit, int]] = field(default_factory=dict)
+    claims: dict[tuple[bytes, bytes], list[tuple[bytes, int]]] = field(default_factory=dict)
+    claimed_stored: set[bytes] = field(default_factory=set)  # credits already in SQLite
+    idem: dict[tuple[bytes, str], list[tuple[bytes, int]]] = field(default_factory=dict)
+    equivocations: list[tuple[bytes, int, bytes, bytes]] = field(default_factory=list)
+    forked: set[bytes] = field(default_factory=set)
     tips_added: dict[tuple[bytes, bytes], int] = field(default_factory=dict)
     tips_removed: list[tuple[bytes, bytes]] = field(default_factory=list)
     balances: dict[tuple[bytes, str], int] = field(default_factory=dict)
     movements: list[tuple[bytes, str, int, int, int]] = field(default_factory=list)
-    records: int = 0
     issued: int = 0
     redeemed: int = 0
     max_hlc: int = 0
@@ -151,6 +165,8 @@ class SqliteStore:
             return
         self._db.execute("BEGIN IMMEDIATE")
         self._depth = 1
+        # Under the write lock nobody else appends, so positions can be handed out here.
+        self._later = _Deferred(next_order=self._stored_max_order() + 1)
         try:
             yield
             self._flush()
@@ -170,7 +186,7 @@ class SqliteStore:
     # ------------------------------------------------------------ lookups
 
     def has(self, rid: bytes) -> bool:
-        return rid in self._cache or self._one(
+        return rid in self._cache or rid in self._later.raws or self._one(
             "SELECT 1 FROM records WHERE id=?", rid) is not None
 
     def get(self, rid: bytes) -> StoredRecord | None:
@@ -185,12 +201,15 @@ class SqliteStore:
         return row
 
     def _remember(self, row: StoredRecord) -> None:
-        """Keep recent rows: the next record of a chain reads its prev straight back."""
+        """Keep recent rows: the next record of a chain reads its prev straight back.
+        Rows never change once stored, so the cache is only ever cleared on rollback."""
         if len(self._cache) >= _CACHE_ROWS:
             del self._cache[next(iter(self._cache))]
         self._cache[row.id] = row
 
     def raw(self, rid: bytes) -> bytes | None:
+        if rid in self._later.raws:
+            return self._later.raws[rid]
         t = self._one("SELECT raw FROM records WHERE id=?", rid)
         return None if t is None else t[0]  # type: ignore[return-value]
 
@@ -199,35 +218,46 @@ class SqliteStore:
                          offline_limit=t[4], expires=t[5])  # type: ignore[arg-type]
 
     def admit(self, rid: bytes) -> AdmitInfo | None:
+        if rid in self._later.admits:
+            return self._later.admits[rid]
         t = self._one("SELECT * FROM admits WHERE id=?", rid)
         return None if t is None else self._admit(t)
 
     def admits_for(self, device: bytes) -> list[AdmitInfo]:
+        self._flush()
         return [self._admit(t) for t in self._db.execute(
             "SELECT a.* FROM admits a JOIN records r ON r.id = a.id WHERE a.device=? "
             "ORDER BY r.ord", (device,))]
 
     def credit(self, rid: bytes) -> Credit | None:
+        later = self._later
+        if rid in later.credits:
+            return later.credits[rid][0]
         t = self._one("SELECT device, name, amount, claimed FROM credits WHERE id=?", rid)
         if t is None:
             return None
         return Credit(id=rid, account=Account(device=t[0], name=t[1]),  # type: ignore[arg-type]
-                      amount=t[2], claimed=bool(t[3]))  # type: ignore[arg-type]
+                      amount=t[2],  # type: ignore[arg-type]
+                      claimed=bool(t[3]) or rid in later.claimed_stored)
 
     def claims_of(self, credit: bytes, author: bytes) -> list[tuple[bytes, int]]:
         return list(self._db.execute(
-            "SELECT claimer, seq FROM claims WHERE credit=? AND author=?", (credit, author)))
+            "SELECT claimer, seq FROM claims WHERE credit=? AND author=?", (credit, author))
+        ) + self._later.claims.get((credit, author), [])
 
     def idem(self, author: bytes, key: str) -> list[tuple[bytes, int]]:
         return list(self._db.execute(
-            "SELECT record, seq FROM idem WHERE author=? AND key=?", (author, key)))
+            "SELECT record, seq FROM idem WHERE author=? AND key=?", (author, key))
+        ) + self._later.idem.get((author, key), [])
 
     def ids_at(self, author: bytes, seq: int) -> list[bytes]:
         return [t[0] for t in self._db.execute(
-            "SELECT id FROM records WHERE author=? AND seq=? ORDER BY ord", (author, seq))]
+            "SELECT id FROM records WHERE author=? AND seq=? ORDER BY ord", (author, seq))
+        ] + self._later.at.get((author, seq), [])
 
     def forked(self, author: bytes) -> bool:
-        return self._one("SELECT 1 FROM equivocations WHERE author=?", author) is not None
+        return author in self._later.forked or self._one(
+            "SELECT 1 FROM equivocations WHERE author=?", author) is not None
 
     def tips(self) -> list[Tip]:
         self._flush()
@@ -240,11 +270,13 @@ class SqliteStore:
             "SELECT seq, id FROM tips WHERE author=? ORDER BY seq, id", (author,))]
 
     def records_of(self, author: bytes, after_seq: int) -> list[tuple[int, StoredRecord]]:
+        self._flush()
         return [(t[0], _row(t[1:])) for t in self._db.execute(
             f"SELECT ord, {_ROW_COLS} FROM records WHERE author=? AND seq>? ORDER BY seq",
             (author, after_seq))]
 
     def raws_in_order(self, rids: list[bytes]) -> list[bytes]:
+        self._flush()
         found: list[tuple[int, bytes]] = []
         for i in range(0, len(rids), 500):
             chunk = rids[i:i + 500]
@@ -255,16 +287,22 @@ class SqliteStore:
         return [raw for _, raw in found]
 
     def all_ids_in_order(self) -> Iterator[bytes]:
+        self._flush()
         for (rid,) in self._db.execute("SELECT id FROM records ORDER BY ord"):
             yield rid
 
     def max_order(self) -> int:
         """The position of the newest stored record (0 when empty)."""
+        self._flush()
+        return self._stored_max_order()
+
+    def _stored_max_order(self) -> int:
         t = self._one("SELECT max(ord) FROM records")
         return int(t[0]) if t is not None and t[0] is not None else 0  # type: ignore[call-overload]
 
     def records_after(self, order: int, limit: int = 10_000) -> list[tuple[int, bytes, bytes]]:
         """(order, id, raw) of records stored after position `order`, oldest first."""
+        self._flush()
         return list(self._db.execute(
             "SELECT ord, id, raw FROM records WHERE ord > ? ORDER BY ord LIMIT ?",
             (order, limit)))
@@ -294,6 +332,7 @@ class SqliteStore:
         return sorted(self._db.execute(f"SELECT * FROM {table}"), key=repr)
 
     def iter_raw_in_order(self) -> Iterator[tuple[bytes, bytes]]:
+        self._flush()
         yield from self._db.execute("SELECT id, raw FROM records ORDER BY ord")
 
     # ------------------------------------------------------------ writing
@@ -303,60 +342,76 @@ class SqliteStore:
             with self.transaction():
                 self.apply(fx)
             return
-        row, db, later = fx.row, self._db, self._later
-        cur = db.execute(
-            "INSERT INTO records (id, author, seq, prev, kind, hlc, verdict, reason, chain, raw) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (row.id, row.author, row.seq, row.prev, int(row.kind), row.hlc, row.verdict.value,
-             row.reason, row.chain.encode(), fx.raw))
-        row_order = cur.lastrowid
-        assert row_order is not None
+        row, later = fx.row, self._later
+        order = later.next_order
+        later.next_order += 1
+        later.records.append((order, row.id, row.author, row.seq, row.prev, int(row.kind),
+                              row.hlc, row.verdict.value, row.reason, row.chain.encode(),
+                              fx.raw))
+        later.raws[row.id] = fx.raw
+        later.at.setdefault((row.author, row.seq), []).append(row.id)
         self._remember(row)
         if row.prev is not None:
             later.drop_tip(row.author, row.prev)
         later.tips_added[(row.author, row.id)] = row.seq
         if fx.admit is not None:
-            a = fx.admit
-            db.execute("INSERT INTO admits VALUES (?,?,?,?,?,?)",
-                       (a.id, a.device, a.role, a.tier, a.offline_limit, a.expires))
+            later.admits[row.id] = fx.admit
         if fx.credit is not None:
-            c = fx.credit
-            db.execute("INSERT INTO credits (id, device, name, amount, ord) VALUES (?,?,?,?,?)",
-                       (c.id, c.account.device, c.account.name, c.amount, row_order))
+            later.credits[row.id] = (fx.credit, order)
         for credit in fx.claims:
-            db.execute("INSERT INTO claims VALUES (?,?,?,?)", (credit, row.author, row.id, row.seq))
-            db.execute("UPDATE credits SET claimed=1 WHERE id=?", (credit,))
+            later.claims.setdefault((credit, row.author), []).append((row.id, row.seq))
+            if credit in later.credits:
+                c, at = later.credits[credit]
+                later.credits[credit] = (dataclasses.replace(c, claimed=True), at)
+            else:
+                later.claimed_stored.add(credit)
         if fx.idem_key is not None:
-            db.execute("INSERT INTO idem VALUES (?,?,?,?)", (row.author, fx.idem_key, row.id,
-                                                            row.seq))
+            later.idem.setdefault((row.author, fx.idem_key), []).append((row.id, row.seq))
         for idx, m in enumerate(fx.movements):
             k = (m.account.device, m.account.name)
             later.balances[k] = later.balances.get(k, 0) + m.delta
-            later.movements.append((*k, row_order, idx, m.delta))
+            later.movements.append((*k, order, idx, m.delta))
         for other in fx.equivocates_with:
-            db.execute("INSERT INTO equivocations VALUES (?,?,?,?)",
-                       (row.author, row.seq, *sorted((other, row.id))))
+            a, b = sorted((other, row.id))
+            later.equivocations.append((row.author, row.seq, a, b))
+            later.forked.add(row.author)
         if fx.meta is not None:
             account, name, value = fx.meta
-            db.execute(
+            self._db.execute(
                 "INSERT INTO metadata VALUES (?,?,?,?,?,?,?) ON CONFLICT (device, name, field) "
                 "DO UPDATE SET value=excluded.value, hlc=excluded.hlc, author=excluded.author, "
                 "record=excluded.record WHERE (excluded.hlc, excluded.author, excluded.record) "
                 "> (metadata.hlc, metadata.author, metadata.record)",
                 (account.device, account.name, name, value, row.hlc, row.author, row.id))
-        later.records += 1
         later.issued += fx.issued
         later.redeemed += fx.redeemed
         later.max_hlc = max(later.max_hlc, row.hlc)
 
     def _flush(self) -> None:
-        """Write what `apply` deferred: tables the ledger rules never read back while
-        judging (tips, balances, movements, totals) are written in bulk, before any
-        view reads them and before every commit."""
+        """Write what `apply` deferred, in bulk: before any read that does not look at
+        the deferred writes itself, and before every commit."""
         later, db = self._later, self._db
         if not later.records:
             return
-        self._later = _Deferred()
+        self._later = _Deferred(next_order=later.next_order)
+        db.executemany("INSERT INTO records (ord, id, author, seq, prev, kind, hlc, verdict, "
+                       "reason, chain, raw) VALUES (?,?,?,?,?,?,?,?,?,?,?)", later.records)
+        db.executemany("INSERT INTO admits VALUES (?,?,?,?,?,?)",
+                       [(a.id, a.device, a.role, a.tier, a.offline_limit, a.expires)
+                        for a in later.admits.values()])
+        db.executemany("INSERT INTO credits VALUES (?,?,?,?,?,?)",
+                       [(c.id, c.account.device, c.account.name, c.amount, order, int(c.claimed))
+                        for c, order in later.credits.values()])
+        db.executemany("UPDATE credits SET claimed=1 WHERE id=?",
+                       [(c,) for c in later.claimed_stored])
+        db.executemany("INSERT INTO claims VALUES (?,?,?,?)",
+                       [(credit, author, claimer, seq)
+                        for (credit, author), rows in later.claims.items()
+                        for claimer, seq in rows])
+        db.executemany("INSERT INTO idem VALUES (?,?,?,?)",
+                       [(author, key, rid, seq) for (author, key), rows in later.idem.items()
+                        for rid, seq in rows])
+        db.executemany("INSERT INTO equivocations VALUES (?,?,?,?)", later.equivocations)
         db.executemany("DELETE FROM tips WHERE author=? AND id=?", later.tips_removed)
         db.executemany("INSERT INTO tips VALUES (?,?,?)",
                        [(a, i, s) for (a, i), s in later.tips_added.items()])
@@ -366,7 +421,7 @@ class SqliteStore:
         db.executemany("INSERT INTO movements VALUES (?,?,?,?,?)", later.movements)
         db.execute("UPDATE totals SET records=records+?, issued=issued+?, redeemed=redeemed+?, "
                    "max_hlc=max(max_hlc, ?)",
-                   (later.records, later.issued, later.redeemed, later.max_hlc))
+                   (len(later.records), later.issued, later.redeemed, later.max_hlc))
 
     # ------------------------------------------------------------ views
 
@@ -398,12 +453,14 @@ class SqliteStore:
         return max(stored, self._later.max_hlc)
 
     def unclaimed_credits(self, device: bytes) -> list[Credit]:
+        self._flush()
         return [Credit(id=i, account=Account(device=device, name=n), amount=a)
                 for i, n, a in self._db.execute(
                     "SELECT id, name, amount FROM credits WHERE device=? AND claimed=0 "
                     "ORDER BY ord", (device,))]
 
     def equivocations(self) -> list[tuple[bytes, int, bytes, bytes]]:
+        self._flush()
         return list(self._db.execute(
             "SELECT author, seq, first, second FROM equivocations "
             "ORDER BY author, seq, first, second"))
@@ -417,6 +474,7 @@ class SqliteStore:
                     "ORDER BY m.ord, m.idx", (account.device, account.name))]
 
     def meta(self, account: Account) -> dict[str, str]:
+        self._flush()
         return dict(self._db.execute(
             "SELECT field, value FROM metadata WHERE device=? AND name=? ORDER BY field",
             (account.device, account.name)))
