@@ -32,11 +32,12 @@ import itertools
 import json
 import pstats
 import random
+import sqlite3
 import sys
 import tempfile
 import time
-from collections import Counter, deque
-from collections.abc import Iterator, Sequence
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +45,6 @@ import cbor2
 import nacl.bindings
 import nacl.signing
 
-import p2p_ledger
 from p2p_ledger.core.hlc import pack_hlc
 from p2p_ledger.core.ids import Account
 from p2p_ledger.core.ledger import IngestReport, Replica
@@ -60,10 +60,12 @@ from p2p_ledger.core.records import (
     Record,
     Redeem,
     Transfer,
+    open_record,
     sign_record,
 )
 from p2p_ledger.core.store import Verdict
-from p2p_ledger.storage.bundle import read_bundle, write_bundle
+from p2p_ledger.errors import InvalidRecord
+from p2p_ledger.storage.bundle import BundleError, read_bundle, write_bundle
 from p2p_ledger.storage.sqlite import SqliteStore
 
 TOOLS = Path(__file__).resolve().parent
@@ -74,15 +76,6 @@ START_MS = 1_763_900_000_000  # the fixed clock of the tests (T0); one record pe
 DEFAULT_DEVICES = 120
 _MEMOS = ("fuel", "lunch", "parts", "tolls", "water", "cargo fee", "repair", "rent share")
 _META = (("display_name", "truck {n}"), ("site", "site-{n}"), ("phone", "+971 50 {n:07d}"))
-
-
-def source_fingerprint(*modules: str) -> str:
-    """A short hash of package sources whose change makes cached records or stores stale."""
-    root = Path(p2p_ledger.__file__).parent
-    h = hashlib.blake2b(digest_size=6)
-    for m in modules:
-        h.update((root / m).read_bytes())
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------- workload
@@ -100,7 +93,6 @@ class _Chain:
 
     key: nacl.signing.SigningKey
     device: bytes
-    index: int
     seq: int = 0
     head: bytes | None = None
     balance: int = 0  # of `main`, over the head's causal past
@@ -122,14 +114,14 @@ class Workload:
         self.seed = seed
         self.rng = random.Random(seed)
         ak = _key(seed, "authority")
-        self.authority = _Chain(key=ak, device=bytes(ak.verify_key), index=-1)
+        self.authority = _Chain(key=ak, device=bytes(ak.verify_key))
         self.network = NetworkDescriptor(name=f"bench-{seed}", currency="AED",
                                          authority=self.authority.device)
         self.network_id = self.network.network_id
         self.devices = []
         for i in range(devices):
             k = _key(seed, f"device-{i}")
-            self.devices.append(_Chain(key=k, device=bytes(k.verify_key), index=i))
+            self.devices.append(_Chain(key=k, device=bytes(k.verify_key)))
         self.by_key = {c.device: c for c in self.devices}
         self.count = 0
         self.kinds: Counter[str] = Counter()
@@ -228,13 +220,25 @@ def devices_for(n: int, wanted: int = DEFAULT_DEVICES) -> int:
     return max(3, min(wanted, n // 10))
 
 
+def _still_valid(path: Path, network_id: bytes) -> bool:
+    """Whether a cached bundle still reads, and its first and last records still open,
+    with the current code (a change of the record format makes it stale)."""
+    try:
+        raws = read_bundle(path, network_id)
+        for raw in (raws[0], raws[-1]):
+            open_record(raw, network_id)
+    except (BundleError, InvalidRecord, IndexError) as exc:
+        print(f"cached bundle {path.name} is stale ({exc}); generating it again", flush=True)
+        return False
+    return True
+
+
 def cached_bundle(n: int, devices: int, cache: Path, seed: str = "bench"
                   ) -> tuple[Path, NetworkDescriptor, bool]:
     """The bundle of the workload's first `n` records, generated once and cached."""
     work = Workload(seed=seed, devices=devices)
-    fp = source_fingerprint("core/records.py")
-    path = cache / f"ingest-{seed}-n{n}-d{devices}-v{WORKLOAD_VERSION}-{fp}.bundle"
-    if path.exists():
+    path = cache / f"ingest-{seed}-n{n}-d{devices}-v{WORKLOAD_VERSION}.bundle"
+    if path.exists() and _still_valid(path, work.network_id):
         return path, work.network, True
     cache.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -281,10 +285,13 @@ class IngestTiming:
         return self.read_s + self.receive_s + self.commit_s
 
 
-def ingest(bundle: Path, network: NetworkDescriptor, store_path: Path
+def ingest(bundle: Path, network: NetworkDescriptor, store_path: Path,
+           instrument: Callable[[SqliteStore], None] | None = None
            ) -> tuple[IngestTiming, IngestReport]:
     """`p2p-ledger import` of `bundle` into a fresh store at `store_path`."""
     store = SqliteStore(store_path, network.network_id)
+    if instrument is not None:
+        instrument(store)
     try:
         replica = Replica(network, store)
         now = time.time_ns() // 1_000_000
@@ -327,6 +334,52 @@ def profile_ingest(bundle: Path, network: NetworkDescriptor, store_path: Path,
     stats.sort_stats("cumulative").print_stats(top)
     stats.sort_stats("tottime").print_stats(top)
     return out.getvalue()
+
+
+class _TimedConnection:
+    """Stands in for a SqliteStore's connection and times each SQL statement's execute
+    (diagnostics only: it reaches into the store's private `_db`)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.times: defaultdict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> sqlite3.Cursor:
+        t0 = time.perf_counter()
+        try:
+            return self.db.execute(sql, params)
+        finally:
+            entry = self.times[sql]
+            entry[0] += 1
+            entry[1] += time.perf_counter() - t0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.db, name)
+
+
+def sql_breakdown(bundle: Path, network: NetworkDescriptor, store_path: Path,
+                  top: int = 12) -> str:
+    """Where the ingest's SQLite time goes, statement by statement."""
+    timed: list[_TimedConnection] = []
+
+    def instrument(store: SqliteStore) -> None:
+        db = getattr(store, "_db", None)
+        if isinstance(db, sqlite3.Connection):
+            timed.append(_TimedConnection(db))
+            store._db = timed[0]  # type: ignore[assignment]
+
+    timing, _ = ingest(bundle, network, store_path, instrument)
+    if not timed:
+        return "(SqliteStore has no `_db` connection any more: no SQL breakdown)"
+    rows = sorted(timed[0].times.items(), key=lambda kv: -kv[1][1])
+    spent = sum(t for _, t in timed[0].times.values())
+    lines = [f"SQL: {spent:.2f} s of {timing.total_s:.2f} s in "
+             f"{sum(int(c) for c, _ in timed[0].times.values()):,} executes"]
+    for sql, (count, seconds) in rows[:top]:
+        text = " ".join(sql.split())
+        lines.append(f"  {seconds:7.2f} s {int(count):>9,} x {seconds / count * 1e6:6.1f} us  "
+                     f"{text[:80]}")
+    return "\n".join(lines)
 
 
 def _rate(n: int, seconds: float) -> float:
@@ -376,6 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("profile of one more ingest (cProfile slows it down; "
                   "read the shares, not the seconds):")
             print(profile_ingest(bundle, network, Path(tmp) / "profiled.sqlite3"))
+            print(sql_breakdown(bundle, network, Path(tmp) / "timed.sqlite3"))
     print(json.dumps({
         "bench": "ingest", "records": n, "devices": devices, "kinds": kinds,
         "baseline_s": round(base_s, 4), "baseline_per_s": round(base_rate, 1),

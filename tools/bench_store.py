@@ -1,26 +1,30 @@
 """Large-store benchmark: how long `p2p-ledger status` and `balance` take, and how much
 memory they need, on a home whose store holds a million records.
 
-The home is built once and cached under `tools/.cache/` (a few minutes for 1,000,000
-records): the `Workload` of `bench_ingest.py` signs real records, and a `Replica` over
-the home's `SqliteStore` ingests them with `receive_many` in large transactions, just
-as an import would. The home's own key is a fresh unencrypted one; it is not the
-authority, and `status` and `balance` never need it.
+The home is built once and cached under `tools/.cache/` (about 20 minutes for
+1,000,000 records on a busy 2-core machine): the `Workload` of `bench_ingest.py` signs
+real records, and a `Replica` over the home's `SqliteStore` ingests them with
+`receive_many` in large transactions, just as an import would. The home's own key is a
+fresh unencrypted one; it is not the authority, and `status` and `balance` never need
+it. A cached home is reused while it opens with the current schema and holds N
+records; `--rebuild` builds it again (do so after a change to the ledger rules or to
+the store's derived tables).
 
 Each measurement is a fresh `p2p-ledger` process, timed from spawn to exit, with its
-peak RSS from `wait4`. The baseline is the same interpreter running
-`import p2p_ledger.cli.main`, so the figures show what opening the store and answering
-costs above starting the program. Targets: open+status <= 1 s, peak RSS <= 150 MB.
+own peak RSS (from `wait4` in a small runner process: see `_RUNNER`). The baseline is
+the same interpreter running `import p2p_ledger.cli.main`, so the figures show what
+opening the store and answering costs above starting the program. Targets:
+open+status <= 1 s, peak RSS <= 150 MB.
 
-    python tools/bench_store.py [--records N] [--repeat R]
+    python tools/bench_store.py [--records N] [--repeat R] [--rebuild]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -30,18 +34,20 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_ingest import (  # tools/ is not a package: imported by path
     DEFAULT_CACHE,
     DEFAULT_DEVICES,
+    WORKLOAD_VERSION,
     Workload,
     check_report,
     devices_for,
-    source_fingerprint,
 )
 
 from p2p_ledger.core.ledger import Replica
+from p2p_ledger.errors import P2PLedgerError
 from p2p_ledger.storage.home import Home
 from p2p_ledger.storage.sqlite import SCHEMA_VERSION, SqliteStore
 
@@ -88,16 +94,34 @@ def build_home(path: Path, n: int, devices: int, batch: int) -> Workload:
     return work
 
 
-def cached_home(n: int, devices: int, cache: Path, batch: int) -> tuple[Path, bool]:
-    """The home with `n` records, built once: reused while the sources it depends on
-    are unchanged (their hash is in the directory name)."""
-    fp = source_fingerprint("core/records.py", "core/ledger.py", "core/store.py",
-                            "storage/sqlite.py")
-    path = cache / f"store-n{n}-d{devices}-s{SCHEMA_VERSION}-{fp}"
-    if (path / _DONE).exists():
+def _usable(path: Path, n: int) -> bool:
+    """Whether a finished build at `path` still opens with this code and holds `n` records."""
+    if not (path / _DONE).exists():
+        return False
+    try:
+        store = Home(path).open_store()
+    except P2PLedgerError as exc:
+        print(f"cached store is unusable ({exc}); rebuilding", flush=True)
+        return False
+    try:
+        return store.totals().records == n
+    except sqlite3.Error as exc:
+        print(f"cached store is unusable ({exc}); rebuilding", flush=True)
+        return False
+    finally:
+        store.close()
+
+
+def cached_home(n: int, devices: int, cache: Path, batch: int, *, rebuild: bool = False
+                ) -> tuple[Path, bool]:
+    """The home with `n` records, built once. It is reused while it opens with the
+    current schema and holds `n` records; after a change to the ledger rules that would
+    store different derived state, pass `rebuild`."""
+    path = cache / f"store-n{n}-d{devices}-v{WORKLOAD_VERSION}-s{SCHEMA_VERSION}"
+    if not rebuild and _usable(path, n):
         return path, True
     if path.exists():
-        shutil.rmtree(path)  # an interrupted build
+        shutil.rmtree(path)  # an interrupted or stale build
     cache.mkdir(parents=True, exist_ok=True)
     print(f"building a store of {n:,} records in {path} ...", flush=True)
     t0 = time.perf_counter()
@@ -117,20 +141,38 @@ class Run:
     stdout: str
 
 
+# Peak RSS is taken from wait4 in a small runner process, not in this one: Linux
+# starts a child's ru_maxrss at its parent's RSS when it forks (or vforks) and execs,
+# so a child of this process, which may have just built a large store, would report
+# this process's size. The runner is a bare interpreter (-I -S, ~14 MB, below any
+# figure measured here); it spawns the command, times it from spawn to exit, and
+# writes "seconds maxrss_kib exit_code" to the file named by its first argument.
+_RUNNER = """
+import os, sys, time
+report, argv = sys.argv[1], sys.argv[2:]
+t0 = time.perf_counter()
+pid = os.posix_spawn(argv[0], argv, os.environ)
+_, status, usage = os.wait4(pid, 0)
+seconds = time.perf_counter() - t0
+with open(report, "w") as fh:
+    fh.write(f"{seconds} {usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}")
+"""
+
+
 def run_child(argv: Sequence[str]) -> Run:
-    """Run a fresh process; its wall time (spawn to exit) and its own peak RSS."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read().decode(), err.read().decode()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {stderr.strip()}")
-    return Run(seconds=seconds, rss_mb=usage.ru_maxrss / 1024, stdout=stdout)  # KiB on Linux
+    """Run `argv` (absolute program path first) as a fresh process: its wall time from
+    spawn to exit and its own peak RSS."""
+    with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
+        report = Path(tmp) / "report"
+        done = subprocess.run([sys.executable, "-I", "-S", "-c", _RUNNER, str(report), *argv],
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                              check=False)
+        if done.returncode != 0 or not report.exists():
+            raise RuntimeError(f"the runner failed: {done.stderr.strip()}")
+        seconds, maxrss_kib, code = report.read_text().split()
+    if int(code) != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {code}: {done.stderr.strip()}")
+    return Run(seconds=float(seconds), rss_mb=int(maxrss_kib) / 1024, stdout=done.stdout)
 
 
 def cli_command() -> list[str]:
@@ -148,8 +190,9 @@ class Figure:
     stdout: str
 
 
-def measure(name: str, argv: Sequence[str], repeat: int) -> Figure:
-    run_child(argv)  # warm-up: the OS page cache, .pyc files
+def measure(name: str, argv: Sequence[str], repeat: int, warmup: int) -> Figure:
+    for _ in range(warmup):  # the OS page cache, .pyc files
+        run_child(argv)
     runs = [run_child(argv) for _ in range(repeat)]
     return Figure(name=name, seconds=statistics.median(r.seconds for r in runs),
                   rss_mb=statistics.median(r.rss_mb for r in runs), stdout=runs[-1].stdout)
@@ -173,14 +216,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--records", type=int, default=1_000_000, metavar="N")
     p.add_argument("--devices", type=int, default=DEFAULT_DEVICES)
     p.add_argument("--repeat", type=int, default=5, help="timed runs of each command")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs before the timed ones")
     p.add_argument("--batch", type=int, default=50_000, help="records per build transaction")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
+    p.add_argument("--rebuild", action="store_true", help="build the store even if cached")
     args = p.parse_args(argv)
     n = args.records
-    if n < 10 or args.repeat < 1 or args.batch < 1:
-        p.error("--records must be at least 10, --repeat and --batch at least 1")
+    if n < 10 or args.repeat < 1 or args.batch < 1 or args.warmup < 0:
+        p.error("--records must be at least 10, --repeat and --batch at least 1, "
+                "--warmup at least 0")
     devices = devices_for(n, args.devices)
-    home, cached = cached_home(n, devices, args.cache_dir, args.batch)
+    home, cached = cached_home(n, devices, args.cache_dir, args.batch,
+                               rebuild=args.rebuild)
     size_mb = (home / "ledger.sqlite3").stat().st_size / 1e6
     print(f"store     {n:,} records, {devices} devices, {size_mb:.0f} MB "
           f"{'(cached) ' if cached else ''}in {home}")
@@ -188,13 +235,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli = [*cli_command(), "--home", str(home)]
     account = str(Workload(devices=devices).account(0))
     base = measure("baseline", [sys.executable, "-c", "import p2p_ledger.cli.main"],
-                   args.repeat)
-    status = measure("status", [*cli, "status", "--json"], args.repeat)
-    one = measure("balance ACCOUNT", [*cli, "balance", account, "--json"], args.repeat)
-    every = measure("balance (all)", [*cli, "balance", "--json"], args.repeat)
+                   args.repeat, args.warmup)
+    status = measure("status", [*cli, "status", "--json"], args.repeat, args.warmup)
+    one = measure("balance ACCOUNT", [*cli, "balance", account, "--json"], args.repeat,
+                  args.warmup)
+    every = measure("balance (all)", [*cli, "balance", "--json"], args.repeat, args.warmup)
     check_answers(n, status, every, one, account)
 
-    print(f"median of {args.repeat} fresh processes each (after one warm-up):")
+    print(f"median of {args.repeat} fresh processes each (after {args.warmup} warm-up):")
     print(f"  {'command':<18}{'time':>9}{'- baseline':>12}{'ratio':>8}"
           f"{'peak RSS':>11}{'- baseline':>12}")
     for f in (base, status, one, every):

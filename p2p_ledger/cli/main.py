@@ -15,7 +15,6 @@ from pathlib import Path
 
 from ..errors import P2PLedgerError
 from . import commands, net
-from .demo import run_demo
 
 __all__ = ["build_parser", "main"]
 
@@ -112,8 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_parsers(sub, data)
 
     s = sub.add_parser("demo", help="run a self-contained demonstration in temporary homes")
-    s.set_defaults(func=lambda args: run_demo())
+    s.set_defaults(func=_demo)
     return p
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo  # imports trio: only when asked
+
+    return run_demo()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

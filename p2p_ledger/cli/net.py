@@ -1,33 +1,12 @@
-"""The networked commands: `serve` (run a node until stopped) and `sync` (once).
-
-Logs go to stderr, never stdout: with `serve --stdio` stdout carries the protocol.
+"""The networked commands' arguments: `serve` (run a node until stopped) and `sync`
+(once). Their bodies live in `netcmds.py`, imported only when one of them runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
-import json
-import logging
-import sys
 
-import trio
-import trio_websocket
-
-from ..core.ids import device_id
-from ..errors import TransportError
 from ..node.discovery import DISCOVERY_PORT
-from ..node.links import Link, WebSocketStream, parse_link, stdio_stream
-from ..node.node import Node, SessionStats
-from ..storage.home import Home
-from .commands import opened, passphrase
-
-log = logging.getLogger("p2p_ledger.node")
-
-
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(message)s")
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -65,115 +44,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser],
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    _setup_logging(not args.quiet)
-    home = Home(args.home)
-    with opened(home) as replica:
-        node = Node(replica, home.signing_key(passphrase))
-        if args.hub and node.role != "hub":
-            log.warning("--hub: this device is admitted as %s; run `p2p-ledger admit "
-                        "DEVICE_ID --role hub` on the authority for peers to see a hub",
-                        node.role)
-        if not (args.listen or args.listen_ws or args.stdio or args.peer or args.upstream):
-            log.warning("nothing to do: give --listen, --listen-ws, --stdio or --peer")
-            return 2
-        if args.discover and not args.listen:
-            log.warning("--discover needs --listen (peers connect to that port)")
-            return 2
-        trio.run(_serve, node, args)
-    return 0
+    from .netcmds import serve
 
-
-async def _serve(node: Node, args: argparse.Namespace) -> None:
-    if args.stdio:
-        await node.run_session(stdio_stream(), initiator=False, address="stdio")
-        return
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(node.watch_store)
-        for url in [*args.peer, *args.upstream]:
-            nursery.start_soon(node.keep_dialing, parse_link(url))
-        if args.listen:
-            host, port = args.listen
-            listeners = await nursery.start(functools.partial(
-                trio.serve_tcp, functools.partial(_accept_tcp, node), port, host=host))
-            for lst in listeners:
-                addr = lst.socket.getsockname()
-                print(f"listening on tcp://{addr[0]}:{addr[1]} as "
-                      f"{device_id(node.device)}", file=sys.stderr, flush=True)
-            if args.discover:
-                tcp_port = listeners[0].socket.getsockname()[1]
-                nursery.start_soon(functools.partial(
-                    node.discover, tcp_port, interface=args.discover_iface,
-                    port=args.discover_port))
-        if args.listen_ws:
-            host, port = args.listen_ws
-            server = await nursery.start(functools.partial(
-                trio_websocket.serve_websocket, functools.partial(_accept_ws, node), host, port,
-                ssl_context=None))
-            print(f"listening on ws://{host}:{server.port}/", file=sys.stderr, flush=True)
-
-
-async def _accept_tcp(node: Node, stream: trio.SocketStream) -> None:
-    try:
-        peer = stream.socket.getpeername()
-        address = f"tcp://{peer[0]}:{peer[1]}"
-    except OSError:
-        address = "tcp://?"
-    await node.serve_stream(stream, address)
-
-
-async def _accept_ws(node: Node, request: trio_websocket.WebSocketRequest) -> None:
-    ws = await request.accept()
-    remote = ws.remote
-    address = f"ws://{getattr(remote, 'address', '?')}:{getattr(remote, 'port', '?')}"
-    await node.serve_stream(WebSocketStream(ws), address)
-
-
-async def _sync(node: Node, link: Link, progress: bool) -> SessionStats:
-    try:
-        async with trio.open_nursery() as nursery:
-            if progress:
-                nursery.start_soon(_progress, node)
-            stats = await node.sync_once(link)
-            nursery.cancel_scope.cancel()
-    except* TransportError as group:
-        raise group.exceptions[0] from None
-    if progress:
-        print(file=sys.stderr)
-    return stats
-
-
-async def _progress(node: Node) -> None:
-    """A one-line progress display on a terminal, redrawn five times a second."""
-    start = trio.current_time()
-    while True:
-        await trio.sleep(0.2)
-        for peer in list(node.peers.values()):
-            s = peer.session
-            took = trio.current_time() - start
-            print(f"\r  {s.state.value:<11} received {s.records_received:>8} records "
-                  f"({s.bytes_received / 1024:,.0f} KiB), sent {s.records_sent:>8} "
-                  f"({s.bytes_sent / 1024:,.0f} KiB)  {took:5.1f} s",
-                  end="", file=sys.stderr, flush=True)
+    return serve(args)
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    _setup_logging(False)
-    home = Home(args.home)
-    link = parse_link(args.url)
-    with opened(home) as replica:
-        node = Node(replica, home.signing_key(passphrase))
-        stats = trio.run(_sync, node, link, sys.stderr.isatty() and not args.json)
-        state_hash = replica.state_hash().hex()
-    data = {"peer": stats.peer, "synced": stats.synced, "records_in": stats.records_in,
-            "records_out": stats.records_out, "bytes_in": stats.bytes_in,
-            "bytes_out": stats.bytes_out, "seconds": round(stats.seconds, 3),
-            "state_hash": state_hash, "reason": stats.reason}
-    if args.json:
-        print(json.dumps(data, indent=2, sort_keys=True))
-    elif stats.synced:
-        print(f"in sync with {stats.peer}: received {stats.records_in} records, sent "
-              f"{stats.records_out} ({stats.bytes_in} bytes in, {stats.bytes_out} out) in "
-              f"{stats.seconds:.2f} s; state hash {state_hash[:16]}")
-    else:
-        print(f"p2p-ledger: error: sync with {args.url} failed: {stats.reason}", file=sys.stderr)
-    return 0 if stats.synced else 1
+    from .netcmds import sync
+
+    return sync(args)

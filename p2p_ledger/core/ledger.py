@@ -200,6 +200,7 @@ class Replica:
         self.store = store
         self.max_skew_ms = max_skew_ms
         self._pending = _Pending(max_pending)
+        self._batch_applied: set[bytes] = set()  # ids applied by the running receive_many
 
     # ------------------------------------------------------------ receiving
 
@@ -234,6 +235,7 @@ class Replica:
         report = IngestReport()
         chunk: list[tuple[int, SignedRecord]] = []
         in_flight: _Chunk | None = None
+        self._batch_applied = set()
         for index, raw in enumerate(raws):
             try:
                 rec = parse_record(raw)
@@ -262,14 +264,15 @@ class Replica:
             if failure is not None:
                 report.refused.append((index, failure))
                 continue
-            if self._held(rec):  # the same record twice in one batch
-                report.already_held += 1
+            if rec.id in self._batch_applied or rec.id in self._pending:
+                report.already_held += 1  # the same record twice in one batch
                 continue
             try:
                 d = self._accept(rec)
             except InvalidRecord as exc:
                 report.refused.append((index, exc))
                 continue
+            self._batch_applied.update(a.record.id for a in d.applied)
             report.applied.extend(d.applied)
             report.refused.extend((None, e) for e in d.refused)
 

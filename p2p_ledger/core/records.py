@@ -441,7 +441,9 @@ def _parse(raw: bytes, rid: bytes) -> SignedRecord:
                         hlc=fields[3], body=body)
     except LocalError as exc:
         raise InvalidRecord(P.BAD_FIELD, str(exc)) from None
-    if record.payload() != payload:
+    # Every field passed its check, so the decoded structure is exactly what
+    # `record.payload()` would encode; re-encoding it is the cheaper canonicality test.
+    if canonical_cbor(inner) != payload:
         raise InvalidRecord(P.NON_CANONICAL, "payload is not canonical CBOR")
     return SignedRecord(record=record, signature=sig, payload=payload, raw=raw, id=rid)
 

@@ -24,7 +24,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import msgpack
-import trio
 
 __all__ = ["DISCOVERY_GROUP", "DISCOVERY_PORT", "Announcement", "announce", "listen"]
 
@@ -72,6 +71,8 @@ async def announce(message: Announcement, *, interface: str = "0.0.0.0",
                    group: str = DISCOVERY_GROUP, port: int = DISCOVERY_PORT,
                    interval: float = 5.0) -> None:
     """Send `message` to the group every `interval` seconds, forever."""
+    import trio  # here, so that the CLI can read DISCOVERY_PORT without loading trio
+
     with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
@@ -89,6 +90,8 @@ async def listen(on_announcement: Callable[[Announcement, str], Awaitable[None] 
                  interface: str = "0.0.0.0", group: str = DISCOVERY_GROUP,
                  port: int = DISCOVERY_PORT) -> None:
     """Call `on_announcement(message, sender_host)` for every well-formed datagram."""
+    import trio
+
     with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if hasattr(socket, "SO_REUSEPORT"):

@@ -1,0 +1,76 @@
+"""The benchmarks in tools/ still run: each main() at a few hundred records, with its
+cache in a temporary directory. The figures are not checked (a shared machine makes
+them noise), but what the tools assert about the ledger is: every generated record
+verifies and comes out `applied`, and the CLI answers about the whole store."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from p2p_ledger.core.ledger import Replica
+from p2p_ledger.core.store import MemoryStore, Verdict
+from tests.helpers import T0
+
+TOOLS = Path(__file__).resolve().parent.parent / "tools"
+
+
+@pytest.fixture
+def tools(monkeypatch: pytest.MonkeyPatch) -> dict[str, ModuleType]:
+    monkeypatch.syspath_prepend(str(TOOLS))
+    return {name: importlib.import_module(name) for name in ("bench_ingest", "bench_store")}
+
+
+def last_json(out: str) -> dict[str, object]:
+    result: dict[str, object] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def test_workload_is_valid_and_deterministic(tools: dict[str, ModuleType]) -> None:
+    bench = tools["bench_ingest"]
+    first = list(bench.Workload(devices=5).records(400))
+    assert first == list(bench.Workload(devices=5).records(400))
+    assert len(first) == len(set(first)) == 400
+    work = bench.Workload(devices=5)
+    replica = Replica(work.network, MemoryStore())
+    report = replica.receive_many(work.records(400), now_ms=T0 + 10**6)
+    assert len(report.applied) == 400
+    assert {a.verdict for a in report.applied} == {Verdict.APPLIED}
+    assert replica.conserved()
+    assert set(work.kinds) == {"admit", "issue", "transfer", "redeem", "meta"}
+    assert work.kinds["transfer"] > 400 // 2
+
+
+def test_bench_ingest_main(tools: dict[str, ModuleType], tmp_path: Path,
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--records", "300", "--cache-dir", str(tmp_path), "--profile"]
+    assert tools["bench_ingest"].main(argv) == 0
+    out = capsys.readouterr().out
+    result = last_json(out)
+    assert result["records"] == 300
+    assert sum(result["kinds"].values()) == 300  # type: ignore[attr-defined]
+    assert result["baseline_per_s"] > 0  # type: ignore[operator]
+    assert result["ingest_per_s"] > 0  # type: ignore[operator]
+    assert "cumulative" in out
+    assert len(list(tmp_path.glob("*.bundle"))) == 1
+    assert tools["bench_ingest"].main(argv[:-1]) == 0  # the cached bundle is reused
+    assert "(cached)" in capsys.readouterr().out
+
+
+def test_bench_store_main(tools: dict[str, ModuleType], tmp_path: Path,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--records", "300", "--repeat", "1", "--warmup", "0", "--batch", "120",
+            "--cache-dir", str(tmp_path)]
+    assert tools["bench_store"].main(argv) == 0
+    result = last_json(capsys.readouterr().out)
+    assert result["records"] == 300
+    for name in ("baseline", "status", "balance_one", "balance_all"):
+        assert result[f"{name}_s"] > 0  # type: ignore[operator]
+        assert result[f"{name}_rss_mb"] > 5  # type: ignore[operator]
+    homes = list(tmp_path.glob("store-*"))
+    assert len(homes) == 1
+    assert (homes[0] / "complete.json").exists()
