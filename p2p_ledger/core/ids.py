@@ -57,11 +57,18 @@ def short_id(key_or_id: bytes) -> str:
     return key_or_id.hex()[:12]
 
 
+_GOOD_NAMES: set[str] = {DEFAULT_ACCOUNT_NAME}
+
+
 def check_account_name(name: str) -> str:
+    if name in _GOOD_NAMES:
+        return name
     if not isinstance(name, str) or _NAME_RE.fullmatch(name) is None:
         raise LocalError(
             f"{name!r} is not an account name (1-32 of a-z 0-9 _ . -, starting with a letter "
             "or digit)")
+    if len(_GOOD_NAMES) < 10_000:  # a bounded memo of names already checked
+        _GOOD_NAMES.add(name)
     return name
 
 

@@ -239,20 +239,16 @@ class Replica:
         for index, raw in enumerate(raws):
             try:
                 rec = parse_record(raw)
-                if self._held(rec):
-                    report.already_held += 1
-                    continue
-                self._check_clock(rec, now_ms)
             except InvalidRecord as exc:
                 report.refused.append((index, exc))
                 continue
             chunk.append((index, rec))
             if len(chunk) >= _VERIFY_CHUNK:
-                started = _Chunk(chunk, self.network_id)
+                started = _Chunk(self._unheld(chunk, report, now_ms), self.network_id)
                 if in_flight is not None:
                     self._receive_chunk(in_flight, report)
                 in_flight, chunk = started, []
-        last = _Chunk(chunk, self.network_id)
+        last = _Chunk(self._unheld(chunk, report, now_ms), self.network_id)
         if in_flight is not None:
             self._receive_chunk(in_flight, report)
         self._receive_chunk(last, report)
@@ -275,6 +271,24 @@ class Replica:
             self._batch_applied.update(a.record.id for a in d.applied)
             report.applied.extend(d.applied)
             report.refused.extend((None, e) for e in d.refused)
+
+    def _unheld(self, chunk: list[tuple[int, SignedRecord]], report: IngestReport,
+                now_ms: int) -> list[tuple[int, SignedRecord]]:
+        """The chunk without what is held already (stored or pending), counted, and
+        without records from too far in the future, refused."""
+        held = self.store.held_among([rec.id for _, rec in chunk])
+        out = []
+        for index, rec in chunk:
+            if rec.id in held or rec.id in self._pending:
+                report.already_held += 1
+                continue
+            try:
+                self._check_clock(rec, now_ms)
+            except InvalidRecord as exc:
+                report.refused.append((index, exc))
+                continue
+            out.append((index, rec))
+        return out
 
     def _held(self, rec: SignedRecord) -> bool:
         return rec.id in self._pending or self.store.has(rec.id)

@@ -19,10 +19,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import cbor2
-
 from .ids import Account
-from .records import Kind, canonical_cbor
+from .records import Kind
 
 __all__ = ["AdmitInfo", "ChainState", "Credit", "Effects", "HistoryEntry", "LedgerStore",
            "MemoryStore", "Movement", "StoredRecord", "Tip", "Totals", "Verdict"]
@@ -49,12 +47,27 @@ class ChainState:
         return dict(self.balances).get(name, 0)
 
     def encode(self) -> bytes:
-        return canonical_cbor([self.admit, dict(self.balances)])
+        """Compact bytes: a flag byte, the admit id if any, then per account its name's
+        length, the name, and the balance as 8 signed big-endian bytes. (Balances of a
+        chain never leave the signed 64-bit range: amounts are capped far below it.)"""
+        out = bytearray(b"\x01" + self.admit if self.admit is not None else b"\x00")
+        for name, balance in self.balances:
+            raw = name.encode()
+            out += bytes((len(raw),)) + raw + balance.to_bytes(8, "big", signed=True)
+        return bytes(out)
 
     @classmethod
     def decode(cls, data: bytes) -> ChainState:
-        admit, bal = cbor2.loads(data)
-        return cls(admit=admit, balances=tuple(sorted(bal.items())))
+        admit = data[1:33] if data[0] == 1 else None
+        at = 33 if admit is not None else 1
+        balances = []
+        while at < len(data):
+            size = data[at]
+            name = data[at + 1:at + 1 + size].decode()
+            at += 1 + size
+            balances.append((name, int.from_bytes(data[at:at + 8], "big", signed=True)))
+            at += 8
+        return cls(admit=admit, balances=tuple(balances))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -143,6 +156,7 @@ class HistoryEntry:
 class LedgerStore(Protocol):
     def transaction(self) -> contextlib.AbstractContextManager[None]: ...
     def has(self, rid: bytes) -> bool: ...
+    def held_among(self, rids: list[bytes]) -> set[bytes]: ...
     def get(self, rid: bytes) -> StoredRecord | None: ...
     def raw(self, rid: bytes) -> bytes | None: ...
     def admit(self, rid: bytes) -> AdmitInfo | None: ...
@@ -220,6 +234,9 @@ class MemoryStore:
 
     def has(self, rid: bytes) -> bool:
         return rid in self._rows
+
+    def held_among(self, rids: list[bytes]) -> set[bytes]:
+        return {r for r in rids if r in self._rows}
 
     def get(self, rid: bytes) -> StoredRecord | None:
         return self._rows.get(rid)

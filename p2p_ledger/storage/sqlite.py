@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import sqlite3
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,8 +133,9 @@ class SqliteStore:
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open the store {self.path}: {exc}") from None
         self._depth = 0
-        self._cache: dict[bytes, StoredRecord] = {}
+        self._cache: OrderedDict[bytes, StoredRecord] = OrderedDict()
         self._later = _Deferred()
+        self._forked: set[bytes] = set()
 
     def _init(self, network_id: bytes) -> None:
         have = self._db.execute(
@@ -167,6 +169,8 @@ class SqliteStore:
         self._depth = 1
         # Under the write lock nobody else appends, so positions can be handed out here.
         self._later = _Deferred(next_order=self._stored_max_order() + 1)
+        self._forked = {a for (a,) in self._db.execute(
+            "SELECT DISTINCT author FROM equivocations")}
         try:
             yield
             self._flush()
@@ -204,7 +208,7 @@ class SqliteStore:
         """Keep recent rows: the next record of a chain reads its prev straight back.
         Rows never change once stored, so the cache is only ever cleared on rollback."""
         if len(self._cache) >= _CACHE_ROWS:
-            del self._cache[next(iter(self._cache))]
+            self._cache.popitem(last=False)  # O(1), unlike deleting a plain dict's first key
         self._cache[row.id] = row
 
     def raw(self, rid: bytes) -> bytes | None:
@@ -251,13 +255,32 @@ class SqliteStore:
         ) + self._later.idem.get((author, key), [])
 
     def ids_at(self, author: bytes, seq: int) -> list[bytes]:
+        later = self._later
+        pending = later.at.get((author, seq), [])
+        if (author, seq - 1) in later.at and not self.forked(author):
+            # The record before this seq was stored in this transaction and the author
+            # has no fork: so SQLite held nothing of the author at seq-1, hence nothing
+            # at seq either (a record is stored only after its prev). No query needed.
+            return list(pending)
         return [t[0] for t in self._db.execute(
             "SELECT id FROM records WHERE author=? AND seq=? ORDER BY ord", (author, seq))
-        ] + self._later.at.get((author, seq), [])
+        ] + pending
 
     def forked(self, author: bytes) -> bool:
-        return author in self._later.forked or self._one(
-            "SELECT 1 FROM equivocations WHERE author=?", author) is not None
+        if self._depth:  # in a transaction: the set read at its start, plus its own
+            return author in self._forked or author in self._later.forked
+        return self._one("SELECT 1 FROM equivocations WHERE author=?", author) is not None
+
+    def held_among(self, rids: list[bytes]) -> set[bytes]:
+        """Which of these ids are stored (one query for a whole batch)."""
+        later = self._later
+        held = {r for r in rids if r in self._cache or r in later.raws}
+        rest = [r for r in rids if r not in held]
+        for i in range(0, len(rest), 500):
+            chunk = rest[i:i + 500]
+            held.update(t[0] for t in self._db.execute(
+                f"SELECT id FROM records WHERE id IN ({','.join('?' * len(chunk))})", chunk))
+        return held
 
     def tips(self) -> list[Tip]:
         self._flush()
