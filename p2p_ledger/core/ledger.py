@@ -256,6 +256,9 @@ class Replica:
         return report
 
     def _receive_chunk(self, chunk: _Chunk, report: IngestReport) -> None:
+        self.store.prefetch_idem([
+            (rec.record.author, body.key) for _, rec in chunk.records
+            if isinstance(body := rec.record.body, (Issue, Transfer, Redeem))])
         for (index, rec), failure in zip(chunk.records, chunk.failures(), strict=True):
             if failure is not None:
                 report.refused.append((index, failure))
@@ -536,8 +539,8 @@ class _KindRule:
             self.movements = (Movement(account=body.to, delta=body.amount),)
             self.issued = body.amount
         elif isinstance(body, (Transfer, Redeem)):
-            if isinstance(body, Transfer) and body.to == Account(device=r.author,
-                                                                   name=body.from_):
+            if (isinstance(body, Transfer) and body.to.device == r.author
+                    and body.to.name == body.from_):
                 return Verdict.REJECTED, "a transfer to the account it debits moves nothing"
             have = self.balances.get(body.from_, 0)
             if have < body.amount:

@@ -102,7 +102,10 @@ class _Deferred:
     credits: dict[bytes, tuple[Credit, int]] = field(default_factory=dict)
     claims: dict[tuple[bytes, bytes], list[tuple[bytes, int]]] = field(default_factory=dict)
     claimed_stored: set[bytes] = field(default_factory=set)  # credits already in SQLite
+    claimed_pending: set[bytes] = field(default_factory=set)  # credits of this transaction
     idem: dict[tuple[bytes, str], list[tuple[bytes, int]]] = field(default_factory=dict)
+    idem_stored: dict[tuple[bytes, str], list[tuple[bytes, int]]] = field(
+        default_factory=dict)  # what SQLite held before this transaction, fetched ahead
     equivocations: list[tuple[bytes, int, bytes, bytes]] = field(default_factory=list)
     forked: set[bytes] = field(default_factory=set)
     tips_added: dict[tuple[bytes, bytes], int] = field(default_factory=dict)
@@ -236,7 +239,8 @@ class SqliteStore:
     def credit(self, rid: bytes) -> Credit | None:
         later = self._later
         if rid in later.credits:
-            return later.credits[rid][0]
+            c = later.credits[rid][0]
+            return dataclasses.replace(c, claimed=True) if rid in later.claimed_pending else c
         t = self._one("SELECT device, name, amount, claimed FROM credits WHERE id=?", rid)
         if t is None:
             return None
@@ -250,9 +254,27 @@ class SqliteStore:
         ) + self._later.claims.get((credit, author), [])
 
     def idem(self, author: bytes, key: str) -> list[tuple[bytes, int]]:
-        return list(self._db.execute(
-            "SELECT record, seq FROM idem WHERE author=? AND key=?", (author, key))
-        ) + self._later.idem.get((author, key), [])
+        later = self._later
+        known = later.idem_stored.get((author, key))
+        if known is None:
+            known = list(self._db.execute(
+                "SELECT record, seq FROM idem WHERE author=? AND key=?", (author, key)))
+        return known + later.idem.get((author, key), [])
+
+    def prefetch_idem(self, pairs: list[tuple[bytes, str]]) -> None:
+        """Look up many (author, idempotency key) pairs in one query, for `idem` to
+        answer from memory for the rest of the transaction."""
+        later = self._later
+        todo = [p for p in set(pairs) if p not in later.idem_stored]
+        for i in range(0, len(todo), 400):
+            chunk = todo[i:i + 400]
+            for p in chunk:
+                later.idem_stored[p] = []
+            values = ",".join("(?,?)" for _ in chunk)
+            for author, key, rid, seq in self._db.execute(
+                    f"SELECT author, key, record, seq FROM idem WHERE (author, key) IN "
+                    f"(VALUES {values})", [x for p in chunk for x in p]):
+                later.idem_stored[(author, key)].append((rid, seq))
 
     def ids_at(self, author: bytes, seq: int) -> list[bytes]:
         later = self._later
@@ -384,8 +406,7 @@ class SqliteStore:
         for credit in fx.claims:
             later.claims.setdefault((credit, row.author), []).append((row.id, row.seq))
             if credit in later.credits:
-                c, at = later.credits[credit]
-                later.credits[credit] = (dataclasses.replace(c, claimed=True), at)
+                later.claimed_pending.add(credit)
             else:
                 later.claimed_stored.add(credit)
         if fx.idem_key is not None:
@@ -416,14 +437,20 @@ class SqliteStore:
         later, db = self._later, self._db
         if not later.records:
             return
-        self._later = _Deferred(next_order=later.next_order)
+        # Prefetched idempotency keys stay valid: what was pending is now stored too.
+        stored = later.idem_stored
+        for pair, rows in later.idem.items():
+            if pair in stored:
+                stored[pair] = stored[pair] + rows
+        self._later = _Deferred(next_order=later.next_order, idem_stored=stored)
         db.executemany("INSERT INTO records (ord, id, author, seq, prev, kind, hlc, verdict, "
                        "reason, chain, raw) VALUES (?,?,?,?,?,?,?,?,?,?,?)", later.records)
         db.executemany("INSERT INTO admits VALUES (?,?,?,?,?,?)",
                        [(a.id, a.device, a.role, a.tier, a.offline_limit, a.expires)
                         for a in later.admits.values()])
         db.executemany("INSERT INTO credits VALUES (?,?,?,?,?,?)",
-                       [(c.id, c.account.device, c.account.name, c.amount, order, int(c.claimed))
+                       [(c.id, c.account.device, c.account.name, c.amount, order,
+                         int(c.claimed or c.id in later.claimed_pending))
                         for c, order in later.credits.values()])
         db.executemany("UPDATE credits SET claimed=1 WHERE id=?",
                        [(c,) for c in later.claimed_stored])
