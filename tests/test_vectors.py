@@ -34,6 +34,7 @@ from p2p_ledger.core.records import (
     SIGNATURE_CONTEXT,
     Admit,
     Body,
+    Checkpoint,
     Issue,
     Kind,
     Meta,
@@ -106,6 +107,9 @@ def body_from_json(kind: str, b: dict[str, Any]) -> Body:
         return Redeem(from_=b["from"], amount=b["amount"], key=b["key"])
     if kind == "meta":
         return Meta(account=b["account"], field=b["field"], value=b["value"])
+    if kind == "checkpoint":
+        return Checkpoint(covers=tuple((_b(a), seq, _b(i)) for a, seq, i in b["covers"]),
+                          state_hash=_b(b["state_hash"]))
     raise AssertionError(f"unknown kind {kind!r} in the vector file")
 
 

@@ -35,6 +35,7 @@ from p2p_ledger.core.records import (
     SIGNATURE_CONTEXT,
     Admit,
     Body,
+    Checkpoint,
     Issue,
     Meta,
     Record,
@@ -146,6 +147,11 @@ def build_valid() -> _Chains:
           Transfer(from_="main", to=Account(device=PUB["alice"], name="savings"),
                    amount=5_00, key="fwd-1"),
           hlc=pack_hlc(T0 + 4_000), refs=("admit_hub", "transfer_with_memo"))
+    c.add("checkpoint", "bob (a hub) seq 2: a settlement checkpoint: he has seen alice's "
+          "chain up to her seq 3", "bob",
+          Checkpoint(covers=((PUB["alice"], 3, c.by_name["meta"].id),),
+                     state_hash=hashlib.blake2b(b"vectors state", digest_size=32).digest()),
+          hlc=pack_hlc(T0 + 4_500))
     c.add("revoke", "authority seq 4: revokes alice's certificate after her seq 3",
           "authority", Revoke(device=PUB["alice"], after_seq=3), hlc=pack_hlc(T0 + 5_000))
     return c
@@ -234,8 +240,8 @@ def build_invalid(valid: _Chains) -> list[dict[str, object]]:
         ("tagged_amount", "amount 1 written as a tag-2 bignum (c2 41 01)",
          _signed(_payload(body=_transfer_body(amount=b"\xc2\x41\x01"))),
          "vectors", "non_canonical"),
-        ("unknown_kind", "kind 7",
-         _signed(_payload(kind=b"\x07")), "vectors", "unknown_kind"),
+        ("unknown_kind", "kind 8",
+         _signed(_payload(kind=b"\x08")), "vectors", "unknown_kind"),
         ("unknown_field", "a transfer body with an extra \"fee\" field",
          _signed(_payload(body=_transfer_body(fee=_enc(1)))), "vectors", "unknown_field"),
         ("zero_amount", "a transfer of 0",

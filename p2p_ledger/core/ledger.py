@@ -43,13 +43,18 @@ from .ids import Account
 from .network import NetworkDescriptor
 from .records import (
     Admit,
+    Checkpoint,
     Issue,
     Kind,
     Meta,
+    Record,
     Redeem,
+    Revoke,
     SignedRecord,
     Transfer,
+    canonical_cbor,
     parse_record,
+    record_id,
     start_verifying,
     verify_signature,
 )
@@ -65,7 +70,7 @@ from .store import (
     Verdict,
 )
 
-__all__ = ["Applied", "Delivery", "Frontier", "IngestReport", "Replica"]
+__all__ = ["Applied", "Delivery", "Frontier", "IngestReport", "OfflineLimits", "Replica"]
 
 DEFAULT_MAX_PENDING = 10_000
 DEFAULT_MAX_SKEW_MS = 5 * 60 * 1000
@@ -339,29 +344,39 @@ class Replica:
         r = rec.record
         prev = self._check_chain(rec)
         chain = prev.chain if prev is not None else ChainState(admit=self._admission(rec))
+        admit_id = self._renewed_admit(rec, chain.admit)
+        info = self.store.admit(admit_id) if admit_id is not None else None
+        role = "authority" if info is None else info.role
+        limits = self._limits(info)
         balances = dict(chain.balances)
         claims = []
         for ref in r.refs:
             credit = self.store.credit(ref)
             if credit is None or credit.account.device != r.author:
                 continue
-            if not credit.claimed or not self._earlier_in_chain(
+            if credit.claimed and self._earlier_in_chain(
                     self.store.claims_of(ref, r.author), rec):
-                balances[credit.account.name] = balances.get(credit.account.name, 0) + credit.amount
-                claims.append(ref)
+                continue
+            name = credit.account.name
+            if limits is not None and balances.get(name, 0) + credit.amount > limits.holding:
+                continue  # over the holding limit: left unclaimed, for a later record
+            balances[name] = balances.get(name, 0) + credit.amount
+            claims.append(ref)
+        settled = max(chain.settled_debited, self._settled_by_refs(rec))
         others = self.store.ids_at(r.author, r.seq)
-        rule = _KindRule(self, rec, balances)
+        rule = _KindRule(self, rec, balances, role, limits, chain.debited - settled)
         verdict, reason = rule.verdict()
-        if rule.credit is not None and verdict is Verdict.APPLIED and (
-                rule.credit.account.device == r.author):
+        applied = verdict is Verdict.APPLIED
+        if rule.credit is not None and applied and rule.credit.account.device == r.author:
             # Paying one's own account: the chain takes the credit in at once.
             balances[rule.credit.account.name] = (
                 balances.get(rule.credit.account.name, 0) + rule.credit.amount)
             claims.append(rec.id)
-        new_chain = ChainState(admit=chain.admit, balances=tuple(sorted(balances.items())))
+        new_chain = ChainState(admit=admit_id, balances=tuple(sorted(balances.items())),
+                               debited=chain.debited + (rule.debit if applied else 0),
+                               settled_debited=settled)
         row = StoredRecord(id=rec.id, author=r.author, seq=r.seq, prev=r.prev, kind=r.kind,
                            hlc=r.hlc, verdict=verdict, reason=reason, chain=new_chain)
-        applied = verdict is Verdict.APPLIED
         return Effects(
             row=row, raw=rec.raw, idem_key=rule.idem_key, claims=tuple(claims),
             credit=rule.credit if applied else None,
@@ -369,7 +384,53 @@ class Replica:
             issued=rule.issued if applied else 0, redeemed=rule.redeemed if applied else 0,
             admit=rule.admit if applied else None,
             equivocates_with=tuple(others),
-            meta=rule.meta if applied else None)
+            meta=rule.meta if applied else None,
+            covers=rule.covers if applied else (),
+            revoke=rule.revoke if applied else None)
+
+    def _renewed_admit(self, rec: SignedRecord, current: bytes | None) -> bytes | None:
+        """A record may ref a newer admit of its author (a renewed certificate, another
+        tier): from then on the chain uses the newest (by hlc, then id) it has seen."""
+        r = rec.record
+        if current is None:
+            return None  # the authority
+        best = current
+        best_row = self.store.get(current)
+        for ref in r.refs:
+            info = self.store.admit(ref) if ref != current else None
+            if info is None or info.device != r.author:
+                continue
+            row = self.store.get(ref)
+            if row is not None and (best_row is None or (row.hlc, ref) > (best_row.hlc, best)):
+                best, best_row = ref, row
+        return best
+
+    def _limits(self, info: AdmitInfo | None) -> OfflineLimits | None:
+        """The offline limits of a chain admitted as a device (None: unlimited)."""
+        if info is None or info.role != "device" or not self.network.limited:
+            return None
+        tier = self.network.tier(info.tier)
+        assert tier is not None, "an admit with an unknown tier is never applied"
+        unsettled = (tier.unsettled if info.offline_limit is None
+                     else min(tier.unsettled, info.offline_limit))
+        return OfflineLimits(per_payment=tier.per_payment, unsettled=unsettled,
+                       holding=tier.holding, expires=info.expires)
+
+    def _settled_by_refs(self, rec: SignedRecord) -> int:
+        """The author's debited total as of the latest of its own records that a
+        settlement checkpoint referenced by `rec` covers (0 if none)."""
+        r = rec.record
+        best = 0
+        for ref in r.refs:
+            cover = self.store.cover(ref, r.author)
+            if cover is None:
+                continue
+            seq, covered = cover
+            row = self.store.get(covered)
+            if (row is not None and row.author == r.author
+                    and (covered == r.prev or self._earlier_in_chain([(covered, seq)], rec))):
+                best = max(best, row.chain.debited)
+        return best
 
     def _check_chain(self, rec: SignedRecord) -> StoredRecord | None:
         r = rec.record
@@ -494,6 +555,29 @@ class Replica:
         return chain + sum(c.amount for c in self.store.unclaimed_credits(account.device)
                            if c.account == account)
 
+    def preview(self, record: Record) -> tuple[Verdict, str | None]:
+        """The verdict `record` would get if it were signed and applied now, without
+        signing or storing anything (the wallet asks before it signs)."""
+        payload = record.payload()
+        raw = canonical_cbor([payload, bytes(64)])
+        rec = SignedRecord(record=record, signature=bytes(64), payload=payload, raw=raw,
+                           id=record_id(raw))
+        try:
+            fx = self._judge(rec)
+        except InvalidRecord as exc:
+            return Verdict.REJECTED, str(exc)
+        return fx.row.verdict, fx.row.reason
+
+    def offline_limits(self, device: bytes) -> OfflineLimits | None:
+        """The limits the device's chain runs under now (None: none)."""
+        head = self.head(device)
+        if head is not None:
+            admit_id = head.chain.admit
+        else:
+            admits = self.store.admits_for(device)
+            admit_id = admits[-1].id if admits else None
+        return self._limits(self.store.admit(admit_id) if admit_id is not None else None)
+
     def head(self, author: bytes) -> StoredRecord | None:
         """The author's latest record (highest seq; lowest id among equals)."""
         tips = self.store.tips_of(author)
@@ -503,14 +587,33 @@ class Replica:
         return self.store.get(best.id)
 
 
+@dataclass(frozen=True, slots=True)
+class OfflineLimits:
+    """A device's offline limits, from its tier and its admit, in minor units; expiry
+    in Unix milliseconds."""
+
+    per_payment: int
+    unsettled: int
+    holding: int
+    expires: int | None
+
+
 class _KindRule:
     """The verdict and effects of one record's kind, given its chain balances
-    (which the rule updates in place for an applied debit)."""
+    (which the rule updates in place for an applied debit), the author's offline
+    limits (None for hubs and the authority) and its unsettled exposure."""
 
-    def __init__(self, replica: Replica, rec: SignedRecord, balances: dict[str, int]) -> None:
+    def __init__(self, replica: Replica, rec: SignedRecord, balances: dict[str, int],
+                 role: str, limits: OfflineLimits | None, exposure: int) -> None:
         self.replica = replica
         self.rec = rec
         self.balances = balances
+        self.role = role
+        self.limits = limits
+        self.exposure = exposure
+        self.debit = 0
+        self.covers: tuple[tuple[bytes, int, bytes], ...] = ()
+        self.revoke: tuple[bytes, int] | None = None
         self.idem_key: str | None = None
         self.credit: Credit | None = None
         self.movements: tuple[Movement, ...] = ()
@@ -523,8 +626,19 @@ class _KindRule:
         r = self.rec.record
         body = r.body
         by_authority = r.author == self.replica.network.authority
+        limits = self.limits
+        if limits is not None and limits.expires is not None and hlc_ms(r.hlc) > limits.expires:
+            return Verdict.REJECTED, "the author's certificate (admit) had expired"
         if r.kind in (Kind.ADMIT, Kind.REVOKE, Kind.ISSUE) and not by_authority:
             return Verdict.REJECTED, f"only the network authority may {r.kind.label}"
+        if isinstance(body, Checkpoint):
+            if self.role not in ("authority", "hub"):
+                return Verdict.REJECTED, "only the authority or a hub may sign checkpoints"
+            self.covers = body.covers
+            return Verdict.APPLIED, None
+        if (isinstance(body, Admit) and self.replica.network.limited
+                and self.replica.network.tier(body.tier) is None):
+            return Verdict.REJECTED, f"the network has no tier {body.tier}"
         if isinstance(body, (Issue, Transfer, Redeem)):
             self.idem_key = body.key
             dupes = self.replica.store.idem(r.author, body.key)
@@ -546,7 +660,15 @@ class _KindRule:
             if have < body.amount:
                 return Verdict.REJECTED, (f"insufficient funds: {body.from_} holds {have} over "
                                           f"this record's causal past, needs {body.amount}")
+            if limits is not None and body.amount > limits.per_payment:
+                return Verdict.REJECTED, (f"over the per-payment limit: {body.amount} > "
+                                          f"{limits.per_payment}")
+            if limits is not None and self.exposure + body.amount > limits.unsettled:
+                return Verdict.REJECTED, (
+                    f"over the offline limit: {self.exposure} unsettled + {body.amount} > "
+                    f"{limits.unsettled}")
             self.balances[body.from_] = have - body.amount
+            self.debit = body.amount
             payer = Account(device=r.author, name=body.from_)
             if isinstance(body, Transfer):
                 self.credit = Credit(id=self.rec.id, account=body.to, amount=body.amount)
@@ -557,4 +679,6 @@ class _KindRule:
                 self.redeemed = body.amount
         elif isinstance(body, Meta):
             self.meta = (Account(device=r.author, name=body.account), body.field, body.value)
+        elif isinstance(body, Revoke):
+            self.revoke = (body.device, body.after_seq)
         return Verdict.APPLIED, None

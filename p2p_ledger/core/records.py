@@ -38,7 +38,8 @@ from .ids import Account, check_account_name
 from .money import check_amount
 
 __all__ = [
-    "MAX_MEMO_CHARS", "MAX_RECORD_BYTES", "MAX_REFS", "SIGNATURE_CONTEXT", "Admit", "Body",
+    "MAX_COVERS", "MAX_MEMO_CHARS", "MAX_RECORD_BYTES", "MAX_REFS", "SIGNATURE_CONTEXT",
+    "Admit", "Body", "Checkpoint",
     "Issue", "Kind", "Meta", "Record", "Redeem", "Revoke", "Role", "SignedRecord", "Transfer",
     "canonical_cbor", "open_record", "parse_record", "record_id", "sign_record",
     "start_verifying", "verify_signature", "verify_signatures",
@@ -49,6 +50,7 @@ MAX_REFS = 64
 MAX_KEY_CHARS = 64
 MAX_MEMO_CHARS = 140
 MAX_META_CHARS = 256
+MAX_COVERS = 48
 SIGNATURE_CONTEXT = b"p2p-ledger record v1\x00"
 
 
@@ -61,6 +63,7 @@ class Kind(enum.IntEnum):
     TRANSFER = 4
     REDEEM = 5
     META = 6
+    CHECKPOINT = 7
 
     @property
     def label(self) -> str:
@@ -131,6 +134,23 @@ def _amount(v: object) -> int:
         return check_amount(v)
     except AmountError as exc:
         raise _AmountField(str(exc)) from None
+
+
+def _covers(v: object) -> tuple[tuple[bytes, int, bytes], ...]:
+    if type(v) is not list or not 1 <= len(v) <= MAX_COVERS:
+        raise ValueError(f"expected 1 to {MAX_COVERS} covers [author, seq, id]")
+    out = []
+    for c in v:
+        if type(c) is not list or len(c) != 3:
+            raise ValueError("a cover is [author, seq, id]")
+        out.append((_bytes32(c[0]), _uint(c[1]), _bytes32(c[2])))
+    if [c[0] for c in out] != sorted({c[0] for c in out}):
+        raise ValueError("covers must name distinct authors in ascending order")
+    return tuple(out)
+
+
+def _encode_covers(covers: tuple[tuple[bytes, int, bytes], ...]) -> list[object]:
+    return [list(c) for c in covers]
 
 
 def _plain(v: object) -> object:
@@ -289,8 +309,21 @@ class Meta(Body):
     value: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Checkpoint(Body):
+    """A settlement node (the authority or a hub) states that it has seen each listed
+    author's chain up to (seq, id), and its state hash when it signed. Devices ref it
+    to settle: what it covers no longer counts against their offline limit."""
+
+    KIND = Kind.CHECKPOINT
+    FIELDS = (_Field("covers", _covers, encode=_encode_covers),
+              _Field("state_hash", _bytes32))
+    covers: tuple[tuple[bytes, int, bytes], ...]
+    state_hash: bytes
+
+
 BODY_TYPES: dict[Kind, type[Body]] = {
-    b.KIND: b for b in (Admit, Revoke, Issue, Transfer, Redeem, Meta)}
+    b.KIND: b for b in (Admit, Revoke, Issue, Transfer, Redeem, Meta, Checkpoint)}
 
 # ---------------------------------------------------------------- records
 

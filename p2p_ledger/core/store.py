@@ -36,21 +36,31 @@ class Verdict(enum.Enum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChainState:
-    """What an author's chain has established up to and including one record:
-    the admit record that let the author in (None for the network authority) and the
-    balance of each of its accounts over the record's causal past."""
+    """What an author's chain has established up to and including one record, over
+    that record's causal past: the admit record that lets the author in (None for the
+    network authority), the balance of each of its accounts, the total it has ever
+    debited, and that total as of the latest of its records a settlement checkpoint
+    it referenced covers. `debited - settled_debited` is its unsettled exposure."""
 
     admit: bytes | None
     balances: tuple[tuple[str, int], ...] = ()
+    debited: int = 0
+    settled_debited: int = 0
 
     def balance(self, name: str) -> int:
         return dict(self.balances).get(name, 0)
 
+    @property
+    def exposure(self) -> int:
+        return self.debited - self.settled_debited
+
     def encode(self) -> bytes:
-        """Compact bytes: a flag byte, the admit id if any, then per account its name's
-        length, the name, and the balance as 8 signed big-endian bytes. (Balances of a
-        chain never leave the signed 64-bit range: amounts are capped far below it.)"""
+        """Compact bytes: a flag byte, the admit id if any, the two totals as 8 bytes
+        each, then per account its name's length, the name, and the balance as 8
+        signed big-endian bytes. (Nothing here leaves the signed 64-bit range: amounts
+        are capped far below it.)"""
         out = bytearray(b"\x01" + self.admit if self.admit is not None else b"\x00")
+        out += self.debited.to_bytes(8, "big") + self.settled_debited.to_bytes(8, "big")
         for name, balance in self.balances:
             raw = name.encode()
             out += bytes((len(raw),)) + raw + balance.to_bytes(8, "big", signed=True)
@@ -60,6 +70,9 @@ class ChainState:
     def decode(cls, data: bytes) -> ChainState:
         admit = data[1:33] if data[0] == 1 else None
         at = 33 if admit is not None else 1
+        debited = int.from_bytes(data[at:at + 8], "big")
+        settled = int.from_bytes(data[at + 8:at + 16], "big")
+        at += 16
         balances = []
         while at < len(data):
             size = data[at]
@@ -67,7 +80,8 @@ class ChainState:
             at += 1 + size
             balances.append((name, int.from_bytes(data[at:at + 8], "big", signed=True)))
             at += 8
-        return cls(admit=admit, balances=tuple(balances))
+        return cls(admit=admit, balances=tuple(balances), debited=debited,
+                   settled_debited=settled)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -126,6 +140,8 @@ class Effects:
     admit: AdmitInfo | None = None
     equivocates_with: tuple[bytes, ...] = ()  # other records of the author at this seq
     meta: tuple[Account, str, str] | None = None
+    covers: tuple[tuple[bytes, int, bytes], ...] = ()  # an applied checkpoint's
+    revoke: tuple[bytes, int] | None = None  # an applied revoke: (device, after_seq)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -169,6 +185,18 @@ class LedgerStore(Protocol):
         ...
     def ids_at(self, author: bytes, seq: int) -> list[bytes]: ...
     def forked(self, author: bytes) -> bool: ...
+    def cover(self, checkpoint: bytes, author: bytes) -> tuple[int, bytes] | None:
+        """What an applied checkpoint says it has seen of `author`: (seq, id)."""
+        ...
+    def covered_seq(self, author: bytes) -> int:
+        """The highest seq of `author` any applied checkpoint covers (0 if none)."""
+        ...
+    def latest_cover(self, author: bytes) -> tuple[bytes, int, bytes] | None:
+        """(checkpoint id, seq, covered id) of the highest cover of `author`."""
+        ...
+    def revocations(self, device: bytes) -> list[tuple[int, bytes]]:
+        """Applied revocations of `device`: (after_seq, revoke record id)."""
+        ...
     def tips(self) -> list[Tip]: ...
     def tips_of(self, author: bytes) -> list[Tip]: ...
     def records_of(self, author: bytes, after_seq: int) -> list[tuple[int, StoredRecord]]:
@@ -213,6 +241,10 @@ class MemoryStore:
     _equivocations: list[tuple[bytes, int, bytes, bytes]] = field(default_factory=list)
     _meta: dict[tuple[Account, str], tuple[int, bytes, bytes, str]] = field(
         default_factory=dict)
+    _covers: dict[tuple[bytes, bytes], tuple[int, bytes]] = field(default_factory=dict)
+    _covered: dict[bytes, int] = field(default_factory=dict)
+    _revocations: dict[bytes, list[tuple[int, bytes]]] = field(
+        default_factory=lambda: defaultdict(list))
     _issued: int = 0
     _redeemed: int = 0
     _max_hlc: int = 0
@@ -273,6 +305,22 @@ class MemoryStore:
 
     def forked(self, author: bytes) -> bool:
         return any(e[0] == author for e in self._equivocations)
+
+    def cover(self, checkpoint: bytes, author: bytes) -> tuple[int, bytes] | None:
+        return self._covers.get((checkpoint, author))
+
+    def covered_seq(self, author: bytes) -> int:
+        return self._covered.get(author, 0)
+
+    def latest_cover(self, author: bytes) -> tuple[bytes, int, bytes] | None:
+        found = [(seq, cp, rid) for (cp, a), (seq, rid) in self._covers.items() if a == author]
+        if not found:
+            return None
+        seq, cp, rid = max(found)
+        return cp, seq, rid
+
+    def revocations(self, device: bytes) -> list[tuple[int, bytes]]:
+        return sorted(self._revocations.get(device, ()))
 
     def tips(self) -> list[Tip]:
         return sorted((Tip(author=a, seq=s, id=i) for a, t in self._tips.items()
@@ -346,11 +394,29 @@ class MemoryStore:
                 self._meta[key] = (row.hlc, row.author, row.id, value)
                 undo.append(lambda: self._meta.pop(key) if old is None
                             else self._meta.__setitem__(key, old))
+        for author, seq, covered in fx.covers:
+            key2 = (row.id, author)
+            self._covers[key2] = (seq, covered)
+            undo.append(functools.partial(self._covers.pop, key2))
+            was_covered = self._covered.get(author)
+            if was_covered is None or seq > was_covered:
+                self._covered[author] = seq
+                undo.append(functools.partial(self._restore_covered, author, was_covered))
+        if fx.revoke is not None:
+            revoked = self._revocations[fx.revoke[0]]
+            revoked.append((fx.revoke[1], row.id))
+            undo.append(revoked.pop)
         before = (self._issued, self._redeemed, self._max_hlc)
         self._issued += fx.issued
         self._redeemed += fx.redeemed
         self._max_hlc = max(self._max_hlc, row.hlc)
         undo.append(lambda: self._restore_totals(*before))
+
+    def _restore_covered(self, author: bytes, seq: int | None) -> None:
+        if seq is None:
+            self._covered.pop(author, None)
+        else:
+            self._covered[author] = seq
 
     def _add_balance(self, account: Account, delta: int) -> None:
         self._balances[account] += delta

@@ -69,21 +69,46 @@ class Wallet:
     # ------------------------------------------------------------ building
 
     def _refs(self, debit_from: str | None) -> tuple[list[bytes], list[Credit]]:
-        """The refs of the next record: the admit (first record only), then as many
-        unclaimed credits as fit, those to the debited account first, oldest first."""
+        """The refs of the next record: the admit (on the first record, or a newer one
+        the authority has issued since), the latest checkpoint covering this chain if it
+        settles more than the chain knows, then as many unclaimed credits as fit in
+        the refs and under the holding limit: those to the debited account first,
+        oldest first."""
         store = self.replica.store
+        head = self.replica.head(self.device)
         refs: list[bytes] = []
-        if self.replica.head(self.device) is None and not self.is_authority:
+        if not self.is_authority:
             admits = store.admits_for(self.device)
             if not admits:
                 raise LocalError(
                     f"device {device_id(self.device)} is not admitted yet: the authority must "
                     "run `admit` and its records must be imported here first")
-            refs.append(admits[0].id)
+            newest = max(admits, key=lambda a: self._admit_rank(a.id))
+            if head is None or self._admit_rank(newest.id) > self._admit_rank(head.chain.admit):
+                refs.append(newest.id)
+        cover = store.latest_cover(self.device)
+        if cover is not None and head is not None:
+            covered = store.get(cover[2])
+            if covered is not None and covered.chain.debited > head.chain.settled_debited:
+                refs.append(cover[0])
         credits = store.unclaimed_credits(self.device)
         credits.sort(key=lambda c: c.account.name != debit_from)  # stable: oldest first
-        claimed = credits[: MAX_REFS - len(refs)]
+        limits = self.replica.offline_limits(self.device)
+        balances = dict(head.chain.balances) if head is not None else {}
+        claimed: list[Credit] = []
+        for c in credits:
+            if len(refs) + len(claimed) >= MAX_REFS:
+                break
+            name = c.account.name
+            if limits is not None and balances.get(name, 0) + c.amount > limits.holding:
+                continue  # would go over the holding limit: leave it for later
+            balances[name] = balances.get(name, 0) + c.amount
+            claimed.append(c)
         return refs + [c.id for c in claimed], claimed
+
+    def _admit_rank(self, admit_id: bytes | None) -> tuple[int, bytes]:
+        row = self.replica.store.get(admit_id) if admit_id is not None else None
+        return (row.hlc, row.id) if row is not None else (-1, b"")
 
     def available(self, name: str = DEFAULT_ACCOUNT_NAME) -> int:
         """What the next record can debit from account `name`: the chain balance plus
@@ -93,14 +118,18 @@ class Wallet:
         _, claimed = self._refs(name)
         return chain + sum(c.amount for c in claimed if c.account.name == name)
 
-    def build(self, body: Body, *, now_ms: int, debit_from: str | None = None) -> SignedRecord:
-        """Sign the next record of this device's chain carrying `body`."""
+    def unsigned(self, body: Body, *, now_ms: int, debit_from: str | None = None) -> Record:
+        """The next record of this device's chain carrying `body`, not yet signed."""
         head = self.replica.head(self.device)
         refs, _ = self._refs(debit_from)
-        record = Record(
+        return Record(
             author=self.device, seq=1 if head is None else head.seq + 1,
-            prev=None if head is None else head.id, refs=tuple(sorted(refs)),
+            prev=None if head is None else head.id, refs=tuple(sorted(set(refs))),
             hlc=next_hlc(self.replica.store.max_hlc(), now_ms), body=body)
+
+    def build(self, body: Body, *, now_ms: int, debit_from: str | None = None) -> SignedRecord:
+        """Sign the next record of this device's chain carrying `body`."""
+        record = self.unsigned(body, now_ms=now_ms, debit_from=debit_from)
         return sign_record(record, self.key, self.replica.network_id)
 
     def submit(self, body: Body, *, now_ms: int, debit_from: str | None = None) -> Applied:
@@ -147,6 +176,12 @@ class Wallet:
                 raise PaymentRefused(
                     f"insufficient funds in {debit_from}: {have} available, {body.amount} "
                     "needed (minor units); nothing was signed")
+        # Every other rule (offline limits, expiry, ...) is asked of the ledger itself,
+        # on the unsigned record, so that the wallet never signs what it would reject.
+        verdict, reason = self.replica.preview(
+            self.unsigned(body, now_ms=now_ms, debit_from=debit_from))
+        if verdict is not Verdict.APPLIED:
+            raise PaymentRefused(f"{reason}; nothing was signed")
         applied = self.submit(body, now_ms=now_ms, debit_from=debit_from)
         if applied.verdict is not Verdict.APPLIED:
             # The checks above mirror the ledger rules; reaching here is a bug, but the

@@ -68,6 +68,12 @@ CREATE TABLE movements (device BLOB NOT NULL, name TEXT NOT NULL, ord INTEGER NO
     WITHOUT ROWID;
 CREATE TABLE equivocations (author BLOB NOT NULL, seq INTEGER NOT NULL, first BLOB NOT NULL,
     second BLOB NOT NULL, PRIMARY KEY (author, seq, first, second)) WITHOUT ROWID;
+CREATE TABLE covers (checkpoint BLOB NOT NULL, author BLOB NOT NULL, seq INTEGER NOT NULL,
+    id BLOB NOT NULL, PRIMARY KEY (checkpoint, author)) WITHOUT ROWID;
+CREATE INDEX covers_author ON covers (author, seq);
+CREATE TABLE revocations (record BLOB PRIMARY KEY, device BLOB NOT NULL,
+    after_seq INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX revocations_device ON revocations (device);
 CREATE TABLE peers (device BLOB PRIMARY KEY, address TEXT NOT NULL, role TEXT NOT NULL,
     last_contact_ms INTEGER NOT NULL, synced_records INTEGER, state TEXT NOT NULL)
     WITHOUT ROWID;
@@ -79,7 +85,8 @@ CREATE TABLE metadata (device BLOB NOT NULL, name TEXT NOT NULL, field TEXT NOT 
 _CACHE_ROWS = 4096
 # Tables whose every row follows from the records; `verify` recomputes and compares them.
 DERIVED_TABLES = ("records", "admits", "credits", "claims", "idem", "tips", "balances",
-                  "movements", "equivocations", "metadata", "totals")
+                  "movements", "equivocations", "metadata", "totals", "covers",
+                  "revocations")
 _ROW_COLS = "id, author, seq, prev, kind, hlc, verdict, reason, chain"
 
 
@@ -107,6 +114,8 @@ class _Deferred:
     idem_stored: dict[tuple[bytes, str], list[tuple[bytes, int]]] = field(
         default_factory=dict)  # what SQLite held before this transaction, fetched ahead
     equivocations: list[tuple[bytes, int, bytes, bytes]] = field(default_factory=list)
+    covers: dict[tuple[bytes, bytes], tuple[int, bytes]] = field(default_factory=dict)
+    revocations: list[tuple[bytes, bytes, int]] = field(default_factory=list)
     forked: set[bytes] = field(default_factory=set)
     tips_added: dict[tuple[bytes, bytes], int] = field(default_factory=dict)
     tips_removed: list[tuple[bytes, bytes]] = field(default_factory=list)
@@ -293,6 +302,31 @@ class SqliteStore:
             return author in self._forked or author in self._later.forked
         return self._one("SELECT 1 FROM equivocations WHERE author=?", author) is not None
 
+    def cover(self, checkpoint: bytes, author: bytes) -> tuple[int, bytes] | None:
+        pending = self._later.covers.get((checkpoint, author))
+        if pending is not None:
+            return pending
+        t = self._one("SELECT seq, id FROM covers WHERE checkpoint=? AND author=?",
+                      checkpoint, author)
+        return None if t is None else (t[0], t[1])  # type: ignore[return-value]
+
+    def covered_seq(self, author: bytes) -> int:
+        self._flush()
+        t = self._one("SELECT max(seq) FROM covers WHERE author=?", author)
+        return int(t[0]) if t is not None and t[0] is not None else 0  # type: ignore[call-overload]
+
+    def latest_cover(self, author: bytes) -> tuple[bytes, int, bytes] | None:
+        self._flush()
+        t = self._one("SELECT checkpoint, seq, id FROM covers WHERE author=? "
+                      "ORDER BY seq DESC, checkpoint DESC LIMIT 1", author)
+        return None if t is None else (t[0], t[1], t[2])  # type: ignore[return-value]
+
+    def revocations(self, device: bytes) -> list[tuple[int, bytes]]:
+        self._flush()
+        return list(self._db.execute(
+            "SELECT after_seq, record FROM revocations WHERE device=? ORDER BY after_seq, record",
+            (device,)))
+
     def held_among(self, rids: list[bytes]) -> set[bytes]:
         """Which of these ids are stored (one query for a whole batch)."""
         later = self._later
@@ -419,6 +453,10 @@ class SqliteStore:
             a, b = sorted((other, row.id))
             later.equivocations.append((row.author, row.seq, a, b))
             later.forked.add(row.author)
+        for author, seq, covered in fx.covers:
+            later.covers[(row.id, author)] = (seq, covered)
+        if fx.revoke is not None:
+            later.revocations.append((row.id, fx.revoke[0], fx.revoke[1]))
         if fx.meta is not None:
             account, name, value = fx.meta
             self._db.execute(
@@ -462,6 +500,9 @@ class SqliteStore:
                        [(author, key, rid, seq) for (author, key), rows in later.idem.items()
                         for rid, seq in rows])
         db.executemany("INSERT INTO equivocations VALUES (?,?,?,?)", later.equivocations)
+        db.executemany("INSERT INTO covers VALUES (?,?,?,?)",
+                       [(cp, a, seq, i) for (cp, a), (seq, i) in later.covers.items()])
+        db.executemany("INSERT INTO revocations VALUES (?,?,?)", later.revocations)
         db.executemany("DELETE FROM tips WHERE author=? AND id=?", later.tips_removed)
         db.executemany("INSERT INTO tips VALUES (?,?,?)",
                        [(a, i, s) for (a, i), s in later.tips_added.items()])
