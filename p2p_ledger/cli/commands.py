@@ -372,10 +372,19 @@ def import_report(report: IngestReport, replica: Replica) -> tuple[dict[str, obj
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    with opened(Home(args.home)) as replica:
+    home = Home(args.home)
+    with opened(home) as replica:
         raws = read_bundle(args.bundle, replica.network_id)
         with replica.store.transaction():
             report = replica.receive_many(raws, now_ms=now_ms())
         data, text = import_report(report, replica)
+        if any(a.equivocates_with for a in report.applied) and (
+                home.public_key() == replica.network.authority):
+            # The authority answers a fork at once: it revokes the device from the fork.
+            with replica.store.transaction():
+                frozen = wallet(home, replica).freeze_equivocators(now_ms=now_ms())
+            text += "".join(f"\n  equivocation: revoked the device in record "
+                            f"{a.record.hex_id}" for a in frozen)
+            data["revoked_for_equivocation"] = [a.record.hex_id for a in frozen]
         emit(args, data, text)
         return 1 if report.refused or replica.pending_count else 0

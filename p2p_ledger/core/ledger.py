@@ -348,6 +348,7 @@ class Replica:
         info = self.store.admit(admit_id) if admit_id is not None else None
         role = "authority" if info is None else info.role
         limits = self._limits(info)
+        known = self._authority_seq(rec, chain)
         balances = dict(chain.balances)
         claims = []
         for ref in r.refs:
@@ -357,6 +358,8 @@ class Replica:
             if credit.claimed and self._earlier_in_chain(
                     self.store.claims_of(ref, r.author), rec):
                 continue
+            if self._revoked_record(ref, known):
+                continue  # paid by a device this record knows was revoked by then
             name = credit.account.name
             if limits is not None and balances.get(name, 0) + credit.amount > limits.holding:
                 continue  # over the holding limit: left unclaimed, for a later record
@@ -364,7 +367,9 @@ class Replica:
             claims.append(ref)
         settled = max(chain.settled_debited, self._settled_by_refs(rec))
         others = self.store.ids_at(r.author, r.seq)
-        rule = _KindRule(self, rec, balances, role, limits, chain.debited - settled)
+        cut = self._revocation_cut(r.author, known)
+        rule = _KindRule(self, rec, balances, role, limits, chain.debited - settled,
+                         revoked_after=cut if cut is not None and r.seq > cut else None)
         verdict, reason = rule.verdict()
         applied = verdict is Verdict.APPLIED
         if rule.credit is not None and applied and rule.credit.account.device == r.author:
@@ -374,7 +379,7 @@ class Replica:
             claims.append(rec.id)
         new_chain = ChainState(admit=admit_id, balances=tuple(sorted(balances.items())),
                                debited=chain.debited + (rule.debit if applied else 0),
-                               settled_debited=settled)
+                               settled_debited=settled, authority_seq=known)
         row = StoredRecord(id=rec.id, author=r.author, seq=r.seq, prev=r.prev, kind=r.kind,
                            hlc=r.hlc, verdict=verdict, reason=reason, chain=new_chain)
         return Effects(
@@ -387,6 +392,35 @@ class Replica:
             meta=rule.meta if applied else None,
             covers=rule.covers if applied else (),
             revoke=rule.revoke if applied else None)
+
+    def _authority_seq(self, rec: SignedRecord, chain: ChainState) -> int:
+        """The highest seq of the authority's (linear) chain in the record's causal past."""
+        r = rec.record
+        if r.author == self.network.authority:
+            return r.seq
+        known = chain.authority_seq
+        for ref in r.refs:
+            row = self.store.get(ref)
+            if row is not None:
+                known = max(known, row.seq if row.author == self.network.authority
+                            else row.chain.authority_seq)
+        return known
+
+    def _revocation_cut(self, device: bytes, known: int) -> int | None:
+        """The lowest revocation cut-off of `device` among the revocations in a causal
+        past that holds the authority's chain up to seq `known` (None: none)."""
+        cuts = [after for after, rid in self.store.revocations(device)
+                if (row := self.store.get(rid)) is not None and row.seq <= known]
+        return min(cuts) if cuts else None
+
+    def _revoked_record(self, rid: bytes, known: int) -> bool:
+        """Whether record `rid` comes after a revocation cut-off of its author that a
+        causal past holding the authority's chain up to `known` knows about."""
+        row = self.store.get(rid)
+        if row is None:
+            return False
+        cut = self._revocation_cut(row.author, known)
+        return cut is not None and row.seq > cut
 
     def _renewed_admit(self, rec: SignedRecord, current: bytes | None) -> bytes | None:
         """A record may ref a newer admit of its author (a renewed certificate, another
@@ -604,8 +638,10 @@ class _KindRule:
     limits (None for hubs and the authority) and its unsettled exposure."""
 
     def __init__(self, replica: Replica, rec: SignedRecord, balances: dict[str, int],
-                 role: str, limits: OfflineLimits | None, exposure: int) -> None:
+                 role: str, limits: OfflineLimits | None, exposure: int, *,
+                 revoked_after: int | None) -> None:
         self.replica = replica
+        self.revoked_after = revoked_after
         self.rec = rec
         self.balances = balances
         self.role = role
@@ -627,6 +663,9 @@ class _KindRule:
         body = r.body
         by_authority = r.author == self.replica.network.authority
         limits = self.limits
+        if self.revoked_after is not None:
+            return Verdict.REJECTED, (f"the author's certificate was revoked after its seq "
+                                      f"{self.revoked_after}, and this record knew it")
         if limits is not None and limits.expires is not None and hlc_ms(r.hlc) > limits.expires:
             return Verdict.REJECTED, "the author's certificate (admit) had expired"
         if r.kind in (Kind.ADMIT, Kind.REVOKE, Kind.ISSUE) and not by_authority:

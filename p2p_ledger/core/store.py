@@ -39,13 +39,16 @@ class ChainState:
     """What an author's chain has established up to and including one record, over
     that record's causal past: the admit record that lets the author in (None for the
     network authority), the balance of each of its accounts, the total it has ever
-    debited, and that total as of the latest of its records a settlement checkpoint
-    it referenced covers. `debited - settled_debited` is its unsettled exposure."""
+    debited, that total as of the latest of its records a settlement checkpoint it
+    referenced covers (`debited - settled_debited` is its unsettled exposure), and the
+    highest seq of the authority's chain in its causal past (the authority's chain is
+    linear, so this says exactly which revocations the record "knew")."""
 
     admit: bytes | None
     balances: tuple[tuple[str, int], ...] = ()
     debited: int = 0
     settled_debited: int = 0
+    authority_seq: int = 0  # the highest authority record in the causal past
 
     def balance(self, name: str) -> int:
         return dict(self.balances).get(name, 0)
@@ -60,7 +63,8 @@ class ChainState:
         signed big-endian bytes. (Nothing here leaves the signed 64-bit range: amounts
         are capped far below it.)"""
         out = bytearray(b"\x01" + self.admit if self.admit is not None else b"\x00")
-        out += self.debited.to_bytes(8, "big") + self.settled_debited.to_bytes(8, "big")
+        out += (self.debited.to_bytes(8, "big") + self.settled_debited.to_bytes(8, "big")
+                + self.authority_seq.to_bytes(8, "big"))
         for name, balance in self.balances:
             raw = name.encode()
             out += bytes((len(raw),)) + raw + balance.to_bytes(8, "big", signed=True)
@@ -72,7 +76,8 @@ class ChainState:
         at = 33 if admit is not None else 1
         debited = int.from_bytes(data[at:at + 8], "big")
         settled = int.from_bytes(data[at + 8:at + 16], "big")
-        at += 16
+        authority_seq = int.from_bytes(data[at + 16:at + 24], "big")
+        at += 24
         balances = []
         while at < len(data):
             size = data[at]
@@ -81,7 +86,7 @@ class ChainState:
             balances.append((name, int.from_bytes(data[at:at + 8], "big", signed=True)))
             at += 8
         return cls(admit=admit, balances=tuple(balances), debited=debited,
-                   settled_debited=settled)
+                   settled_debited=settled, authority_seq=authority_seq)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -86,6 +86,12 @@ class Wallet:
             newest = max(admits, key=lambda a: self._admit_rank(a.id))
             if head is None or self._admit_rank(newest.id) > self._admit_rank(head.chain.admit):
                 refs.append(newest.id)
+        authority = self.replica.head(self.replica.network.authority)
+        if (not self.is_authority and authority is not None
+                and (head is None or authority.seq > head.chain.authority_seq)):
+            # Carry what this device knows of the authority's chain (revocations above
+            # all) into its own, so that its claims respect them.
+            refs.append(authority.id)
         cover = store.latest_cover(self.device)
         if cover is not None and head is not None:
             covered = store.get(cover[2])
@@ -121,6 +127,11 @@ class Wallet:
     def unsigned(self, body: Body, *, now_ms: int, debit_from: str | None = None) -> Record:
         """The next record of this device's chain carrying `body`, not yet signed."""
         head = self.replica.head(self.device)
+        next_seq = 1 if head is None else head.seq + 1
+        cuts = [after for after, _ in self.replica.store.revocations(self.device)]
+        if cuts and next_seq > min(cuts):
+            raise LocalError(f"this device's certificate was revoked after its seq {min(cuts)}: "
+                             "it can sign no more records")
         refs, _ = self._refs(debit_from)
         return Record(
             author=self.device, seq=1 if head is None else head.seq + 1,
@@ -219,6 +230,20 @@ class Wallet:
         if not self.is_authority:
             raise LocalError("only the network authority can revoke devices")
         return self.submit(Revoke(device=device, after_seq=after_seq), now_ms=now_ms)
+
+    def freeze_equivocators(self, *, now_ms: int) -> list[Applied]:
+        """(Authority) revoke every device whose forked chain is known here and not yet
+        revoked at or before the fork: the deterministic answer to an equivocation.
+        Each revocation cuts the device off from one seq before the fork."""
+        if not self.is_authority:
+            raise LocalError("only the network authority can revoke devices")
+        done = []
+        for author, seq in sorted({(a, s) for a, s, _, _ in
+                                   self.replica.store.equivocations()}):
+            if any(after < seq for after, _ in self.replica.store.revocations(author)):
+                continue
+            done.append(self.revoke(author, after_seq=seq - 1, now_ms=now_ms))
+        return done
 
     def set_meta(self, field: str, value: str, *, now_ms: int,
                  account: str = DEFAULT_ACCOUNT_NAME) -> Applied:

@@ -30,6 +30,7 @@ import trio
 
 from ..core.ids import device_id
 from ..core.ledger import Replica
+from ..core.wallet import Wallet
 from ..errors import TransportError
 from ..protocol._state import State
 from ..protocol.session import (
@@ -203,6 +204,23 @@ class Node:
     def now_ms(self) -> int:
         return self._wall_ms() if self._wall_ms is not None else time.time_ns() // 1_000_000
 
+    def _refused(self, device: bytes) -> str | None:
+        """Why a peer that proved its key may still not sync here: the authority revoked
+        it, or its newest admit held here (by hlc, then id, as the ledger ranks them)
+        has expired by this node's wall clock; a renewed admit lets it back in. A peer
+        this node knows no admit of is judged by the admit it shows, in the session."""
+        store = self.replica.store
+        revocations = store.revocations(device)
+        if revocations:
+            after, rid = min(revocations)
+            return (f"{device_id(device)} was revoked after its seq {after} "
+                    f"(record {rid.hex()[:16]})")
+        ranked = [(row.hlc, a.id, a.expires) for a in store.admits_for(device)
+                  if (row := store.get(a.id)) is not None]
+        if ranked and (expires := max(ranked)[2]) is not None and expires < self.now_ms():
+            return f"the certificate of {device_id(device)} expired at {expires} (Unix ms)"
+        return None
+
     # ------------------------------------------------------------ sessions
 
     async def run_session(self, stream: trio.abc.Stream, *, initiator: bool, address: str,
@@ -211,7 +229,8 @@ class Node:
         started = trio.current_time()
         session = Session(network=self.replica.network, key=self.key, admit=self.admit,
                           role=self.role, initiator=initiator, now=started,
-                          config=self.config.session, known_member=self._known_member)
+                          config=self.config.session, known_member=self._known_member,
+                          refuse_peer=self._refused)
         peer = _Peer(next(self._ids), session, stream, address, until_synced)
         peer.wake()  # the initiator's HELLO is already queued
         self.peers[peer.id] = peer
@@ -326,6 +345,8 @@ class Node:
                         (exc.record_id or "?")[:16], exc)
         if peer.invalid > self.config.max_invalid_records:
             peer.session.close(f"too many invalid records ({peer.invalid})", now)
+        if forks and self.device == self.replica.network.authority:
+            self._freeze(forks)
         if report.applied:
             self.push_new(now)
         for author, seq in sorted(forks):
@@ -358,6 +379,14 @@ class Node:
         for _, rid, _ in rows:
             self._origin.pop(rid, None)
         return len(rows)
+
+    def _freeze(self, forks: set[tuple[bytes, int]]) -> None:
+        """The authority answers a fork by revoking the device from the fork point."""
+        wallet = Wallet(self.replica, self.key)
+        with self._store.transaction():
+            for applied in wallet.freeze_equivocators(now_ms=self.now_ms()):
+                log.warning("an equivocation: revoked the device from the fork (record %s)",
+                            applied.record.hex_id[:16])
 
     def _push_evidence(self, author: bytes, seq: int, now: float) -> None:
         """A fork just met here: every peer gets every branch from the fork point on

@@ -148,6 +148,7 @@ class SqliteStore:
         self._cache: OrderedDict[bytes, StoredRecord] = OrderedDict()
         self._later = _Deferred()
         self._forked: set[bytes] = set()
+        self._revoked: dict[bytes, list[tuple[int, bytes]]] = {}
 
     def _init(self, network_id: bytes) -> None:
         have = self._db.execute(
@@ -183,6 +184,10 @@ class SqliteStore:
         self._later = _Deferred(next_order=self._stored_max_order() + 1)
         self._forked = {a for (a,) in self._db.execute(
             "SELECT DISTINCT author FROM equivocations")}
+        self._revoked = {}
+        for rid, dev, after in self._db.execute("SELECT record, device, after_seq "
+                                                "FROM revocations"):
+            self._revoked.setdefault(dev, []).append((after, rid))
         try:
             yield
             self._flush()
@@ -322,7 +327,9 @@ class SqliteStore:
         return None if t is None else (t[0], t[1], t[2])  # type: ignore[return-value]
 
     def revocations(self, device: bytes) -> list[tuple[int, bytes]]:
-        self._flush()
+        if self._depth:  # in a transaction: the table read at its start, plus its own
+            return sorted(self._revoked.get(device, []) + [
+                (after, rid) for rid, dev, after in self._later.revocations if dev == device])
         return list(self._db.execute(
             "SELECT after_seq, record FROM revocations WHERE device=? ORDER BY after_seq, record",
             (device,)))
