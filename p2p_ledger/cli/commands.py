@@ -23,8 +23,8 @@ from ..core.hlc import hlc_ms
 from ..core.ids import Account, device_id, parse_device_id
 from ..core.ledger import IngestReport, Replica
 from ..core.money import format_amount, parse_amount
-from ..core.network import NetworkDescriptor
-from ..core.records import Role, Transfer, parse_record
+from ..core.network import DEFAULT_TIERS, NetworkDescriptor, Tier
+from ..core.records import Admit, Role, Transfer, parse_record
 from ..core.store import Verdict
 from ..core.wallet import PaymentResult, Wallet
 from ..errors import LocalError
@@ -143,15 +143,40 @@ def cmd_network_create(args: argparse.Namespace) -> int:
     home = Home(args.home)
     if home.has_network():
         raise LocalError(f"{home.path} already belongs to a network")
+    currency = args.currency.upper()
+    tiers = _tiers(args, currency)
     key = home.public_key() if home.has_key() else _new_key(home, args.no_passphrase)
-    network = NetworkDescriptor(name=args.name, currency=args.currency.upper(), authority=key)
+    network = NetworkDescriptor(name=args.name, currency=currency, authority=key, tiers=tiers)
     home.set_network(network)
     home.open_store().close()
+    show = [{name: {"minor": v, "currency": currency, "display": format_amount(v, currency)}
+             for name, v in (("per_payment", t.per_payment), ("unsettled", t.unsettled),
+                             ("holding", t.holding))} for t in tiers]
+    lines = [f"  tier {i}: {t['per_payment']['display']} per payment, "
+             f"{t['unsettled']['display']} unsettled, {t['holding']['display']} held"
+             for i, t in enumerate(show)] or ["  no tiers: devices have no offline limits"]
     emit(args, {"network_id": network.network_id.hex(), "name": network.name,
-                "currency": network.currency, "authority": device_id(key)},
-         f"created network {network.name!r} ({network.network_id.hex()[:16]}), "
-         f"currency {network.currency}; this home is its authority")
+                "currency": network.currency, "authority": device_id(key), "tiers": show},
+         "\n".join([f"created network {network.name!r} ({network.network_id.hex()[:16]}), "
+                    f"currency {network.currency}; this home is its authority", *lines]))
     return 0
+
+
+def _tiers(args: argparse.Namespace, currency: str) -> tuple[Tier, ...]:
+    """The tier table asked for: --tier PER:UNSETTLED:HOLDING (repeatable) in the
+    currency's decimal form, none with --no-tiers, else DEFAULT_TIERS."""
+    if args.no_tiers:
+        return ()
+    if not args.tier:
+        return DEFAULT_TIERS
+    tiers = []
+    for text in args.tier:
+        parts = text.split(":")
+        if len(parts) != 3:
+            raise LocalError(f"--tier {text!r}: expected PER:UNSETTLED:HOLDING amounts")
+        per, unsettled, holding = (parse_amount(x, currency) for x in parts)
+        tiers.append(Tier(per_payment=per, unsettled=unsettled, holding=holding))
+    return tuple(tiers)
 
 
 def cmd_network_export(args: argparse.Namespace) -> int:
@@ -170,13 +195,23 @@ def cmd_admit(args: argparse.Namespace) -> int:
                  if args.offline_limit else None)
         if args.tier < 0:
             raise LocalError("a tier is 0 or more")
+        if replica.network.limited and replica.network.tier(args.tier) is None:
+            raise LocalError(f"the network has no tier {args.tier} "
+                             f"(it has {len(replica.network.tiers)})")
+        if args.expires is not None and not 0 < args.expires <= 36_500:
+            raise LocalError("--expires is a number of days, more than 0")
+        now = now_ms()
+        expires = None if args.expires is None else now + round(args.expires * 86_400_000)
+        if not w.is_authority:
+            raise LocalError("only the network authority can admit devices")
         with replica.store.transaction():
-            applied = w.admit(device, role=Role(args.role), tier=args.tier, offline_limit=limit,
-                              now_ms=now_ms())
+            applied = w.submit(Admit(device=device, role=Role(args.role), tier=args.tier,
+                                     offline_limit=limit, expires=expires), now_ms=now)
         emit(args, {"record_id": applied.record.hex_id, "verdict": applied.verdict.value,
-                    "device_id": device_id(device)},
-             f"admitted {device_id(device)} as {args.role} (record {applied.record.hex_id[:16]})")
-    return 0
+                    "device_id": device_id(device), "tier": args.tier, "expires": expires},
+             f"admitted {device_id(device)} as {args.role} (record {applied.record.hex_id[:16]})"
+             + (f", expires {_when_ms(expires)} UTC" if expires is not None else ""))
+    return 0 if applied.verdict is Verdict.APPLIED else 1
 
 
 # ---------------------------------------------------------------- money
@@ -246,9 +281,29 @@ def cmd_balance(args: argparse.Namespace) -> int:
         else:
             accounts = replica.balances()
         mine = home.public_key() if home.has_key() else None
-        data = {"accounts": {str(a): amount_json(replica, v) for a, v in accounts.items()}}
+        data: dict[str, object] = {
+            "accounts": {str(a): amount_json(replica, v) for a, v in accounts.items()}}
+        # Settled vs pending: of the one account asked for, else of this device's own
+        # (reading every account's history would make `balance` slow on a big store).
+        from .safety import Settlement, settled_split  # safety.py imports this module
+
+        settlement = Settlement(replica.store)
+        split = {a: settled_split(replica, a, settlement) for a in accounts
+                 if args.account or a.device == mine}
         lines = [f"{'*' if a.device == mine else ' '} {a}  {fmt(replica, v):>20}"
+                 + (f"  settled {fmt(replica, split[a][0])}, pending {fmt(replica, split[a][1])}"
+                    if a in split else "")
                  for a, v in sorted(accounts.items(), key=lambda kv: str(kv[0]))]
+        if args.account:
+            settled, pending = split[account]
+            meta = replica.store.meta(account)
+            data.update(settled=amount_json(replica, settled),
+                        pending=amount_json(replica, pending), meta=meta)
+            lines += [f"  {name}: {value}" for name, value in meta.items()]
+        else:
+            data["settlement"] = {str(a): {"settled": amount_json(replica, st),
+                                           "pending": amount_json(replica, pe)}
+                                  for a, (st, pe) in split.items()}
         emit(args, data, "\n".join(lines) if lines else "no accounts yet")
     return 0
 
@@ -265,21 +320,32 @@ def cmd_history(args: argparse.Namespace) -> int:
     home = Home(args.home)
     with opened(home) as replica:
         account = _own_account(home, args.account)
+        from .safety import Settlement  # safety.py imports this module
+
+        settlement = Settlement(replica.store)
         rows = []
+        settled = 0
         for e in replica.store.history(account):
             raw = replica.store.raw(e.id)
             assert raw is not None
             body = parse_record(raw).record.body
             other = (device_id(e.author) if e.delta > 0 and e.author != account.device
                      else str(body.to) if isinstance(body, Transfer) else "")
+            done = settlement.settled_id(e.id)
+            settled += e.delta if done else 0
             rows.append({"record_id": e.id.hex(), "kind": e.kind.label, "time": _when(e.hlc),
                          "delta": e.delta, "display": fmt(replica, e.delta),
-                         "counterparty": other})
-        text = "\n".join(f"{r['time']}  {r['kind']:<8} {r['display']:>18}  {r['counterparty']}"
+                         "counterparty": other, "settled": done})
+        text = "\n".join(f"{r['time']}  {r['kind']:<8} {r['display']:>18}  "
+                         f"{'settled' if r['settled'] else 'pending'}  {r['counterparty']}"
                          for r in rows) or f"no movements on {account}"
+        balance = replica.balance(account)
         emit(args, {"account": str(account), "movements": rows,
-                    "balance": amount_json(replica, replica.balance(account))},
-             f"{account}\n{text}\nbalance {fmt(replica, replica.balance(account))}")
+                    "balance": amount_json(replica, balance),
+                    "settled": amount_json(replica, settled),
+                    "pending": amount_json(replica, balance - settled)},
+             f"{account}\n{text}\nsettled {fmt(replica, settled)}, pending "
+             f"{fmt(replica, balance - settled)}\nbalance {fmt(replica, balance)}")
     return 0
 
 

@@ -2,7 +2,8 @@
 
 Every command takes `--home DIR` (or `P2P_LEDGER_HOME`). Commands that print data take
 `--json`. Errors of ours (`P2PLedgerError`) print one line on stderr and exit 1;
-usage errors exit 2. The commands themselves live in `commands.py`.
+usage errors exit 2. The commands themselves live in `commands.py` (and the
+offline-safety ones in `safety.py`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import P2PLedgerError
-from . import commands, net
+from . import commands, net, safety
 
 __all__ = ["build_parser", "main"]
 
@@ -47,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--currency", default="AED")
     s.add_argument("--no-passphrase", action="store_true",
                    help="store the key unencrypted (not recommended)")
+    tiers = s.add_mutually_exclusive_group()
+    tiers.add_argument("--tier", action="append", default=[], metavar="PER:UNSETTLED:HOLDING",
+                       help="offline limits of the next KYC tier (0, 1, ...), as amounts: "
+                            "per payment, unsettled, holding (repeatable; default 3 tiers)")
+    tiers.add_argument("--no-tiers", action="store_true",
+                       help="a network without offline limits")
     s.set_defaults(func=commands.cmd_network_create)
     s = nsub.add_parser("export", help="write the public network descriptor")
     s.add_argument("--out", type=Path, required=True)
@@ -57,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--role", choices=["device", "hub"], default="device")
     s.add_argument("--tier", type=int, default=0)
     s.add_argument("--offline-limit", metavar="AMOUNT")
+    s.add_argument("--expires", type=float, metavar="DAYS",
+                   help="the certificate expires this many days from now (default: never)")
     s.set_defaults(func=commands.cmd_admit)
 
     s = sub.add_parser("issue", parents=[data], help="(authority) put money into an account")
@@ -109,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=commands.cmd_import)
 
     net.add_parsers(sub, data)
+    safety.add_parsers(sub, data)
 
     s = sub.add_parser("demo", help="run a self-contained demonstration in temporary homes")
     s.set_defaults(func=_demo)

@@ -75,6 +75,8 @@ __all__ = ["Applied", "Delivery", "Frontier", "IngestReport", "OfflineLimits", "
 DEFAULT_MAX_PENDING = 10_000
 DEFAULT_MAX_SKEW_MS = 5 * 60 * 1000
 _VERIFY_CHUNK = 1024
+_CREDIT_KINDS = (Kind.ISSUE, Kind.TRANSFER)
+_RefRows = list[tuple[bytes, StoredRecord]]
 _STATE_HASH_CONTEXT = b"p2p-ledger state v1\x00"
 
 
@@ -344,14 +346,18 @@ class Replica:
         r = rec.record
         prev = self._check_chain(rec)
         chain = prev.chain if prev is not None else ChainState(admit=self._admission(rec))
-        admit_id = self._renewed_admit(rec, chain.admit)
+        # The refs' rows, read once: every rule below asks about them by kind.
+        refs = [(ref, row) for ref in r.refs if (row := self.store.get(ref)) is not None]
+        admit_id = self._renewed_admit(rec, chain.admit, refs)
         info = self.store.admit(admit_id) if admit_id is not None else None
         role = "authority" if info is None else info.role
         limits = self._limits(info)
-        known = self._authority_seq(rec, chain)
+        known = self._authority_seq(rec, chain, refs)
         balances = dict(chain.balances)
         claims = []
-        for ref in r.refs:
+        for ref, ref_row in refs:
+            if ref_row.kind not in _CREDIT_KINDS or ref_row.verdict is not Verdict.APPLIED:
+                continue
             credit = self.store.credit(ref)
             if credit is None or credit.account.device != r.author:
                 continue
@@ -365,7 +371,7 @@ class Replica:
                 continue  # over the holding limit: left unclaimed, for a later record
             balances[name] = balances.get(name, 0) + credit.amount
             claims.append(ref)
-        settled = max(chain.settled_debited, self._settled_by_refs(rec))
+        settled = max(chain.settled_debited, self._settled_by_refs(rec, refs))
         others = self.store.ids_at(r.author, r.seq)
         cut = self._revocation_cut(r.author, known)
         rule = _KindRule(self, rec, balances, role, limits, chain.debited - settled,
@@ -393,17 +399,15 @@ class Replica:
             covers=rule.covers if applied else (),
             revoke=rule.revoke if applied else None)
 
-    def _authority_seq(self, rec: SignedRecord, chain: ChainState) -> int:
+    def _authority_seq(self, rec: SignedRecord, chain: ChainState, refs: _RefRows) -> int:
         """The highest seq of the authority's (linear) chain in the record's causal past."""
         r = rec.record
         if r.author == self.network.authority:
             return r.seq
         known = chain.authority_seq
-        for ref in r.refs:
-            row = self.store.get(ref)
-            if row is not None:
-                known = max(known, row.seq if row.author == self.network.authority
-                            else row.chain.authority_seq)
+        for _, row in refs:
+            known = max(known, row.seq if row.author == self.network.authority
+                        else row.chain.authority_seq)
         return known
 
     def _revocation_cut(self, device: bytes, known: int) -> int | None:
@@ -422,20 +426,23 @@ class Replica:
         cut = self._revocation_cut(row.author, known)
         return cut is not None and row.seq > cut
 
-    def _renewed_admit(self, rec: SignedRecord, current: bytes | None) -> bytes | None:
+    def _renewed_admit(self, rec: SignedRecord, current: bytes | None,
+                       refs: _RefRows) -> bytes | None:
         """A record may ref a newer admit of its author (a renewed certificate, another
         tier): from then on the chain uses the newest (by hlc, then id) it has seen."""
         r = rec.record
         if current is None:
             return None  # the authority
         best = current
-        best_row = self.store.get(current)
-        for ref in r.refs:
-            info = self.store.admit(ref) if ref != current else None
+        best_row: StoredRecord | None = None
+        for ref, row in refs:
+            if row.kind is not Kind.ADMIT or ref == current:
+                continue
+            info = self.store.admit(ref)
             if info is None or info.device != r.author:
                 continue
-            row = self.store.get(ref)
-            if row is not None and (best_row is None or (row.hlc, ref) > (best_row.hlc, best)):
+            best_row = best_row or self.store.get(best)
+            if best_row is None or (row.hlc, ref) > (best_row.hlc, best):
                 best, best_row = ref, row
         return best
 
@@ -450,12 +457,14 @@ class Replica:
         return OfflineLimits(per_payment=tier.per_payment, unsettled=unsettled,
                        holding=tier.holding, expires=info.expires)
 
-    def _settled_by_refs(self, rec: SignedRecord) -> int:
+    def _settled_by_refs(self, rec: SignedRecord, refs: _RefRows) -> int:
         """The author's debited total as of the latest of its own records that a
         settlement checkpoint referenced by `rec` covers (0 if none)."""
         r = rec.record
         best = 0
-        for ref in r.refs:
+        for ref, ref_row in refs:
+            if ref_row.kind is not Kind.CHECKPOINT:
+                continue
             cover = self.store.cover(ref, r.author)
             if cover is None:
                 continue

@@ -146,6 +146,7 @@ class SqliteStore:
             raise StoreError(f"cannot open the store {self.path}: {exc}") from None
         self._depth = 0
         self._cache: OrderedDict[bytes, StoredRecord] = OrderedDict()
+        self._admits: dict[bytes, AdmitInfo] = {}
         self._later = _Deferred()
         self._forked: set[bytes] = set()
         self._revoked: dict[bytes, list[tuple[int, bytes]]] = {}
@@ -194,6 +195,7 @@ class SqliteStore:
         except BaseException:
             self._depth = 0
             self._cache.clear()  # it may hold rows that are being rolled back
+            self._admits.clear()
             self._later = _Deferred()
             self._db.execute("ROLLBACK")
             raise
@@ -241,8 +243,16 @@ class SqliteStore:
     def admit(self, rid: bytes) -> AdmitInfo | None:
         if rid in self._later.admits:
             return self._later.admits[rid]
+        known = self._admits.get(rid)
+        if known is not None:
+            return known
         t = self._one("SELECT * FROM admits WHERE id=?", rid)
-        return None if t is None else self._admit(t)
+        if t is None:
+            return None
+        info = self._admit(t)
+        if len(self._admits) < _CACHE_ROWS:  # admits never change once stored
+            self._admits[rid] = info
+        return info
 
     def admits_for(self, device: bytes) -> list[AdmitInfo]:
         self._flush()

@@ -1,0 +1,161 @@
+"""`p2p-ledger simulate`: run a named scenario in the deterministic simulator.
+
+    p2p-ledger simulate --list
+    p2p-ledger simulate --scenario convoy --nodes 50 --seed 7 --partitions 3 --report out/
+
+Writes report.json, report.md and convergence.png into the report directory and exits
+0 when every check passed, 1 when one failed. A progress bar shows on a terminal. The
+simulator (and trio, and matplotlib) are imported only when the command runs; this
+module itself imports nothing heavy, so the CLI stays quick for other commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import LocalError
+
+__all__ = ["add_parser", "cmd_simulate"]
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a probability in [0, 1)")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not positive")
+    return value
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    s = sub.add_parser(
+        "simulate", help="run a fault scenario in the deterministic simulator",
+        description="Run many nodes in one process on simulated time and links, with "
+        "faults, and write a report (report.json, report.md, convergence.png). The same "
+        "seed and version give the same report.json.")
+    s.add_argument("--list", action="store_true", help="list the named scenarios")
+    s.add_argument("--scenario", metavar="NAME", help="a scenario from --list")
+    s.add_argument("--report", type=Path, metavar="DIR", help="where to write the report")
+    s.add_argument("--nodes", type=int, metavar="N")
+    s.add_argument("--seed", type=int, default=1, metavar="S", help="default %(default)s")
+    s.add_argument("--duration", type=_positive, metavar="SECONDS",
+                   help="simulated seconds of workload and faults")
+    s.add_argument("--rate", type=_positive, metavar="PER_S", help="payments per second")
+    s.add_argument("--bound", type=_positive, metavar="SECONDS",
+                   help="convergence must come this soon after the faults stop")
+    f = s.add_argument_group("faults (override the scenario's)")
+    f.add_argument("--latency", type=float, metavar="MS", help="one-way latency of every link")
+    f.add_argument("--jitter", type=float, metavar="MS")
+    f.add_argument("--bandwidth", type=_positive, metavar="KB_S",
+                   help="kilobytes per second per direction")
+    f.add_argument("--loss", type=_probability, metavar="P", help="packet loss (retransmitted)")
+    f.add_argument("--reorder", type=_probability, metavar="P",
+                   help="chunks delivered out of order (breaks the session: it reconnects)")
+    f.add_argument("--duplicate", type=_probability, metavar="P",
+                   help="chunks delivered twice (breaks the session: it reconnects)")
+    f.add_argument("--partitions", type=int, metavar="N", help="split-and-heal episodes")
+    f.add_argument("--bridge", action="store_true", default=None,
+                   help="one node keeps its links across each split")
+    f.add_argument("--clogs", type=int, metavar="N",
+                   help="episodes of links stopped one by one and restored in random order")
+    f.add_argument("--crashes", type=int, metavar="N", help="node crashes (restart from store)")
+    f.add_argument("--mid-batch", type=_probability, metavar="P",
+                   help="share of crashes that cut power inside a store transaction")
+    f.add_argument("--skew", type=float, metavar="SECONDS", help="clock offsets up to +-this")
+    f.add_argument("--no-mobility", dest="mobility", action="store_false", default=None,
+                   help="convoy vehicles keep their places")
+    s.add_argument("--no-shared-checks", dest="shared_checks", action="store_false",
+                   default=None, help="every replica parses and verifies every record itself")
+    s.add_argument("--no-plot", action="store_true", help="skip convergence.png")
+    s.set_defaults(func=cmd_simulate)
+
+
+def _list() -> int:
+    from ..sim.scenarios import SCENARIOS
+
+    width = max(len(n) for n in SCENARIOS)
+    for s in SCENARIOS.values():
+        print(f"{s.name:<{width}}  {s.nodes:>3} nodes  {s.duration:>4g} s  {s.description}")
+    return 0
+
+
+def _params(args: argparse.Namespace) -> Any:
+    from ..sim.scenarios import SCENARIOS, params_for
+
+    if args.scenario not in SCENARIOS:
+        raise LocalError(f"no scenario {args.scenario!r}; see `p2p-ledger simulate --list`")
+    if args.nodes is not None and args.nodes < 3:
+        raise LocalError("--nodes must be at least 3")
+    ms = (lambda v: None if v is None else v / 1000)
+    faults = {"latency": ms(args.latency), "jitter": ms(args.jitter),
+              "bandwidth": None if args.bandwidth is None else args.bandwidth * 1000,
+              "loss": args.loss, "reorder": args.reorder, "duplicate": args.duplicate,
+              "partitions": args.partitions, "bridge": args.bridge, "clogs": args.clogs,
+              "crashes": args.crashes, "mid_batch": args.mid_batch, "skew": args.skew,
+              "mobility": args.mobility}
+    return params_for(args.scenario, seed=args.seed, nodes=args.nodes, duration=args.duration,
+                      rate=args.rate, bound=args.bound, shared_checks=args.shared_checks,
+                      faults=faults)
+
+
+class _Progress:
+    """A one-line bar on stderr, redrawn at most ten times a wall second."""
+
+    def __init__(self) -> None:
+        self.last = 0.0
+
+    def __call__(self, now: float, horizon: float, converged: float) -> None:
+        wall = time.monotonic()
+        if wall - self.last < 0.1:
+            return
+        self.last = wall
+        share = min(1.0, now / horizon) if horizon else 1.0
+        bar = "#" * int(30 * share)
+        sys.stderr.write(f"\r[{bar:<30}] {now:7.1f} s simulated, "
+                         f"{100 * converged:5.1f}% of replicas up to date ")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        sys.stderr.write("\n")
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    if args.list:
+        return _list()
+    if not args.scenario or args.report is None:
+        raise LocalError("simulate needs --scenario NAME and --report DIR (or --list)")
+    if not args.no_plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise LocalError("the plot needs matplotlib: pip install 'p2p-ledger[sim]' "
+                             "(or pass --no-plot)") from None
+    from ..sim.report import write_report
+    from ..sim.world import World
+
+    params = _params(args)
+    progress = _Progress() if sys.stderr.isatty() else None
+    started = time.monotonic()
+    world = World(params, progress=progress)
+    world.run()
+    wall = time.monotonic() - started
+    if progress is not None:
+        progress.done()
+    report = write_report(world, args.report, plot=not args.no_plot)
+    checks = report["checks"]
+    assert isinstance(checks, list)
+    for c in checks:
+        print(f"{'pass' if c['passed'] else 'FAIL'}  {c['name']}: {c['detail']}")
+    events = world.events()
+    print(f"simulated {world.end_at:.1f} s in {wall:.1f} s of wall time "
+          f"({events / wall:,.0f} events per wall second); report in {args.report}/")
+    return 0 if report["passed"] else 1

@@ -1,0 +1,176 @@
+"""The simulator's checks, evaluated after every committed batch of every replica.
+
+- conservation: after each batch the replica's `conserved()` holds (the sum of all
+  balances equals issued minus redeemed).
+- verdicts: the verdict (and reason) a record gets when first applied anywhere is the
+  verdict it has in every replica, at every later moment. Records of a cloned
+  (equivocating) device are held to the same rule and counted apart, since the issue
+  only promises it for honest records.
+- validity: a replica stores only records some member created (the wallets sign only
+  valid records, so anything else would be a forgery or a corruption that got in), and
+  only once its `prev` is stored. At the end every stored record's refs are held too.
+- convergence: after the faults stop, every replica holds every created record and the
+  same `state_hash`, within the bound the parameters state.
+
+A violation is kept with where and when it happened (the first few of each kind go
+into the report). The checker also measures each record's lag: simulated seconds from
+its creation to its arrival in each replica. It reads stores, never changes them.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..core.records import parse_record
+from ..core.store import MemoryStore
+
+__all__ = ["CheckResult", "Checker"]
+
+_KEEP = 20  # violations kept per check
+
+
+@dataclass(slots=True, kw_only=True)
+class CheckResult:
+    name: str
+    passed: bool
+    detail: str
+    checked: int = 0
+    violations: list[dict[str, object]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        return {"name": self.name, "passed": self.passed, "detail": self.detail,
+                "checked": self.checked, "violations": self.violations}
+
+
+class Checker:
+    """Watches every commit of every replica of one run."""
+
+    def __init__(self, names: list[str], now: Callable[[], float]) -> None:
+        self.now = now
+        self.names = list(names)
+        members = len(names)
+        self.created: dict[bytes, float] = {}
+        self.author_of: dict[bytes, bytes] = {}
+        self.first_verdict: dict[bytes, tuple[str, str | None, str]] = {}
+        self.counts = [0] * members
+        self.lags: list[array[int]] = [array("l") for _ in range(members)]
+        self.creating: int | None = None  # the member whose wallet is signing right now
+        self.forked_authors: set[bytes] = set()
+        self.batches = 0
+        self.verdicts_checked = 0
+        self.forked_checked = 0
+        self.conservation: list[dict[str, object]] = []
+        self.verdict_changes: list[dict[str, object]] = []
+        self.invalid: list[dict[str, object]] = []
+        self.counts_of = {"conservation": 0, "verdicts": 0, "validity": 0}
+
+    def grow(self, name: str) -> None:
+        """A member joined (a cloned device)."""
+        self.counts.append(0)
+        self.lags.append(array("l"))
+        self.names.append(name)
+
+    def _flag(self, kind: str, into: list[dict[str, object]], item: dict[str, object]) -> None:
+        self.counts_of[kind] += 1
+        if len(into) < _KEEP:
+            into.append(item)
+
+    def genesis(self, store: MemoryStore) -> None:
+        for rid in store.all_ids_in_order():
+            row = store.get(rid)
+            assert row is not None
+            self.created[rid] = 0.0
+            self.author_of[rid] = row.author
+            self.first_verdict[rid] = (row.verdict.value, row.reason, "genesis")
+
+    def on_commit(self, member: int, store: MemoryStore, rids: list[bytes],
+                  conserved: bool) -> None:
+        now = self.now()
+        self.batches += 1
+        name = self.names[member]
+        self.counts[member] = store.totals().records
+        if not conserved:
+            self._flag("conservation", self.conservation, {
+                "node": name, "time": round(now, 3), "batch": len(rids)})
+        lags = self.lags[member]
+        for rid in rids:
+            row = store.get(rid)
+            assert row is not None
+            if rid not in self.created:
+                if self.creating == member:
+                    self.created[rid] = now
+                    self.author_of[rid] = row.author
+                else:
+                    self._flag("validity", self.invalid, {
+                        "node": name, "time": round(now, 3), "record": rid.hex(),
+                        "problem": "stored a record that no member created"})
+                    continue
+            else:
+                lags.append(round((now - self.created[rid]) * 1000))
+            if row.prev is not None and not store.has(row.prev):
+                self._flag("validity", self.invalid, {
+                    "node": name, "time": round(now, 3), "record": rid.hex(),
+                    "problem": "stored before its prev"})
+            seen = (row.verdict.value, row.reason)
+            first = self.first_verdict.get(rid)
+            if first is None:
+                self.first_verdict[rid] = (*seen, name)
+                continue
+            if row.author in self.forked_authors:
+                self.forked_checked += 1
+            self.verdicts_checked += 1
+            if first[:2] != seen:
+                self._flag("verdicts", self.verdict_changes, {
+                    "node": name, "time": round(now, 3), "record": rid.hex(),
+                    "first": f"{first[0]} at {first[2]}" + (f" ({first[1]})" if first[1] else ""),
+                    "here": seen[0] + (f" ({seen[1]})" if seen[1] else "")})
+
+    # ------------------------------------------------------------ at the end
+
+    def final_validity(self, member: int, store: MemoryStore) -> int:
+        """Every stored record has its whole causal past stored; returns records seen."""
+        n = 0
+        for rid in store.all_ids_in_order():
+            raw = store.raw(rid)
+            assert raw is not None
+            rec = parse_record(raw).record
+            row = store.get(rid)
+            assert row is not None
+            if row.verdict.value != self.first_verdict.get(rid, ("?",))[0]:
+                self._flag("verdicts", self.verdict_changes, {
+                    "node": self.names[member], "time": round(self.now(), 3),
+                    "record": rid.hex(), "first": str(self.first_verdict.get(rid)),
+                    "here": row.verdict.value})
+            for dep in (*rec.refs, *(() if rec.prev is None else (rec.prev,))):
+                if not store.has(dep):
+                    self._flag("validity", self.invalid, {
+                        "node": self.names[member], "time": round(self.now(), 3),
+                        "record": rid.hex(), "problem": "a ref or prev is not stored"})
+            n += 1
+        return n
+
+    def results(self, *, checked_records: int) -> list[CheckResult]:
+        c = self.counts_of
+        forked = (f"; {self.forked_checked} of them by the cloned device"
+                  if self.forked_authors else "")
+        return [
+            CheckResult(name="conservation", passed=c["conservation"] == 0,
+                        checked=self.batches,
+                        detail=f"money conserved after each of {self.batches} batches"
+                        if c["conservation"] == 0 else
+                        f"{c['conservation']} batches left money unconserved",
+                        violations=self.conservation),
+            CheckResult(name="verdicts", passed=c["verdicts"] == 0,
+                        checked=self.verdicts_checked,
+                        detail=(f"{self.verdicts_checked} later applications agreed with the "
+                                f"first verdict{forked}") if c["verdicts"] == 0 else
+                        f"{c['verdicts']} verdicts differed from the first one",
+                        violations=self.verdict_changes),
+            CheckResult(name="validity", passed=c["validity"] == 0, checked=checked_records,
+                        detail="only created records were stored, each after its causal "
+                        "past" if c["validity"] == 0 else
+                        f"{c['validity']} invalid or premature records stored",
+                        violations=self.invalid),
+        ]

@@ -1,0 +1,310 @@
+"""Simulated links: a reliable byte stream (like TCP) between two simulated nodes.
+
+A `SimConnection` is two one-way pipes. Each `send_all` is a *chunk*: it occupies the
+pipe for `len / bandwidth` seconds (the sender waits that long, so a node measures the
+link's real throughput), then arrives `latency + uniform(0, jitter)` seconds later,
+never before the chunk sent ahead of it (a stream delivers in order).
+
+Faults, and how each is modelled on a stream that must deliver every byte in order:
+
+- *loss*: each ~1400-byte packet of a chunk is lost with probability `loss` and sent
+  again after a retransmission timeout that doubles each round; the chunk arrives when
+  its last packet does, and holds back the chunks behind it (head-of-line blocking).
+  After `MAX_RETRIES` rounds the connection breaks, as TCP gives up.
+- *stall* (a partition or a clogged link): nothing is delivered and new connections
+  cannot be made; queued bytes wait, and arrive one latency after the stall ends if
+  the connection is still open by then. A sender blocks once `SEND_WINDOW` bytes wait.
+  A session may time out meanwhile (its idle timeout): that is part of what is studied.
+- *break* (out of radio range, a crashed peer): the connection resets at once; both
+  ends see `BrokenResourceError`; bytes in flight are lost.
+- *reorder* and *duplicate* (a faulty middlebox): a chunk is delivered before the one
+  ahead of it, or twice. The sealed channel detects this by design (its nonces are a
+  counter), so the session closes and the node dials again. Record-level reordering and
+  duplication, which the ledger must tolerate, are exercised by the property tests.
+
+Every random choice comes from the `random.Random` handed in, so a seed replays a run.
+This module never reads the wall clock; all times are trio's (a MockClock in the
+simulator).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass, field
+
+import trio
+
+__all__ = ["LinkProfile", "LinkStats", "SimConnection", "SimStream"]
+
+PACKET_BYTES = 1400
+MIN_RTO = 0.2
+MAX_RETRIES = 8
+SEND_WINDOW = 256 << 10
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkProfile:
+    """What a link is like. Times in seconds, bandwidth in bytes per second per
+    direction (None: unlimited), probabilities per packet (loss) or per chunk."""
+
+    latency: float = 0.02
+    jitter: float = 0.0
+    bandwidth: float | None = None
+    loss: float = 0.0
+    reorder: float = 0.0
+    duplicate: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.latency < 0 or self.jitter < 0:
+            raise ValueError("latency and jitter are not negative")
+        if self.bandwidth is not None and self.bandwidth <= 0:
+            raise ValueError("bandwidth is positive")
+        for p in (self.loss, self.reorder, self.duplicate):
+            if not 0 <= p < 1:
+                raise ValueError("a probability is in [0, 1)")
+
+    @property
+    def rto(self) -> float:
+        return max(MIN_RTO, 3 * (self.latency + self.jitter))
+
+
+@dataclass(slots=True)
+class LinkStats:
+    """What crossed one link (both directions), for the report."""
+
+    bytes: int = 0
+    chunks: int = 0
+    frames: int = 0
+    retransmissions: int = 0
+    corrupted: int = 0  # chunks reordered or duplicated
+    connections: int = 0
+    resets: int = 0
+
+
+class _FrameCounter:
+    """Counts whole protocol frames (4-byte length prefix + body) in a byte stream."""
+
+    __slots__ = ("frames", "_header", "_left")
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self._header = b""
+        self._left = 0
+
+    def feed(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            if self._left:
+                step = min(self._left, len(view))
+                self._left -= step
+                view = view[step:]
+                continue
+            need = 4 - len(self._header)
+            self._header += bytes(view[:need])
+            view = view[need:]
+            if len(self._header) == 4:
+                self._left = int.from_bytes(self._header, "big")
+                self._header = b""
+                self.frames += 1
+
+
+@dataclass(slots=True)
+class _Pipe:
+    """One direction of a connection."""
+
+    queue: deque[tuple[float, bytes]] = field(default_factory=deque)
+    queued: int = 0
+    busy_until: float = 0.0
+    last_at: float = 0.0
+    eof: bool = False  # the sender closed; the reader sees b"" once the queue is empty
+    reader_closed: bool = False
+    changed: trio.Event = field(default_factory=trio.Event)
+    counter: _FrameCounter = field(default_factory=_FrameCounter)
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+
+
+class SimConnection:
+    """One connection between node `a` (the dialer) and node `b`."""
+
+    def __init__(self, profile: LinkProfile, rng: random.Random, stats: LinkStats,
+                 stalled: bool = False) -> None:
+        self.profile = profile
+        self.rng = rng
+        self.stats = stats
+        self.broken = False
+        self.stalled = stalled
+        self._pipes = (_Pipe(), _Pipe())
+        self.a = SimStream(self, 0)
+        self.b = SimStream(self, 1)
+        stats.connections += 1
+
+    @property
+    def finished(self) -> bool:
+        """Broken, or closed at both ends."""
+        return self.broken or (self.a.closed and self.b.closed)
+
+    def pipe(self, side: int) -> _Pipe:
+        return self._pipes[side]
+
+    def reset(self) -> None:
+        """Break the connection at once (peer gone or out of range)."""
+        if self.broken:
+            return
+        self.broken = True
+        self.stats.resets += 1
+        for p in self._pipes:
+            p.queue.clear()
+            p.queued = 0
+            p.notify()
+
+    def stall(self, on: bool) -> None:
+        """Stop or resume delivery (a partition or a clogged link)."""
+        if on == self.stalled:
+            return
+        self.stalled = on
+        if not on:
+            resume = trio.current_time() + self.profile.latency
+            for p in self._pipes:
+                p.queue = deque((max(at, resume), data) for at, data in p.queue)
+                p.last_at = max(p.last_at, resume) if p.queue else p.last_at
+        for p in self._pipes:
+            p.notify()
+
+    def schedule(self, side: int, data: bytes) -> float:
+        """Queue a chunk sent by `side`; returns when the sender is done transmitting."""
+        prof, rng, pipe = self.profile, self.rng, self._pipes[side]
+        now = trio.current_time()
+        start = max(now, pipe.busy_until)
+        pipe.busy_until = start + (len(data) / prof.bandwidth if prof.bandwidth else 0.0)
+        at = pipe.busy_until + prof.latency
+        if prof.jitter:
+            at += rng.uniform(0.0, prof.jitter)
+        if prof.loss:
+            extra = self._retransmission_delay(len(data))
+            if extra is None:
+                self.reset()
+                return now
+            at += extra
+        at = max(at, pipe.last_at)
+        pipe.last_at = at
+        self.stats.bytes += len(data)
+        self.stats.chunks += 1
+        before = pipe.counter.frames
+        pipe.counter.feed(data)
+        self.stats.frames += pipe.counter.frames - before
+        if prof.duplicate and rng.random() < prof.duplicate:
+            pipe.queue.append((at, data))
+            pipe.queued += len(data)
+            self.stats.corrupted += 1
+        if prof.reorder and pipe.queue and rng.random() < prof.reorder:
+            before_at, before = pipe.queue.pop()
+            pipe.queue.append((before_at, data))
+            pipe.queue.append((at, before))
+            self.stats.corrupted += 1
+        else:
+            pipe.queue.append((at, data))
+        pipe.queued += len(data)
+        pipe.notify()
+        return pipe.busy_until
+
+    def _retransmission_delay(self, size: int) -> float | None:
+        """Extra seconds the loss model adds to a chunk of `size` bytes, or None when
+        the connection gives up."""
+        prof, rng = self.profile, self.rng
+        waiting = -(-size // PACKET_BYTES)
+        delay, rto, rounds = 0.0, prof.rto, 0
+        while waiting:
+            waiting = sum(1 for _ in range(waiting) if rng.random() < prof.loss)
+            if waiting:
+                rounds += 1
+                self.stats.retransmissions += waiting
+                if rounds > MAX_RETRIES:
+                    return None
+                delay += rto
+                rto *= 2
+        return delay
+
+    @property
+    def frames(self) -> int:
+        return sum(p.counter.frames for p in self._pipes)
+
+
+class SimStream(trio.abc.Stream):
+    """One end of a `SimConnection`, as the trio stream a `Node` runs a session over."""
+
+    def __init__(self, conn: SimConnection, side: int) -> None:
+        self._conn = conn
+        self._out = conn.pipe(side)
+        self._in = conn.pipe(1 - side)
+        self._side = side
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        conn, out = self._conn, self._out
+        if self._closed:
+            raise trio.ClosedResourceError("this end is closed")
+        while conn.stalled and out.queued > SEND_WINDOW and not conn.broken:
+            await out.changed.wait()
+        if conn.broken or out.reader_closed:
+            raise trio.BrokenResourceError("connection reset")
+        done = conn.schedule(self._side, bytes(data))
+        if done > trio.current_time():
+            await trio.sleep_until(done)
+        else:
+            await trio.lowlevel.checkpoint()
+        if conn.broken:
+            raise trio.BrokenResourceError("connection reset")
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        conn, pipe = self._conn, self._in
+        while True:
+            if self._closed:
+                raise trio.ClosedResourceError("this end is closed")
+            if conn.broken:
+                raise trio.BrokenResourceError("connection reset")
+            wake = float("inf")
+            if pipe.queue and not conn.stalled:
+                at, data = pipe.queue[0]
+                now = trio.current_time()
+                if at <= now:
+                    return self._take(max_bytes)
+                wake = at
+            elif not pipe.queue and pipe.eof:
+                return b""
+            changed = pipe.changed
+            with trio.move_on_at(wake):
+                await changed.wait()
+
+    def _take(self, max_bytes: int | None) -> bytes:
+        pipe = self._in
+        at, data = pipe.queue[0]
+        if max_bytes is not None and len(data) > max_bytes:
+            pipe.queue[0] = (at, data[max_bytes:])
+            data = data[:max_bytes]
+        else:
+            pipe.queue.popleft()
+        pipe.queued -= len(data)
+        pipe.notify()  # a sender may be waiting for room
+        return data
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._out.eof = True
+            self._out.notify()
+            self._in.reader_closed = True
+            self._in.queue.clear()
+            self._in.queued = 0
+            self._in.notify()
+        await trio.lowlevel.checkpoint()

@@ -1,0 +1,227 @@
+"""The report of a run: report.json (for programs), report.md (for people).
+
+report.json holds only values the run computed from its seed: parameters, the
+timeline (when the faults stopped, when the replicas converged, the bound), the
+workload, traffic, every fault episode, per-node lag and every check with its
+violations, and the series the plot draws. Times are simulated seconds rounded to
+milliseconds, keys are written sorted, and nothing comes from the wall clock or from
+a hash-ordered set, so the same seed and version give the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import Counter
+from pathlib import Path
+
+from ..core.ids import device_id
+from ..core.records import parse_record
+from .checks import CheckResult
+from .world import World
+
+__all__ = ["build_report", "write_report"]
+
+FORMAT = "p2p-ledger-simulation"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("p2p-ledger")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _seconds(ms: float) -> float:
+    return round(ms / 1000, 3)
+
+
+def _lag(values: list[int]) -> dict[str, float | int]:
+    if not values:
+        return {"records": 0}
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, (95 * len(ordered)) // 100)]
+    return {"records": len(ordered), "mean": _seconds(statistics.fmean(ordered)),
+            "p50": _seconds(ordered[len(ordered) // 2]), "p95": _seconds(p95),
+            "max": _seconds(ordered[-1])}
+
+
+def _convergence(w: World) -> CheckResult:
+    p = w.params
+    total = len(w.checker.created)
+    if w.converged_at is not None:
+        took = round(w.converged_at - p.duration, 3)
+        return CheckResult(
+            name="convergence", passed=took <= p.bound, checked=len(w.members),
+            detail=f"all {len(w.members)} replicas hold the {total} records with state hash "
+            f"{w.final_hashes[0].hex()[:16]}, {took} s after the faults stopped "
+            f"(bound {p.bound:g} s)")
+    behind = [{"node": m.name, "records": c, "missing": total - c}
+              for m, c in zip(w.members, w.checker.counts, strict=True) if c != total]
+    return CheckResult(
+        name="convergence", passed=False, checked=len(w.members), violations=behind[:20],
+        detail=f"{len(behind)} of {len(w.members)} replicas still lacked records "
+        f"{p.bound:g} s after the faults stopped; {len(set(w.final_hashes))} distinct state "
+        "hashes")
+
+
+def _evidence(w: World) -> CheckResult | None:
+    """With a cloned device: every replica holds the same equivocation evidence."""
+    if not w.checker.forked_authors:
+        return None
+    views = [tuple(m.store.equivocations()) for m in w.members]
+    same = len(set(views)) == 1
+    pairs = len(views[0])
+    return CheckResult(
+        name="evidence", passed=same and pairs > 0, checked=len(views),
+        detail=f"every replica holds the same {pairs} equivocation pairs" if same else
+        "replicas hold different equivocation evidence")
+
+
+def _revocations(w: World) -> dict[str, object]:
+    if not w.revoked:
+        return {}
+    m = w.members[0]
+    after: Counter[str] = Counter()
+    for rid in m.store.all_ids_in_order():
+        row = m.store.get(rid)
+        assert row is not None
+        limit = w.revoked.get(row.author)
+        if limit is not None and row.seq > limit:
+            after[row.verdict.value] += 1
+    return {"revoked_devices": len(w.revoked),
+            "records_after_revocation": dict(sorted(after.items()))}
+
+
+def build_report(w: World) -> dict[str, object]:
+    p = w.params
+    total = len(w.checker.created)
+    checks = w.checker.results(checked_records=sum(w.checker.counts))
+    checks.append(_convergence(w))
+    evidence = _evidence(w)
+    if evidence is not None:
+        checks.append(evidence)
+    kinds: Counter[str] = Counter()
+    for rid in w.checker.created:
+        raw = w.members[0].store.raw(rid)
+        kinds[parse_record(raw).record.kind.label if raw else "unheld"] += 1
+    by_kind: dict[str, dict[str, int]] = {}
+    for e in w.edges:
+        k = by_kind.setdefault(e.kind, {"links": 0, "bytes": 0, "messages": 0})
+        k["links"] += 1
+        k["bytes"] += e.stats.bytes
+        k["messages"] += e.stats.frames
+    per_node = []
+    for m, lags, held in zip(w.members, w.checker.lags, w.checker.counts, strict=True):
+        per_node.append({"node": m.name, "role": m.role, "device": device_id(m.device)[:16],
+                         "records": held, "sessions": m.sessions,
+                         "sessions_broken": m.session_errors, "crashes": m.crashes,
+                         "skew_ms": m.skew_ms, "lag_s": _lag(list(lags))})
+    converged = w.converged_at is not None
+    report: dict[str, object] = {
+        "format": FORMAT, "version": 1, "package_version": _version(),
+        "parameters": p.to_json(),
+        "topology": {"members": len(w.members), "links": len(w.edges),
+                     "by_kind": dict(sorted(by_kind.items()))},
+        "timeline": {
+            "faults_stop_s": p.duration, "bound_s": p.bound,
+            "converged_at_s": round(w.converged_at, 3) if converged else None,
+            "time_to_convergence_s": (round(w.converged_at - p.duration, 3)
+                                      if w.converged_at is not None else None),
+            "end_s": round(w.end_at, 3)},
+        "workload": {**w.payments, "records_created": total,
+                     "by_kind": dict(sorted(kinds.items())), **_revocations(w)},
+        "traffic": {"bytes": sum(e.stats.bytes for e in w.edges),
+                    "messages": sum(e.stats.frames for e in w.edges),
+                    "chunks": sum(e.stats.chunks for e in w.edges),
+                    "connections": sum(e.stats.connections for e in w.edges),
+                    "resets": sum(e.stats.resets for e in w.edges),
+                    "retransmitted_packets": sum(e.stats.retransmissions for e in w.edges),
+                    "corrupted_chunks": sum(e.stats.corrupted for e in w.edges),
+                    "records_refused": w.refused_records},
+        "faults": [{"kind": e.kind, "start_s": e.start, "end_s": e.end, **e.detail}
+                   for e in sorted(w.episodes, key=lambda e: (e.start, e.kind, e.end))],
+        "final_state_hash": (w.final_hashes[0].hex() if len(set(w.final_hashes)) == 1
+                             else None),
+        "checks": [c.to_json() for c in checks],
+        "passed": all(c.passed for c in checks),
+        "per_node": per_node,
+        "series": w.series,
+    }
+    return report
+
+
+def _md(report: dict[str, object]) -> str:
+    r = report
+    p = r["parameters"]
+    t = r["timeline"]
+    wl = r["workload"]
+    tr = r["traffic"]
+    assert isinstance(p, dict) and isinstance(t, dict) and isinstance(wl, dict)
+    assert isinstance(tr, dict)
+    lines = [f"# Simulation: {p['scenario']} ({p['nodes']} nodes, seed {p['seed']})", ""]
+    verdict = "All checks passed" if r["passed"] else "**Some checks FAILED**"
+    if t["time_to_convergence_s"] is not None:
+        lines.append(f"The replicas converged {t['time_to_convergence_s']} s (simulated) after "
+                     f"the faults stopped at {t['faults_stop_s']:g} s; the bound was "
+                     f"{t['bound_s']:g} s. {verdict}.")
+    else:
+        lines.append(f"The replicas did **not** converge within {t['bound_s']:g} s after the "
+                     f"faults stopped. {verdict}.")
+    lines += ["", "## Checks", "", "| check | result | detail |", "|---|---|---|"]
+    checks = r["checks"]
+    assert isinstance(checks, list)
+    for c in checks:
+        lines.append(f"| {c['name']} | {'pass' if c['passed'] else 'FAIL'} | {c['detail']} |")
+    lines += ["", "## Workload and traffic", "",
+              f"- topology `{p['topology']}`, workload `{p['workload']}`, "
+              f"{p['rate']:g} payments/s for {p['duration']:g} s",
+              f"- payments: {wl['made']} made, {wl['refused']} refused by the payer's wallet "
+              f"(insufficient funds in hand); {wl['records_created']} records created "
+              f"in all ({', '.join(f'{k} {v}' for k, v in wl['by_kind'].items())})",
+              f"- wire: {tr['bytes']:,} bytes in {tr['messages']:,} messages "
+              f"({tr['chunks']:,} writes) over {tr['connections']:,} connections; "
+              f"{tr['resets']:,} resets, {tr['retransmitted_packets']:,} packets "
+              f"retransmitted, {tr['corrupted_chunks']} chunks reordered or duplicated, "
+              f"{tr['records_refused']} records refused by receivers"]
+    if "revoked_devices" in wl:
+        lines.append(f"- revocations: {wl['revoked_devices']} devices revoked; their later "
+                     f"records: {wl['records_after_revocation']}")
+    faults = r["faults"]
+    assert isinstance(faults, list)
+    if faults:
+        lines += ["", "## Faults", "", "| kind | from (s) | to (s) | detail |",
+                  "|---|---|---|---|"]
+        for f in faults:
+            detail = ", ".join(f"{k}={v}" for k, v in f.items()
+                               if k not in ("kind", "start_s", "end_s"))
+            lines.append(f"| {f['kind']} | {f['start_s']} | {f['end_s']} | {detail} |")
+    per_node = r["per_node"]
+    assert isinstance(per_node, list)
+    lines += ["", "## Per node", "", "Lag: simulated seconds from a record's creation to its "
+              "arrival at the node.", "",
+              "| node | role | records | sessions (broken) | crashes | lag mean | p95 | max |",
+              "|---|---|---|---|---|---|---|---|"]
+    for n in per_node:
+        lag = n["lag_s"]
+        lines.append(f"| {n['node']} | {n['role']} | {n['records']} | {n['sessions']} "
+                     f"({n['sessions_broken']}) | {n['crashes']} | {lag.get('mean', '-')} | "
+                     f"{lag.get('p95', '-')} | {lag.get('max', '-')} |")
+    lines += ["", "Plot: `convergence.png`. Machine-readable: `report.json`.", ""]
+    return "\n".join(lines)
+
+
+def write_report(w: World, directory: Path, *, plot: bool = True) -> dict[str, object]:
+    """Write report.json, report.md and (with `plot`) convergence.png into `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    report = build_report(w)
+    (directory / "report.json").write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
+    (directory / "report.md").write_text(_md(report))
+    if plot:
+        from .plot import plot_convergence
+
+        plot_convergence(report, directory / "convergence.png")
+    return report
+

@@ -1,0 +1,92 @@
+"""The simulated node's store: `MemoryStore` plus what a `Node` asks of its store.
+
+A simulated node's store is its disk: it outlives a crash. A crash drops the node, its
+`Replica` (with the pending area) and its sessions; the restart builds a new `Replica`
+over the same `SimStore`. Every write goes through `transaction()`, whose rollback is
+MemoryStore's, so a crash in the middle of a batch (`power_cut_after`) leaves the
+store exactly as it was before the batch.
+
+On top of `MemoryStore` this adds what `Node` uses of `SqliteStore`: store positions
+(`max_order`, `records_after`) and the peer table (`note_peer`). After each commit it
+tells `observer` which records the transaction stored, so the simulator's checks see
+every batch of every replica. It never judges a record: the replica does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from ..core.store import Effects, MemoryStore
+
+__all__ = ["PowerCut", "SimStore"]
+
+
+class PowerCut(Exception):  # noqa: N818 - an event, named as one
+    """The simulated machine lost power in the middle of a store transaction."""
+
+
+Observer = Callable[["SimStore", list[bytes]], None]
+
+
+@dataclass
+class SimStore(MemoryStore):
+    owner: int = -1  # the member index, for the observer
+    observer: Observer | None = None
+    power_cut_after: int | None = None  # raise PowerCut at this many more applies
+    _log: list[tuple[bytes, bytes]] = field(default_factory=list)  # (id, raw) by position
+    _peers: dict[bytes, tuple[str, str, int, int | None, str]] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self._undo is not None:  # nested: the outermost transaction reports
+            yield
+            return
+        start = len(self._log)
+        with super().transaction():
+            yield
+        if self.observer is not None and len(self._log) > start:
+            self.observer(self, [rid for rid, _ in self._log[start:]])
+
+    def apply(self, fx: Effects) -> None:
+        if self.power_cut_after is not None:
+            if self.power_cut_after <= 0:
+                self.power_cut_after = None
+                raise PowerCut("power lost in the middle of a batch")
+            self.power_cut_after -= 1
+        super().apply(fx)
+        self._log.append((fx.row.id, fx.raw))
+        if self._undo is not None:
+            self._undo.append(self._log.pop)
+
+    # ------------------------------------------------------------ what Node uses
+
+    def max_order(self) -> int:
+        return len(self._log)
+
+    def records_after(self, order: int, limit: int = 10_000) -> list[tuple[int, bytes, bytes]]:
+        return [(order + 1 + i, rid, raw)
+                for i, (rid, raw) in enumerate(self._log[order:order + limit])]
+
+    def note_peer(self, device: bytes, *, address: str, role: str, now_ms: int, state: str,
+                  synced: bool) -> None:
+        old = self._peers.get(device)
+        records = self.totals().records if synced else (old[3] if old else None)
+        self._peers[device] = (address, role, now_ms, records, state)
+
+    def raws(self) -> list[bytes]:
+        """Every stored record, in the order it was stored (a causal order)."""
+        return [raw for _, raw in self._log]
+
+    def copy(self, owner: int) -> SimStore:
+        """A copy of this disk (for a cloned device), with no observer attached."""
+        observer, self.observer = self.observer, None
+        try:
+            twin = copy.deepcopy(self)
+        finally:
+            self.observer = observer
+        twin.owner = owner
+        twin._peers = {}
+        return twin

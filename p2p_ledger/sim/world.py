@@ -1,0 +1,496 @@
+"""The simulation engine: many real nodes in one process, on trio's MockClock.
+
+Every member is a real `Node` (p2p_ledger/node/node.py) over a real `Replica` whose
+store is a `SimStore` (its disk). Members dial each other through `_connect`, which
+makes a `SimConnection` (links.py) and hands its far end to the other member's
+`Node.serve_stream`; from there on the sessions, the relaying and the redial backoff
+are the node's own code. The engine only decides the world around the nodes: which
+links are in range or cut, which member is down, who pays whom and when.
+
+A run has two phases. Until `duration` the workload pays and the faults act
+(faults.py). At `duration` the faults stop: partitions heal, clogged links flow,
+crashed members restart, the convoy closes up. The run then goes on until every
+replica holds every created record with one state hash (converged) or `bound` more
+seconds pass. The checks (checks.py) watch every committed batch throughout.
+
+Determinism: every random choice comes from a `random.Random` derived from the seed and
+a purpose ("workload", "link/7", ...), keys are derived from the seed, the clock is a
+MockClock starting at 0, and trio's own scheduler is seeded (`_deterministic_trio`).
+Nothing reads the wall clock or iterates over a hash-ordered set. The session's
+ephemeral X25519 keys are the one thing `Node` draws itself (it has no hook for them
+yet); they change ciphertext bytes, never sizes or timing, so the report is unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import cast
+
+import nacl.signing
+import trio
+import trio.testing
+
+from ..core.ids import Account
+from ..core.ledger import Replica
+from ..core.network import NetworkDescriptor
+from ..core.records import Role
+from ..core.wallet import Wallet
+from ..errors import PaymentRefused, TransportError
+from ..node.links import Link
+from ..node.node import Node, NodeConfig
+from ..storage.sqlite import SqliteStore
+from .accel import CheckCache, shared_record_checks
+from .checks import Checker
+from .faults import run_faults, run_mobility, run_workload
+from .links import LinkProfile, LinkStats, SimConnection, SimStream
+from .scenarios import PROFILES, EdgeSpec, SimParams, Topology, build_topology
+from .store import PowerCut, SimStore
+
+__all__ = ["CASH_IN", "T0_MS", "Edge", "Member", "SimNode", "World"]
+
+T0_MS = 1_763_900_000_000  # the wall clock at simulated time 0 (2025-11-23)
+CASH_IN = 10_000_00  # every device starts with 10,000.00 AED
+CONNECT_TIMEOUT = 10.0
+DISCOVERY_INTERVAL = 5.0  # radio peers find each other within this (LAN announcements)
+
+
+class SimNode(Node):
+    """A `Node` over a `SimStore`. `Node` asks its store for `max_order`,
+    `records_after` and `note_peer`, which `SimStore` has, but types it as
+    `SqliteStore`; this only widens that (see the report to the lead)."""
+
+    @property
+    def _store(self) -> SqliteStore:
+        return cast("SqliteStore", self.replica.store)
+
+
+@dataclass(eq=False)
+class Member:
+    index: int
+    name: str
+    role: str
+    key: nacl.signing.SigningKey
+    store: SimStore
+    skew_ms: int
+    rng: random.Random
+    axis: float
+    node: SimNode | None = None
+    scope: trio.CancelScope | None = None
+    nursery: trio.Nursery | None = None
+    up: bool = False
+    down_since: float | None = None
+    crashed: trio.Event = field(default_factory=trio.Event)
+    sessions: int = 0
+    session_errors: int = 0
+    crashes: int = 0
+    clone_of: int | None = None
+
+    @property
+    def device(self) -> bytes:
+        return bytes(self.key.verify_key)
+
+    @property
+    def replica(self) -> Replica:
+        assert self.node is not None
+        return self.node.replica
+
+
+@dataclass(eq=False)
+class Edge:
+    index: int
+    a: int  # dials
+    b: int
+    kind: str
+    profile: LinkProfile
+    stats: LinkStats
+    rng: random.Random
+    in_range: bool = True
+    stalls: int = 0
+    conns: list[SimConnection] = field(default_factory=list)
+    dialer: trio.CancelScope | None = None
+
+    def other(self, m: int) -> int:
+        return self.b if m == self.a else self.a
+
+
+@dataclass(slots=True, kw_only=True)
+class Episode:
+    kind: str  # "partition", "clog", "crash", "burst", "clone", "revoke"
+    start: float
+    end: float
+    detail: dict[str, object] = field(default_factory=dict)
+
+
+class World:
+    """One simulation run. `run()` once; then read the fields (report.py does)."""
+
+    def __init__(self, params: SimParams,
+                 progress: Callable[[float, float, float], None] | None = None) -> None:
+        self.params = params
+        self.progress = progress
+        self.topology: Topology = build_topology(params.topology, params.nodes,
+                                                 self.rng("topology"))
+        self.authority_key = self._key("authority")
+        self.network = NetworkDescriptor(name=f"sim-{params.scenario}", currency="AED",
+                                         authority=bytes(self.authority_key.verify_key))
+        self.members: list[Member] = []
+        self.edges: list[Edge] = []
+        self.edges_of: list[list[Edge]] = []
+        self.position_of: list[int] = []  # whose position a member shares (clones)
+        self.episodes: list[Episode] = []
+        self.checker = Checker([s.name for s in self.topology.members], trio.current_time)
+        self.quiet = False
+        self.converged_at: float | None = None
+        self.end_at = 0.0
+        self.final_hashes: list[bytes] = []
+        self.series: dict[str, list[float]] = {"t": [], "converged": [], "held": [],
+                                               "bytes": [], "messages": []}
+        self.payments = {"attempted": 0, "made": 0, "refused": 0, "no_payer": 0}
+        self.revoked: dict[bytes, int] = {}  # device -> after_seq
+        self.bursting: list[list[int]] = []  # members a partition isolated (offline-burst)
+        self.refused_records = 0
+        self.cache: CheckCache | None = None
+        self._converged = trio.Event()
+        self._root: trio.Nursery | None = None
+        self._build()
+
+    # ------------------------------------------------------------ set-up
+
+    def rng(self, purpose: str) -> random.Random:
+        return random.Random(f"p2p-ledger-sim/{self.params.seed}/{purpose}")
+
+    def _key(self, name: str) -> nacl.signing.SigningKey:
+        return nacl.signing.SigningKey(hashlib.blake2b(
+            f"p2p-ledger-sim/{self.params.seed}/key/{name}".encode(), digest_size=32).digest())
+
+    def _build(self) -> None:
+        skew = self.rng("skew")
+        genesis = self._genesis()
+        for i, spec in enumerate(self.topology.members):
+            key = self.authority_key if spec.role == "authority" else self._key(spec.name)
+            store = genesis.copy(owner=i)
+            store.observer = self.observe
+            offset = skew.uniform(-self.params.faults.skew, self.params.faults.skew)
+            self.members.append(Member(index=i, name=spec.name, role=spec.role, key=key,
+                                       store=store, skew_ms=round(offset * 1000),
+                                       rng=self.rng(f"node/{i}"), axis=spec.axis))
+            self.edges_of.append([])
+            self.position_of.append(i)
+        for spec in self.topology.edges:
+            self.add_edge(spec)
+        self.checker.genesis(genesis)
+        for m in self.members:
+            self.checker.counts[m.index] = m.store.totals().records
+
+    def _genesis(self) -> SimStore:
+        """The records every member holds at time 0: the authority admits everyone and
+        cashes in every device (as if provisioned at the depot)."""
+        store = SimStore()
+        auth = Wallet(Replica(self.network, store), self.authority_key)
+        specs = self.topology.members
+        with store.transaction():
+            for spec in specs:
+                if spec.role != "authority":
+                    role = Role.HUB if spec.role == "hub" else Role.DEVICE
+                    auth.admit(bytes(self._key(spec.name).verify_key), now_ms=T0_MS, role=role)
+            for spec in specs:
+                if spec.role == "device":
+                    auth.issue(Account(device=bytes(self._key(spec.name).verify_key)),
+                               CASH_IN, key=f"cash-in-{spec.name}", now_ms=T0_MS)
+        return store
+
+    def add_edge(self, spec: EdgeSpec) -> Edge:
+        f = self.params.faults
+        base = PROFILES[spec.kind]
+        profile = LinkProfile(
+            latency=base.latency if f.latency is None else f.latency,
+            jitter=base.jitter if f.jitter is None else f.jitter,
+            bandwidth=base.bandwidth if f.bandwidth is None else f.bandwidth,
+            loss=f.loss, reorder=f.reorder, duplicate=f.duplicate)
+        edge = Edge(index=len(self.edges), a=spec.a, b=spec.b, kind=spec.kind, profile=profile,
+                    stats=LinkStats(), rng=self.rng(f"link/{len(self.edges)}"))
+        self.edges.append(edge)
+        self.edges_of[spec.a].append(edge)
+        self.edges_of[spec.b].append(edge)
+        return edge
+
+    def add_member(self, m: Member, position_of: int) -> None:
+        self.members.append(m)
+        self.edges_of.append([])
+        self.position_of.append(position_of)
+        self.checker.grow(m.name)
+        self.checker.counts[m.index] = m.store.totals().records
+
+    # ------------------------------------------------------------ members
+
+    def now_ms(self, m: Member) -> int:
+        return T0_MS + round(trio.current_time() * 1000) + m.skew_ms
+
+    def start(self, m: Member) -> None:
+        assert self._root is not None
+        m.crashed = trio.Event()
+        self._root.start_soon(self._member_task, m)
+
+    async def _member_task(self, m: Member) -> None:
+        config = NodeConfig(backoff_max=self.params.backoff_max)
+        node = SimNode(Replica(self.network, m.store), m.key, config=config,
+                       wall_ms=lambda: self.now_ms(m), rng=m.rng,
+                       connect=lambda link, _nursery: self._connect(m, link))
+        try:
+            with trio.CancelScope() as scope:
+                m.scope = scope
+                async with trio.open_nursery() as nursery:
+                    m.node, m.nursery, m.up, m.down_since = node, nursery, True, None
+                    for e in self.edges_of[m.index]:
+                        if e.a == m.index:
+                            self.start_dialer(e)
+                    await trio.sleep_forever()
+        except* PowerCut:
+            self.crash(m, mid_batch=True)
+        finally:
+            m.sessions += len(node.completed)
+            m.session_errors += sum(1 for s in node.completed if s.error)
+            if m.node is node:
+                m.node, m.nursery, m.scope = None, None, None
+
+    def crash(self, m: Member, *, mid_batch: bool = False) -> None:
+        """Power off: the node, its replica, pending area and sessions are gone; its
+        peers' connections reset; the store stays as the last commit left it."""
+        if not m.up:
+            return
+        m.up = False
+        m.down_since = trio.current_time()
+        m.crashes += 1
+        m.store.power_cut_after = None
+        if m.scope is not None:
+            m.scope.cancel()
+        for e in self.edges_of[m.index]:
+            for c in e.conns:
+                c.reset()
+            e.conns = []
+        m.crashed.set()
+
+    def start_dialer(self, e: Edge) -> None:
+        m = self.members[e.a]
+        if m.up and m.nursery is not None and e.dialer is None and e.in_range:
+            m.nursery.start_soon(self._dial, e, m)
+
+    async def _dial(self, e: Edge, m: Member) -> None:
+        with trio.CancelScope() as scope:
+            e.dialer = scope
+            try:
+                if self.topology.radio_range is not None or e.kind == "radio":
+                    await trio.sleep(e.rng.uniform(0.0, DISCOVERY_INTERVAL))
+                assert m.node is not None
+                await m.node.keep_dialing(Link(scheme="tcp", host=self.members[e.b].name,
+                                               port=e.index + 1))
+            finally:
+                if e.dialer is scope:
+                    e.dialer = None
+
+    def set_in_range(self, e: Edge, up: bool) -> None:
+        if e.in_range == up:
+            return
+        e.in_range = up
+        if up:
+            self.start_dialer(e)
+            return
+        if e.dialer is not None:
+            e.dialer.cancel()
+            e.dialer = None
+        for c in e.conns:
+            c.reset()
+        e.conns = []
+
+    def stall(self, e: Edge, on: bool) -> None:
+        e.stalls += 1 if on else -1
+        assert e.stalls >= 0
+        for c in e.conns:
+            c.stall(e.stalls > 0)
+
+    async def _connect(self, m: Member, link: Link) -> trio.abc.Stream:
+        e = self.edges[link.port - 1]
+        other = self.members[e.other(m.index)]
+        profile = e.profile
+        await trio.sleep(2 * profile.latency)  # SYN, SYN-ACK
+        if e.stalls:
+            await trio.sleep(CONNECT_TIMEOUT)
+            raise TransportError(f"cannot reach {other.name}: timed out")
+        if not other.up or not e.in_range or other.nursery is None:
+            raise TransportError(f"cannot reach {other.name}: connection refused")
+        conn = SimConnection(profile, e.rng, e.stats)
+        e.conns = [c for c in e.conns if not c.finished]
+        e.conns.append(conn)
+        other.nursery.start_soon(self._serve, other, conn.b, m.name)
+        return conn.a
+
+    async def _serve(self, m: Member, stream: SimStream, address: str) -> None:
+        assert m.node is not None
+        await m.node.serve_stream(stream, f"sim:{address}")
+
+    # ------------------------------------------------------------ payments
+
+    @contextlib.contextmanager
+    def creating(self, m: Member) -> Iterator[None]:
+        """Around a wallet signing on `m`: its commit is a creation, not an arrival.
+        A power cut armed on `m` crashes it here like anywhere else."""
+        self.checker.creating = m.index
+        try:
+            with m.store.transaction():
+                yield
+        except PowerCut:
+            self.crash(m, mid_batch=True)
+        finally:
+            self.checker.creating = None
+        if m.up and m.node is not None:
+            m.node.push_new(trio.current_time())
+
+    def pay(self, payer: Member, payee: Account, amount: int, key: str) -> None:
+        self.payments["attempted"] += 1
+        wallet = Wallet(payer.replica, payer.key)
+        have = wallet.available()
+        if have < 1_00:
+            self.payments["refused"] += 1
+            return
+        with self.creating(payer):
+            try:
+                wallet.pay(payee, min(amount, have), key=key, now_ms=self.now_ms(payer))
+                self.payments["made"] += 1
+            except PaymentRefused:
+                self.payments["refused"] += 1
+
+    # ------------------------------------------------------------ watching
+
+    def observe(self, store: SimStore, rids: list[bytes]) -> None:
+        m = self.members[store.owner]
+        conserved = Replica(self.network, store).conserved()
+        self.checker.on_commit(store.owner, store, rids, conserved)
+        if self.quiet and self.checker.counts[store.owner] == len(self.checker.created):
+            self.check_converged()
+
+    def check_converged(self) -> bool:
+        if self.converged_at is not None:
+            return True
+        total = len(self.checker.created)
+        if not all(m.up for m in self.members) or any(
+                c != total for c in self.checker.counts):
+            return False
+        hashes = {Replica(self.network, m.store).state_hash() for m in self.members}
+        if len(hashes) != 1:
+            return False
+        self.converged_at = trio.current_time()
+        self._converged.set()
+        return True
+
+    def sample(self) -> None:
+        total = len(self.checker.created)
+        counts = self.checker.counts
+        n = len(counts)
+        s = self.series
+        s["t"].append(round(trio.current_time(), 3))
+        s["converged"].append(round(sum(1 for c in counts if c == total) / n, 4))
+        s["held"].append(round(sum(counts) / (n * total), 4))
+        s["bytes"].append(sum(e.stats.bytes for e in self.edges))
+        s["messages"].append(sum(e.stats.frames for e in self.edges))
+
+    async def _sampler(self) -> None:
+        p = self.params
+        every = min(5.0, max(0.5, (p.duration + p.bound) / 400))
+        while True:
+            self.sample()
+            if self.quiet:
+                self.check_converged()
+            if self.progress is not None:
+                self.progress(trio.current_time(), p.duration + p.bound,
+                              self.series["converged"][-1])
+            await trio.sleep(every)
+
+    # ------------------------------------------------------------ running
+
+    def run(self) -> None:
+        seed = int.from_bytes(hashlib.blake2b(
+            f"p2p-ledger-sim/{self.params.seed}/trio".encode(), digest_size=8).digest(), "big")
+        with (shared_record_checks(self.params.shared_checks) as cache,
+              _deterministic_trio(seed), _node_logs(self)):
+            self.cache = cache
+            trio.run(self._main, clock=trio.testing.MockClock(autojump_threshold=0))
+            self._finish()
+
+    async def _main(self) -> None:
+        async with trio.open_nursery() as root:
+            self._root = root
+            for m in self.members:
+                self.start(m)
+            root.start_soon(run_workload, self)
+            root.start_soon(run_faults, self)
+            if self.topology.radio_range is not None:
+                root.start_soon(run_mobility, self)
+            root.start_soon(self._sampler)
+            await trio.sleep_until(self.params.duration)
+            self.quiet = True
+            await trio.sleep(0)  # let the fault tasks restore the world first
+            self.check_converged()
+            with trio.move_on_after(self.params.bound):
+                await self._converged.wait()
+            self.sample()
+            self.end_at = trio.current_time()
+            root.cancel_scope.cancel()
+
+    def events(self) -> int:
+        """Simulated events: link writes delivered, records stored, payments tried."""
+        return (sum(e.stats.chunks for e in self.edges) + sum(self.checker.counts)
+                + self.payments["attempted"])
+
+    def _finish(self) -> None:
+        self.final_hashes = [Replica(self.network, m.store).state_hash() for m in self.members]
+        for m in self.members:
+            m.store.observer = None
+
+
+@contextlib.contextmanager
+def _deterministic_trio(seed: int) -> Iterator[None]:
+    """Make trio's scheduler replayable: the order in which it runs tasks that become
+    runnable together is drawn from `trio._core._run._r`, which we seed, in the
+    deterministic mode pytest-trio and Hypothesis use. (Private to trio; see
+    specs/simulator.md.)"""
+    from trio._core import _run
+
+    saved = (_run.__dict__["_ALLOW_DETERMINISTIC_SCHEDULING"], _run._r.getstate())
+    _run.__dict__["_ALLOW_DETERMINISTIC_SCHEDULING"] = True
+    _run._r.seed(seed)
+    try:
+        yield
+    finally:
+        _run.__dict__["_ALLOW_DETERMINISTIC_SCHEDULING"] = saved[0]
+        _run._r.setstate(saved[1])
+
+
+class _NodeLogCounter(logging.Handler):
+    def __init__(self, world: World) -> None:
+        super().__init__(logging.WARNING)
+        self.world = world
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if isinstance(record.msg, str) and record.msg.startswith("session %s: refused record"):
+            self.world.refused_records += 1
+
+
+@contextlib.contextmanager
+def _node_logs(world: World) -> Iterator[None]:
+    """Keep the nodes' logs out of the terminal; count refused records instead."""
+    log = logging.getLogger("p2p_ledger.node")
+    handler = _NodeLogCounter(world)
+    saved = (log.propagate, log.level)
+    log.addHandler(handler)
+    log.propagate = False
+    log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.propagate, log.level = saved
