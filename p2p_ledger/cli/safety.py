@@ -1,7 +1,8 @@
 """Offline payment safety at the command line: revoke, checkpoint, check, audit, meta.
 
-- `revoke DEVICE_ID [--after-seq N]` (authority): the device's records after seq N
-  are rejected wherever the revocation is known, and it fails every handshake.
+- `revoke DEVICE_ID [--after-seq N]` (authority): records the device signs after
+  seq N are rejected once they hold the revocation in their causal past, payees who
+  know of it cannot take in what it paid after seq N, and it fails every handshake.
 - `checkpoint` (authority or hub): signs checkpoint records that cover the head of
   every author's chain held here (up to 48 authors each), with the state hash, so
   that those devices can settle: their unsettled exposure resets when they ref it.
@@ -24,7 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,8 +162,8 @@ def cmd_revoke(args: argparse.Namespace) -> int:
             data["reason"] = applied.reason
         emit(args, data,
              f"revoked {device_id(device)} after its seq {after} "
-             f"(record {applied.record.hex_id[:16]}, {applied.verdict.value}): its later "
-             "records are rejected and it fails every handshake")
+             f"(record {applied.record.hex_id[:16]}, {applied.verdict.value}): payees who "
+             "know of it cannot take in what it paid later, and it fails every handshake")
     return 0 if applied.verdict is Verdict.APPLIED else 1
 
 
@@ -232,13 +233,12 @@ def _to_cover(replica: Replica, signer: bytes
 def _find(store: LedgerStore, text: str) -> bytes | None:
     """The id named by full hex or by a unique prefix of at least 8 hex digits."""
     text = text.strip().lower()
-    try:
-        raw = bytes.fromhex(text if len(text) % 2 == 0 else text[:-1])
-    except ValueError:
-        raise LocalError(f"{text!r} is not a record id (hex)") from None
+    if not text or text.strip("0123456789abcdef"):
+        raise LocalError(f"{text!r} is not a record id (hex)")
     if len(text) == 64:
-        return raw if store.has(raw) else None
-    if len(text) < 8 or len(text) > 64:
+        rid = bytes.fromhex(text)
+        return rid if store.has(rid) else None
+    if not 8 <= len(text) < 64:
         raise LocalError("a record id is 64 hex digits (or a unique prefix of 8 or more)")
     found = [rid for rid in store.all_ids_in_order() if rid.hex().startswith(text)]
     if len(found) > 1:
@@ -412,18 +412,15 @@ def audit_rows(replica: Replica) -> Iterator[tuple[dict[str, object], list[str]]
 def _bursts(replica: Replica) -> set[bytes]:
     """Applied debits that are the BURST_COUNT-th or later of their device within
     BURST_WINDOW_MS of hlc time, counting in (hlc, id) order: the same set whatever
-    the order the records were stored in."""
+    the order the records were stored in. One author's chain in memory at a time."""
     store = replica.store
-    debits: dict[bytes, list[tuple[int, bytes]]] = defaultdict(list)
-    for rid in store.all_ids_in_order():
-        row = store.get(rid)
-        if (row is not None and row.kind in (Kind.TRANSFER, Kind.REDEEM)
-                and row.verdict is Verdict.APPLIED):
-            debits[row.author].append((row.hlc, rid))
     flagged = set()
-    for items in debits.values():
+    for author in sorted({t.author for t in store.tips()}):
+        debits = sorted((row.hlc, row.id) for _, row in store.records_of(author, 0)
+                        if row.kind in (Kind.TRANSFER, Kind.REDEEM)
+                        and row.verdict is Verdict.APPLIED)
         window: deque[int] = deque()
-        for hlc, rid in sorted(items):
+        for hlc, rid in debits:
             ms = hlc_ms(hlc)
             window.append(ms)
             while window[0] < ms - BURST_WINDOW_MS:
@@ -434,26 +431,29 @@ def _bursts(replica: Replica) -> set[bytes]:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    counts = dict.fromkeys(AUDIT_FLAGS, 0)
+    written = 0
     with opened(Home(args.home)) as replica:
-        rows = list(audit_rows(replica))
-    counts = {f: sum(f in flags for _, flags in rows) for f in AUDIT_FLAGS}
-    try:
-        with args.out.open("w", encoding="utf-8", newline="") as out:
-            if args.format == "jsonl":
-                for fields, flags in rows:
-                    out.write(json.dumps({**fields, "flags": flags}, sort_keys=True) + "\n")
-            else:
+        try:
+            with args.out.open("w", encoding="utf-8", newline="") as out:
                 writer = csv.DictWriter(out, fieldnames=_AUDIT_COLUMNS)
-                writer.writeheader()
-                for fields, flags in rows:
-                    writer.writerow({**fields, "flags": ";".join(flags),
-                                     "settled": "yes" if fields["settled"] else "no"})
-    except OSError as exc:
-        raise LocalError(f"cannot write {args.out}: {exc}") from None
+                if args.format == "csv":
+                    writer.writeheader()
+                for fields, flags in audit_rows(replica):
+                    if args.format == "jsonl":
+                        out.write(json.dumps({**fields, "flags": flags}, sort_keys=True) + "\n")
+                    else:
+                        writer.writerow({**fields, "flags": ";".join(flags),
+                                         "settled": "yes" if fields["settled"] else "no"})
+                    written += 1
+                    for f in flags:
+                        counts[f] += 1
+        except OSError as exc:
+            raise LocalError(f"cannot write {args.out}: {exc}") from None
     flagged = ", ".join(f"{n} {f}" for f, n in counts.items() if n) or "none"
-    emit(args, {"records": len(rows), "out": str(args.out), "format": args.format,
+    emit(args, {"records": written, "out": str(args.out), "format": args.format,
                 "flags": counts},
-         f"wrote {len(rows)} records to {args.out} ({args.format}); flags: {flagged}")
+         f"wrote {written} records to {args.out} ({args.format}); flags: {flagged}")
     return 0
 
 

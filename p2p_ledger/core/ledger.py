@@ -348,6 +348,10 @@ class Replica:
         chain = prev.chain if prev is not None else ChainState(admit=self._admission(rec))
         # The refs' rows, read once: every rule below asks about them by kind.
         refs = [(ref, row) for ref in r.refs if (row := self.store.get(ref)) is not None]
+        if any(row.hlc >= r.hlc for _, row in refs):
+            # A hybrid logical clock is after everything its record has seen.
+            raise InvalidRecord(P.BROKEN_CHAIN, "hlc is not after the hlc of every ref",
+                                record_id=rec.hex_id)
         admit_id = self._renewed_admit(rec, chain.admit, refs)
         info = self.store.admit(admit_id) if admit_id is not None else None
         role = "authority" if info is None else info.role

@@ -132,6 +132,9 @@ class Wallet:
         if cuts and next_seq > min(cuts):
             raise LocalError(f"this device's certificate was revoked after its seq {min(cuts)}: "
                              "it can sign no more records")
+        if self.replica.store.forked(self.device):
+            raise LocalError("this device's chain has forked (a cloned copy of this home, or "
+                             "a restored backup, signed too): it can sign no more records")
         refs, _ = self._refs(debit_from)
         return Record(
             author=self.device, seq=1 if head is None else head.seq + 1,
@@ -178,6 +181,12 @@ class Wallet:
             have = self.available(debit_from)
             if have < body.amount:
                 total = self.replica.spendable(self.account(debit_from))
+                limits = self.replica.offline_limits(self.device)
+                if total >= body.amount and limits is not None and total > limits.holding:
+                    raise PaymentRefused(
+                        f"{debit_from} has received {total} but can hold only "
+                        f"{limits.holding} (its holding limit), so {have} can be spent "
+                        "now; spend or settle first; nothing was signed")
                 if total >= body.amount:
                     raise PaymentRefused(
                         f"{debit_from} holds {total} but only {have} can be spent in one "
@@ -220,11 +229,13 @@ class Wallet:
     # ------------------------------------------------------------ authority
 
     def admit(self, device: bytes, *, now_ms: int, role: Role = Role.DEVICE, tier: int = 0,
-              offline_limit: int | None = None) -> Applied:
+              offline_limit: int | None = None, expires: int | None = None) -> Applied:
         if not self.is_authority:
             raise LocalError("only the network authority can admit devices")
+        if self.replica.network.limited and self.replica.network.tier(tier) is None:
+            raise LocalError(f"the network has no tier {tier}")
         return self.submit(Admit(device=device, role=role, tier=tier,
-                                 offline_limit=offline_limit), now_ms=now_ms)
+                                 offline_limit=offline_limit, expires=expires), now_ms=now_ms)
 
     def revoke(self, device: bytes, *, after_seq: int, now_ms: int) -> Applied:
         if not self.is_authority:

@@ -1,0 +1,220 @@
+"""The ledger's side of the comparison: one measurement per process, JSON on stdout.
+
+`run.py` runs each command below as a fresh process through `bench_store.run_child`,
+which reads that process's own peak RSS from `wait4`. Commands:
+
+- `prepare`: build node A's and node B's SQLite stores for a case (full: A holds N
+  records, B none; delta: both hold N, A holds D more), the same way
+  `tools/bench_sync.py` does, and count the sync's flights on copies of them with
+  the sans-IO sessions in memory (`bench_sync._count_flights`, after the handshake;
+  the handshake's own flights are counted here).
+- `sync`: open both stores and let B sync with A over loopback TCP (`bench_sync._tcp_sync`:
+  encrypted session, verification and durable storage on B), then time PyNaCl
+  verifying exactly the records that moved, on one core, in the same process.
+  Building the stores is kept out of this process so that its peak RSS is the sync's.
+- `summary`: the SUMMARY frames towards a peer that already holds everything but one
+  record, with `--authors` authors: the bytes `Session.send_summary` queues on each
+  side after the handshake, and the wire bytes of a whole TCP sync that moves the one
+  record (after a first sync between the two, in case the nodes learn their peer).
+
+It never changes the workload or the stores' rules: every store must come out
+holding every record it was given, and the two nodes must converge, or it fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import nacl.signing
+import trio
+
+TOOLS = Path(__file__).resolve().parent.parent
+for _p in (TOOLS, TOOLS / "bench"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+from bench_ingest import Workload, baseline_verify  # noqa: E402  (tools/ is not a package)
+from bench_sync import _admit_of, _close, _count_flights, _open, _store, _tcp_sync  # noqa: E402
+
+from p2p_ledger.core.ledger import Replica  # noqa: E402
+from p2p_ledger.core.records import Meta  # noqa: E402
+from p2p_ledger.node.node import Node  # noqa: E402
+from p2p_ledger.protocol.session import HandshakeDone, Session  # noqa: E402
+from p2p_ledger.storage.bundle import read_bundle  # noqa: E402
+
+
+def _case_records(args: argparse.Namespace, work: Workload) -> tuple[list[bytes], list[bytes]]:
+    """(records both hold, records only A holds) for the case."""
+    raws = read_bundle(args.bundle, work.network_id)
+    n, d = args.records, args.delta
+    if len(raws) < n + d:
+        raise SystemExit(f"the bundle holds {len(raws)} records, not {n + d}")
+    if args.case == "full":
+        return [], raws[:n]
+    return raws[:n], raws[n:n + d]
+
+
+def _sessions(work: Workload, key_a: nacl.signing.SigningKey, key_b: nacl.signing.SigningKey,
+              ra: Replica, rb: Replica) -> tuple[Session, Session]:
+    """A's responder session and B's initiator session, as the nodes would make them."""
+    def known(device: bytes) -> str | None:
+        admits = ra.store.admits_for(device)
+        return admits[-1].role if admits else None
+
+    sa = Session(network=work.network, key=key_a, admit=None, role="authority",
+                 initiator=False, now=0.0, known_member=known)
+    sb = Session(network=work.network, key=key_b, admit=_admit_of(rb, key_b), role="device",
+                 initiator=True, now=0.0)
+    return sa, sb
+
+
+def handshake(work: Workload, key_a: nacl.signing.SigningKey, key_b: nacl.signing.SigningKey,
+              ra: Replica, rb: Replica) -> tuple[Session, Session, int]:
+    """Run the handshake in memory: (A's session, B's session, flights it took)."""
+    sa, sb = _sessions(work, key_a, key_b, ra, rb)
+    done: set[int] = set()
+    flights = 0
+    src, dst = sb, sa
+    for _ in range(20):
+        if len(done) == 2:
+            return sa, sb, flights
+        data = src.data_to_send()
+        if data:
+            flights += 1
+            dst.receive_data(data, 0.0)
+        while (ev := dst.next_event()) is not None:
+            if isinstance(ev, HandshakeDone):
+                done.add(id(dst))
+        src, dst = dst, src
+    raise RuntimeError("the handshake did not finish in 20 flights")
+
+
+def cmd_prepare(args: argparse.Namespace) -> dict[str, object]:
+    work = Workload(devices=args.devices)
+    shared, only_a = _case_records(args, work)
+    d = args.dir
+    d.mkdir(parents=True, exist_ok=True)
+    _store(d / "a.sqlite3", work, shared + only_a)
+    _store(d / "b.sqlite3", work, shared)
+    for n in ("a", "b"):
+        shutil.copy(d / f"{n}.sqlite3", d / f"{n}-flights.sqlite3")
+    key_a, key_b = work.authority.key, work.devices[0].key
+    fa, fb = _open(d / "a-flights.sqlite3", work), _open(d / "b-flights.sqlite3", work)
+    try:
+        _, _, hs = handshake(work, key_a, key_b, fa, fb)
+        flights = _count_flights(work, key_a, key_b, fa, fb)
+    finally:
+        _close(fa, fb)
+    for n in ("a", "b"):
+        (d / f"{n}-flights.sqlite3").unlink()
+    return {"flights_after_handshake": flights, "handshake_flights": hs}
+
+
+def cmd_sync(args: argparse.Namespace) -> dict[str, object]:
+    work = Workload(devices=args.devices)
+    key_a, key_b = work.authority.key, work.devices[0].key
+    ra, rb = _open(args.dir / "a.sqlite3", work), _open(args.dir / "b.sqlite3", work)
+    prof = cProfile.Profile() if args.profile else None
+    try:
+        if prof is not None:
+            prof.enable()
+        took, up, down = trio.run(_tcp_sync, Node(ra, key_a, role="authority"),
+                                  Node(rb, key_b))
+        if prof is not None:
+            prof.disable()
+            prof.dump_stats(str(args.profile))
+        same = ra.state_hash() == rb.state_hash()
+    finally:
+        _close(ra, rb)
+    if not same:
+        raise SystemExit("the two nodes did not converge")
+    _, only_a = _case_records(args, work)
+    verify_s = baseline_verify(only_a, work.network_id)
+    return {"wall_s": took, "bytes_up": up, "bytes_down": down, "verify_s": verify_s,
+            "records_moved": len(only_a), "record_bytes": sum(len(r) for r in only_a)}
+
+
+def _authors_workload(authors: int) -> tuple[Workload, list[bytes], bytes]:
+    """A network where each of `authors` devices has signed one record (its display
+    name), and one more record by device 0: (workload, records, the extra record)."""
+    work = Workload(seed="bench-authors", devices=authors)
+    raws = list(work._setup())
+    raws += [work._sign(dev, Meta(account="main", field="display_name", value=f"truck {i}"))
+             for i, dev in enumerate(work.devices)]
+    extra = work._sign(work.devices[0], Meta(account="main", field="site", value="site-1"))
+    return work, raws, extra
+
+
+def cmd_summary(args: argparse.Namespace) -> dict[str, object]:
+    work, raws, extra = _authors_workload(args.authors)
+    d = args.dir
+    d.mkdir(parents=True, exist_ok=True)
+    _store(d / "a.sqlite3", work, raws)
+    _store(d / "b.sqlite3", work, raws)
+    key_a, key_b = work.authority.key, work.devices[1].key
+
+    def tcp_sync() -> tuple[float, int, int]:
+        ra, rb = _open(d / "a.sqlite3", work), _open(d / "b.sqlite3", work)
+        try:
+            result = trio.run(_tcp_sync, Node(ra, key_a, role="authority"), Node(rb, key_b))
+            if ra.state_hash() != rb.state_hash():
+                raise SystemExit("the two nodes did not converge")
+            return result
+        finally:
+            _close(ra, rb)
+
+    tcp_sync()  # B has met A and both hold the same: A is now a known peer
+    ra = _open(d / "a.sqlite3", work)
+    try:
+        with ra.store.transaction():
+            ra.receive_many([extra], now_ms=time.time_ns() // 1_000_000)
+        authors = len(ra.frontier().tips)
+    finally:
+        _close(ra)
+    for n in ("a", "b"):
+        shutil.copy(d / f"{n}.sqlite3", d / f"{n}-summary.sqlite3")
+    ra, rb = _open(d / "a-summary.sqlite3", work), _open(d / "b-summary.sqlite3", work)
+    try:
+        sa, sb, _ = handshake(work, key_a, key_b, ra, rb)
+        queued = {}
+        for name, session, replica in (("a", sa, ra), ("b", sb, rb)):
+            before = session.pending_output
+            session.send_summary(replica.frontier(), 0.0)
+            queued[name] = session.pending_output - before
+    finally:
+        _close(ra, rb)
+    took, up, down = tcp_sync()
+    return {"authors": authors, "summary_bytes_a": queued["a"], "summary_bytes_b": queued["b"],
+            "sync_wire_bytes": up + down, "sync_wall_s": took, "record_bytes": len(extra)}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    for name in ("prepare", "sync"):
+        c = sub.add_parser(name)
+        c.add_argument("--bundle", type=Path, required=True)
+        c.add_argument("--records", type=int, required=True)
+        c.add_argument("--delta", type=int, required=True)
+        c.add_argument("--devices", type=int, required=True)
+        c.add_argument("--case", choices=("full", "delta"), required=True)
+        c.add_argument("--dir", type=Path, required=True)
+        c.add_argument("--profile", type=Path, help="write a cProfile of the sync here")
+    c = sub.add_parser("summary")
+    c.add_argument("--authors", type=int, required=True)
+    c.add_argument("--dir", type=Path, required=True)
+    args = p.parse_args(argv)
+    run = {"prepare": cmd_prepare, "sync": cmd_sync, "summary": cmd_summary}[args.command]
+    print(json.dumps(run(args)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
