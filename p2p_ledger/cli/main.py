@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import P2PLedgerError
-from . import commands, net, safety
+from . import commands, net, safety, simulate
 
 __all__ = ["build_parser", "main"]
 
@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=commands.cmd_import)
 
     net.add_parsers(sub, data)
+    simulate.add_parser(sub)
     safety.add_parsers(sub, data)
 
     s = sub.add_parser("demo", help="run a self-contained demonstration in temporary homes")

@@ -95,7 +95,9 @@ def _params(args: argparse.Namespace) -> Any:
         raise LocalError(f"no scenario {args.scenario!r}; see `p2p-ledger simulate --list`")
     if args.nodes is not None and args.nodes < 3:
         raise LocalError("--nodes must be at least 3")
-    ms = (lambda v: None if v is None else v / 1000)
+    def ms(value: float | None) -> float | None:
+        return None if value is None else value / 1000
+
     faults = {"latency": ms(args.latency), "jitter": ms(args.jitter),
               "bandwidth": None if args.bandwidth is None else args.bandwidth * 1000,
               "loss": args.loss, "reorder": args.reorder, "duplicate": args.duplicate,

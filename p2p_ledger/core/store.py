@@ -17,7 +17,7 @@ import functools
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from .ids import Account
 from .records import Kind
@@ -268,6 +268,7 @@ class MemoryStore:
         except BaseException:
             for step in reversed(self._undo):
                 step()
+            self._prune()
             raise
         finally:
             self._undo = None
@@ -425,6 +426,20 @@ class MemoryStore:
 
     def _add_balance(self, account: Account, delta: int) -> None:
         self._balances[account] += delta
+
+    def _prune(self) -> None:
+        """After a rollback: drop the keys the undone writes created, so that the store
+        reads exactly as before (an author with no records, an account that never
+        moved, a credit nobody claimed)."""
+        tables: tuple[dict[Any, Any], ...] = (
+            self._by_author, self._at, self._unclaimed, self._claims, self._idem, self._tips,
+            self._history, self._revocations)
+        for table in tables:
+            for k in [k for k, v in table.items() if not v]:
+                del table[k]
+        for account in [a for a, v in self._balances.items()
+                        if v == 0 and a not in self._history]:
+            del self._balances[account]
 
     def _forget(self, row: StoredRecord) -> None:
         del self._rows[row.id], self._raw[row.id], self._order[row.id]

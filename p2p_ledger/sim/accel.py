@@ -42,7 +42,11 @@ def shared_record_checks(enabled: bool = True) -> Iterator[CheckCache]:
     if not enabled:
         yield cache
         return
-    parse0, verify0, start0 = ledger.parse_record, ledger.verify_signature, ledger.start_verifying
+    names = vars(ledger)  # the functions the replica calls, looked up at call time
+    parse0: Callable[[bytes], SignedRecord] = names["parse_record"]
+    verify0: Callable[[SignedRecord, bytes], None] = names["verify_signature"]
+    start0: Callable[[Sequence[SignedRecord], bytes], Callable[[], Failures]] = (
+        names["start_verifying"])
 
     def parse_record(raw: bytes) -> SignedRecord:
         rec = cache.parsed.get(raw) if type(raw) is bytes else None
@@ -78,12 +82,9 @@ def shared_record_checks(enabled: bool = True) -> Iterator[CheckCache]:
             return [failed.get(r.id) for r in records]
         return result
 
-    ledger.parse_record = parse_record  # type: ignore[assignment]
-    ledger.verify_signature = verify_signature  # type: ignore[assignment]
-    ledger.start_verifying = start_verifying  # type: ignore[assignment]
+    names.update(parse_record=parse_record, verify_signature=verify_signature,
+                 start_verifying=start_verifying)
     try:
         yield cache
     finally:
-        ledger.parse_record = parse0  # type: ignore[assignment]
-        ledger.verify_signature = verify0  # type: ignore[assignment]
-        ledger.start_verifying = start0  # type: ignore[assignment]
+        names.update(parse_record=parse0, verify_signature=verify0, start_verifying=start0)

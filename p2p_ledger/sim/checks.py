@@ -6,9 +6,9 @@
   verdict it has in every replica, at every later moment. Records of a cloned
   (equivocating) device are held to the same rule and counted apart, since the issue
   only promises it for honest records.
-- validity: a replica stores only records some member created (the wallets sign only
-  valid records, so anything else would be a forgery or a corruption that got in), and
-  only once its `prev` is stored. At the end every stored record's refs are held too.
+- validity: a replica stores only records some member created (signed with its own
+  key, so valid by construction; anything else would be a forgery or a corruption that
+  got in), and only once its `prev` is stored. At the end every stored record's refs are held too.
 - convergence: after the faults stop, every replica holds every created record and the
   same `state_hash`, within the bound the parameters state.
 
@@ -47,9 +47,11 @@ class CheckResult:
 class Checker:
     """Watches every commit of every replica of one run."""
 
-    def __init__(self, names: list[str], now: Callable[[], float]) -> None:
+    def __init__(self, names: list[str], devices: list[bytes],
+                 now: Callable[[], float]) -> None:
         self.now = now
         self.names = list(names)
+        self.devices = list(devices)
         members = len(names)
         self.created: dict[bytes, float] = {}
         self.author_of: dict[bytes, bytes] = {}
@@ -66,8 +68,9 @@ class Checker:
         self.invalid: list[dict[str, object]] = []
         self.counts_of = {"conservation": 0, "verdicts": 0, "validity": 0}
 
-    def grow(self, name: str) -> None:
+    def grow(self, name: str, device: bytes) -> None:
         """A member joined (a cloned device)."""
+        self.devices.append(device)
         self.counts.append(0)
         self.lags.append(array("l"))
         self.names.append(name)
@@ -99,7 +102,10 @@ class Checker:
             row = store.get(rid)
             assert row is not None
             if rid not in self.created:
-                if self.creating == member:
+                # New to the world: only its author's key can have signed it here (a
+                # wallet payment, or a node acting on its own, like the authority
+                # revoking an equivocating device).
+                if self.creating == member or row.author == self.devices[member]:
                     self.created[rid] = now
                     self.author_of[rid] = row.author
                 else:

@@ -85,7 +85,7 @@ class LinkStats:
 class _FrameCounter:
     """Counts whole protocol frames (4-byte length prefix + body) in a byte stream."""
 
-    __slots__ = ("frames", "_header", "_left")
+    __slots__ = ("_header", "_left", "frames")
 
     def __init__(self) -> None:
         self.frames = 0
@@ -193,9 +193,9 @@ class SimConnection:
         pipe.last_at = at
         self.stats.bytes += len(data)
         self.stats.chunks += 1
-        before = pipe.counter.frames
+        counted = pipe.counter.frames
         pipe.counter.feed(data)
-        self.stats.frames += pipe.counter.frames - before
+        self.stats.frames += pipe.counter.frames - counted
         if prof.duplicate and rng.random() < prof.duplicate:
             pipe.queue.append((at, data))
             pipe.queued += len(data)
@@ -275,9 +275,8 @@ class SimStream(trio.abc.Stream):
                 raise trio.BrokenResourceError("connection reset")
             wake = float("inf")
             if pipe.queue and not conn.stalled:
-                at, data = pipe.queue[0]
-                now = trio.current_time()
-                if at <= now:
+                at = pipe.queue[0][0]
+                if at <= trio.current_time():
                     return self._take(max_bytes)
                 wake = at
             elif not pipe.queue and pipe.eof:

@@ -33,7 +33,8 @@ def plot_convergence(report: dict[str, Any], path: Path) -> None:
     s = report["series"]
     t, p, tl = s["t"], report["parameters"], report["timeline"]
     rates = [0.0] + [(b1 - b0) / (t1 - t0) / 1000 if t1 > t0 else 0.0
-                     for t0, t1, b0, b1 in zip(t, t[1:], s["bytes"], s["bytes"][1:])]
+                     for t0, t1, b0, b1 in zip(t, t[1:], s["bytes"], s["bytes"][1:],
+                                                         strict=False)]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True,
                                       gridspec_kw={"height_ratios": [3, 2]})
     fig.suptitle(f"{p['scenario']}: {p['nodes']} nodes, seed {p['seed']}, "

@@ -119,7 +119,7 @@ def build_report(w: World) -> dict[str, object]:
                          "records": held, "sessions": m.sessions,
                          "sessions_broken": m.session_errors, "crashes": m.crashes,
                          "skew_ms": m.skew_ms, "lag_s": _lag(list(lags))})
-    converged = w.converged_at is not None
+    converged = w.converged_at
     report: dict[str, object] = {
         "format": FORMAT, "version": 1, "package_version": _version(),
         "parameters": p.to_json(),
@@ -127,9 +127,9 @@ def build_report(w: World) -> dict[str, object]:
                      "by_kind": dict(sorted(by_kind.items()))},
         "timeline": {
             "faults_stop_s": p.duration, "bound_s": p.bound,
-            "converged_at_s": round(w.converged_at, 3) if converged else None,
-            "time_to_convergence_s": (round(w.converged_at - p.duration, 3)
-                                      if w.converged_at is not None else None),
+            "converged_at_s": None if converged is None else round(converged, 3),
+            "time_to_convergence_s": (None if converged is None
+                                      else round(converged - p.duration, 3)),
             "end_s": round(w.end_at, 3)},
         "workload": {**w.payments, "records_created": total,
                      "by_kind": dict(sorted(kinds.items())), **_revocations(w)},
@@ -159,7 +159,9 @@ def _md(report: dict[str, object]) -> str:
     t = r["timeline"]
     wl = r["workload"]
     tr = r["traffic"]
-    assert isinstance(p, dict) and isinstance(t, dict) and isinstance(wl, dict)
+    assert isinstance(p, dict)
+    assert isinstance(t, dict)
+    assert isinstance(wl, dict)
     assert isinstance(tr, dict)
     lines = [f"# Simulation: {p['scenario']} ({p['nodes']} nodes, seed {p['seed']})", ""]
     verdict = "All checks passed" if r["passed"] else "**Some checks FAILED**"
@@ -179,7 +181,8 @@ def _md(report: dict[str, object]) -> str:
               f"- topology `{p['topology']}`, workload `{p['workload']}`, "
               f"{p['rate']:g} payments/s for {p['duration']:g} s",
               f"- payments: {wl['made']} made, {wl['refused']} refused by the payer's wallet "
-              f"(insufficient funds in hand); {wl['records_created']} records created "
+              f"(insufficient funds in hand), {wl['revoked']} refused because the payer's "
+              f"certificate was revoked; {wl['records_created']} records created "
               f"in all ({', '.join(f'{k} {v}' for k, v in wl['by_kind'].items())})",
               f"- wire: {tr['bytes']:,} bytes in {tr['messages']:,} messages "
               f"({tr['chunks']:,} writes) over {tr['connections']:,} connections; "

@@ -26,6 +26,7 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from .links import LinkProfile
 
@@ -162,7 +163,8 @@ def params_for(name: str, *, seed: int = 1, **overrides: object) -> SimParams:
     base = SimParams(scenario=s.name, topology=s.topology, workload=s.workload, nodes=s.nodes,
                      seed=seed, duration=s.duration, rate=s.rate, bound=s.bound,
                      faults=faults)
-    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+    chosen: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+    return replace(base, **chosen)
 
 
 # ---------------------------------------------------------------- topologies

@@ -15,7 +15,7 @@ every batch of every replica. It never judges a record: the replica does.
 from __future__ import annotations
 
 import contextlib
-import copy
+import pickle
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -24,7 +24,7 @@ from ..core.store import Effects, MemoryStore
 __all__ = ["PowerCut", "SimStore"]
 
 
-class PowerCut(Exception):  # noqa: N818 - an event, named as one
+class PowerCut(Exception):
     """The simulated machine lost power in the middle of a store transaction."""
 
 
@@ -84,7 +84,7 @@ class SimStore(MemoryStore):
         """A copy of this disk (for a cloned device), with no observer attached."""
         observer, self.observer = self.observer, None
         try:
-            twin = copy.deepcopy(self)
+            twin: SimStore = pickle.loads(pickle.dumps(self))  # faster than deepcopy
         finally:
             self.observer = observer
         twin.owner = owner

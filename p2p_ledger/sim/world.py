@@ -33,6 +33,7 @@ from typing import cast
 
 import nacl.signing
 import trio
+import trio.lowlevel
 import trio.testing
 
 from ..core.ids import Account
@@ -40,7 +41,7 @@ from ..core.ledger import Replica
 from ..core.network import NetworkDescriptor
 from ..core.records import Role
 from ..core.wallet import Wallet
-from ..errors import PaymentRefused, TransportError
+from ..errors import LocalError, PaymentRefused, TransportError
 from ..node.links import Link
 from ..node.node import Node, NodeConfig
 from ..storage.sqlite import SqliteStore
@@ -48,7 +49,7 @@ from .accel import CheckCache, shared_record_checks
 from .checks import Checker
 from .faults import run_faults, run_mobility, run_workload
 from .links import LinkProfile, LinkStats, SimConnection, SimStream
-from .scenarios import PROFILES, EdgeSpec, SimParams, Topology, build_topology
+from .scenarios import PROFILES, EdgeSpec, MemberSpec, SimParams, Topology, build_topology
 from .store import PowerCut, SimStore
 
 __all__ = ["CASH_IN", "T0_MS", "Edge", "Member", "SimNode", "World"]
@@ -143,14 +144,17 @@ class World:
         self.edges_of: list[list[Edge]] = []
         self.position_of: list[int] = []  # whose position a member shares (clones)
         self.episodes: list[Episode] = []
-        self.checker = Checker([s.name for s in self.topology.members], trio.current_time)
+        self.checker = Checker([s.name for s in self.topology.members],
+                               [bytes(self._member_key(s).verify_key)
+                                for s in self.topology.members], trio.current_time)
         self.quiet = False
         self.converged_at: float | None = None
         self.end_at = 0.0
         self.final_hashes: list[bytes] = []
         self.series: dict[str, list[float]] = {"t": [], "converged": [], "held": [],
                                                "bytes": [], "messages": []}
-        self.payments = {"attempted": 0, "made": 0, "refused": 0, "no_payer": 0}
+        self.payments = {"attempted": 0, "made": 0, "refused": 0, "revoked": 0,
+                         "no_payer": 0}
         self.revoked: dict[bytes, int] = {}  # device -> after_seq
         self.bursting: list[list[int]] = []  # members a partition isolated (offline-burst)
         self.refused_records = 0
@@ -168,11 +172,14 @@ class World:
         return nacl.signing.SigningKey(hashlib.blake2b(
             f"p2p-ledger-sim/{self.params.seed}/key/{name}".encode(), digest_size=32).digest())
 
+    def _member_key(self, spec: MemberSpec) -> nacl.signing.SigningKey:
+        return self.authority_key if spec.role == "authority" else self._key(spec.name)
+
     def _build(self) -> None:
         skew = self.rng("skew")
         genesis = self._genesis()
         for i, spec in enumerate(self.topology.members):
-            key = self.authority_key if spec.role == "authority" else self._key(spec.name)
+            key = self._member_key(spec)
             store = genesis.copy(owner=i)
             store.observer = self.observe
             offset = skew.uniform(-self.params.faults.skew, self.params.faults.skew)
@@ -181,8 +188,8 @@ class World:
                                        rng=self.rng(f"node/{i}"), axis=spec.axis))
             self.edges_of.append([])
             self.position_of.append(i)
-        for spec in self.topology.edges:
-            self.add_edge(spec)
+        for link in self.topology.edges:
+            self.add_edge(link)
         self.checker.genesis(genesis)
         for m in self.members:
             self.checker.counts[m.index] = m.store.totals().records
@@ -223,7 +230,7 @@ class World:
         self.members.append(m)
         self.edges_of.append([])
         self.position_of.append(position_of)
-        self.checker.grow(m.name)
+        self.checker.grow(m.name, m.device)
         self.checker.counts[m.index] = m.store.totals().records
 
     # ------------------------------------------------------------ members
@@ -363,11 +370,12 @@ class World:
                 self.payments["made"] += 1
             except PaymentRefused:
                 self.payments["refused"] += 1
+            except LocalError:  # the payer's certificate was revoked: it signs nothing
+                self.payments["revoked"] += 1
 
     # ------------------------------------------------------------ watching
 
     def observe(self, store: SimStore, rids: list[bytes]) -> None:
-        m = self.members[store.owner]
         conserved = Replica(self.network, store).conserved()
         self.checker.on_commit(store.owner, store, rids, conserved)
         if self.quiet and self.checker.counts[store.owner] == len(self.checker.created):
@@ -433,7 +441,7 @@ class World:
             root.start_soon(self._sampler)
             await trio.sleep_until(self.params.duration)
             self.quiet = True
-            await trio.sleep(0)  # let the fault tasks restore the world first
+            await trio.lowlevel.checkpoint()  # let the fault tasks restore the world first
             self.check_converged()
             with trio.move_on_after(self.params.bound):
                 await self._converged.wait()

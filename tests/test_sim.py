@@ -1,0 +1,172 @@
+"""The simulator: its links on fake time, whole small runs with every check passing,
+byte-identical reports from one seed, and the `simulate` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from p2p_ledger.cli import simulate
+from p2p_ledger.errors import LocalError
+from p2p_ledger.sim.links import LinkProfile, LinkStats, SimConnection
+from p2p_ledger.sim.report import write_report
+from p2p_ledger.sim.scenarios import SCENARIOS, params_for
+from p2p_ledger.sim.world import World
+
+# ---------------------------------------------------------------- links
+
+
+def _conn(**profile: float) -> SimConnection:
+    import random
+
+    return SimConnection(LinkProfile(**profile), random.Random(1), LinkStats())
+
+
+async def test_latency_and_bandwidth_are_exact(autojump_clock: trio.testing.MockClock) -> None:
+    conn = _conn(latency=0.05, bandwidth=100_000)
+    await conn.a.send_all(b"x" * 10_000)  # 0.1 s on the wire
+    assert trio.current_time() == pytest.approx(0.1)
+    assert await conn.b.receive_some(65536) == b"x" * 10_000
+    assert trio.current_time() == pytest.approx(0.15)
+
+
+async def test_stream_delivers_in_order_and_counts_frames(
+        autojump_clock: trio.testing.MockClock) -> None:
+    conn = _conn(latency=0.01, jitter=0.5)
+    frames = [len(b).to_bytes(4, "big") + b for b in (b"one", b"two!", b"three")]
+    for f in frames:
+        await conn.a.send_all(f)
+    got = b""
+    while len(got) < sum(map(len, frames)):
+        got += await conn.b.receive_some(3)  # small reads split chunks
+    assert got == b"".join(frames)
+    assert conn.stats.frames == 3
+
+
+async def test_loss_delays_and_a_stall_holds_bytes(
+        autojump_clock: trio.testing.MockClock) -> None:
+    lossy = _conn(latency=0.01, loss=0.5)
+    await lossy.a.send_all(b"y" * 50_000)
+    await lossy.b.receive_some(None)
+    assert lossy.stats.retransmissions > 0
+    assert trio.current_time() >= 0.2  # at least one retransmission timeout
+    conn = _conn(latency=0.01)
+    conn.stall(True)
+    await conn.a.send_all(b"held")
+    with trio.move_on_after(30):
+        await conn.b.receive_some(10)
+        pytest.fail("a stalled link delivered")
+    conn.stall(False)
+    assert await conn.b.receive_some(10) == b"held"
+
+
+async def test_reset_breaks_both_ends(autojump_clock: trio.testing.MockClock) -> None:
+    conn = _conn()
+    conn.reset()
+    with pytest.raises(trio.BrokenResourceError):
+        await conn.a.send_all(b"z")
+    with pytest.raises(trio.BrokenResourceError):
+        await conn.b.receive_some(10)
+
+
+async def test_reordered_chunk_arrives_before_its_predecessor(
+        autojump_clock: trio.testing.MockClock) -> None:
+    conn = _conn(reorder=0.999)
+    await conn.a.send_all(b"first")
+    await conn.a.send_all(b"second")
+    assert await conn.b.receive_some(100) == b"second"
+    assert conn.stats.corrupted == 1
+
+
+# ---------------------------------------------------------------- whole runs
+
+def _run(name: str, tmp: Path, **overrides: object) -> dict[str, object]:
+    world = World(params_for(name, **overrides))  # type: ignore[arg-type]
+    world.run()
+    return write_report(world, tmp, plot=False)
+
+
+def test_convoy_with_partitions_converges_with_every_check_passing(tmp_path: Path) -> None:
+    report = _run("convoy", tmp_path, seed=3, nodes=12, duration=40.0, rate=3.0,
+                  faults={"partitions": 2, "bridge": True})
+    checks = {c["name"]: c for c in report["checks"]}  # type: ignore[attr-defined]
+    assert set(checks) == {"conservation", "verdicts", "validity", "convergence"}
+    assert all(c["passed"] for c in checks.values()), checks
+    assert checks["verdicts"]["checked"] > 0
+    timeline = report["timeline"]
+    assert isinstance(timeline, dict)
+    assert 0 <= timeline["time_to_convergence_s"] <= timeline["bound_s"]
+    assert [f["kind"] for f in report["faults"]] == ["partition", "partition"]  # type: ignore
+    assert report["final_state_hash"]
+    md = (tmp_path / "report.md").read_text()
+    assert "All checks passed" in md
+    assert "| convergence | pass |" in md
+
+
+def test_same_seed_gives_the_same_report_bytes(tmp_path: Path) -> None:
+    """The chaos scenario (loss, corruption, partitions with a bridge, clogging,
+    crashes mid-batch, clock skew) twice with one seed, once with another."""
+    overrides = {"nodes": 8, "duration": 30.0, "rate": 3.0}
+    for name, seed in (("a", 5), ("b", 5), ("c", 6)):
+        report = _run("chaos", tmp_path / name, seed=seed, **overrides)
+        assert report["passed"], report["checks"]
+    first = (tmp_path / "a" / "report.json").read_bytes()
+    assert first == (tmp_path / "b" / "report.json").read_bytes()
+    assert first != (tmp_path / "c" / "report.json").read_bytes()
+    kinds = {f["kind"] for f in json.loads(first)["faults"]}
+    assert {"partition", "crash", "clog"} <= kinds
+
+
+@pytest.mark.parametrize("name", ["site", "hub-tree", "offline-burst", "cloned-device",
+                                  "revocations"])
+def test_scenario_runs_small_and_passes(name: str, tmp_path: Path) -> None:
+    report = _run(name, tmp_path, seed=2, nodes=10, duration=30.0, rate=2.0)
+    assert report["passed"], report["checks"]
+    names = [c["name"] for c in report["checks"]]  # type: ignore[attr-defined]
+    if name == "cloned-device":
+        assert "evidence" in names
+    if name == "revocations":
+        workload = report["workload"]
+        assert isinstance(workload, dict)
+        assert workload["revoked_devices"] >= 1
+
+
+# ---------------------------------------------------------------- the command
+
+def _cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="p2p-ledger")
+    sub = parser.add_subparsers(dest="command", required=True)
+    simulate.add_parser(sub)
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+def test_list_names_every_scenario(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _cli(["simulate", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in SCENARIOS)
+
+
+def test_simulate_writes_report_and_plot(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    out_dir = tmp_path / "out"
+    code = _cli(["simulate", "--scenario", "geometric", "--nodes", "8", "--duration", "20",
+                 "--rate", "2", "--seed", "4", "--loss", "0.05", "--report", str(out_dir)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "pass  convergence" in out
+    assert "events per wall second" in out
+    report = json.loads((out_dir / "report.json").read_text())
+    assert report["parameters"]["faults"]["loss"] == 0.05
+    assert (out_dir / "convergence.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_simulate_refuses_an_unknown_scenario(tmp_path: Path) -> None:
+    with pytest.raises(LocalError, match="simulate --list"):
+        _cli(["simulate", "--scenario", "nowhere", "--report", str(tmp_path)])
