@@ -263,14 +263,15 @@ class MemoryStore:
             yield  # nested: the outermost transaction decides
             return
         self._undo = []
+        done = False
         try:
             yield
-        except BaseException:
-            for step in reversed(self._undo):
-                step()
-            self._prune()
-            raise
+            done = True
         finally:
+            if not done:  # whatever ended the block early: undo it all
+                for step in reversed(self._undo):
+                    step()
+                self._prune()
             self._undo = None
 
     def has(self, rid: bytes) -> bool:

@@ -189,18 +189,21 @@ class SqliteStore:
         for rid, dev, after in self._db.execute("SELECT record, device, after_seq "
                                                 "FROM revocations"):
             self._revoked.setdefault(dev, []).append((after, rid))
+        committed = False
         try:
             yield
             self._flush()
-        except BaseException:
+            self._db.execute("COMMIT")
+            committed = True
+        finally:
+            # Whatever ended the block (an error, a cancellation, a kill signal turned
+            # into an exception), an uncommitted transaction is rolled back whole.
             self._depth = 0
-            self._cache.clear()  # it may hold rows that are being rolled back
-            self._admits.clear()
-            self._later = _Deferred()
-            self._db.execute("ROLLBACK")
-            raise
-        self._depth = 0
-        self._db.execute("COMMIT")
+            if not committed:
+                self._cache.clear()  # it may hold rows that are being rolled back
+                self._admits.clear()
+                self._later = _Deferred()
+                self._db.execute("ROLLBACK")
 
     def _one(self, sql: str, *args: object) -> tuple[object, ...] | None:
         row: tuple[object, ...] | None = self._db.execute(sql, args).fetchone()
