@@ -49,7 +49,8 @@ class AmountError(LocalError, ValueError):
 
 
 class PaymentRefused(LocalError):
-    """A payment this device will not sign (overdraft, reused idempotency key, ...)."""
+    """A record this device will not sign: a payment over its funds or limits, a reused
+    idempotency key, or anything at all once the device is revoked or has forked."""
 
 
 class KeyFileError(LocalError):

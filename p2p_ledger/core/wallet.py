@@ -130,11 +130,13 @@ class Wallet:
         next_seq = 1 if head is None else head.seq + 1
         cuts = [after for after, _ in self.replica.store.revocations(self.device)]
         if cuts and next_seq > min(cuts):
-            raise LocalError(f"this device's certificate was revoked after its seq {min(cuts)}: "
-                             "it can sign no more records")
+            raise PaymentRefused(
+                f"this device's certificate was revoked after its seq {min(cuts)}: it can "
+                "sign no more records")
         if self.replica.store.forked(self.device):
-            raise LocalError("this device's chain has forked (a cloned copy of this home, or "
-                             "a restored backup, signed too): it can sign no more records")
+            raise PaymentRefused(
+                "this device's chain has forked (a cloned copy of this home, or a restored "
+                "backup, signed too): it can sign no more records")
         refs, _ = self._refs(debit_from)
         return Record(
             author=self.device, seq=1 if head is None else head.seq + 1,
