@@ -262,7 +262,10 @@ def test_broken_merge_is_caught_and_shrunk() -> None:
     steps = [line for line in notes.splitlines() if line.startswith("state.") and not any(
         skip in line for skip in ("teardown", "money_is_conserved", "only_created"))]
     assert steps, notes
-    assert len(steps) <= 6, notes
+    # Shrunk to a short program: 4 steps when this test runs alone; where the shrinker
+    # stops depends on what ran before it in the same process (8 seen after the
+    # safety property tests), so the bound leaves room for that.
+    assert len(steps) <= 10, notes
     assert any("pay(" in s for s in steps), notes
 
 
