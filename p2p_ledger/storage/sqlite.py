@@ -341,6 +341,8 @@ class SqliteStore:
 
     def revocations(self, device: bytes) -> list[tuple[int, bytes]]:
         if self._depth:  # in a transaction: the table read at its start, plus its own
+            if not self._revoked and not self._later.revocations:
+                return []  # the common case: nobody revoked at all
             return sorted(self._revoked.get(device, []) + [
                 (after, rid) for rid, dev, after in self._later.revocations if dev == device])
         return list(self._db.execute(
