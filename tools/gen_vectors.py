@@ -49,6 +49,9 @@ from p2p_ledger.core.records import (
     sign_record,
 )
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from vectorfile import write_or_check
+
 VECTORS_PATH = Path(__file__).resolve().parent.parent / "specs" / "vectors" / "records.json"
 
 T0 = 1_763_900_000_000  # 2025-11-23T12:13:20Z in ms: the vectors' fixed "now"
@@ -324,18 +327,7 @@ def render() -> str:
 
 
 def main(argv: list[str]) -> int:
-    text = render()
-    if argv[1:] == ["--check"]:
-        same = VECTORS_PATH.exists() and VECTORS_PATH.read_text(encoding="utf-8") == text
-        print(f"{VECTORS_PATH}: {'up to date' if same else 'DIFFERS from the generator'}")
-        return 0 if same else 1
-    if argv[1:]:
-        print("usage: python tools/gen_vectors.py [--check]", file=sys.stderr)
-        return 2
-    VECTORS_PATH.parent.mkdir(parents=True, exist_ok=True)
-    VECTORS_PATH.write_text(text, encoding="utf-8")
-    print(f"wrote {VECTORS_PATH}")
-    return 0
+    return write_or_check(VECTORS_PATH, render(), argv)
 
 
 if __name__ == "__main__":
