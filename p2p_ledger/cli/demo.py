@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import logging
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from ..node.links import Link, open_link
 from ..node.node import Node, SessionStats
 from ..storage.home import Home
 from ..storage.sqlite import SqliteStore
+from .commands import now_ms
 
 __all__ = ["run_demo"]
 
@@ -49,10 +49,6 @@ class _Member:
         store = self.replica.store
         assert isinstance(store, SqliteStore)
         store.close()
-
-
-def _now() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _member(root: Path, label: str, network: NetworkDescriptor | None) -> _Member:
@@ -92,11 +88,11 @@ def _setup(hub: _Member, devices: list[_Member]) -> None:
           f"{device_id(hub.wallet.device)[:12]}... runs the site hub")
     with hub.replica.store.transaction():
         for d in devices:
-            hub.wallet.admit(d.wallet.device, now_ms=_now())
+            hub.wallet.admit(d.wallet.device, now_ms=now_ms())
             print(f"  admitted {d.label:<9} {device_id(d.wallet.device)}")
         truck, tablet = devices[1], devices[2]
-        hub.wallet.issue(truck.wallet.account(), 500_00, key="cash-in-truck", now_ms=_now())
-        hub.wallet.issue(tablet.wallet.account(), 300_00, key="cash-in-tablet", now_ms=_now())
+        hub.wallet.issue(truck.wallet.account(), 500_00, key="cash-in-truck", now_ms=now_ms())
+        hub.wallet.issue(tablet.wallet.account(), 300_00, key="cash-in-tablet", now_ms=now_ms())
     print("  cash-in: 500.00 AED to truck, 300.00 AED to tablet")
 
 
@@ -123,7 +119,7 @@ def _pay(payer: _Member, payee: _Member, amount: int, memo: str) -> None:
     try:
         with payer.replica.store.transaction():
             result = payer.wallet.pay(payee.wallet.account(), amount, key=memo, memo=memo,
-                                      now_ms=_now())
+                                      now_ms=now_ms())
     except PaymentRefused as exc:
         print(f"  {payer.label:<9} -> {payee.label:<9} refused: {exc}")
         return
