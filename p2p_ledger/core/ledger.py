@@ -233,8 +233,13 @@ class Replica:
         verify_signature(rec, self.network_id)
         return self._accept(rec)
 
-    def receive_many(self, raws: Iterable[bytes], *, now_ms: int) -> IngestReport:
+    def receive_many(self, raws: Iterable[bytes | SignedRecord], *, now_ms: int
+                     ) -> IngestReport:
         """Receive a batch, collecting every outcome instead of raising.
+
+        Items are record bytes, or records already decoded but not verified
+        (`SignedRecord`, whose fields agree with its bytes by construction): either
+        way each signature is checked here.
 
         Same result as calling `receive` on each in turn. The batch is cut in chunks;
         while one chunk is judged and stored, the next one's signatures are checked
@@ -244,11 +249,14 @@ class Replica:
         in_flight: _Chunk | None = None
         self._batch_applied = set()
         for index, raw in enumerate(raws):
-            try:
-                rec = parse_record(raw)
-            except InvalidRecord as exc:
-                report.refused.append((index, exc))
-                continue
+            if type(raw) is SignedRecord:
+                rec = raw  # decoded already (a compact RECORDS frame), not yet verified
+            else:
+                try:
+                    rec = parse_record(raw)
+                except InvalidRecord as exc:
+                    report.refused.append((index, exc))
+                    continue
             chunk.append((index, rec))
             if len(chunk) >= _VERIFY_CHUNK:
                 started = _Chunk(self._unheld(chunk, report, now_ms), self.network_id)
@@ -531,8 +539,13 @@ class Replica:
     def frontier(self) -> Frontier:
         return Frontier.from_tips(self.store.tips())
 
-    def delta(self, since: Frontier, *, complete: bool = True) -> list[bytes]:
+    def delta(self, since: Frontier, *, complete: bool = True,
+              authors: Iterable[bytes] | None = None) -> list[bytes]:
         """The records held here that a replica at `since` lacks, in causal order.
+
+        `authors`, when given, limits the comparison to those authors: the caller
+        knows that for every other author the replica at `since` holds the same tips
+        as this one (a summary sketch tells exactly which authors differ).
 
         For a fork-free author this is exact. Where `since` names a tip of an author
         that is not held here, the two chains may have forked: with `complete` (the
@@ -542,7 +555,9 @@ class Replica:
         of that author is sent; if it had forked, the peer's own delta brings its
         branch here, and the node then pushes ours as evidence."""
         wanted: list[bytes] = []
-        for author in {t.author for t in self.store.tips()}:
+        ours = ({t.author for t in self.store.tips()} if authors is None
+                else {a for a in authors if self.store.tips_of(a)})
+        for author in ours:
             theirs = since.tips.get(author, ())
             if not theirs:
                 wanted.extend(row.id for _, row in self.store.records_of(author, 0))
