@@ -4,8 +4,9 @@
 everything one side has queued is one *flight*; a round trip is two flights. After
 every `receive_data` a side with a replica acts on its events the way a node does:
 
-- HandshakeDone   -> send_summary(replica.frontier()), plus the side's `extra_tips`
-- PeerSummary     -> send_records(replica.delta(frontier)), then send_synced(count)
+- HandshakeDone   -> send_summary(replica.frontier()), plus the side's `extra_tips`, as
+                     a sketch of `sketch_cells` cells if that is set
+- PeerSummary     -> send_records(replica.delta(frontier, authors)), then send_synced(count)
 - RecordsReceived -> replica.receive_many(records) inside store.transaction()
 
 A side without a replica only keeps its events, for tests that drive a session by hand.
@@ -97,6 +98,7 @@ class Side:
     # Tips announced on top of the replica's frontier (authors the peer has never seen),
     # to make summaries long without signing thousands of records.
     extra_tips: tuple[Tip, ...] = ()
+    sketch_cells: int = 0  # send the summary as a sketch of this many cells (0: in full)
 
     def announced(self) -> Frontier:
         """The frontier this side sends as its summary."""
@@ -139,9 +141,10 @@ class Side:
             elif self.session.closed:
                 continue  # a later frame of the same flight killed the session
             elif isinstance(ev, HandshakeDone):
-                self.session.send_summary(self.announced(), now)
+                self.session.send_summary(self.announced(), now, sketch_cells=self.sketch_cells,
+                                          ids_at=self.replica.store.ids_at)
             elif isinstance(ev, PeerSummary):
-                delta = self.replica.delta(ev.frontier)
+                delta = self.replica.delta(ev.frontier, authors=ev.authors)
                 self.session.send_records(delta, now)
                 self.session.send_synced(len(delta), now)
         if self.session.state is State.LIVE and self.live_flight is None:

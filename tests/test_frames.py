@@ -49,11 +49,13 @@ from p2p_ledger.protocol.frames import (
     FrameReader,
     FrameType,
     Hello,
+    NeedSummary,
     Ping,
     Pong,
     Records,
     Summary,
     SummaryPart,
+    SummarySketch,
     Synced,
     decode_message,
     encode_message,
@@ -96,6 +98,10 @@ def value_of(vector: dict[str, Any]) -> Frame:
             return Pong(token=f["token"])
         case "CLOSE":
             return Close(reason=f["reason"])
+        case "SKETCH":
+            return SummarySketch(cells=hx(f["cells"]))
+        case "NEED_SUMMARY":
+            return NeedSummary(cells=f["cells"])
     raise AssertionError(vector["type"])
 
 
@@ -322,7 +328,7 @@ ENTRY = [bytes(32), 1, bytes(32)]
     pytest.param(pack([6]), "PING takes 1 fields", id="ping-arity"),
     pytest.param(pack([7, 1, 2]), "PONG takes 1 fields", id="pong-arity"),
     pytest.param(pack([8, 5]), "short text", id="close-int"),
-    pytest.param(pack([10, []]), "unknown frame type 10", id="type-10"),
+    pytest.param(pack([12, []]), "unknown frame type 12", id="type-12"),
     pytest.param(pack([255]), "unknown frame type 255", id="type-255"),
     pytest.param(pack([1.0, 1]), "array starting with its type", id="type-float"),
     pytest.param(pack([True, 1]), "array starting with its type", id="type-bool"),

@@ -25,6 +25,7 @@ from p2p_ledger.node.links import Link, parse_link
 from p2p_ledger.node.node import Node, NodeConfig
 from p2p_ledger.protocol._state import State
 from p2p_ledger.protocol.session import SessionConfig
+from p2p_ledger.protocol.sketch import CELL_BYTES
 from p2p_ledger.storage.sqlite import SqliteStore
 from tests.helpers import key
 from tests.node_helpers import (
@@ -97,6 +98,32 @@ async def test_session_reconciles_both_ways_and_closes_after_sync(
     assert peer[0] == fleet.world.device("bob")
     assert peer[1] == "mem://link/a"
     assert peer[5] == "closed"
+
+
+async def test_a_peer_synced_before_gets_a_sketch_and_a_new_one_the_full_summary(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    a, b = fleet.node("alice"), fleet.node("bob")
+    bob = fleet.world.device("bob")
+    many = Frontier({bytes([n]) * 32: ((1, bytes([n]) * 32),) for n in range(100)})
+    assert a._sketch_cells(bob, many) == 0  # never met: full summary
+    async with trio.open_nursery() as nursery:
+        start_pair(nursery, a, b, until_synced=True)
+    cells = a._sketch_cells(bob, many)
+    assert cells >= 36  # in sync before, nothing new since: the smallest sketch
+    assert cells * CELL_BYTES < 100 * 70
+    assert a._sketch_cells(bob, Frontier({})) == 0  # a full summary would be smaller
+    # Records received since the last sync make the sketch larger.
+    for n in range(40):
+        fleet.pay(a.replica, "alice", "carol", 1, f"k-{n}")
+    assert a._sketch_cells(bob, many) > cells
+    # A second session converges (with a frontier this small, through a full summary).
+    fleet.pay(b.replica, "bob", "carol", 1_00, "b-1")
+    async with trio.open_nursery() as nursery:
+        ra, rb = start_pair(nursery, a, b, until_synced=True, name="again")
+    assert ra.stats is not None
+    assert rb.stats is not None
+    assert (ra.stats.records_out, ra.stats.records_in) == (40, 1)
+    assert a.replica.state_hash() == b.replica.state_hash()
 
 
 async def test_sync_once_dials_through_the_connector(

@@ -41,11 +41,13 @@ from p2p_ledger.protocol.frames import (
     Frame,
     FrameType,
     Hello,
+    NeedSummary,
     Ping,
     Pong,
     Records,
     Summary,
     SummaryPart,
+    SummarySketch,
     Synced,
     encode_message,
     frame,
@@ -60,6 +62,7 @@ from p2p_ledger.protocol.session import (
     SessionConfig,
     SyncComplete,
 )
+from p2p_ledger.protocol.sketch import CELL_BYTES
 from tests.helpers import T0, World, funded_world, sync
 from tests.protocol_pair import (
     ManualPeer,
@@ -442,13 +445,13 @@ def fresh_responder() -> Side:
     (frame(b""), "not msgpack"),
     (frame(msgpack.packb({})), "array starting with its type"),
     (frame(msgpack.packb("hello")), "array starting with its type"),
-    (frame(msgpack.packb([10])), "unknown frame type 10"),
+    (frame(msgpack.packb([12])), "unknown frame type 12"),
     (frame(msgpack.packb([200, "x"])), "unknown frame type 200"),
     (frame(msgpack.packb([0, 1])), "unknown frame type 0"),
     (frame(msgpack.packb([1, 1])), "HELLO takes 2 fields"),
     (frame(msgpack.packb([1, 1, b"short"])), "expected 32 bytes"),
     (frame(msgpack.packb([9, []])), "unexpected frame: SUMMARY_PART in state hello"),
-], ids=["http", "bad-msgpack", "empty", "map", "string", "type-10", "type-200", "type-0",
+], ids=["http", "bad-msgpack", "empty", "map", "string", "type-12", "type-200", "type-0",
         "arity", "short-key", "summary-part"])
 def test_garbage_in_the_handshake(data: bytes, words: str) -> None:
     bob = fresh_responder()
@@ -524,7 +527,7 @@ def test_oversize_frame_is_refused_from_its_length_prefix(phase: str) -> None:
     check_dead(side, "exceeds the limit", f"{limit + 1} bytes", peer=peer)
 
 
-@pytest.mark.parametrize("body", [[10, 0], [200, "x"], [0], [255, "x"], [-1]], ids=str)
+@pytest.mark.parametrize("body", [[12, 0], [200, "x"], [0], [255, "x"], [-1]], ids=str)
 def test_unknown_frame_type_after_the_handshake(body: list[object]) -> None:
     world, ra = _bare_world()
     pair = handshaken(world, ra)
@@ -1127,6 +1130,8 @@ def sample(kind: FrameType) -> Frame:
         FrameType.PONG: Pong(token=7),
         FrameType.CLOSE: Close(reason="bye"),
         FrameType.SUMMARY_PART: SummaryPart(tips=()),
+        FrameType.SKETCH: SummarySketch(cells=bytes(36 * CELL_BYTES)),
+        FrameType.NEED_SUMMARY: NeedSummary(cells=36),
     }[kind]
 
 
@@ -1142,6 +1147,12 @@ def subject_in(state: State) -> tuple[SessionPair, Side]:
         b.data_to_send()
         return pair, pair.b
     pair.pump()
+    if state in (State.REFETCH, State.REFETCH_SYNCED):
+        b._send(NeedSummary(cells=36), 0.0)  # as after a sketch that did not decode
+        b.data_to_send()
+        if state is State.REFETCH_SYNCED:
+            b.receive_data(forge(b, encode_message(Synced(sent=0))), 0.0)
+        return pair, pair.b
     if state in (State.SUMMARY, State.CLOSED):
         if state is State.CLOSED:
             b.close("done", 0.0)
@@ -1215,6 +1226,8 @@ def test_every_pair_in_the_table_moves_to_its_state(case: tuple[State, str, Fram
     if direction == "send":
         s._send(msg, 1.0)
     else:
+        if kind is FrameType.NEED_SUMMARY:
+            s._sent_sketch = True  # accepted only as the answer to our own sketch
         body = encode_message(msg)
         s.receive_data(frame(body) if s._channel is None else forge(s, body), 1.0)
     assert s.error is None
@@ -1234,10 +1247,10 @@ def test_table_shape() -> None:
 
 
 def spec_tables() -> dict[tuple[State, tuple[str, FrameType]], State]:
-    """The two matrices of specs/sync-protocol.md (receive and send) as a dict."""
+    """The three matrices of specs/sync-protocol.md (receive, send, decoded) as a dict."""
     text = (ROOT / "specs" / "sync-protocol.md").read_text()
     out: dict[tuple[State, tuple[str, FrameType]], State] = {}
-    for direction in ("recv", "send"):
+    for direction in ("recv", "send", "decoded"):
         block = text.split(f"<!-- table:{direction} -->")[1].split("<!-- /table -->")[0]
         rows = [r for r in block.strip().splitlines() if r.startswith("|")]
         header = [c.strip() for c in rows[0].strip("|").split("|")]

@@ -42,14 +42,17 @@ from p2p_ledger.protocol.frames import (
     Close,
     Frame,
     Hello,
+    NeedSummary,
     Ping,
     Pong,
     Records,
     Summary,
     SummaryPart,
+    SummarySketch,
     Synced,
     encode_message,
 )
+from p2p_ledger.protocol.sketch import Sketch, element
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from vectorfile import write_or_check
@@ -59,6 +62,9 @@ VECTORS_PATH = Path(__file__).resolve().parent.parent / "specs" / "vectors" / "f
 T0 = 1_763_900_000_000  # the vectors' fixed "now" in ms
 AUTH_CONTEXT = b"p2p-ledger session auth v1\x00"
 TAG_BYTES = 16
+
+
+SKETCH_SALT = bytes(range(16))
 
 
 def seed(name: str) -> bytes:
@@ -170,11 +176,16 @@ def fields_json(msg: Frame) -> dict[str, object]:
             return {"token": msg.token}
         case Close():
             return {"reason": msg.reason}
+        case SummarySketch():
+            return {"cells": msg.cells.hex()}
+        case NeedSummary():
+            return {"cells": msg.cells}
 
 
 TYPE_NAMES: dict[type[object], str] = {
     Hello: "HELLO", Auth: "AUTH", Summary: "SUMMARY", Records: "RECORDS", Synced: "SYNCED",
-    Ping: "PING", Pong: "PONG", Close: "CLOSE", SummaryPart: "SUMMARY_PART"}
+    Ping: "PING", Pong: "PONG", Close: "CLOSE", SummaryPart: "SUMMARY_PART",
+    SummarySketch: "SKETCH", NeedSummary: "NEED_SUMMARY"}
 
 
 def messages(recs: dict[str, bytes], hs: dict[str, object]) -> list[dict[str, object]]:
@@ -205,6 +216,14 @@ def messages(recs: dict[str, bytes], hs: dict[str, object]) -> list[dict[str, ob
          "sorted by seq then id)",
          Summary(tips=((PUB["authority"], 2, recs["issue_alice_id"]),
                        (forked, 3, bytes(32)), (forked, 3, b"\xff" * 32)))),
+        ("sketch", "the same three tips as the summary vector as a 36-cell sketch, salt "
+         f"{SKETCH_SALT.hex()} (specs/sync-protocol.md section 7a)",
+         SummarySketch(cells=Sketch.of(
+             [element(SKETCH_SALT, PUB["authority"], 2, recs["issue_alice_id"]),
+              element(SKETCH_SALT, forked, 3, bytes(32)),
+              element(SKETCH_SALT, forked, 3, b"\xff" * 32)], 36, SKETCH_SALT).to_bytes())),
+        ("need_summary", "the 36-cell sketch did not decode: send the full summary",
+         NeedSummary(cells=36)),
         ("records_empty", "a batch with no records", Records(records=())),
         ("records", "the authority's first two records, in causal order",
          Records(records=(recs["admit_alice"], recs["issue_alice"]))),
@@ -230,7 +249,7 @@ def invalid() -> list[dict[str, object]]:
         return bytes(msgpack.packb(obj, use_bin_type=True))
 
     cases = [
-        ("unknown_type", "type 10 does not exist", pack([10, 0]), "unknown frame type 10"),
+        ("unknown_type", "type 12 does not exist", pack([12, 0]), "unknown frame type 12"),
         ("unknown_type_high", "type 200 does not exist", pack([200, "x"]),
          "unknown frame type 200"),
         ("type_zero", "type 0 does not exist", pack([0]), "unknown frame type 0"),
@@ -256,6 +275,10 @@ def invalid() -> list[dict[str, object]]:
          "summary is a list"),
         ("summary_part_entry", "a SUMMARY_PART entry with a 31-byte id",
          pack([9, [[bytes(32), 1, bytes(31)]]]), "expected 32 bytes"),
+        ("sketch_ragged", "a sketch of one cell and a byte", pack([10, bytes(26)]),
+         "multiple of 3 cells"),
+        ("sketch_empty", "a sketch of no cells", pack([10, b""]), "multiple of 3 cells"),
+        ("need_summary_text", "NEED_SUMMARY with text", pack([11, "36"]), "unsigned integer"),
         ("records_not_list", "records as one bin", pack([4, b"\x01"]), "bounded list"),
         ("record_too_big", f"one record of {MAX_RECORD_BYTES + 1} bytes",
          pack([4, [bytes(MAX_RECORD_BYTES + 1)]]), f"up to {MAX_RECORD_BYTES} bytes"),

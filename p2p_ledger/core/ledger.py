@@ -249,7 +249,7 @@ class Replica:
         in_flight: _Chunk | None = None
         self._batch_applied = set()
         for index, raw in enumerate(raws):
-            if type(raw) is SignedRecord:
+            if isinstance(raw, SignedRecord):
                 rec = raw  # decoded already (a compact RECORDS frame), not yet verified
             else:
                 try:

@@ -29,7 +29,7 @@ import nacl.signing
 import trio
 
 from ..core.ids import device_id
-from ..core.ledger import Replica
+from ..core.ledger import Frontier, Replica
 from ..core.wallet import Wallet
 from ..errors import TransportError
 from ..protocol._state import State
@@ -43,6 +43,7 @@ from ..protocol.session import (
     SessionConfig,
     SyncComplete,
 )
+from ..protocol.sketch import CELL_BYTES, cells_for
 from ..storage.sqlite import SqliteStore
 from .discovery import DISCOVERY_PORT, Announcement, announce, listen, network_tag
 from .links import Link, open_link
@@ -57,6 +58,7 @@ MAX_PUSH_DELAY = 2.0
 MIN_BATCH_BYTES = 16 << 10
 DEFAULT_BATCH_BYTES = 256 << 10
 MAX_BATCH_BYTES = 512 << 10
+_SUMMARY_BYTES_PER_TIP = 70  # [author, seq, id] in msgpack
 _PUSH_STATES = (State.SYNCING, State.WE_SYNCED, State.THEY_SYNCED, State.LIVE)
 
 
@@ -302,11 +304,14 @@ class Node:
                 case HandshakeDone():
                     log.info("session %s: handshake done (%s)", peer.label, ev.role)
                     peer.stats.peer = device_id(ev.peer)
-                    session.send_summary(self.replica.frontier(), now)
+                    frontier = self.replica.frontier()
+                    session.send_summary(frontier, now, ids_at=self._store.ids_at,
+                                         sketch_cells=self._sketch_cells(ev.peer, frontier))
                     self._note(peer, "connected", synced=False)
                 case PeerSummary():
                     peer.pushed_up_to = self._store.max_order()  # the delta covers these
-                    delta = self.replica.delta(ev.frontier, complete=False)
+                    delta = self.replica.delta(ev.frontier, complete=False,
+                                               authors=ev.authors)
                     session.send_records(delta, now)
                     session.send_synced(len(delta), now)
                 case RecordsReceived():
@@ -351,6 +356,24 @@ class Node:
             self.push_new(now)
         for author, seq in sorted(forks):
             self._push_evidence(author, seq, now)
+
+    def _sketch_cells(self, device: bytes, frontier: Frontier) -> int:
+        """Cells of the summary sketch for this peer, or 0 for a full summary.
+
+        A sketch is for a peer we were in sync with before: the two frontiers then
+        differ in at most the tips of the records either side got since. We know our
+        count (records held now minus at that sync) and allow as much again for the
+        peer's (at least 8); if that would not decode, the peer asks for the full
+        summary, one round trip more. A new peer, or a frontier whose full summary
+        is no larger than the sketch, gets the full summary."""
+        held_then = next((synced for dev, _, _, _, synced, _ in self._store.peers()
+                          if dev == device), None)
+        if held_then is None:
+            return 0
+        ours = max(self._store.totals().records - held_then, 0)
+        cells = cells_for(2 * ours + 8)
+        tips = sum(len(t) for t in frontier.tips.values())
+        return cells if cells * CELL_BYTES < tips * _SUMMARY_BYTES_PER_TIP else 0
 
     def _note(self, peer: _Peer, state: str, *, synced: bool) -> None:
         if peer.session.peer is None:

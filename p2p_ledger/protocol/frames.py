@@ -14,6 +14,8 @@ is the frame type:
     PONG     [7, token: int]
     CLOSE    [8, reason: str]
     SUMMARY_PART [9, [[author, seq, id], ...]]  (an early part of a long summary)
+    SKETCH   [10, cells: bin]          (a summary as an IBLT of tips, see sketch.py)
+    NEED_SUMMARY [11, cells: int]      (the peer's sketch of that size did not decode)
 
 Decoding checks types and sizes and raises RemoteProtocolError for anything else:
 an unknown type, a wrong field, an oversize frame. Nothing here keeps state except
@@ -23,17 +25,19 @@ an unknown type, a wrong field, an oversize frame. Nothing here keeps state exce
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgpack
 
 from ..core.records import MAX_RECORD_BYTES
 from ..errors import RemoteProtocolError
+from .sketch import CELL_BYTES, MAX_SKETCH_CELLS
 
 __all__ = [
     "HANDSHAKE_FRAME_LIMIT", "MAX_FRAME_BYTES", "PROTOCOL_VERSION", "Auth", "Close", "Frame",
-    "FrameReader", "FrameType", "Hello", "Ping", "Pong", "Records", "Summary", "SummaryPart",
-    "Synced",
+    "FrameReader", "FrameType", "Hello", "NeedSummary", "Ping", "Pong", "Records", "Summary",
+    "SummaryPart", "SummarySketch", "Synced",
     "decode_message", "encode_message", "frame",
 ]
 
@@ -56,6 +60,8 @@ class FrameType(enum.IntEnum):
     PONG = 7
     CLOSE = 8
     SUMMARY_PART = 9
+    SKETCH = 10
+    NEED_SUMMARY = 11
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,12 +113,24 @@ class Close:
     reason: str
 
 
-Frame = Hello | Auth | Summary | SummaryPart | Records | Synced | Ping | Pong | Close
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SummarySketch:
+    cells: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NeedSummary:
+    cells: int
+
+
+Frame = (Hello | Auth | Summary | SummaryPart | Records | Synced | Ping | Pong | Close
+         | SummarySketch | NeedSummary)
 
 _TYPE_OF: dict[type[object], FrameType] = {
     Hello: FrameType.HELLO, Auth: FrameType.AUTH, Summary: FrameType.SUMMARY,
     Records: FrameType.RECORDS, Synced: FrameType.SYNCED, Ping: FrameType.PING,
-    Pong: FrameType.PONG, Close: FrameType.CLOSE, SummaryPart: FrameType.SUMMARY_PART}
+    Pong: FrameType.PONG, Close: FrameType.CLOSE, SummaryPart: FrameType.SUMMARY_PART,
+    SummarySketch: FrameType.SKETCH, NeedSummary: FrameType.NEED_SUMMARY}
 
 
 def frame_type(msg: Frame) -> FrameType:
@@ -136,6 +154,10 @@ def encode_message(msg: Frame) -> bytes:
             fields = [msg.token]
         case Close():
             fields = [msg.reason[:MAX_REASON_CHARS]]
+        case SummarySketch():
+            fields = [msg.cells]
+        case NeedSummary():
+            fields = [msg.cells]
     return bytes(msgpack.packb([int(frame_type(msg)), *fields], use_bin_type=True))
 
 
@@ -211,19 +233,28 @@ def _records(a: list[object]) -> Frame:
     return Records(records=tuple(_bin(r) for r in recs))
 
 
+def _sketch(a: list[object]) -> Frame:
+    cells = _bin(a[0], limit=MAX_SKETCH_CELLS * CELL_BYTES)
+    if not cells or len(cells) % (3 * CELL_BYTES):
+        raise _bad(f"a sketch is a non-empty multiple of 3 cells of {CELL_BYTES} bytes")
+    return SummarySketch(cells=cells)
+
+
 def _close(a: list[object]) -> Frame:
     if type(a[0]) is not str or len(a[0]) > MAX_REASON_CHARS:
         raise _bad("close reason is short text")
     return Close(reason=a[0])
 
 
-_DECODERS = {
+_DECODERS: dict[FrameType, Callable[[list[object]], Frame]] = {
     FrameType.HELLO: _hello, FrameType.AUTH: _auth,
     FrameType.SUMMARY: lambda a: Summary(tips=_tips(a)),
     FrameType.SUMMARY_PART: lambda a: SummaryPart(tips=_tips(a)), FrameType.RECORDS: _records,
     FrameType.SYNCED: lambda a: Synced(sent=_int(a[0])),
     FrameType.PING: lambda a: Ping(token=_int(a[0])),
     FrameType.PONG: lambda a: Pong(token=_int(a[0])), FrameType.CLOSE: _close,
+    FrameType.SKETCH: _sketch,
+    FrameType.NEED_SUMMARY: lambda a: NeedSummary(cells=_int(a[0])),
 }
 
 

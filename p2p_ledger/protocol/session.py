@@ -21,6 +21,7 @@ error, and refuses all further use with `LocalProtocolError`.
 
 from __future__ import annotations
 
+import hashlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -48,17 +49,20 @@ from .frames import (
     FrameReader,
     FrameType,
     Hello,
+    NeedSummary,
     Ping,
     Pong,
     Records,
     Summary,
     SummaryPart,
+    SummarySketch,
     Synced,
     decode_message,
     encode_message,
     frame,
     frame_type,
 )
+from .sketch import MAX_SKETCH_CELLS, MIN_SKETCH_CELLS, Sketch, element, peer_tips
 
 __all__ = ["Event", "HandshakeDone", "PeerSummary", "PeerSynced", "RecordsReceived", "Session",
            "SessionClosed", "SessionConfig", "SyncComplete"]
@@ -74,7 +78,13 @@ class HandshakeDone:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PeerSummary:
+    """The peer's frontier. From a sketch, `authors` names the only authors whose
+    tips differ from ours, and `frontier` holds the peer's tips for just those (for
+    every other author the peer holds exactly our tips); from a full summary,
+    `authors` is None and `frontier` is complete."""
+
     frontier: Frontier
+    authors: frozenset[bytes] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -140,6 +150,11 @@ class Session:
         self._out = bytearray()
         self._events: deque[Event] = deque()
         self._sent_summary = False
+        self._frontier = Frontier({})  # ours, as given to send_summary
+        self._ids_at: Callable[[bytes, int], list[bytes]] = _nothing_held
+        self._sent_sketch = False
+        self._answered_need = False
+        self._peer_sketch: bytes | None = None  # waiting for our own summary to decode
         self._summary_parts: list[tuple[bytes, int, bytes]] = []
         self._started = now
         self._last_received = now
@@ -229,11 +244,38 @@ class Session:
 
     # ------------------------------------------------------------ what the node sends
 
-    def send_summary(self, frontier: Frontier, now: float) -> None:
+    def send_summary(self, frontier: Frontier, now: float, *, sketch_cells: int = 0,
+                     ids_at: Callable[[bytes, int], list[bytes]] | None = None) -> None:
+        """Send our frontier: as a sketch of `sketch_cells` cells if given (for a peer
+        that probably differs little; it may ask for the full summary later), else in
+        full. `ids_at(author, seq)` (the store's) names the records we hold at a point
+        of a chain; it lets a peer's sketch be decoded without resending chains."""
         if self._sent_summary:
             self._misuse("the summary was already sent")
         self._sent_summary = True
-        tips = _tip_list(frontier)
+        self._frontier = frontier
+        if ids_at is not None:
+            self._ids_at = ids_at
+        if sketch_cells:
+            cells = min(max(sketch_cells, MIN_SKETCH_CELLS), MAX_SKETCH_CELLS)
+            cells += -cells % 3
+            self._sent_sketch = True
+            self._send(SummarySketch(cells=Sketch.of(
+                (element(self._salt, a, s, i) for a, s, i in _tip_list(frontier)),
+                cells, self._salt).to_bytes()), now)
+        else:
+            self._send_full_summary(now)
+        if self._peer_sketch is not None:
+            self._decode_peer_sketch(now)
+
+    @property
+    def _salt(self) -> bytes:
+        """Keys the sketch hashes: the same on both sides, unknown before the session."""
+        return hashlib.blake2b(self._transcript_hash, digest_size=16,
+                               person=b"p2pl-sketch-salt").digest()
+
+    def _send_full_summary(self, now: float) -> None:
+        tips = _tip_list(self._frontier)
         if len(tips) > MAX_SUMMARY_TOTAL:
             self._misuse(f"a summary of {len(tips)} authors exceeds {MAX_SUMMARY_TOTAL}")
         step = MAX_SUMMARY_ENTRIES
@@ -337,6 +379,17 @@ class Session:
                     raise RemoteProtocolError("summary too long")
                 self._events.append(PeerSummary(frontier=Frontier.from_tips(
                     Tip(author=a, seq=s, id=i) for a, s, i in tips)))
+            case SummarySketch():
+                if self._summary_parts or self._peer_sketch is not None:
+                    raise RemoteProtocolError("a sketch after another summary")
+                self._peer_sketch = msg.cells
+                if self._sent_summary:
+                    self._decode_peer_sketch(now)
+            case NeedSummary():
+                if not self._sent_sketch or self._answered_need:
+                    raise RemoteProtocolError("NEED_SUMMARY without a sketch to answer")
+                self._answered_need = True
+                self._send_full_summary(now)
             case Records():
                 self.records_received += len(msg.records)
                 self._events.append(RecordsReceived(records=msg.records))
@@ -352,6 +405,18 @@ class Session:
                 self._events.append(SessionClosed(reason=msg.reason, by_peer=True))
         if self.state is State.LIVE and before is not State.LIVE:
             self._events.append(SyncComplete())
+
+    def _decode_peer_sketch(self, now: float) -> None:
+        assert self._peer_sketch is not None
+        sketch = Sketch.from_bytes(self._peer_sketch, self._salt)  # shape checked on decode
+        self._peer_sketch = None
+        found = peer_tips(_tip_list(self._frontier), sketch, self._ids_at)
+        if found is None:
+            self._send(NeedSummary(cells=sketch.cells), now)
+            return
+        self._transition("decoded", FrameType.SKETCH)
+        self._events.append(PeerSummary(frontier=Frontier(found.tips),
+                                        authors=frozenset(found.tips)))
 
     def _on_hello(self, msg: Hello, now: float) -> None:
         if msg.version != PROTOCOL_VERSION:
@@ -419,6 +484,10 @@ class Session:
             self._out += self._channel.seal(body)
         self.state = State.CLOSED
         self._events.append(SessionClosed(reason=str(error), by_peer=by_peer, error=error))
+
+
+def _nothing_held(author: bytes, seq: int) -> list[bytes]:
+    return []
 
 
 def _tip_list(frontier: Frontier) -> list[tuple[bytes, int, bytes]]:

@@ -76,6 +76,11 @@ class SimStore(MemoryStore):
         records = self.totals().records if synced else (old[3] if old else None)
         self._peers[device] = (address, role, now_ms, records, state)
 
+    def peers(self) -> list[tuple[bytes, str, str, int, int | None, str]]:
+        """As SqliteStore.peers: (device, address, role, last_contact_ms, records held at
+        last sync, state), latest contact first."""
+        return sorted(((d, *p) for d, p in self._peers.items()), key=lambda p: -p[3])
+
     def raws(self) -> list[bytes]:
         """Every stored record, in the order it was stored (a causal order)."""
         return [raw for _, raw in self._log]
