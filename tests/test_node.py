@@ -105,17 +105,17 @@ async def test_a_peer_synced_before_gets_a_sketch_and_a_new_one_the_full_summary
     a, b = fleet.node("alice"), fleet.node("bob")
     bob = fleet.world.device("bob")
     many = Frontier({bytes([n]) * 32: ((1, bytes([n]) * 32),) for n in range(100)})
-    assert a._sketch_cells(bob, many) == 0  # never met: full summary
+    assert a.sketch_cells(bob, many) == 0  # never met: full summary
     async with trio.open_nursery() as nursery:
         start_pair(nursery, a, b, until_synced=True)
-    cells = a._sketch_cells(bob, many)
+    cells = a.sketch_cells(bob, many)
     assert cells >= 36  # in sync before, nothing new since: the smallest sketch
     assert cells * CELL_BYTES < 100 * 70
-    assert a._sketch_cells(bob, Frontier({})) == 0  # a full summary would be smaller
+    assert a.sketch_cells(bob, Frontier({})) == 0  # a full summary would be smaller
     # Records received since the last sync make the sketch larger.
     for n in range(40):
         fleet.pay(a.replica, "alice", "carol", 1, f"k-{n}")
-    assert a._sketch_cells(bob, many) > cells
+    assert a.sketch_cells(bob, many) > cells
     # A second session converges (with a frontier this small, through a full summary).
     fleet.pay(b.replica, "bob", "carol", 1_00, "b-1")
     async with trio.open_nursery() as nursery:

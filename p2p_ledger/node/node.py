@@ -306,7 +306,7 @@ class Node:
                     peer.stats.peer = device_id(ev.peer)
                     frontier = self.replica.frontier()
                     session.send_summary(frontier, now, ids_at=self._store.ids_at,
-                                         sketch_cells=self._sketch_cells(ev.peer, frontier))
+                                         sketch_cells=self.sketch_cells(ev.peer, frontier))
                     self._note(peer, "connected", synced=False)
                 case PeerSummary():
                     peer.pushed_up_to = self._store.max_order()  # the delta covers these
@@ -357,7 +357,7 @@ class Node:
         for author, seq in sorted(forks):
             self._push_evidence(author, seq, now)
 
-    def _sketch_cells(self, device: bytes, frontier: Frontier) -> int:
+    def sketch_cells(self, device: bytes, frontier: Frontier) -> int:
         """Cells of the summary sketch for this peer, or 0 for a full summary.
 
         A sketch is for a peer we were in sync with before: the two frontiers then

@@ -88,7 +88,8 @@ METHOD = [
     "on a home holding the records (built once, cached under tools/.cache/).",
     "- summary: a network whose every device has signed one record; both nodes hold it "
     "all and have synced once; A gets one more record; bytes that "
-    "`Session.send_summary` queues on each side after the handshake, and the wire bytes "
+    "`Session.send_summary` queues on each side after the handshake, in the form the "
+    "node picks for a peer it synced with (a SKETCH, `Node.sketch_cells`), and the wire bytes "
     "of the whole TCP sync that moves the record.",
     "- The machine is shared and has 2 cores: compare figures of one run; repeat a run "
     "before believing a change under ~20%.",

@@ -12,8 +12,9 @@ which reads that process's own peak RSS from `wait4`. Commands:
   encrypted session, verification and durable storage on B), then time PyNaCl
   verifying exactly the records that moved, on one core, in the same process.
   Building the stores is kept out of this process so that its peak RSS is the sync's.
-- `summary`: the SUMMARY frames towards a peer that already holds everything but one
-  record, with `--authors` authors: the bytes `Session.send_summary` queues on each
+- `summary`: the summary towards a peer that already holds everything but one record,
+  with `--authors` authors, in the form the node chooses (`Node.sketch_cells`: a
+  SKETCH for a peer it synced with): the bytes `Session.send_summary` queues on each
   side after the handshake, and the wire bytes of a whole TCP sync that moves the one
   record (after a first sync between the two, in case the nodes learn their peer).
 
@@ -184,9 +185,15 @@ def cmd_summary(args: argparse.Namespace) -> dict[str, object]:
     try:
         sa, sb, _ = handshake(work, key_a, key_b, ra, rb)
         queued = {}
-        for name, session, replica in (("a", sa, ra), ("b", sb, rb)):
+        sides = (("a", sa, Node(ra, key_a, role="authority"), key_b),
+                 ("b", sb, Node(rb, key_b), key_a))
+        for name, session, node, peer in sides:
             before = session.pending_output
-            session.send_summary(replica.frontier(), 0.0)
+            frontier = node.replica.frontier()
+            # As the node does on HandshakeDone: a sketch for a peer it synced with.
+            session.send_summary(frontier, 0.0, ids_at=node.replica.store.ids_at,
+                                 sketch_cells=node.sketch_cells(bytes(peer.verify_key),
+                                                                frontier))
             queued[name] = session.pending_output - before
     finally:
         _close(ra, rb)
