@@ -50,6 +50,7 @@ from p2p_ledger.protocol.frames import (
     FrameType,
     Hello,
     NeedSummary,
+    Packed,
     Ping,
     Pong,
     Records,
@@ -102,6 +103,8 @@ def value_of(vector: dict[str, Any]) -> Frame:
             return SummarySketch(cells=hx(f["cells"]))
         case "NEED_SUMMARY":
             return NeedSummary(cells=f["cells"])
+        case "PACKED":
+            return Packed(batch=hx(f["batch"]))
     raise AssertionError(vector["type"])
 
 
@@ -328,7 +331,7 @@ ENTRY = [bytes(32), 1, bytes(32)]
     pytest.param(pack([6]), "PING takes 1 fields", id="ping-arity"),
     pytest.param(pack([7, 1, 2]), "PONG takes 1 fields", id="pong-arity"),
     pytest.param(pack([8, 5]), "short text", id="close-int"),
-    pytest.param(pack([12, []]), "unknown frame type 12", id="type-12"),
+    pytest.param(pack([13, []]), "unknown frame type 13", id="type-13"),
     pytest.param(pack([255]), "unknown frame type 255", id="type-255"),
     pytest.param(pack([1.0, 1]), "array starting with its type", id="type-float"),
     pytest.param(pack([True, 1]), "array starting with its type", id="type-bool"),

@@ -31,6 +31,7 @@ from p2p_ledger.core.wallet import Wallet
 from p2p_ledger.errors import LocalProtocolError, RemoteProtocolError
 from p2p_ledger.protocol import session as session_module
 from p2p_ledger.protocol._state import TRANSITIONS, State
+from p2p_ledger.protocol.compact import pack_records
 from p2p_ledger.protocol.crypto import Ephemeral, verify_auth_signature
 from p2p_ledger.protocol.frames import (
     HANDSHAKE_FRAME_LIMIT,
@@ -42,6 +43,7 @@ from p2p_ledger.protocol.frames import (
     FrameType,
     Hello,
     NeedSummary,
+    Packed,
     Ping,
     Pong,
     Records,
@@ -445,13 +447,13 @@ def fresh_responder() -> Side:
     (frame(b""), "not msgpack"),
     (frame(msgpack.packb({})), "array starting with its type"),
     (frame(msgpack.packb("hello")), "array starting with its type"),
-    (frame(msgpack.packb([12])), "unknown frame type 12"),
+    (frame(msgpack.packb([13])), "unknown frame type 13"),
     (frame(msgpack.packb([200, "x"])), "unknown frame type 200"),
     (frame(msgpack.packb([0, 1])), "unknown frame type 0"),
     (frame(msgpack.packb([1, 1])), "HELLO takes 2 fields"),
     (frame(msgpack.packb([1, 1, b"short"])), "expected 32 bytes"),
     (frame(msgpack.packb([9, []])), "unexpected frame: SUMMARY_PART in state hello"),
-], ids=["http", "bad-msgpack", "empty", "map", "string", "type-12", "type-200", "type-0",
+], ids=["http", "bad-msgpack", "empty", "map", "string", "type-13", "type-200", "type-0",
         "arity", "short-key", "summary-part"])
 def test_garbage_in_the_handshake(data: bytes, words: str) -> None:
     bob = fresh_responder()
@@ -527,7 +529,7 @@ def test_oversize_frame_is_refused_from_its_length_prefix(phase: str) -> None:
     check_dead(side, "exceeds the limit", f"{limit + 1} bytes", peer=peer)
 
 
-@pytest.mark.parametrize("body", [[12, 0], [200, "x"], [0], [255, "x"], [-1]], ids=str)
+@pytest.mark.parametrize("body", [[13, 0], [200, "x"], [0], [255, "x"], [-1]], ids=str)
 def test_unknown_frame_type_after_the_handshake(body: list[object]) -> None:
     world, ra = _bare_world()
     pair = handshaken(world, ra)
@@ -1132,6 +1134,7 @@ def sample(kind: FrameType) -> Frame:
         FrameType.SUMMARY_PART: SummaryPart(tips=()),
         FrameType.SKETCH: SummarySketch(cells=bytes(36 * CELL_BYTES)),
         FrameType.NEED_SUMMARY: NeedSummary(cells=36),
+        FrameType.PACKED: Packed(batch=pack_records([])),
     }[kind]
 
 

@@ -30,6 +30,7 @@ from p2p_ledger.core.hlc import pack_hlc
 from p2p_ledger.core.ids import Account
 from p2p_ledger.core.network import NetworkDescriptor
 from p2p_ledger.core.records import MAX_RECORD_BYTES, Admit, Issue, Record, sign_record
+from p2p_ledger.protocol.compact import pack_records
 from p2p_ledger.protocol.frames import (
     HANDSHAKE_FRAME_LIMIT,
     MAX_BATCH_RECORDS,
@@ -43,6 +44,7 @@ from p2p_ledger.protocol.frames import (
     Frame,
     Hello,
     NeedSummary,
+    Packed,
     Ping,
     Pong,
     Records,
@@ -180,12 +182,14 @@ def fields_json(msg: Frame) -> dict[str, object]:
             return {"cells": msg.cells.hex()}
         case NeedSummary():
             return {"cells": msg.cells}
+        case Packed():
+            return {"batch": msg.batch.hex()}
 
 
 TYPE_NAMES: dict[type[object], str] = {
     Hello: "HELLO", Auth: "AUTH", Summary: "SUMMARY", Records: "RECORDS", Synced: "SYNCED",
     Ping: "PING", Pong: "PONG", Close: "CLOSE", SummaryPart: "SUMMARY_PART",
-    SummarySketch: "SKETCH", NeedSummary: "NEED_SUMMARY"}
+    SummarySketch: "SKETCH", NeedSummary: "NEED_SUMMARY", Packed: "PACKED"}
 
 
 def messages(recs: dict[str, bytes], hs: dict[str, object]) -> list[dict[str, object]]:
@@ -224,6 +228,9 @@ def messages(recs: dict[str, bytes], hs: dict[str, object]) -> list[dict[str, ob
               element(SKETCH_SALT, forked, 3, b"\xff" * 32)], 36, SKETCH_SALT).to_bytes())),
         ("need_summary", "the 36-cell sketch did not decode: send the full summary",
          NeedSummary(cells=36)),
+        ("packed", "the same two records as the records vector, packed (section 7b): the "
+         "issue's prev is the admit, the batch's first record",
+         Packed(batch=pack_records([recs["admit_alice"], recs["issue_alice"]]))),
         ("records_empty", "a batch with no records", Records(records=())),
         ("records", "the authority's first two records, in causal order",
          Records(records=(recs["admit_alice"], recs["issue_alice"]))),
@@ -249,7 +256,7 @@ def invalid() -> list[dict[str, object]]:
         return bytes(msgpack.packb(obj, use_bin_type=True))
 
     cases = [
-        ("unknown_type", "type 12 does not exist", pack([12, 0]), "unknown frame type 12"),
+        ("unknown_type", "type 13 does not exist", pack([13, 0]), "unknown frame type 13"),
         ("unknown_type_high", "type 200 does not exist", pack([200, "x"]),
          "unknown frame type 200"),
         ("type_zero", "type 0 does not exist", pack([0]), "unknown frame type 0"),
@@ -278,6 +285,7 @@ def invalid() -> list[dict[str, object]]:
         ("sketch_ragged", "a sketch of one cell and a byte", pack([10, bytes(26)]),
          "multiple of 3 cells"),
         ("sketch_empty", "a sketch of no cells", pack([10, b""]), "multiple of 3 cells"),
+        ("packed_text", "PACKED with text", pack([12, "x"]), "expected up to"),
         ("need_summary_text", "NEED_SUMMARY with text", pack([11, "36"]), "unsigned integer"),
         ("records_not_list", "records as one bin", pack([4, b"\x01"]), "bounded list"),
         ("record_too_big", f"one record of {MAX_RECORD_BYTES + 1} bytes",

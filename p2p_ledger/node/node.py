@@ -30,6 +30,7 @@ import trio
 
 from ..core.ids import device_id
 from ..core.ledger import Frontier, Replica
+from ..core.records import SignedRecord
 from ..core.wallet import Wallet
 from ..errors import TransportError
 from ..protocol._state import State
@@ -64,7 +65,7 @@ _PUSH_STATES = (State.SYNCING, State.WE_SYNCED, State.THEY_SYNCED, State.LIVE)
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NodeConfig:
-    session: SessionConfig = field(default_factory=SessionConfig)
+    session: SessionConfig = field(default_factory=lambda: SessionConfig(packed=True))
     poll_interval: float = 0.2
     max_invalid_records: int = 16
     max_send_buffer: int = 64 << 20
@@ -312,7 +313,7 @@ class Node:
                     peer.pushed_up_to = self._store.max_order()  # the delta covers these
                     delta = self.replica.delta(ev.frontier, complete=False,
                                                authors=ev.authors)
-                    session.send_records(delta, now)
+                    session.send_records(delta, now, held=self._held_by(ev))
                     session.send_synced(len(delta), now)
                 case RecordsReceived():
                     self._take_records(peer, ev.records, now)
@@ -335,7 +336,8 @@ class Node:
         if session.pending_output > self.config.max_send_buffer:
             session.close("peer too slow: send buffer full", now)
 
-    def _take_records(self, peer: _Peer, raws: tuple[bytes, ...], now: float) -> None:
+    def _take_records(self, peer: _Peer, raws: tuple[bytes | SignedRecord, ...],
+                      now: float) -> None:
         store = self._store
         with store.transaction():
             report = self.replica.receive_many(raws, now_ms=self.now_ms())
@@ -356,6 +358,26 @@ class Node:
             self.push_new(now)
         for author, seq in sorted(forks):
             self._push_evidence(author, seq, now)
+
+    def _held_by(self, summary: PeerSummary) -> Callable[[bytes], tuple[bytes, int] | None]:
+        """Which of our records the peer holds, by its summary, as (author, seq): a
+        PACKED frame then names them in a few bytes. Only on chains that are not forked
+        here, and where the peer's one tip is on our chain at or after the record (a
+        chain commits to its past through prev); from a sketch, every author it did not
+        name has exactly our tips."""
+        store = self._store
+
+        def held(rid: bytes) -> tuple[bytes, int] | None:
+            row = store.get(rid)
+            if row is None or store.forked(row.author):
+                return None
+            if summary.authors is not None and row.author not in summary.authors:
+                return row.author, row.seq
+            theirs = summary.frontier.tips.get(row.author, ())
+            if len(theirs) == 1 and theirs[0][0] >= row.seq and store.has(theirs[0][1]):
+                return row.author, row.seq
+            return None
+        return held
 
     def sketch_cells(self, device: bytes, frontier: Frontier) -> int:
         """Cells of the summary sketch for this peer, or 0 for a full summary.

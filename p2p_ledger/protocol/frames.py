@@ -16,6 +16,7 @@ is the frame type:
     SUMMARY_PART [9, [[author, seq, id], ...]]  (an early part of a long summary)
     SKETCH   [10, cells: bin]          (a summary as an IBLT of tips, see sketch.py)
     NEED_SUMMARY [11, cells: int]      (the peer's sketch of that size did not decode)
+    PACKED   [12, batch: bin]          (records, packed and deflated: see compact.py)
 
 Decoding checks types and sizes and raises RemoteProtocolError for anything else:
 an unknown type, a wrong field, an oversize frame. Nothing here keeps state except
@@ -36,8 +37,8 @@ from .sketch import CELL_BYTES, MAX_SKETCH_CELLS
 
 __all__ = [
     "HANDSHAKE_FRAME_LIMIT", "MAX_FRAME_BYTES", "PROTOCOL_VERSION", "Auth", "Close", "Frame",
-    "FrameReader", "FrameType", "Hello", "NeedSummary", "Ping", "Pong", "Records", "Summary",
-    "SummaryPart", "SummarySketch", "Synced",
+    "FrameReader", "FrameType", "Hello", "NeedSummary", "Packed", "Ping", "Pong", "Records",
+    "Summary", "SummaryPart", "SummarySketch", "Synced",
     "decode_message", "encode_message", "frame",
 ]
 
@@ -62,6 +63,7 @@ class FrameType(enum.IntEnum):
     SUMMARY_PART = 9
     SKETCH = 10
     NEED_SUMMARY = 11
+    PACKED = 12
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,14 +125,20 @@ class NeedSummary:
     cells: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Packed:
+    batch: bytes  # zlib (deflate) of compact.pack_records
+
+
 Frame = (Hello | Auth | Summary | SummaryPart | Records | Synced | Ping | Pong | Close
-         | SummarySketch | NeedSummary)
+         | SummarySketch | NeedSummary | Packed)
 
 _TYPE_OF: dict[type[object], FrameType] = {
     Hello: FrameType.HELLO, Auth: FrameType.AUTH, Summary: FrameType.SUMMARY,
     Records: FrameType.RECORDS, Synced: FrameType.SYNCED, Ping: FrameType.PING,
     Pong: FrameType.PONG, Close: FrameType.CLOSE, SummaryPart: FrameType.SUMMARY_PART,
-    SummarySketch: FrameType.SKETCH, NeedSummary: FrameType.NEED_SUMMARY}
+    SummarySketch: FrameType.SKETCH, NeedSummary: FrameType.NEED_SUMMARY,
+    Packed: FrameType.PACKED}
 
 
 def frame_type(msg: Frame) -> FrameType:
@@ -158,6 +166,8 @@ def encode_message(msg: Frame) -> bytes:
             fields = [msg.cells]
         case NeedSummary():
             fields = [msg.cells]
+        case Packed():
+            fields = [msg.batch]
     return bytes(msgpack.packb([int(frame_type(msg)), *fields], use_bin_type=True))
 
 
@@ -255,6 +265,7 @@ _DECODERS: dict[FrameType, Callable[[list[object]], Frame]] = {
     FrameType.PONG: lambda a: Pong(token=_int(a[0])), FrameType.CLOSE: _close,
     FrameType.SKETCH: _sketch,
     FrameType.NEED_SUMMARY: lambda a: NeedSummary(cells=_int(a[0])),
+    FrameType.PACKED: lambda a: Packed(batch=_bin(a[0], limit=MAX_FRAME_BYTES)),
 }
 
 
