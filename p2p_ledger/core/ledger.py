@@ -75,6 +75,7 @@ __all__ = ["Applied", "Delivery", "Frontier", "IngestReport", "OfflineLimits", "
 DEFAULT_MAX_PENDING = 10_000
 DEFAULT_MAX_SKEW_MS = 5 * 60 * 1000
 _VERIFY_CHUNK = 1024
+_MAX_REMEMBERED = 10_000  # admits whose offline limits are kept worked out
 _CREDIT_KINDS = (Kind.ISSUE, Kind.TRANSFER)
 _RefRows = list[tuple[bytes, StoredRecord]]
 _STATE_HASH_CONTEXT = b"p2p-ledger state v1\x00"
@@ -208,6 +209,7 @@ class Replica:
         self.max_skew_ms = max_skew_ms
         self._pending = _Pending(max_pending)
         self._batch_applied: set[bytes] = set()  # ids applied by the running receive_many
+        self._limits_by_admit: dict[bytes, OfflineLimits] = {}
 
     # ------------------------------------------------------------ receiving
 
@@ -274,21 +276,26 @@ class Replica:
         self.store.prefetch_idem([
             (rec.record.author, body.key) for _, rec in chunk.records
             if isinstance(body := rec.record.body, (Issue, Transfer, Redeem))])
+        applied, batch_applied, pending = report.applied, self._batch_applied, self._pending
+        released_failures: list[InvalidRecord] = []
         for (index, rec), failure in zip(chunk.records, chunk.failures(), strict=True):
             if failure is not None:
                 report.refused.append((index, failure))
                 continue
-            if rec.id in self._batch_applied or rec.id in self._pending:
+            if rec.id in batch_applied or rec.id in pending:
                 report.already_held += 1  # the same record twice in one batch
                 continue
+            before = len(applied)
             try:
-                d = self._accept(rec)
+                self._take(rec, applied, released_failures)
             except InvalidRecord as exc:
                 report.refused.append((index, exc))
                 continue
-            self._batch_applied.update(a.record.id for a in d.applied)
-            report.applied.extend(d.applied)
-            report.refused.extend((None, e) for e in d.refused)
+            for a in applied[before:]:
+                batch_applied.add(a.record.id)
+            if released_failures:
+                report.refused.extend((None, e) for e in released_failures)
+                released_failures.clear()
 
     def _unheld(self, chunk: list[tuple[int, SignedRecord]], report: IngestReport,
                 now_ms: int) -> list[tuple[int, SignedRecord]]:
@@ -320,12 +327,22 @@ class Replica:
 
     def _accept(self, rec: SignedRecord) -> Delivery:
         """Apply a verified record now, or park it until its causal past is held."""
+        applied: list[Applied] = []
+        refused: list[InvalidRecord] = []
+        waiting = self._take(rec, applied, refused)
+        return Delivery(applied=tuple(applied), refused=tuple(refused), waiting=waiting)
+
+    def _take(self, rec: SignedRecord, applied: list[Applied],
+              refused: list[InvalidRecord]) -> bool:
+        """`_accept` appending to the caller's lists (no Delivery per record in a batch).
+        Returns whether `rec` was parked; raises InvalidRecord if `rec` itself fails."""
         missing = self._missing(rec)
         if missing:
-            evicted = self._pending.add(rec, missing)
-            return Delivery(waiting=True, refused=tuple(evicted))
-        first = self._apply(rec)
-        applied, refused = [first], []
+            refused.extend(self._pending.add(rec, missing))
+            return True
+        applied.append(self._apply(rec))
+        if not self._pending.waiters:
+            return False  # nothing waits for anything: nothing to release
         queue = self._pending.release(rec.id)
         while queue:
             nxt = queue.pop(0)
@@ -335,12 +352,15 @@ class Replica:
                 refused.append(exc)
                 continue
             queue.extend(self._pending.release(nxt.id))
-        return Delivery(applied=tuple(applied), refused=tuple(refused))
+        return False
 
     def _missing(self, rec: SignedRecord) -> set[bytes]:
         r = rec.record
-        deps = list(r.refs) if r.prev is None else [r.prev, *r.refs]
-        return {d for d in deps if not self.store.has(d)}
+        has = self.store.has
+        missing = {d for d in r.refs if not has(d)}
+        if r.prev is not None and not has(r.prev):
+            missing.add(r.prev)
+        return missing
 
     def _apply(self, rec: SignedRecord) -> Applied:
         fx = self._judge(rec)
@@ -352,16 +372,17 @@ class Replica:
 
     def _judge(self, rec: SignedRecord) -> Effects:
         r = rec.record
+        store = self.store
         prev = self._check_chain(rec)
         chain = prev.chain if prev is not None else ChainState(admit=self._admission(rec))
         # The refs' rows, read once: every rule below asks about them by kind.
-        refs = [(ref, row) for ref in r.refs if (row := self.store.get(ref)) is not None]
+        refs = [(ref, row) for ref in r.refs if (row := store.get(ref)) is not None]
         if any(row.hlc >= r.hlc for _, row in refs):
             # A hybrid logical clock is after everything its record has seen.
             raise InvalidRecord(P.BROKEN_CHAIN, "hlc is not after the hlc of every ref",
                                 record_id=rec.hex_id)
         admit_id = self._renewed_admit(rec, chain.admit, refs)
-        info = self.store.admit(admit_id) if admit_id is not None else None
+        info = store.admit(admit_id) if admit_id is not None else None
         role = "authority" if info is None else info.role
         limits = self._limits(info)
         known = self._authority_seq(rec, chain, refs)
@@ -370,13 +391,12 @@ class Replica:
         for ref, ref_row in refs:
             if ref_row.kind not in _CREDIT_KINDS or ref_row.verdict is not Verdict.APPLIED:
                 continue
-            credit = self.store.credit(ref)
+            credit = store.credit(ref)
             if credit is None or credit.account.device != r.author:
                 continue
-            if credit.claimed and self._earlier_in_chain(
-                    self.store.claims_of(ref, r.author), rec):
+            if credit.claimed and self._earlier_in_chain(store.claims_of(ref, r.author), rec):
                 continue
-            if self._revoked_record(ref, known):
+            if self._revoked_row(ref_row, known):
                 continue  # paid by a device this record knows was revoked by then
             name = credit.account.name
             if limits is not None and balances.get(name, 0) + credit.amount > limits.holding:
@@ -429,12 +449,9 @@ class Replica:
                 if (row := self.store.get(rid)) is not None and row.seq <= known]
         return min(cuts) if cuts else None
 
-    def _revoked_record(self, rid: bytes, known: int) -> bool:
-        """Whether record `rid` comes after a revocation cut-off of its author that a
+    def _revoked_row(self, row: StoredRecord, known: int) -> bool:
+        """Whether a stored record comes after a revocation cut-off of its author that a
         causal past holding the authority's chain up to `known` knows about."""
-        row = self.store.get(rid)
-        if row is None:
-            return False
         cut = self._revocation_cut(row.author, known)
         return cut is not None and row.seq > cut
 
@@ -462,6 +479,16 @@ class Replica:
         """The offline limits of a chain admitted as a device (None: unlimited)."""
         if info is None or info.role != "device" or not self.network.limited:
             return None
+        # An admit's limits follow from its record (named by its id) and the network
+        # alone, so they are worked out once per admit: every record of the chain asks.
+        limits = self._limits_by_admit.get(info.id)
+        if limits is None:
+            limits = self._limits_of(info)
+            if len(self._limits_by_admit) < _MAX_REMEMBERED:
+                self._limits_by_admit[info.id] = limits
+        return limits
+
+    def _limits_of(self, info: AdmitInfo) -> OfflineLimits:
         tier = self.network.tier(info.tier)
         assert tier is not None, "an admit with an unknown tier is never applied"
         unsettled = (tier.unsettled if info.offline_limit is None
@@ -665,6 +692,19 @@ class _KindRule:
     (which the rule updates in place for an applied debit), the author's offline
     limits (None for hubs and the authority) and its unsettled exposure."""
 
+    # The effects, as class-level defaults: `verdict` sets on the instance only the
+    # few that its kind has (one rule is built per record, so this is on the hot path).
+    debit = 0
+    covers: tuple[tuple[bytes, int, bytes], ...] = ()
+    revoke: tuple[bytes, int] | None = None
+    idem_key: str | None = None
+    credit: Credit | None = None
+    movements: tuple[Movement, ...] = ()
+    issued = 0
+    redeemed = 0
+    admit: AdmitInfo | None = None
+    meta: tuple[Account, str, str] | None = None
+
     def __init__(self, replica: Replica, rec: SignedRecord, balances: dict[str, int],
                  role: str, limits: OfflineLimits | None, exposure: int, *,
                  revoked_after: int | None) -> None:
@@ -675,16 +715,6 @@ class _KindRule:
         self.role = role
         self.limits = limits
         self.exposure = exposure
-        self.debit = 0
-        self.covers: tuple[tuple[bytes, int, bytes], ...] = ()
-        self.revoke: tuple[bytes, int] | None = None
-        self.idem_key: str | None = None
-        self.credit: Credit | None = None
-        self.movements: tuple[Movement, ...] = ()
-        self.issued = 0
-        self.redeemed = 0
-        self.admit: AdmitInfo | None = None
-        self.meta: tuple[Account, str, str] | None = None
 
     def verdict(self) -> tuple[Verdict, str | None]:
         r = self.rec.record

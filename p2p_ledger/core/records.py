@@ -25,6 +25,7 @@ import hashlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any, ClassVar
 
 import cbor2
@@ -207,26 +208,25 @@ class Body:
     def from_cbor(cls, raw: object) -> Body:
         if type(raw) is not dict:
             raise InvalidRecord(P.MALFORMED, f"{cls.KIND.label} body is not a map")
-        known = {f.attr for f in cls.FIELDS}
-        unknown = [k for k in raw if k not in known]
-        if unknown:
+        spec = _SPECS[cls]
+        if not spec.known.issuperset(raw):
+            unknown = [k for k in raw if k not in spec.known]
             raise InvalidRecord(P.UNKNOWN_FIELD,
                                 f"{cls.KIND.label} body has unknown field(s) {unknown!r}")
         values: dict[str, object] = {}
-        for f in cls.FIELDS:
-            key = f.py
-            if f.attr not in raw:
-                if not f.optional:
+        for attr, key, check, optional in spec.fields:
+            if attr not in raw:
+                if not optional:
                     raise InvalidRecord(P.MALFORMED,
-                                        f"{cls.KIND.label} body lacks field {f.attr!r}")
+                                        f"{cls.KIND.label} body lacks field {attr!r}")
                 values[key] = None
                 continue
             try:
-                values[key] = f.check(raw[f.attr])
+                values[key] = check(raw[attr])
             except _AmountField as exc:
                 raise InvalidRecord(P.BAD_AMOUNT, str(exc)) from None
             except (ValueError, LocalError) as exc:
-                raise InvalidRecord(P.BAD_FIELD, f"{cls.KIND.label}.{f.attr}: {exc}") from None
+                raise InvalidRecord(P.BAD_FIELD, f"{cls.KIND.label}.{attr}: {exc}") from None
         return cls(**values)
 
     def validate(self) -> None:
@@ -324,6 +324,35 @@ class Checkpoint(Body):
 
 BODY_TYPES: dict[Kind, type[Body]] = {
     b.KIND: b for b in (Admit, Revoke, Issue, Transfer, Redeem, Meta, Checkpoint)}
+_KINDS: dict[int, Kind] = {int(k): k for k in Kind}
+
+
+@dataclass(frozen=True, slots=True)
+class _BodySpec:
+    """A body type's fields unpacked once, for `from_cbor` and the canonical check:
+    the known CBOR keys, per field (CBOR key, attribute, check, optional), and every
+    key order canonical CBOR allows (one per choice of optional fields present)."""
+
+    known: frozenset[str]
+    fields: tuple[tuple[str, str, Callable[[object], Any], bool], ...]
+    canonical_orders: frozenset[tuple[str, ...]]
+
+    @classmethod
+    def of(cls, body_type: type[Body]) -> _BodySpec:
+        fields = body_type.FIELDS
+        optional = [f.attr for f in fields if f.optional]
+        orders = set()
+        for mask in range(1 << len(optional)):
+            left_out = {a for i, a in enumerate(optional) if mask >> i & 1}
+            keys = [f.attr.encode() for f in fields if f.attr not in left_out]
+            keys.sort(key=lambda k: (len(k), k))  # RFC 8949 core deterministic order
+            orders.add(tuple(k.decode() for k in keys))
+        return cls(known=frozenset(f.attr for f in fields),
+                   fields=tuple((f.attr, f.py, f.check, f.optional) for f in fields),
+                   canonical_orders=frozenset(orders))
+
+
+_SPECS: dict[type[Body], _BodySpec] = {b: _BodySpec.of(b) for b in BODY_TYPES.values()}
 
 # ---------------------------------------------------------------- records
 
@@ -362,11 +391,13 @@ def _record_shape_problem(r: Record) -> str | None:
         return "prev must be absent exactly when seq is 1"
     if r.prev is not None and len(r.prev) != 32:
         return "prev must be a 32-byte id"
-    if len(r.refs) > MAX_REFS:
+    refs = r.refs
+    if len(refs) > MAX_REFS:
         return f"at most {MAX_REFS} refs"
-    if any(len(x) != 32 for x in r.refs) or list(r.refs) != sorted(set(r.refs)):
+    # Strictly ascending is the same as distinct and sorted.
+    if any(len(x) != 32 for x in refs) or any(a >= b for a, b in pairwise(refs)):
         return "refs must be distinct 32-byte ids in ascending order"
-    if r.prev is not None and r.prev in r.refs:
+    if r.prev is not None and r.prev in refs:
         return "prev must not be repeated in refs"
     if not 0 <= r.hlc < 1 << 64:
         return "hlc out of range"
@@ -448,8 +479,8 @@ def _parse(raw: bytes, rid: bytes) -> SignedRecord:
     payload, sig = outer
     if type(payload) is not bytes or type(sig) is not bytes or len(sig) != 64:
         raise InvalidRecord(P.MALFORMED, "payload must be bytes and the signature 64 bytes")
-    if _envelope_head(len(payload)) != raw[:-len(payload) - 66] or len(raw) != (
-            len(_envelope_head(len(payload))) + len(payload) + 66):
+    head = _envelope_head(len(payload))
+    if len(raw) != len(head) + len(payload) + 66 or not raw.startswith(head):
         raise InvalidRecord(P.NON_CANONICAL, "signed record is not canonical CBOR")
     inner = _loads(payload, "payload")
     if type(inner) is not list or len(inner) != 7:
@@ -457,21 +488,24 @@ def _parse(raw: bytes, rid: bytes) -> SignedRecord:
     kind_v, author, seq, prev, refs, hlc, body_v = inner
     if type(kind_v) is not int:
         raise InvalidRecord(P.MALFORMED, "kind must be an integer")
+    kind = _KINDS.get(kind_v)
+    if kind is None:
+        raise InvalidRecord(P.UNKNOWN_KIND, f"kind {kind_v}")
     try:
-        kind = Kind(kind_v)
-    except ValueError:
-        raise InvalidRecord(P.UNKNOWN_KIND, f"kind {kind_v}") from None
-    try:
-        fields = (_bytes32(author), _uint(seq), None if prev is None else _bytes32(prev),
-                  _uint(hlc))
+        _bytes32(author)
+        _uint(seq)
+        if prev is not None:
+            _bytes32(prev)
+        _uint(hlc)
     except ValueError as exc:
         raise InvalidRecord(P.BAD_FIELD, str(exc)) from None
     if type(refs) is not list or any(type(x) is not bytes for x in refs):
         raise InvalidRecord(P.BAD_FIELD, "refs must be a list of ids")
-    body = BODY_TYPES[kind].from_cbor(body_v)
+    body_type = BODY_TYPES[kind]
+    body = body_type.from_cbor(body_v)
     try:
-        record = Record(author=fields[0], seq=fields[1], prev=fields[2], refs=tuple(refs),
-                        hlc=fields[3], body=body)
+        record = Record(author=author, seq=seq, prev=prev, refs=tuple(refs), hlc=hlc,
+                        body=body)
     except LocalError as exc:
         raise InvalidRecord(P.BAD_FIELD, str(exc)) from None
     # Every field passed its check, so the decoded structure is exactly what
@@ -479,8 +513,8 @@ def _parse(raw: bytes, rid: bytes) -> SignedRecord:
     # definite lengths and keeps a map's key order, so re-encoding the decoded value
     # reproduces the input iff the input was canonical - given that the one map (the
     # body) has its keys in canonical order, which is checked first.
-    keys = [k.encode() for k in body_v]
-    if keys != sorted(keys, key=lambda k: (len(k), k)) or cbor2.dumps(inner) != payload:
+    if (tuple(body_v) not in _SPECS[body_type].canonical_orders
+            or cbor2.dumps(inner) != payload):
         raise InvalidRecord(P.NON_CANONICAL, "payload is not canonical CBOR")
     return SignedRecord(record=record, signature=sig, payload=payload, raw=raw, id=rid)
 

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import enum
 import functools
+import struct
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,6 +33,10 @@ class Verdict(enum.Enum):
     APPLIED = "applied"
     DUPLICATE = "duplicate"
     REJECTED = "rejected"
+
+
+_TOTALS = struct.Struct(">QQQ")  # ChainState's debited, settled_debited, authority_seq
+_BALANCE = struct.Struct(">q")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,13 +67,12 @@ class ChainState:
         each, then per account its name's length, the name, and the balance as 8
         signed big-endian bytes. (Nothing here leaves the signed 64-bit range: amounts
         are capped far below it.)"""
-        out = bytearray(b"\x01" + self.admit if self.admit is not None else b"\x00")
-        out += (self.debited.to_bytes(8, "big") + self.settled_debited.to_bytes(8, "big")
-                + self.authority_seq.to_bytes(8, "big"))
+        parts = [b"\x01" + self.admit if self.admit is not None else b"\x00",
+                 _TOTALS.pack(self.debited, self.settled_debited, self.authority_seq)]
         for name, balance in self.balances:
             raw = name.encode()
-            out += bytes((len(raw),)) + raw + balance.to_bytes(8, "big", signed=True)
-        return bytes(out)
+            parts.append(bytes((len(raw),)) + raw + _BALANCE.pack(balance))
+        return b"".join(parts)
 
     @classmethod
     def decode(cls, data: bytes) -> ChainState:

@@ -8,12 +8,20 @@ Opening does no work proportional to the store's size: the running totals live i
 one-row table, balances in their own table, and every lookup the ledger rules make
 goes through a primary key or an index. Signatures are verified once, on arrival;
 `p2p-ledger verify` re-checks them all on request.
+
+Writing is the cost of ingest, and SQLite charges mostly per row and per column, so
+an applied record writes few rows: its idempotency key is a column of its own row, and
+the first record that claims a credit is kept in the credit's row (only a fork of the
+payee's chain can claim a credit twice; those further claims go to `claims`). Within
+a transaction, rows are written in bulk every `_FLUSH_EVERY` records (and before any
+read that needs them), while the lookups the ledger rules make on the transaction's
+own records are answered from memory until it ends: nothing just written is read
+back.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import sqlite3
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -37,7 +45,7 @@ from ..errors import StoreError
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE info (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
@@ -46,19 +54,19 @@ CREATE TABLE totals (one INTEGER PRIMARY KEY CHECK (one = 1), records INTEGER NO
 INSERT INTO totals VALUES (1, 0, 0, 0, 0);
 CREATE TABLE records (ord INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, author BLOB NOT NULL,
     seq INTEGER NOT NULL, prev BLOB, kind INTEGER NOT NULL, hlc INTEGER NOT NULL,
-    verdict TEXT NOT NULL, reason TEXT, chain BLOB NOT NULL, raw BLOB NOT NULL);
+    verdict TEXT NOT NULL, reason TEXT, chain BLOB NOT NULL, raw BLOB NOT NULL,
+    idem_key TEXT);
 CREATE INDEX records_author_seq ON records (author, seq);
+CREATE INDEX records_idem ON records (author, idem_key) WHERE idem_key IS NOT NULL;
 CREATE TABLE admits (id BLOB PRIMARY KEY, device BLOB NOT NULL, role TEXT NOT NULL,
     tier INTEGER NOT NULL, offline_limit INTEGER, expires INTEGER) WITHOUT ROWID;
 CREATE INDEX admits_device ON admits (device);
 CREATE TABLE credits (id BLOB PRIMARY KEY, device BLOB NOT NULL, name TEXT NOT NULL,
-    amount INTEGER NOT NULL, ord INTEGER NOT NULL, claimed INTEGER NOT NULL DEFAULT 0)
-    WITHOUT ROWID;
+    amount INTEGER NOT NULL, ord INTEGER NOT NULL, claimed INTEGER NOT NULL DEFAULT 0,
+    claimer BLOB, claimer_seq INTEGER) WITHOUT ROWID;
 CREATE INDEX credits_unclaimed ON credits (device, ord) WHERE claimed = 0;
 CREATE TABLE claims (credit BLOB NOT NULL, author BLOB NOT NULL, claimer BLOB NOT NULL,
     seq INTEGER NOT NULL, PRIMARY KEY (credit, author, claimer)) WITHOUT ROWID;
-CREATE TABLE idem (author BLOB NOT NULL, key TEXT NOT NULL, record BLOB NOT NULL,
-    seq INTEGER NOT NULL, PRIMARY KEY (author, key, record)) WITHOUT ROWID;
 CREATE TABLE tips (author BLOB NOT NULL, id BLOB NOT NULL, seq INTEGER NOT NULL,
     PRIMARY KEY (author, id)) WITHOUT ROWID;
 CREATE TABLE balances (device BLOB NOT NULL, name TEXT NOT NULL, minor INTEGER NOT NULL,
@@ -83,8 +91,10 @@ CREATE TABLE metadata (device BLOB NOT NULL, name TEXT NOT NULL, field TEXT NOT 
 """
 
 _CACHE_ROWS = 4096
+_FLUSH_EVERY = 2048  # records per bulk write inside a transaction
+_NO_TRANSACTION = 1 << 62  # `_Open.first_order` outside a transaction: every row is older
 # Tables whose every row follows from the records; `verify` recomputes and compares them.
-DERIVED_TABLES = ("records", "admits", "credits", "claims", "idem", "tips", "balances",
+DERIVED_TABLES = ("records", "admits", "credits", "claims", "tips", "balances",
                   "movements", "equivocations", "metadata", "totals", "covers",
                   "revocations")
 _ROW_COLS = "id, author, seq, prev, kind, hlc, verdict, reason, chain"
@@ -97,30 +107,48 @@ def _row(t: tuple[bytes, bytes, int, bytes | None, int, int, str, str | None, by
 
 
 @dataclass(slots=True)
-class _Deferred:
-    """Writes of the open transaction not yet sent to SQLite, and the lookups the
-    ledger rules make on them. Everything is written in bulk by `_flush`."""
+class _Open:
+    """What the open transaction has applied, kept for the lookups the ledger rules make
+    until it ends (whether or not the rows were written yet). `first_order` is the
+    position of its first record: older rows are the ones it found in SQLite."""
 
-    next_order: int = 0
-    records: list[tuple[object, ...]] = field(default_factory=list)
+    first_order: int = _NO_TRANSACTION
+    next_order: int = _NO_TRANSACTION
     raws: dict[bytes, bytes] = field(default_factory=dict)
     at: dict[tuple[bytes, int], list[bytes]] = field(default_factory=dict)
     admits: dict[bytes, AdmitInfo] = field(default_factory=dict)
-    credits: dict[bytes, tuple[Credit, int]] = field(default_factory=dict)
-    claims: dict[tuple[bytes, bytes], list[tuple[bytes, int]]] = field(default_factory=dict)
-    claimed_stored: set[bytes] = field(default_factory=set)  # credits already in SQLite
-    claimed_pending: set[bytes] = field(default_factory=set)  # credits of this transaction
+    credits: dict[bytes, Credit] = field(default_factory=dict)
+    claimed: set[bytes] = field(default_factory=set)  # credits first claimed here
+    stored_claimed: dict[bytes, bool] = field(default_factory=dict)  # older credits, as read
     idem: dict[tuple[bytes, str], list[tuple[bytes, int]]] = field(default_factory=dict)
     idem_stored: dict[tuple[bytes, str], list[tuple[bytes, int]]] = field(
         default_factory=dict)  # what SQLite held before this transaction, fetched ahead
-    equivocations: list[tuple[bytes, int, bytes, bytes]] = field(default_factory=list)
     covers: dict[tuple[bytes, bytes], tuple[int, bytes]] = field(default_factory=dict)
     revocations: list[tuple[bytes, bytes, int]] = field(default_factory=list)
     forked: set[bytes] = field(default_factory=set)
+    max_hlc: int = 0
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Rows of the open transaction not yet sent to SQLite; `_flush` writes them in bulk."""
+
+    records: list[tuple[object, ...]] = field(default_factory=list)
+    admits: list[tuple[object, ...]] = field(default_factory=list)
+    credits: dict[bytes, list[object]] = field(default_factory=dict)  # rows, claim filled in
+    first_claims: list[tuple[bytes, int, bytes]] = field(default_factory=list)  # of older rows
+    more_claims: list[tuple[bytes, bytes, bytes, int]] = field(default_factory=list)
+    claims: dict[tuple[bytes, bytes], list[tuple[bytes, int]]] = field(
+        default_factory=dict)  # every claim of the batch, for `claims_of`
+    equivocations: list[tuple[bytes, int, bytes, bytes]] = field(default_factory=list)
+    covers: list[tuple[bytes, bytes, int, bytes]] = field(default_factory=list)
+    revocations: list[tuple[bytes, bytes, int]] = field(default_factory=list)
     tips_added: dict[tuple[bytes, bytes], int] = field(default_factory=dict)
     tips_removed: list[tuple[bytes, bytes]] = field(default_factory=list)
     balances: dict[tuple[bytes, str], int] = field(default_factory=dict)
     movements: list[tuple[bytes, str, int, int, int]] = field(default_factory=list)
+    metadata: list[tuple[bytes, str, str, str, int, bytes, bytes]] = field(
+        default_factory=list)
     issued: int = 0
     redeemed: int = 0
     max_hlc: int = 0
@@ -147,7 +175,8 @@ class SqliteStore:
         self._depth = 0
         self._cache: OrderedDict[bytes, StoredRecord] = OrderedDict()
         self._admits: dict[bytes, AdmitInfo] = {}
-        self._later = _Deferred()
+        self._open = _Open()
+        self._batch = _Batch()
         self._forked: set[bytes] = set()
         self._revoked: dict[bytes, list[tuple[int, bytes]]] = {}
 
@@ -182,7 +211,8 @@ class SqliteStore:
         self._db.execute("BEGIN IMMEDIATE")
         self._depth = 1
         # Under the write lock nobody else appends, so positions can be handed out here.
-        self._later = _Deferred(next_order=self._stored_max_order() + 1)
+        first = self._stored_max_order() + 1
+        self._open, self._batch = _Open(first_order=first, next_order=first), _Batch()
         self._forked = {a for (a,) in self._db.execute(
             "SELECT DISTINCT author FROM equivocations")}
         self._revoked = {}
@@ -199,10 +229,10 @@ class SqliteStore:
             # Whatever ended the block (an error, a cancellation, a kill signal turned
             # into an exception), an uncommitted transaction is rolled back whole.
             self._depth = 0
+            self._open, self._batch = _Open(), _Batch()
             if not committed:
                 self._cache.clear()  # it may hold rows that are being rolled back
                 self._admits.clear()
-                self._later = _Deferred()
                 self._db.execute("ROLLBACK")
 
     def _one(self, sql: str, *args: object) -> tuple[object, ...] | None:
@@ -212,7 +242,7 @@ class SqliteStore:
     # ------------------------------------------------------------ lookups
 
     def has(self, rid: bytes) -> bool:
-        return rid in self._cache or rid in self._later.raws or self._one(
+        return rid in self._cache or rid in self._open.raws or self._one(
             "SELECT 1 FROM records WHERE id=?", rid) is not None
 
     def get(self, rid: bytes) -> StoredRecord | None:
@@ -234,8 +264,8 @@ class SqliteStore:
         self._cache[row.id] = row
 
     def raw(self, rid: bytes) -> bytes | None:
-        if rid in self._later.raws:
-            return self._later.raws[rid]
+        if rid in self._open.raws:
+            return self._open.raws[rid]
         t = self._one("SELECT raw FROM records WHERE id=?", rid)
         return None if t is None else t[0]  # type: ignore[return-value]
 
@@ -244,8 +274,8 @@ class SqliteStore:
                          offline_limit=t[4], expires=t[5])  # type: ignore[arg-type]
 
     def admit(self, rid: bytes) -> AdmitInfo | None:
-        if rid in self._later.admits:
-            return self._later.admits[rid]
+        if rid in self._open.admits:
+            return self._open.admits[rid]
         known = self._admits.get(rid)
         if known is not None:
             return known
@@ -264,64 +294,88 @@ class SqliteStore:
             "ORDER BY r.ord", (device,))]
 
     def credit(self, rid: bytes) -> Credit | None:
-        later = self._later
-        if rid in later.credits:
-            c = later.credits[rid][0]
-            return dataclasses.replace(c, claimed=True) if rid in later.claimed_pending else c
+        txn = self._open
+        mine = txn.credits.get(rid)
+        if mine is not None:
+            if rid not in txn.claimed:
+                return mine
+            return Credit(id=rid, account=mine.account, amount=mine.amount, claimed=True)
         t = self._one("SELECT device, name, amount, claimed FROM credits WHERE id=?", rid)
         if t is None:
             return None
+        if self._depth:
+            txn.stored_claimed[rid] = bool(t[3])  # for `_claim`, which comes next
         return Credit(id=rid, account=Account(device=t[0], name=t[1]),  # type: ignore[arg-type]
                       amount=t[2],  # type: ignore[arg-type]
-                      claimed=bool(t[3]) or rid in later.claimed_stored)
+                      claimed=bool(t[3]) or rid in txn.claimed)
 
     def claims_of(self, credit: bytes, author: bytes) -> list[tuple[bytes, int]]:
         return list(self._db.execute(
-            "SELECT claimer, seq FROM claims WHERE credit=? AND author=?", (credit, author))
-        ) + self._later.claims.get((credit, author), [])
+            "SELECT claimer, claimer_seq FROM credits WHERE id=? AND device=? "
+            "AND claimer IS NOT NULL UNION ALL "
+            "SELECT claimer, seq FROM claims WHERE credit=? AND author=?",
+            (credit, author, credit, author))
+        ) + self._batch.claims.get((credit, author), [])
 
     def idem(self, author: bytes, key: str) -> list[tuple[bytes, int]]:
-        later = self._later
-        known = later.idem_stored.get((author, key))
+        txn = self._open
+        known = txn.idem_stored.get((author, key))
+        if known is None and self._new_author(author):
+            known = []
         if known is None:
             known = list(self._db.execute(
-                "SELECT record, seq FROM idem WHERE author=? AND key=?", (author, key)))
-        return known + later.idem.get((author, key), [])
+                "SELECT id, seq FROM records WHERE author=? AND idem_key=? AND ord<? "
+                "ORDER BY id", (author, key, txn.first_order)))
+        return known + txn.idem.get((author, key), [])
 
     def prefetch_idem(self, pairs: list[tuple[bytes, str]]) -> None:
         """Look up many (author, idempotency key) pairs in one query, for `idem` to
         answer from memory for the rest of the transaction."""
-        later = self._later
-        todo = [p for p in set(pairs) if p not in later.idem_stored]
+        txn = self._open
+        if not self._depth:
+            return  # outside a transaction nothing would keep the answers
+        todo = [p for p in set(pairs)
+                if p not in txn.idem_stored and not self._new_author(p[0])]
         for i in range(0, len(todo), 400):
             chunk = todo[i:i + 400]
             for p in chunk:
-                later.idem_stored[p] = []
+                txn.idem_stored[p] = []
             values = ",".join("(?,?)" for _ in chunk)
+            # A join, not `(author, idem_key) IN (...)`, which SQLite answers by a scan.
             for author, key, rid, seq in self._db.execute(
-                    f"SELECT author, key, record, seq FROM idem WHERE (author, key) IN "
-                    f"(VALUES {values})", [x for p in chunk for x in p]):
-                later.idem_stored[(author, key)].append((rid, seq))
+                    f"WITH wanted(author, key) AS (VALUES {values}) "
+                    f"SELECT r.author, r.idem_key, r.id, r.seq FROM wanted JOIN records r "
+                    f"ON r.author = wanted.author AND r.idem_key = wanted.key WHERE r.ord<?",
+                    [*(x for p in chunk for x in p), txn.first_order]):
+                txn.idem_stored[(author, key)].append((rid, seq))
+            for p in chunk:
+                txn.idem_stored[p].sort()  # by record id, as `idem` lists them
+
+    def _new_author(self, author: bytes) -> bool:
+        """Whether SQLite held no record of `author` before the open transaction: its
+        first record was stored in the transaction and it has no fork (another first
+        record stored before would have made one)."""
+        return (author, 1) in self._open.at and not self.forked(author)
 
     def ids_at(self, author: bytes, seq: int) -> list[bytes]:
-        later = self._later
-        pending = later.at.get((author, seq), [])
-        if (author, seq - 1) in later.at and not self.forked(author):
+        txn = self._open
+        pending = txn.at.get((author, seq), [])
+        if (author, seq - 1) in txn.at and not self.forked(author):
             # The record before this seq was stored in this transaction and the author
             # has no fork: so SQLite held nothing of the author at seq-1, hence nothing
             # at seq either (a record is stored only after its prev). No query needed.
             return list(pending)
         return [t[0] for t in self._db.execute(
-            "SELECT id FROM records WHERE author=? AND seq=? ORDER BY ord", (author, seq))
-        ] + pending
+            "SELECT id FROM records WHERE author=? AND seq=? AND ord<? ORDER BY ord",
+            (author, seq, txn.first_order))] + pending
 
     def forked(self, author: bytes) -> bool:
         if self._depth:  # in a transaction: the set read at its start, plus its own
-            return author in self._forked or author in self._later.forked
+            return author in self._forked or author in self._open.forked
         return self._one("SELECT 1 FROM equivocations WHERE author=?", author) is not None
 
     def cover(self, checkpoint: bytes, author: bytes) -> tuple[int, bytes] | None:
-        pending = self._later.covers.get((checkpoint, author))
+        pending = self._open.covers.get((checkpoint, author))
         if pending is not None:
             return pending
         t = self._one("SELECT seq, id FROM covers WHERE checkpoint=? AND author=?",
@@ -341,18 +395,18 @@ class SqliteStore:
 
     def revocations(self, device: bytes) -> list[tuple[int, bytes]]:
         if self._depth:  # in a transaction: the table read at its start, plus its own
-            if not self._revoked and not self._later.revocations:
+            if not self._revoked and not self._open.revocations:
                 return []  # the common case: nobody revoked at all
             return sorted(self._revoked.get(device, []) + [
-                (after, rid) for rid, dev, after in self._later.revocations if dev == device])
+                (after, rid) for rid, dev, after in self._open.revocations if dev == device])
         return list(self._db.execute(
             "SELECT after_seq, record FROM revocations WHERE device=? ORDER BY after_seq, record",
             (device,)))
 
     def held_among(self, rids: list[bytes]) -> set[bytes]:
         """Which of these ids are stored (one query for a whole batch)."""
-        later = self._later
-        held = {r for r in rids if r in self._cache or r in later.raws}
+        txn = self._open
+        held = {r for r in rids if r in self._cache or r in txn.raws}
         rest = [r for r in rids if r not in held]
         for i in range(0, len(rest), 500):
             chunk = rest[i:i + 500]
@@ -443,98 +497,121 @@ class SqliteStore:
             with self.transaction():
                 self.apply(fx)
             return
-        row, later = fx.row, self._later
-        order = later.next_order
-        later.next_order += 1
-        later.records.append((order, row.id, row.author, row.seq, row.prev, int(row.kind),
-                              row.hlc, row.verdict.value, row.reason, row.chain.encode(),
-                              fx.raw))
-        later.raws[row.id] = fx.raw
-        later.at.setdefault((row.author, row.seq), []).append(row.id)
+        row, txn, batch = fx.row, self._open, self._batch
+        rid, author, seq = row.id, row.author, row.seq
+        order = txn.next_order
+        txn.next_order += 1
+        batch.records.append((order, rid, author, seq, row.prev, row.kind.value, row.hlc,
+                              row.verdict.value, row.reason, row.chain.encode(), fx.raw,
+                              fx.idem_key))
+        txn.raws[rid] = fx.raw
+        at = txn.at.get((author, seq))
+        if at is None:
+            txn.at[(author, seq)] = [rid]
+        else:
+            at.append(rid)
         self._remember(row)
         if row.prev is not None:
-            later.drop_tip(row.author, row.prev)
-        later.tips_added[(row.author, row.id)] = row.seq
+            batch.drop_tip(author, row.prev)
+        batch.tips_added[(author, rid)] = seq
         if fx.admit is not None:
-            later.admits[row.id] = fx.admit
+            a = txn.admits[rid] = fx.admit
+            batch.admits.append((rid, a.device, a.role, a.tier, a.offline_limit, a.expires))
         if fx.credit is not None:
-            later.credits[row.id] = (fx.credit, order)
+            c = txn.credits[rid] = fx.credit
+            batch.credits[rid] = [rid, c.account.device, c.account.name, c.amount, order,
+                                  int(c.claimed), None, None]
+            if c.claimed:
+                txn.claimed.add(rid)
         for credit in fx.claims:
-            later.claims.setdefault((credit, row.author), []).append((row.id, row.seq))
-            if credit in later.credits:
-                later.claimed_pending.add(credit)
-            else:
-                later.claimed_stored.add(credit)
+            self._claim(credit, rid, author, seq)
         if fx.idem_key is not None:
-            later.idem.setdefault((row.author, fx.idem_key), []).append((row.id, row.seq))
+            txn.idem.setdefault((author, fx.idem_key), []).append((rid, seq))
         for idx, m in enumerate(fx.movements):
             k = (m.account.device, m.account.name)
-            later.balances[k] = later.balances.get(k, 0) + m.delta
-            later.movements.append((*k, order, idx, m.delta))
+            batch.balances[k] = batch.balances.get(k, 0) + m.delta
+            batch.movements.append((*k, order, idx, m.delta))
         for other in fx.equivocates_with:
-            a, b = sorted((other, row.id))
-            later.equivocations.append((row.author, row.seq, a, b))
-            later.forked.add(row.author)
-        for author, seq, covered in fx.covers:
-            later.covers[(row.id, author)] = (seq, covered)
+            first, second = sorted((other, rid))
+            batch.equivocations.append((author, seq, first, second))
+            txn.forked.add(author)
+        for covered_author, covered_seq, covered in fx.covers:
+            txn.covers[(rid, covered_author)] = (covered_seq, covered)
+            batch.covers.append((rid, covered_author, covered_seq, covered))
         if fx.revoke is not None:
-            later.revocations.append((row.id, fx.revoke[0], fx.revoke[1]))
+            txn.revocations.append((rid, fx.revoke[0], fx.revoke[1]))
+            batch.revocations.append((rid, fx.revoke[0], fx.revoke[1]))
         if fx.meta is not None:
             account, name, value = fx.meta
-            self._db.execute(
-                "INSERT INTO metadata VALUES (?,?,?,?,?,?,?) ON CONFLICT (device, name, field) "
-                "DO UPDATE SET value=excluded.value, hlc=excluded.hlc, author=excluded.author, "
-                "record=excluded.record WHERE (excluded.hlc, excluded.author, excluded.record) "
-                "> (metadata.hlc, metadata.author, metadata.record)",
-                (account.device, account.name, name, value, row.hlc, row.author, row.id))
-        later.issued += fx.issued
-        later.redeemed += fx.redeemed
-        later.max_hlc = max(later.max_hlc, row.hlc)
+            batch.metadata.append((account.device, account.name, name, value, row.hlc, author,
+                                   rid))
+        batch.issued += fx.issued
+        batch.redeemed += fx.redeemed
+        if row.hlc > txn.max_hlc:
+            txn.max_hlc = row.hlc
+        if row.hlc > batch.max_hlc:
+            batch.max_hlc = row.hlc
+        if len(batch.records) >= _FLUSH_EVERY:
+            self._flush()
+
+    def _claim(self, credit: bytes, claimer: bytes, author: bytes, seq: int) -> None:
+        """Record that `claimer` (of `author`, the payee) claims `credit`: in the credit's
+        row if it is the first claim, else as a further claim."""
+        txn, batch = self._open, self._batch
+        batch.claims.setdefault((credit, author), []).append((claimer, seq))
+        if credit in txn.claimed:
+            first = False
+        elif credit in txn.credits:
+            first = True  # made in this transaction and not claimed yet
+        else:
+            known = txn.stored_claimed.get(credit)
+            if known is None:
+                t = self._one("SELECT claimed FROM credits WHERE id=?", credit)
+                known = t is not None and bool(t[0])
+            first = not known
+        if not first:
+            batch.more_claims.append((credit, author, claimer, seq))
+            return
+        txn.claimed.add(credit)
+        unwritten = batch.credits.get(credit)
+        if unwritten is not None:
+            unwritten[5:] = [1, claimer, seq]
+        else:
+            batch.first_claims.append((claimer, seq, credit))
 
     def _flush(self) -> None:
-        """Write what `apply` deferred, in bulk: before any read that does not look at
-        the deferred writes itself, and before every commit."""
-        later, db = self._later, self._db
-        if not later.records:
+        """Write the batch in bulk: every `_FLUSH_EVERY` records, before any read that
+        does not look at the open transaction's own records, and before every commit."""
+        batch, db = self._batch, self._db
+        if not batch.records:
             return
-        # Prefetched idempotency keys stay valid: what was pending is now stored too.
-        stored = later.idem_stored
-        for pair, rows in later.idem.items():
-            if pair in stored:
-                stored[pair] = stored[pair] + rows
-        self._later = _Deferred(next_order=later.next_order, idem_stored=stored)
+        self._batch = _Batch()
         db.executemany("INSERT INTO records (ord, id, author, seq, prev, kind, hlc, verdict, "
-                       "reason, chain, raw) VALUES (?,?,?,?,?,?,?,?,?,?,?)", later.records)
-        db.executemany("INSERT INTO admits VALUES (?,?,?,?,?,?)",
-                       [(a.id, a.device, a.role, a.tier, a.offline_limit, a.expires)
-                        for a in later.admits.values()])
-        db.executemany("INSERT INTO credits VALUES (?,?,?,?,?,?)",
-                       [(c.id, c.account.device, c.account.name, c.amount, order,
-                         int(c.claimed or c.id in later.claimed_pending))
-                        for c, order in later.credits.values()])
-        db.executemany("UPDATE credits SET claimed=1 WHERE id=?",
-                       [(c,) for c in later.claimed_stored])
-        db.executemany("INSERT INTO claims VALUES (?,?,?,?)",
-                       [(credit, author, claimer, seq)
-                        for (credit, author), rows in later.claims.items()
-                        for claimer, seq in rows])
-        db.executemany("INSERT INTO idem VALUES (?,?,?,?)",
-                       [(author, key, rid, seq) for (author, key), rows in later.idem.items()
-                        for rid, seq in rows])
-        db.executemany("INSERT INTO equivocations VALUES (?,?,?,?)", later.equivocations)
-        db.executemany("INSERT INTO covers VALUES (?,?,?,?)",
-                       [(cp, a, seq, i) for (cp, a), (seq, i) in later.covers.items()])
-        db.executemany("INSERT INTO revocations VALUES (?,?,?)", later.revocations)
-        db.executemany("DELETE FROM tips WHERE author=? AND id=?", later.tips_removed)
+                       "reason, chain, raw, idem_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                       batch.records)
+        db.executemany("INSERT INTO admits VALUES (?,?,?,?,?,?)", batch.admits)
+        db.executemany("INSERT INTO credits VALUES (?,?,?,?,?,?,?,?)", batch.credits.values())
+        db.executemany("UPDATE credits SET claimed=1, claimer=?, claimer_seq=? WHERE id=?",
+                       batch.first_claims)
+        db.executemany("INSERT INTO claims VALUES (?,?,?,?)", batch.more_claims)
+        db.executemany("INSERT INTO equivocations VALUES (?,?,?,?)", batch.equivocations)
+        db.executemany("INSERT INTO covers VALUES (?,?,?,?)", batch.covers)
+        db.executemany("INSERT INTO revocations VALUES (?,?,?)", batch.revocations)
+        db.executemany("DELETE FROM tips WHERE author=? AND id=?", batch.tips_removed)
         db.executemany("INSERT INTO tips VALUES (?,?,?)",
-                       [(a, i, s) for (a, i), s in later.tips_added.items()])
+                       [(a, i, s) for (a, i), s in batch.tips_added.items()])
         db.executemany("INSERT INTO balances VALUES (?,?,?) ON CONFLICT (device, name) "
                        "DO UPDATE SET minor = minor + excluded.minor",
-                       [(d, n, v) for (d, n), v in later.balances.items()])
-        db.executemany("INSERT INTO movements VALUES (?,?,?,?,?)", later.movements)
+                       [(d, n, v) for (d, n), v in batch.balances.items()])
+        db.executemany("INSERT INTO movements VALUES (?,?,?,?,?)", batch.movements)
+        db.executemany(
+            "INSERT INTO metadata VALUES (?,?,?,?,?,?,?) ON CONFLICT (device, name, field) "
+            "DO UPDATE SET value=excluded.value, hlc=excluded.hlc, author=excluded.author, "
+            "record=excluded.record WHERE (excluded.hlc, excluded.author, excluded.record) "
+            "> (metadata.hlc, metadata.author, metadata.record)", batch.metadata)
         db.execute("UPDATE totals SET records=records+?, issued=issued+?, redeemed=redeemed+?, "
                    "max_hlc=max(max_hlc, ?)",
-                   (len(later.records), later.issued, later.redeemed, later.max_hlc))
+                   (len(batch.records), batch.issued, batch.redeemed, batch.max_hlc))
 
     # ------------------------------------------------------------ views
 
@@ -563,7 +640,7 @@ class SqliteStore:
         assert t is not None
         stored = t[0]
         assert isinstance(stored, int)
-        return max(stored, self._later.max_hlc)
+        return max(stored, self._open.max_hlc)
 
     def unclaimed_credits(self, device: bytes) -> list[Credit]:
         self._flush()
