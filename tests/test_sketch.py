@@ -19,6 +19,7 @@ from p2p_ledger.protocol.session import PeerSummary
 from p2p_ledger.protocol.sketch import (
     CELL_BYTES,
     MIN_SKETCH_CELLS,
+    OurTips,
     Sketch,
     cells_for,
     element,
@@ -129,7 +130,8 @@ def two_replicas() -> tuple[World, Replica, Replica]:
 def test_peer_tips_name_only_the_changed_author_and_give_the_same_delta() -> None:
     world, ahead, behind = two_replicas()
     cells = cells_for(4)
-    found = peer_tips(tips_of(ahead), sketch_of(tips_of(behind), cells), ahead.store.ids_at)
+    found = peer_tips(OurTips(tips_of(ahead), SALT), sketch_of(tips_of(behind), cells),
+                      ahead.store.ids_at)
     assert found is not None
     alice = world.device("alice")
     assert set(found.tips) == {alice}
@@ -139,7 +141,8 @@ def test_peer_tips_name_only_the_changed_author_and_give_the_same_delta() -> Non
     assert by_sketch == ahead.delta(behind.frontier())
     assert len(by_sketch) == 2
     # The other way round: the peer is ahead on alice; we send nothing.
-    back = peer_tips(tips_of(behind), sketch_of(tips_of(ahead), cells), behind.store.ids_at)
+    back = peer_tips(OurTips(tips_of(behind), SALT), sketch_of(tips_of(ahead), cells),
+                     behind.store.ids_at)
     assert back is not None
     assert set(back.tips) == {alice}
     assert behind.delta(Frontier(back.tips), complete=False, authors=back.tips) == []
@@ -148,14 +151,15 @@ def test_peer_tips_name_only_the_changed_author_and_give_the_same_delta() -> Non
 def test_authors_only_the_peer_has_are_left_out() -> None:
     world, ahead, _ = two_replicas()
     empty = world.replica()
-    found = peer_tips([], sketch_of(tips_of(ahead), cells_for(20)), empty.store.ids_at)
+    found = peer_tips(OurTips([], SALT), sketch_of(tips_of(ahead), cells_for(20)),
+                      empty.store.ids_at)
     assert found is not None
     assert found.tips == {}
 
 
 def test_tip_unknown_here_gets_an_id_no_record_has() -> None:
     world, ahead, behind = two_replicas()
-    found = peer_tips(tips_of(behind), sketch_of(tips_of(ahead), cells_for(4)),
+    found = peer_tips(OurTips(tips_of(behind), SALT), sketch_of(tips_of(ahead), cells_for(4)),
                       behind.store.ids_at)
     assert found is not None
     ((seq, rid),) = found.tips[world.device("alice")]

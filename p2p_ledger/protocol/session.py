@@ -65,7 +65,7 @@ from .frames import (
     frame,
     frame_type,
 )
-from .sketch import MAX_SKETCH_CELLS, MIN_SKETCH_CELLS, Sketch, element, peer_tips
+from .sketch import OurTips, Sketch, peer_tips, sketch_size
 
 __all__ = ["Event", "HandshakeDone", "PeerSummary", "PeerSynced", "RecordsReceived", "Session",
            "SessionClosed", "SessionConfig", "SyncComplete"]
@@ -160,6 +160,7 @@ class Session:
         self._events: deque[Event] = deque()
         self._sent_summary = False
         self._frontier = Frontier({})  # ours, as given to send_summary
+        self._ours: OurTips | None = None  # its tips hashed for sketches, when needed
         self._ids_at: Callable[[bytes, int], list[bytes]] = _nothing_held
         self._sent_sketch = False
         self._answered_need = False
@@ -266,12 +267,9 @@ class Session:
         if ids_at is not None:
             self._ids_at = ids_at
         if sketch_cells:
-            cells = min(max(sketch_cells, MIN_SKETCH_CELLS), MAX_SKETCH_CELLS)
-            cells += -cells % 3
             self._sent_sketch = True
-            self._send(SummarySketch(cells=Sketch.of(
-                (element(self._salt, a, s, i) for a, s, i in _tip_list(frontier)),
-                cells, self._salt).to_bytes()), now)
+            self._send(SummarySketch(
+                cells=self._our_tips().sketch(sketch_size(sketch_cells)).to_bytes()), now)
         else:
             self._send_full_summary(now)
         if self._peer_sketch is not None:
@@ -282,6 +280,11 @@ class Session:
         """Keys the sketch hashes: the same on both sides, unknown before the session."""
         return hashlib.blake2b(self._transcript_hash, digest_size=16,
                                person=b"p2pl-sketch-salt").digest()
+
+    def _our_tips(self) -> OurTips:
+        if self._ours is None:
+            self._ours = OurTips(_tip_list(self._frontier), self._salt)
+        return self._ours
 
     def _send_full_summary(self, now: float) -> None:
         tips = _tip_list(self._frontier)
@@ -436,7 +439,7 @@ class Session:
         assert self._peer_sketch is not None
         sketch = Sketch.from_bytes(self._peer_sketch, self._salt)  # shape checked on decode
         self._peer_sketch = None
-        found = peer_tips(_tip_list(self._frontier), sketch, self._ids_at)
+        found = peer_tips(self._our_tips(), sketch, self._ids_at)
         if found is None:
             self._send(NeedSummary(cells=sketch.cells), now)
             return

@@ -26,8 +26,8 @@ import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-__all__ = ["CELL_BYTES", "MAX_SKETCH_CELLS", "MIN_SKETCH_CELLS", "PeerTips", "Sketch",
-           "author_hash", "cells_for", "element", "peer_tips"]
+__all__ = ["CELL_BYTES", "MAX_SKETCH_CELLS", "MIN_SKETCH_CELLS", "OurTips", "PeerTips",
+           "Sketch", "author_hash", "cells_for", "element", "peer_tips", "sketch_size"]
 
 _ELEMENT_BYTES = 20          # author hash 8 | seq 8 | id hash 4
 CELL_BYTES = 1 + _ELEMENT_BYTES + 4  # count | element XOR | check XOR
@@ -37,13 +37,16 @@ _HASHES = 3
 _COUNT = 0xFF  # counts are kept modulo 256
 
 
+def sketch_size(cells: int) -> int:
+    """`cells` within bounds, rounded up to a multiple of 3 (the hash count)."""
+    n = min(max(cells, MIN_SKETCH_CELLS), MAX_SKETCH_CELLS)
+    return n + -n % _HASHES
+
+
 def cells_for(expected_difference: int) -> int:
     """Cells that peel a difference of this many tips with high probability (about
-    98% measured at every size: 2x plus slack for small tables), rounded up to a
-    multiple of 3, within bounds."""
-    n = max(MIN_SKETCH_CELLS, 2 * expected_difference + 12)
-    n += -n % _HASHES
-    return min(n, MAX_SKETCH_CELLS)
+    98% measured at every size: 2x plus slack for small tables)."""
+    return sketch_size(2 * expected_difference + 12)
 
 
 def _h(data: bytes, salt: bytes, size: int) -> bytes:
@@ -169,22 +172,42 @@ def _unknown_id(ah: bytes, seq: int, ih: bytes) -> bytes:
                            digest_size=32).digest()
 
 
-def peer_tips(ours: Iterable[tuple[bytes, int, bytes]], peer: Sketch,
+class OurTips:
+    """Our tips (author, seq, id) as elements under one salt, hashed once per session:
+    the sketch we send and the one we subtract the peer's from are built from them,
+    and are the same table when the two sizes agree."""
+
+    def __init__(self, tips: Iterable[tuple[bytes, int, bytes]], salt: bytes) -> None:
+        self.salt = salt
+        self.by_element: dict[bytes, tuple[bytes, int, bytes]] = {}
+        self.by_author_hash: dict[bytes, bytes] = {}
+        self.collision = False  # two of our authors share a hash: no sketch decodes
+        for author, seq, rid in tips:
+            e = element(salt, author, seq, rid)
+            if self.by_author_hash.setdefault(e[:8], author) != author:
+                self.collision = True
+            self.by_element[e] = (author, seq, rid)
+        self._sketches: dict[int, Sketch] = {}
+
+    def sketch(self, cells: int) -> Sketch:
+        found = self._sketches.get(cells)
+        if found is None:
+            found = self._sketches[cells] = Sketch.of(self.by_element, cells, self.salt)
+        return found
+
+
+def peer_tips(ours: OurTips, peer: Sketch,
               ids_at: Callable[[bytes, int], list[bytes]]) -> PeerTips | None:
-    """Decode the peer's sketch against our tips (author, seq, id). None when the
-    difference does not peel, or our own author hashes collide (then a full summary
-    is needed). `ids_at(author, seq)` lists the ids we hold at that point of a chain,
-    to name the peer's tips that are not ours."""
-    salt = peer.salt
-    mine: dict[bytes, tuple[bytes, int, bytes]] = {}
-    by_author_hash: dict[bytes, bytes] = {}
-    for author, seq, rid in ours:
-        ah = author_hash(salt, author)
-        if by_author_hash.setdefault(ah, author) != author:
-            return None
-        mine[ah + seq.to_bytes(8, "big") + _h(rid, salt, 4)] = (author, seq, rid)
-    ours_sketch = Sketch.of(mine, peer.cells, salt)
-    diff = ours_sketch.minus(peer).peel()
+    """Decode the peer's sketch against our tips. None when the difference does not
+    peel, or our own author hashes collide (then a full summary is needed).
+    `ids_at(author, seq)` lists the ids we hold at that point of a chain, to name the
+    peer's tips that are not ours."""
+    if peer.salt != ours.salt:
+        raise ValueError("the sketch and our tips are hashed with different salts")
+    if ours.collision:
+        return None
+    salt, mine, by_author_hash = ours.salt, ours.by_element, ours.by_author_hash
+    diff = ours.sketch(peer.cells).minus(peer).peel()
     if diff is None:
         return None
     only_ours, only_theirs = diff
