@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import cbor2
 import msgpack
@@ -56,6 +56,7 @@ Held = Callable[[bytes], tuple[bytes, int] | None]
 # The one id held at (author, seq), or None when there is none or more than one.
 Lookup = Callable[[bytes, int], bytes | None]
 
+_T = TypeVar("_T")
 MAX_UNPACKED_BYTES = 16 << 20  # inflated; a frame's records are far fewer bytes
 _B32 = frozenset({"device", "state_hash"})
 _TEXT = frozenset({"from", "account", "memo", "field", "role"})
@@ -69,26 +70,17 @@ def _bad(what: str) -> RemoteProtocolError:
 class _Packer:
     def __init__(self, held: Held | None) -> None:
         self.held = held
-        self.table: list[bytes] = []
-        self.ix: dict[bytes, int] = {}
-        self.texts: list[str] = []
-        self.tx: dict[str, int] = {}
+        # value -> index, in first-seen order (so the keys are the table itself)
+        self.table: dict[bytes, int] = {}
+        self.texts: dict[str, int] = {}
         self.batch: dict[bytes, int] = {}   # id -> position in this batch
         self.last: dict[bytes, tuple[bytes, int]] = {}  # author -> (id, seq) in this batch
 
     def b32(self, v: bytes) -> int:
-        n = self.ix.get(v)
-        if n is None:
-            n = self.ix[v] = len(self.table)
-            self.table.append(v)
-        return n
+        return self.table.setdefault(v, len(self.table))
 
     def text(self, v: str) -> int:
-        n = self.tx.get(v)
-        if n is None:
-            n = self.tx[v] = len(self.texts)
-            self.texts.append(v)
-        return n
+        return self.texts.setdefault(v, len(self.texts))
 
     def ref(self, rid: bytes) -> object:
         at = self.batch.get(rid)
@@ -144,7 +136,14 @@ def pack_records(raws: Sequence[bytes], held: Held | None = None) -> bytes:
     for raw in raws:
         packed, hlc = p.add(raw, hlc)
         records.append(packed)
-    return zlib.compress(msgpack.packb([p.table, p.texts, records], use_bin_type=True))
+    return zlib.compress(msgpack.packb([list(p.table), list(p.texts), records],
+                                       use_bin_type=True))
+
+
+def _at(values: list[_T], v: object, what: str) -> _T:
+    if type(v) is not int or not 0 <= v < len(values):
+        raise _bad(f"a {what} index out of range")
+    return values[v]
 
 
 def _unhex(v: object) -> object:
@@ -164,14 +163,10 @@ class _Unpacker:
         self.last: dict[bytes, tuple[bytes, int]] = {}
 
     def b32(self, v: object) -> bytes:
-        if type(v) is not int or not 0 <= v < len(self.table):
-            raise _bad("a table index out of range")
-        return self.table[v]
+        return _at(self.table, v, "table")
 
     def text(self, v: object) -> str:
-        if type(v) is not int or not 0 <= v < len(self.texts):
-            raise _bad("a text index out of range")
-        return self.texts[v]
+        return _at(self.texts, v, "text")
 
     def ref(self, v: object) -> bytes:
         if type(v) is int and v < 0:
