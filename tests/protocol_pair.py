@@ -5,7 +5,8 @@ everything one side has queued is one *flight*; a round trip is two flights. Aft
 every `receive_data` a side with a replica acts on its events the way a node does:
 
 - HandshakeDone   -> send_summary(replica.frontier()), plus the side's `extra_tips`, as
-                     a sketch of `sketch_cells` cells if that is set
+                     a sketch of `sketch_cells` cells if that is set, else as listed
+                     tips if `listed` is
 - PeerSummary     -> send_records(replica.delta(frontier, authors)), then send_synced(count)
 - RecordsReceived -> replica.receive_many(records) inside store.transaction()
 
@@ -99,6 +100,7 @@ class Side:
     # to make summaries long without signing thousands of records.
     extra_tips: tuple[Tip, ...] = ()
     sketch_cells: int = 0  # send the summary as a sketch of this many cells (0: in full)
+    listed: bool = False  # without a sketch, send the summary as TIPS
 
     def announced(self) -> Frontier:
         """The frontier this side sends as its summary."""
@@ -142,6 +144,7 @@ class Side:
                 continue  # a later frame of the same flight killed the session
             elif isinstance(ev, HandshakeDone):
                 self.session.send_summary(self.announced(), now, sketch_cells=self.sketch_cells,
+                                          listed=self.listed,
                                           ids_at=self.replica.store.ids_at)
             elif isinstance(ev, PeerSummary):
                 delta = self.replica.delta(ev.frontier, authors=ev.authors)

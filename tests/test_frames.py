@@ -57,6 +57,7 @@ from p2p_ledger.protocol.frames import (
     Summary,
     SummaryPart,
     SummarySketch,
+    SummaryTips,
     Synced,
     decode_message,
     encode_message,
@@ -105,6 +106,8 @@ def value_of(vector: dict[str, Any]) -> Frame:
             return NeedSummary(cells=f["cells"])
         case "PACKED":
             return Packed(batch=hx(f["batch"]))
+        case "TIPS":
+            return SummaryTips(elements=hx(f["elements"]))
     raise AssertionError(vector["type"])
 
 
@@ -331,7 +334,9 @@ ENTRY = [bytes(32), 1, bytes(32)]
     pytest.param(pack([6]), "PING takes 1 fields", id="ping-arity"),
     pytest.param(pack([7, 1, 2]), "PONG takes 1 fields", id="pong-arity"),
     pytest.param(pack([8, 5]), "short text", id="close-int"),
-    pytest.param(pack([13, []]), "unknown frame type 13", id="type-13"),
+    pytest.param(pack([13, []]), "expected up to", id="tips-as-list"),
+    pytest.param(pack([13, bytes(20 * 40_001)]), "expected up to", id="tips-too-many"),
+    pytest.param(pack([14, []]), "unknown frame type 14", id="type-14"),
     pytest.param(pack([255]), "unknown frame type 255", id="type-255"),
     pytest.param(pack([1.0, 1]), "array starting with its type", id="type-float"),
     pytest.param(pack([True, 1]), "array starting with its type", id="type-bool"),

@@ -19,13 +19,13 @@ from trio.testing import MockClock
 
 from p2p_ledger.core.ids import device_id
 from p2p_ledger.core.ledger import Frontier, Replica
-from p2p_ledger.core.records import record_id
+from p2p_ledger.core.records import parse_record, record_id
 from p2p_ledger.errors import TransportError
 from p2p_ledger.node.links import Link, parse_link
 from p2p_ledger.node.node import Node, NodeConfig
 from p2p_ledger.protocol._state import State
-from p2p_ledger.protocol.session import SessionConfig
-from p2p_ledger.protocol.sketch import CELL_BYTES
+from p2p_ledger.protocol.session import PeerSummary, SessionConfig
+from p2p_ledger.protocol.sketch import CELL_BYTES, ELEMENT_BYTES
 from p2p_ledger.storage.sqlite import SqliteStore
 from tests.helpers import key
 from tests.node_helpers import (
@@ -100,23 +100,23 @@ async def test_session_reconciles_both_ways_and_closes_after_sync(
     assert peer[5] == "closed"
 
 
-async def test_a_peer_synced_before_gets_a_sketch_and_a_new_one_the_full_summary(
+async def test_a_peer_synced_before_gets_a_sketch_and_a_new_one_listed_tips(
         autojump_clock: MockClock, fleet: Fleet) -> None:
     a, b = fleet.node("alice"), fleet.node("bob")
     bob = fleet.world.device("bob")
-    many = Frontier({bytes([n]) * 32: ((1, bytes([n]) * 32),) for n in range(100)})
-    assert a.sketch_cells(bob, many) == 0  # never met: full summary
+    many = Frontier({n.to_bytes(32, 'big'): ((1, n.to_bytes(32, 'big')),) for n in range(1000)})
+    assert a.sketch_cells(bob, many) == 0  # never met: listed tips
     async with trio.open_nursery() as nursery:
         start_pair(nursery, a, b, until_synced=True)
     cells = a.sketch_cells(bob, many)
     assert cells >= 36  # in sync before, nothing new since: the smallest sketch
-    assert cells * CELL_BYTES < 100 * 70
-    assert a.sketch_cells(bob, Frontier({})) == 0  # a full summary would be smaller
+    assert cells * CELL_BYTES < 1000 * ELEMENT_BYTES
+    assert a.sketch_cells(bob, Frontier({})) == 0  # listed tips would be smaller
     # Records received since the last sync make the sketch larger.
     for n in range(40):
         fleet.pay(a.replica, "alice", "carol", 1, f"k-{n}")
     assert a.sketch_cells(bob, many) > cells
-    # A second session converges (with a frontier this small, through a full summary).
+    # A second session converges (with a frontier this small, through listed tips).
     fleet.pay(b.replica, "bob", "carol", 1_00, "b-1")
     async with trio.open_nursery() as nursery:
         ra, rb = start_pair(nursery, a, b, until_synced=True, name="again")
@@ -125,6 +125,24 @@ async def test_a_peer_synced_before_gets_a_sketch_and_a_new_one_the_full_summary
     assert (ra.stats.records_out, ra.stats.records_in) == (40, 1)
     assert a.replica.state_hash() == b.replica.state_hash()
 
+
+async def test_records_stored_after_our_hashed_summary_join_the_delta(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    a = fleet.node("alice")
+    store = store_of(a)
+    before = store.max_order()
+    sent = a.replica.frontier()
+    fleet.pay(a.replica, "alice", "carol", 1, "after-summary")  # came in meanwhile
+    alice = fleet.world.device("alice")
+    # The peer's hashed summary named no author as differing from what we sent.
+    summary = PeerSummary(frontier=sent, authors=frozenset())
+    widened = a._widened(summary, before)
+    assert widened.authors == {alice}
+    delta = a.replica.delta(widened.frontier, complete=False, authors=widened.authors)
+    assert [parse_record(raw).record.author for raw in delta] == [alice]
+    assert a._widened(summary, store.max_order()) is summary  # nothing since
+    full = PeerSummary(frontier=sent)
+    assert a._widened(full, before) is full  # a full summary needs no widening
 
 async def test_sync_once_dials_through_the_connector(
         autojump_clock: MockClock, fleet: Fleet) -> None:

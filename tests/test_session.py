@@ -50,6 +50,7 @@ from p2p_ledger.protocol.frames import (
     Summary,
     SummaryPart,
     SummarySketch,
+    SummaryTips,
     Synced,
     encode_message,
     frame,
@@ -447,13 +448,13 @@ def fresh_responder() -> Side:
     (frame(b""), "not msgpack"),
     (frame(msgpack.packb({})), "array starting with its type"),
     (frame(msgpack.packb("hello")), "array starting with its type"),
-    (frame(msgpack.packb([13])), "unknown frame type 13"),
+    (frame(msgpack.packb([14])), "unknown frame type 14"),
     (frame(msgpack.packb([200, "x"])), "unknown frame type 200"),
     (frame(msgpack.packb([0, 1])), "unknown frame type 0"),
     (frame(msgpack.packb([1, 1])), "HELLO takes 2 fields"),
     (frame(msgpack.packb([1, 1, b"short"])), "expected 32 bytes"),
     (frame(msgpack.packb([9, []])), "unexpected frame: SUMMARY_PART in state hello"),
-], ids=["http", "bad-msgpack", "empty", "map", "string", "type-13", "type-200", "type-0",
+], ids=["http", "bad-msgpack", "empty", "map", "string", "type-14", "type-200", "type-0",
         "arity", "short-key", "summary-part"])
 def test_garbage_in_the_handshake(data: bytes, words: str) -> None:
     bob = fresh_responder()
@@ -529,7 +530,7 @@ def test_oversize_frame_is_refused_from_its_length_prefix(phase: str) -> None:
     check_dead(side, "exceeds the limit", f"{limit + 1} bytes", peer=peer)
 
 
-@pytest.mark.parametrize("body", [[13, 0], [200, "x"], [0], [255, "x"], [-1]], ids=str)
+@pytest.mark.parametrize("body", [[14, 0], [200, "x"], [0], [255, "x"], [-1]], ids=str)
 def test_unknown_frame_type_after_the_handshake(body: list[object]) -> None:
     world, ra = _bare_world()
     pair = handshaken(world, ra)
@@ -1135,6 +1136,7 @@ def sample(kind: FrameType) -> Frame:
         FrameType.SKETCH: SummarySketch(cells=bytes(36 * CELL_BYTES)),
         FrameType.NEED_SUMMARY: NeedSummary(cells=36),
         FrameType.PACKED: Packed(batch=pack_records([])),
+        FrameType.TIPS: SummaryTips(elements=b""),
     }[kind]
 
 
@@ -1230,7 +1232,7 @@ def test_every_pair_in_the_table_moves_to_its_state(case: tuple[State, str, Fram
         s._send(msg, 1.0)
     else:
         if kind is FrameType.NEED_SUMMARY:
-            s._sent_sketch = True  # accepted only as the answer to our own sketch
+            s._sent_hashed = True  # accepted only as the answer to our own sketch or tips
         body = encode_message(msg)
         s.receive_data(frame(body) if s._channel is None else forge(s, body), 1.0)
     assert s.error is None

@@ -13,20 +13,30 @@ from hypothesis import strategies as st
 
 from p2p_ledger.core.ledger import Frontier, Replica
 from p2p_ledger.core.store import Tip
+from p2p_ledger.protocol import sketch as sketch_module
 from p2p_ledger.protocol._state import State
-from p2p_ledger.protocol.frames import NeedSummary, SummarySketch, encode_message
+from p2p_ledger.protocol.frames import (
+    NeedSummary,
+    Summary,
+    SummarySketch,
+    SummaryTips,
+    encode_message,
+)
 from p2p_ledger.protocol.session import PeerSummary
 from p2p_ledger.protocol.sketch import (
     CELL_BYTES,
+    ELEMENT_BYTES,
     MIN_SKETCH_CELLS,
     OurTips,
     Sketch,
     cells_for,
     element,
+    listed_tips,
     peer_tips,
 )
-from tests.helpers import T0, World, funded_world, sync
+from tests.helpers import T0, World, funded_world, make_world, sync
 from tests.protocol_pair import SessionPair, forge, sent_frames
+from tests.test_ledger import make_fork, replica_with
 
 ROOT = Path(__file__).resolve().parent.parent
 SALT = bytes(range(16))
@@ -168,6 +178,59 @@ def test_tip_unknown_here_gets_an_id_no_record_has() -> None:
     assert not ahead.store.has(rid)
 
 
+def listed_of(replica: Replica, salt: bytes = SALT) -> bytes:
+    return OurTips(tips_of(replica), salt).listed()
+
+
+def test_the_tips_vector_lists_the_summary_vectors_tips() -> None:
+    vectors = json.loads((ROOT / "specs" / "vectors" / "frames.json").read_text())
+    messages = {m["name"]: m for m in vectors["messages"]}
+    tips = [(bytes.fromhex(a), s, bytes.fromhex(i))
+            for a, s, i in messages["summary"]["fields"]["tips"]]
+    listed = bytes.fromhex(messages["tips"]["fields"]["elements"])
+    assert listed == OurTips(tips, SALT).listed()
+    assert len(listed) == 3 * ELEMENT_BYTES
+    parts = [listed[i:i + ELEMENT_BYTES] for i in range(0, len(listed), ELEMENT_BYTES)]
+    assert parts == sorted(parts)
+
+
+def test_listed_tips_give_the_same_delta_as_the_full_summary_across_a_fork() -> None:
+    world = make_world()
+    fork = make_fork(world)
+    everything = [*fork.base, fork.x.raw, fork.x3.raw, fork.y.raw]
+    both = replica_with(world, everything)
+    for start in ([], fork.base, [*fork.base, fork.x.raw], [*fork.base, fork.y.raw],
+                  [*fork.base, fork.x.raw, fork.x3.raw], everything):
+        other = replica_with(world, start)
+        named = []
+        for src, dst in ((both, other), (other, both)):
+            found = listed_tips(OurTips(tips_of(src), SALT), listed_of(dst), src.store.ids_at)
+            assert found is not None
+            by_list = src.delta(Frontier(found.tips), authors=found.tips)
+            assert by_list == src.delta(dst.frontier())
+            named.append(set(found.tips))
+        # From the full replica's side, the authors named are those the other lacks.
+        assert named[0] == {a for a in both.frontier().tips
+                            if other.frontier().tips.get(a) != both.frontier().tips[a]}
+        assert named[0] or start == everything
+
+
+def test_listed_tips_name_the_changed_author_and_leave_out_unknown_ones() -> None:
+    world, ahead, behind = two_replicas()
+    alice = world.device("alice")
+    found = listed_tips(OurTips(tips_of(behind), SALT), listed_of(ahead), behind.store.ids_at)
+    assert found is not None
+    assert set(found.tips) == {alice}
+    ((seq, rid),) = found.tips[alice]  # ahead's tip: an id no record here has
+    assert seq == ahead.frontier().tips[alice][0][0]
+    assert not behind.store.has(rid)
+    nothing_here = listed_tips(OurTips([], SALT), listed_of(ahead), world.replica().store.ids_at)
+    assert nothing_here is not None
+    assert nothing_here.tips == {}
+    with pytest.raises(ValueError, match="whole 20-byte elements"):
+        listed_tips(OurTips([], SALT), bytes(21), behind.store.ids_at)
+
+
 # ---------------------------------------------------------------- sessions
 
 def sketch_pair(cells: int) -> tuple[World, SessionPair]:
@@ -228,3 +291,67 @@ def test_need_summary_without_our_sketch_kills_the_session() -> None:
     assert s.closed
     assert s.error is not None
     assert "without a sketch" in str(s.error)
+
+
+def listed_pair() -> tuple[World, SessionPair, SessionPair]:
+    """The same two replicas synced with listed tips and with full summaries."""
+    world, ahead, behind = two_replicas()
+    listed, full = (SessionPair.of(world, "authority", "bob", replica_a=ahead, replica_b=r,
+                                   admits=ahead)
+                    for r in (behind, copy_of(world, behind)))  # each pair syncs its own copy
+    listed.a.listed = listed.b.listed = True
+    return world, listed, full
+
+
+def copy_of(world: World, replica: Replica) -> Replica:
+    out = world.replica()
+    sync(out, replica)
+    return out
+
+
+def test_listed_tips_sync_like_the_full_summary_in_fewer_bytes() -> None:
+    world, listed, full = listed_pair()
+    listed.pump()
+    full.pump()
+    for pair in (listed, full):
+        assert pair.a.replica is not None
+        assert pair.b.replica is not None
+        assert pair.a.replica.state_hash() == pair.b.replica.state_hash()
+        assert pair.a.session.state is pair.b.session.state is State.LIVE
+    assert listed.flights == full.flights
+    for side, other in ((listed.a, full.a), (listed.b, full.b)):
+        (tips,) = [f for f in sent_frames(listed, side) if isinstance(f, SummaryTips)]
+        (summary,) = [f for f in sent_frames(full, other) if isinstance(f, Summary)]
+        assert len(tips.elements) == len(summary.tips) * ELEMENT_BYTES
+        assert len(encode_message(tips)) * 2 < len(encode_message(summary))
+        (peer,) = side.of_type(PeerSummary)
+        assert isinstance(peer, PeerSummary)
+        assert peer.authors == {world.device("alice")}
+    assert sum(len(r.applied) for r in listed.b.reports) == 2
+
+
+def test_listed_tips_that_do_not_decode_cost_one_round_trip_then_the_full_summary(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every author hashed alike: our own author hashes collide, nothing can be named.
+    monkeypatch.setattr(sketch_module, "author_hash", lambda salt, author: bytes(8))
+    _world, listed, full = listed_pair()
+    listed.pump()
+    full.pump()
+    assert listed.a.replica is not None
+    assert listed.b.replica is not None
+    assert listed.a.replica.state_hash() == listed.b.replica.state_hash()
+    assert listed.a.session.state is listed.b.session.state is State.LIVE
+    for side in (listed.a, listed.b):
+        assert [f for f in sent_frames(listed, side) if isinstance(f, NeedSummary)] == [
+            NeedSummary(cells=0)]
+        assert len([f for f in sent_frames(listed, side) if isinstance(f, Summary)]) == 1
+    assert full.flights < listed.flights <= full.flights + 2
+
+
+def test_a_second_hashed_summary_kills_the_session() -> None:
+    _world, listed, _ = listed_pair()
+    listed.pump()
+    s = listed.b.session
+    s.receive_data(forge(s, encode_message(SummaryTips(elements=b""))), 1.0)
+    assert s.closed
+    assert s.error is not None

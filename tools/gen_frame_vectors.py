@@ -51,6 +51,7 @@ from p2p_ledger.protocol.frames import (
     Summary,
     SummaryPart,
     SummarySketch,
+    SummaryTips,
     Synced,
     encode_message,
 )
@@ -184,12 +185,15 @@ def fields_json(msg: Frame) -> dict[str, object]:
             return {"cells": msg.cells}
         case Packed():
             return {"batch": msg.batch.hex()}
+        case SummaryTips():
+            return {"elements": msg.elements.hex()}
 
 
 TYPE_NAMES: dict[type[object], str] = {
     Hello: "HELLO", Auth: "AUTH", Summary: "SUMMARY", Records: "RECORDS", Synced: "SYNCED",
     Ping: "PING", Pong: "PONG", Close: "CLOSE", SummaryPart: "SUMMARY_PART",
-    SummarySketch: "SKETCH", NeedSummary: "NEED_SUMMARY", Packed: "PACKED"}
+    SummarySketch: "SKETCH", NeedSummary: "NEED_SUMMARY", Packed: "PACKED",
+    SummaryTips: "TIPS"}
 
 
 def messages(recs: dict[str, bytes], hs: dict[str, object]) -> list[dict[str, object]]:
@@ -199,6 +203,9 @@ def messages(recs: dict[str, bytes], hs: dict[str, object]) -> list[dict[str, ob
         return bytes.fromhex(value)
 
     forked = seed("forked-author")
+    elements = [element(SKETCH_SALT, PUB["authority"], 2, recs["issue_alice_id"]),
+                element(SKETCH_SALT, forked, 3, bytes(32)),
+                element(SKETCH_SALT, forked, 3, b"\xff" * 32)]
     cases: list[tuple[str, str, Frame]] = [
         ("hello", "the initiator's HELLO of the handshake vector",
          Hello(version=PROTOCOL_VERSION, ephemeral_key=hx("initiator_ephemeral_public"))),
@@ -222,10 +229,11 @@ def messages(recs: dict[str, bytes], hs: dict[str, object]) -> list[dict[str, ob
                        (forked, 3, bytes(32)), (forked, 3, b"\xff" * 32)))),
         ("sketch", "the same three tips as the summary vector as a 36-cell sketch, salt "
          f"{SKETCH_SALT.hex()} (specs/sync-protocol.md section 7a)",
-         SummarySketch(cells=Sketch.of(
-             [element(SKETCH_SALT, PUB["authority"], 2, recs["issue_alice_id"]),
-              element(SKETCH_SALT, forked, 3, bytes(32)),
-              element(SKETCH_SALT, forked, 3, b"\xff" * 32)], 36, SKETCH_SALT).to_bytes())),
+         SummarySketch(cells=Sketch.of(elements, 36, SKETCH_SALT).to_bytes())),
+        ("tips", "the same three tips as listed elements, sorted, salt "
+         f"{SKETCH_SALT.hex()} (specs/sync-protocol.md section 7a)",
+         SummaryTips(elements=b"".join(sorted(elements)))),
+        ("tips_empty", "an empty replica's listed tips", SummaryTips(elements=b"")),
         ("need_summary", "the 36-cell sketch did not decode: send the full summary",
          NeedSummary(cells=36)),
         ("packed", "the same two records as the records vector, packed (section 7b): the "
@@ -256,7 +264,7 @@ def invalid() -> list[dict[str, object]]:
         return bytes(msgpack.packb(obj, use_bin_type=True))
 
     cases = [
-        ("unknown_type", "type 13 does not exist", pack([13, 0]), "unknown frame type 13"),
+        ("unknown_type", "type 14 does not exist", pack([14, 0]), "unknown frame type 14"),
         ("unknown_type_high", "type 200 does not exist", pack([200, "x"]),
          "unknown frame type 200"),
         ("type_zero", "type 0 does not exist", pack([0]), "unknown frame type 0"),
@@ -285,6 +293,8 @@ def invalid() -> list[dict[str, object]]:
         ("sketch_ragged", "a sketch of one cell and a byte", pack([10, bytes(26)]),
          "multiple of 3 cells"),
         ("sketch_empty", "a sketch of no cells", pack([10, b""]), "multiple of 3 cells"),
+        ("tips_ragged", "listed tips of one element and a byte", pack([13, bytes(21)]),
+         "multiple of 20 bytes"),
         ("packed_text", "PACKED with text", pack([12, "x"]), "expected up to"),
         ("need_summary_text", "NEED_SUMMARY with text", pack([11, "36"]), "unsigned integer"),
         ("records_not_list", "records as one bin", pack([4, b"\x01"]), "bounded list"),

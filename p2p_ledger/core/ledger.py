@@ -124,6 +124,9 @@ class Frontier:
             out.setdefault(t.author, []).append((t.seq, t.id))
         return cls({a: tuple(sorted(v)) for a, v in out.items()})
 
+    def tip_count(self) -> int:
+        return sum(len(t) for t in self.tips.values())
+
     def to_list(self) -> list[list[object]]:
         return [[a, s, i] for a in sorted(self.tips) for s, i in self.tips[a]]
 

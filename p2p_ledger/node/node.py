@@ -44,7 +44,7 @@ from ..protocol.session import (
     SessionConfig,
     SyncComplete,
 )
-from ..protocol.sketch import CELL_BYTES, cells_for
+from ..protocol.sketch import CELL_BYTES, ELEMENT_BYTES, cells_for
 from ..storage.sqlite import SqliteStore
 from .discovery import DISCOVERY_PORT, Announcement, announce, listen, network_tag
 from .links import Link, open_link
@@ -59,7 +59,6 @@ MAX_PUSH_DELAY = 2.0
 MIN_BATCH_BYTES = 16 << 10
 DEFAULT_BATCH_BYTES = 256 << 10
 MAX_BATCH_BYTES = 512 << 10
-_SUMMARY_BYTES_PER_TIP = 70  # [author, seq, id] in msgpack
 _PUSH_STATES = (State.SYNCING, State.WE_SYNCED, State.THEY_SYNCED, State.LIVE)
 
 
@@ -109,6 +108,7 @@ class _Peer:
         self.wakeup = trio.Event()
         self.stats = SessionStats(address=address)
         self.pushed_up_to = 0  # records up to this store position went in the delta
+        self.summary_order = 0  # the store position when our summary was taken
         self.outbox: list[bytes] = []
         self.outbox_bytes = 0
         self.outbox_since: float | None = None
@@ -306,14 +306,17 @@ class Node:
                     log.info("session %s: handshake done (%s)", peer.label, ev.role)
                     peer.stats.peer = device_id(ev.peer)
                     frontier = self.replica.frontier()
+                    peer.summary_order = self._store.max_order()
                     session.send_summary(frontier, now, ids_at=self._store.ids_at,
-                                         sketch_cells=self.sketch_cells(ev.peer, frontier))
+                                         sketch_cells=self.sketch_cells(ev.peer, frontier),
+                                         listed=True)
                     self._note(peer, "connected", synced=False)
                 case PeerSummary():
                     peer.pushed_up_to = self._store.max_order()  # the delta covers these
-                    delta = self.replica.delta(ev.frontier, complete=False,
-                                               authors=ev.authors)
-                    session.send_records(delta, now, held=self._held_by(ev))
+                    summary = self._widened(ev, peer.summary_order)
+                    delta = self.replica.delta(summary.frontier, complete=False,
+                                               authors=summary.authors)
+                    session.send_records(delta, now, held=self._held_by(summary))
                     session.send_synced(len(delta), now)
                 case RecordsReceived():
                     self._take_records(peer, ev.records, now)
@@ -359,6 +362,22 @@ class Node:
         for author, seq in sorted(forks):
             self._push_evidence(author, seq, now)
 
+    def _widened(self, summary: PeerSummary, since: int) -> PeerSummary:
+        """A hashed summary names the authors whose tips differ from the frontier we
+        sent; records stored here since (from other sessions) may make more differ.
+        Their authors join the delta, compared with the tips the peer holds, which are
+        the ones we sent."""
+        if summary.authors is None:
+            return summary
+        store = self._store
+        news: set[bytes] = set()
+        while rows := store.records_after(since):
+            since = rows[-1][0]
+            news.update(row.author for _, rid, _ in rows if (row := store.get(rid)) is not None)
+        if news <= summary.authors:
+            return summary
+        return PeerSummary(frontier=summary.frontier, authors=summary.authors | news)
+
     def _held_by(self, summary: PeerSummary) -> Callable[[bytes], tuple[bytes, int] | None]:
         """Which of our records the peer holds, by its summary, as (author, seq): a
         PACKED frame then names them in a few bytes. Only on chains that are not forked
@@ -380,22 +399,21 @@ class Node:
         return held
 
     def sketch_cells(self, device: bytes, frontier: Frontier) -> int:
-        """Cells of the summary sketch for this peer, or 0 for a full summary.
+        """Cells of the summary sketch for this peer, or 0 for listed tips.
 
         A sketch is for a peer we were in sync with before: the two frontiers then
         differ in at most the tips of the records either side got since. We know our
         count (records held now minus at that sync) and allow as much again for the
         peer's (at least 8); if that would not decode, the peer asks for the full
-        summary, one round trip more. A new peer, or a frontier whose full summary
-        is no larger than the sketch, gets the full summary."""
+        summary, one round trip more. A new peer, or a frontier whose listed tips
+        are no larger than the sketch, gets the listed tips (TIPS: 20 bytes a tip)."""
         held_then = next((synced for dev, _, _, _, synced, _ in self._store.peers()
                           if dev == device), None)
         if held_then is None:
             return 0
         ours = max(self._store.totals().records - held_then, 0)
         cells = cells_for(2 * ours + 8)
-        tips = sum(len(t) for t in frontier.tips.values())
-        return cells if cells * CELL_BYTES < tips * _SUMMARY_BYTES_PER_TIP else 0
+        return cells if cells * CELL_BYTES < frontier.tip_count() * ELEMENT_BYTES else 0
 
     def _note(self, peer: _Peer, state: str, *, synced: bool) -> None:
         if peer.session.peer is None:

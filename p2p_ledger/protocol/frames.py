@@ -15,8 +15,10 @@ is the frame type:
     CLOSE    [8, reason: str]
     SUMMARY_PART [9, [[author, seq, id], ...]]  (an early part of a long summary)
     SKETCH   [10, cells: bin]          (a summary as an IBLT of tips, see sketch.py)
-    NEED_SUMMARY [11, cells: int]      (the peer's sketch of that size did not decode)
+    NEED_SUMMARY [11, cells: int]      (the peer's sketch of that size, or its TIPS
+                                        when 0, did not decode)
     PACKED   [12, batch: bin]          (records, packed and deflated: see compact.py)
+    TIPS     [13, elements: bin]       (a summary as every tip's 20-byte element, sorted)
 
 Decoding checks types and sizes and raises RemoteProtocolError for anything else:
 an unknown type, a wrong field, an oversize frame. Nothing here keeps state except
@@ -33,12 +35,12 @@ import msgpack
 
 from ..core.records import MAX_RECORD_BYTES
 from ..errors import RemoteProtocolError
-from .sketch import CELL_BYTES, MAX_SKETCH_CELLS
+from .sketch import CELL_BYTES, ELEMENT_BYTES, MAX_LISTED_TIPS, MAX_SKETCH_CELLS
 
 __all__ = [
     "HANDSHAKE_FRAME_LIMIT", "MAX_FRAME_BYTES", "PROTOCOL_VERSION", "Auth", "Close", "Frame",
     "FrameReader", "FrameType", "Hello", "NeedSummary", "Packed", "Ping", "Pong", "Records",
-    "Summary", "SummaryPart", "SummarySketch", "Synced",
+    "Summary", "SummaryPart", "SummarySketch", "SummaryTips", "Synced",
     "decode_message", "encode_message", "frame",
 ]
 
@@ -64,6 +66,7 @@ class FrameType(enum.IntEnum):
     SKETCH = 10
     NEED_SUMMARY = 11
     PACKED = 12
+    TIPS = 13
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -121,6 +124,11 @@ class SummarySketch:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SummaryTips:
+    elements: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NeedSummary:
     cells: int
 
@@ -131,14 +139,14 @@ class Packed:
 
 
 Frame = (Hello | Auth | Summary | SummaryPart | Records | Synced | Ping | Pong | Close
-         | SummarySketch | NeedSummary | Packed)
+         | SummarySketch | NeedSummary | Packed | SummaryTips)
 
 _TYPE_OF: dict[type[object], FrameType] = {
     Hello: FrameType.HELLO, Auth: FrameType.AUTH, Summary: FrameType.SUMMARY,
     Records: FrameType.RECORDS, Synced: FrameType.SYNCED, Ping: FrameType.PING,
     Pong: FrameType.PONG, Close: FrameType.CLOSE, SummaryPart: FrameType.SUMMARY_PART,
     SummarySketch: FrameType.SKETCH, NeedSummary: FrameType.NEED_SUMMARY,
-    Packed: FrameType.PACKED}
+    Packed: FrameType.PACKED, SummaryTips: FrameType.TIPS}
 
 
 def frame_type(msg: Frame) -> FrameType:
@@ -168,6 +176,8 @@ def encode_message(msg: Frame) -> bytes:
             fields = [msg.cells]
         case Packed():
             fields = [msg.batch]
+        case SummaryTips():
+            fields = [msg.elements]
     return bytes(msgpack.packb([int(frame_type(msg)), *fields], use_bin_type=True))
 
 
@@ -250,6 +260,13 @@ def _sketch(a: list[object]) -> Frame:
     return SummarySketch(cells=cells)
 
 
+def _listed(a: list[object]) -> Frame:
+    elements = _bin(a[0], limit=MAX_LISTED_TIPS * ELEMENT_BYTES)
+    if len(elements) % ELEMENT_BYTES:
+        raise _bad(f"listed tips are a multiple of {ELEMENT_BYTES} bytes")
+    return SummaryTips(elements=elements)
+
+
 def _close(a: list[object]) -> Frame:
     if type(a[0]) is not str or len(a[0]) > MAX_REASON_CHARS:
         raise _bad("close reason is short text")
@@ -266,6 +283,7 @@ _DECODERS: dict[FrameType, Callable[[list[object]], Frame]] = {
     FrameType.SKETCH: _sketch,
     FrameType.NEED_SUMMARY: lambda a: NeedSummary(cells=_int(a[0])),
     FrameType.PACKED: lambda a: Packed(batch=_bin(a[0], limit=MAX_FRAME_BYTES)),
+    FrameType.TIPS: _listed,
 }
 
 

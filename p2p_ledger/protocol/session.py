@@ -59,13 +59,14 @@ from .frames import (
     Summary,
     SummaryPart,
     SummarySketch,
+    SummaryTips,
     Synced,
     decode_message,
     encode_message,
     frame,
     frame_type,
 )
-from .sketch import OurTips, Sketch, peer_tips, sketch_size
+from .sketch import MAX_LISTED_TIPS, OurTips, Sketch, listed_tips, peer_tips, sketch_size
 
 __all__ = ["Event", "HandshakeDone", "PeerSummary", "PeerSynced", "RecordsReceived", "Session",
            "SessionClosed", "SessionConfig", "SyncComplete"]
@@ -81,10 +82,12 @@ class HandshakeDone:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PeerSummary:
-    """The peer's frontier. From a sketch, `authors` names the only authors whose
-    tips differ from ours, and `frontier` holds the peer's tips for just those (for
-    every other author the peer holds exactly our tips); from a full summary,
-    `authors` is None and `frontier` is complete."""
+    """The peer's frontier. From a full summary `authors` is None. From a sketch or
+    listed tips, `authors` names the only authors whose tips differ from the frontier
+    we sent, and `frontier` is that frontier with those authors' tips replaced by the
+    peer's (authors only the peer holds are left out: we had nothing of theirs).
+    Records stored since we sent ours may make more authors differ: the node adds
+    them (`Node._widened`)."""
 
     frontier: Frontier
     authors: frozenset[bytes] | None = None
@@ -162,9 +165,10 @@ class Session:
         self._frontier = Frontier({})  # ours, as given to send_summary
         self._ours: OurTips | None = None  # its tips hashed for sketches, when needed
         self._ids_at: Callable[[bytes, int], list[bytes]] = _nothing_held
-        self._sent_sketch = False
+        self._sent_hashed = False  # our summary went as a SKETCH or TIPS
         self._answered_need = False
-        self._peer_sketch: bytes | None = None  # waiting for our own summary to decode
+        # the peer's SKETCH or TIPS, waiting for our own summary to decode against
+        self._peer_hashed: SummarySketch | SummaryTips | None = None
         self._summary_parts: list[tuple[bytes, int, bytes]] = []
         self._started = now
         self._last_received = now
@@ -255,11 +259,14 @@ class Session:
     # ------------------------------------------------------------ what the node sends
 
     def send_summary(self, frontier: Frontier, now: float, *, sketch_cells: int = 0,
+                     listed: bool = False,
                      ids_at: Callable[[bytes, int], list[bytes]] | None = None) -> None:
         """Send our frontier: as a sketch of `sketch_cells` cells if given (for a peer
-        that probably differs little; it may ask for the full summary later), else in
-        full. `ids_at(author, seq)` (the store's) names the records we hold at a point
-        of a chain; it lets a peer's sketch be decoded without resending chains."""
+        that probably differs little), else as TIPS if `listed` (every tip hashed to
+        20 bytes; up to MAX_LISTED_TIPS tips), else in full. After a sketch or tips
+        the peer may ask for the full summary. `ids_at(author, seq)` (the store's)
+        names the records we hold at a point of a chain; it lets a peer's sketch or
+        tips be decoded without resending chains."""
         if self._sent_summary:
             self._misuse("the summary was already sent")
         self._sent_summary = True
@@ -267,13 +274,16 @@ class Session:
         if ids_at is not None:
             self._ids_at = ids_at
         if sketch_cells:
-            self._sent_sketch = True
+            self._sent_hashed = True
             self._send(SummarySketch(
                 cells=self._our_tips().sketch(sketch_size(sketch_cells)).to_bytes()), now)
+        elif listed and frontier.tip_count() <= MAX_LISTED_TIPS:
+            self._sent_hashed = True
+            self._send(SummaryTips(elements=self._our_tips().listed()), now)
         else:
             self._send_full_summary(now)
-        if self._peer_sketch is not None:
-            self._decode_peer_sketch(now)
+        if self._peer_hashed is not None:
+            self._decode_peer_hashed(now)
 
     @property
     def _salt(self) -> bytes:
@@ -403,15 +413,16 @@ class Session:
                     raise RemoteProtocolError("summary too long")
                 self._events.append(PeerSummary(frontier=Frontier.from_tips(
                     Tip(author=a, seq=s, id=i) for a, s, i in tips)))
-            case SummarySketch():
-                if self._summary_parts or self._peer_sketch is not None:
-                    raise RemoteProtocolError("a sketch after another summary")
-                self._peer_sketch = msg.cells
+            case SummarySketch() | SummaryTips():
+                if self._summary_parts or self._peer_hashed is not None:
+                    raise RemoteProtocolError("a hashed summary after another summary")
+                self._peer_hashed = msg
                 if self._sent_summary:
-                    self._decode_peer_sketch(now)
+                    self._decode_peer_hashed(now)
             case NeedSummary():
-                if not self._sent_sketch or self._answered_need:
-                    raise RemoteProtocolError("NEED_SUMMARY without a sketch to answer")
+                if not self._sent_hashed or self._answered_need:
+                    raise RemoteProtocolError(
+                        "NEED_SUMMARY without a sketch or tips to answer")
                 self._answered_need = True
                 self._send_full_summary(now)
             case Records():
@@ -435,16 +446,20 @@ class Session:
         if self.state is State.LIVE and before is not State.LIVE:
             self._events.append(SyncComplete())
 
-    def _decode_peer_sketch(self, now: float) -> None:
-        assert self._peer_sketch is not None
-        sketch = Sketch.from_bytes(self._peer_sketch, self._salt)  # shape checked on decode
-        self._peer_sketch = None
-        found = peer_tips(self._our_tips(), sketch, self._ids_at)
+    def _decode_peer_hashed(self, now: float) -> None:
+        msg, self._peer_hashed = self._peer_hashed, None
+        assert msg is not None
+        # shapes were checked when the frames were decoded
+        if isinstance(msg, SummarySketch):
+            sketch = Sketch.from_bytes(msg.cells, self._salt)
+            found, cells = peer_tips(self._our_tips(), sketch, self._ids_at), sketch.cells
+        else:
+            found, cells = listed_tips(self._our_tips(), msg.elements, self._ids_at), 0
         if found is None:
-            self._send(NeedSummary(cells=sketch.cells), now)
+            self._send(NeedSummary(cells=cells), now)
             return
-        self._transition("decoded", FrameType.SKETCH)
-        self._events.append(PeerSummary(frontier=Frontier(found.tips),
+        self._transition("decoded", frame_type(msg))
+        self._events.append(PeerSummary(frontier=Frontier({**self._frontier.tips, **found.tips}),
                                         authors=frozenset(found.tips)))
 
     def _on_hello(self, msg: Hello, now: float) -> None:

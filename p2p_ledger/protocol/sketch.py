@@ -10,6 +10,11 @@ exactly the tips that only one side has, provided the difference is small enough
 the cells (about 2/3 of the cell count). If the peeling stalls the receiver asks for
 the full summary (specs/sync-protocol.md, "Summary sketches").
 
+Towards a peer it never synced with, a node lists its tips as elements instead (a
+TIPS frame, `OurTips.listed`, 20 bytes a tip against ~70 in the full summary); the
+receiver takes the two set differences directly (`listed_tips`) and names them the
+same way.
+
 An element is 20 bytes: an 8-byte hash of the author, the seq, a 4-byte hash of the
 record id. All hashes are BLAKE2b keyed with a salt both sides take from the session
 transcript, which includes each side's fresh ephemeral key: no one can prepare
@@ -26,11 +31,13 @@ import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-__all__ = ["CELL_BYTES", "MAX_SKETCH_CELLS", "MIN_SKETCH_CELLS", "OurTips", "PeerTips",
-           "Sketch", "author_hash", "cells_for", "element", "peer_tips", "sketch_size"]
+__all__ = ["CELL_BYTES", "ELEMENT_BYTES", "MAX_LISTED_TIPS", "MAX_SKETCH_CELLS",
+           "MIN_SKETCH_CELLS", "OurTips", "PeerTips", "Sketch", "author_hash", "cells_for",
+           "element", "listed_tips", "peer_tips", "sketch_size"]
 
-_ELEMENT_BYTES = 20          # author hash 8 | seq 8 | id hash 4
-CELL_BYTES = 1 + _ELEMENT_BYTES + 4  # count | element XOR | check XOR
+ELEMENT_BYTES = 20          # author hash 8 | seq 8 | id hash 4
+CELL_BYTES = 1 + ELEMENT_BYTES + 4  # count | element XOR | check XOR
+MAX_LISTED_TIPS = 40_000  # per TIPS frame (800 KB); a larger frontier goes in full
 MIN_SKETCH_CELLS = 36  # two elements share all their cells with p = 1/1728
 MAX_SKETCH_CELLS = 3 * 4095  # ~320 KB: beyond that a full summary is about as small
 _HASHES = 3
@@ -126,7 +133,7 @@ class Sketch:
             count = work.counts[i]
             if count not in (1, _COUNT):
                 continue
-            e = work.keys[i].to_bytes(_ELEMENT_BYTES, "big")
+            e = work.keys[i].to_bytes(ELEMENT_BYTES, "big")
             check, spots = work._spots(e)
             if check != work.checks[i] or i not in spots:
                 continue
@@ -140,7 +147,7 @@ class Sketch:
         return ours, theirs
 
     def to_bytes(self) -> bytes:
-        return b"".join(c.to_bytes(1, "big") + k.to_bytes(_ELEMENT_BYTES, "big")
+        return b"".join(c.to_bytes(1, "big") + k.to_bytes(ELEMENT_BYTES, "big")
                         + h.to_bytes(4, "big")
                         for c, k, h in zip(self.counts, self.keys, self.checks, strict=True))
 
@@ -151,8 +158,8 @@ class Sketch:
         s = cls(len(data) // CELL_BYTES, salt)
         for n, at in enumerate(range(0, len(data), CELL_BYTES)):
             s.counts[n] = data[at]
-            s.keys[n] = int.from_bytes(data[at + 1:at + 1 + _ELEMENT_BYTES], "big")
-            s.checks[n] = int.from_bytes(data[at + 1 + _ELEMENT_BYTES:at + CELL_BYTES], "big")
+            s.keys[n] = int.from_bytes(data[at + 1:at + 1 + ELEMENT_BYTES], "big")
+            s.checks[n] = int.from_bytes(data[at + 1 + ELEMENT_BYTES:at + CELL_BYTES], "big")
         return s
 
 
@@ -195,6 +202,10 @@ class OurTips:
             found = self._sketches[cells] = Sketch.of(self.by_element, cells, self.salt)
         return found
 
+    def listed(self) -> bytes:
+        """Every element, sorted and concatenated: the TIPS frame's payload."""
+        return b"".join(sorted(self.by_element))
+
 
 def peer_tips(ours: OurTips, peer: Sketch,
               ids_at: Callable[[bytes, int], list[bytes]]) -> PeerTips | None:
@@ -206,13 +217,33 @@ def peer_tips(ours: OurTips, peer: Sketch,
         raise ValueError("the sketch and our tips are hashed with different salts")
     if ours.collision:
         return None
-    salt, mine, by_author_hash = ours.salt, ours.by_element, ours.by_author_hash
     diff = ours.sketch(peer.cells).minus(peer).peel()
     if diff is None:
         return None
     only_ours, only_theirs = diff
-    if any(e not in mine for e in only_ours):
+    if any(e not in ours.by_element for e in only_ours):
         return None  # cannot happen with an honest table: treat as undecodable
+    return _name(ours, only_ours, only_theirs, ids_at)
+
+
+def listed_tips(ours: OurTips, listed: bytes,
+                ids_at: Callable[[bytes, int], list[bytes]]) -> PeerTips | None:
+    """The peer's every tip as elements (a TIPS frame), against ours: exact, so None
+    only when our own author hashes collide. ValueError if not whole elements."""
+    if len(listed) % ELEMENT_BYTES:
+        raise ValueError(f"listed tips are whole {ELEMENT_BYTES}-byte elements")
+    if ours.collision:
+        return None
+    theirs = {listed[at:at + ELEMENT_BYTES] for at in range(0, len(listed), ELEMENT_BYTES)}
+    mine = ours.by_element
+    return _name(ours, [e for e in mine if e not in theirs],
+                 [e for e in theirs if e not in mine], ids_at)
+
+
+def _name(ours: OurTips, only_ours: list[bytes], only_theirs: Iterable[bytes],
+          ids_at: Callable[[bytes, int], list[bytes]]) -> PeerTips:
+    """The tips only one side has, as elements, mapped back to our authors and ids."""
+    salt, mine, by_author_hash = ours.salt, ours.by_element, ours.by_author_hash
     differing = {mine[e][0] for e in only_ours}
     theirs: dict[bytes, list[tuple[int, bytes]]] = {}
     for e in only_theirs:
