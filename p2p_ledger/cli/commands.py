@@ -28,6 +28,7 @@ from ..core.records import Admit, Role, Transfer, parse_record
 from ..core.store import Verdict
 from ..core.wallet import PaymentResult, Wallet
 from ..errors import LocalError
+from ..node.verifier import shared_verifier
 from ..storage.bundle import read_bundle, read_summary, write_bundle, write_summary
 from ..storage.home import Home
 from ..storage.sqlite import SqliteStore
@@ -441,6 +442,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     home = Home(args.home)
     with opened(home) as replica:
         raws = read_bundle(args.bundle, replica.network_id)
+        replica.verifier = shared_verifier().start  # signatures on a second core
         with replica.store.transaction():
             report = replica.receive_many(raws, now_ms=now_ms())
         data, text = import_report(report, replica)

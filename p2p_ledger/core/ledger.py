@@ -32,8 +32,8 @@ a file. Records that wait for their causal past sit in a bounded pending area.
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import InvalidRecord, PendingFull
@@ -44,6 +44,7 @@ from .network import NetworkDescriptor
 from .records import (
     Admit,
     Checkpoint,
+    Failures,
     Issue,
     Kind,
     Meta,
@@ -74,7 +75,12 @@ __all__ = ["Applied", "Delivery", "Frontier", "IngestReport", "OfflineLimits", "
 
 DEFAULT_MAX_PENDING = 10_000
 DEFAULT_MAX_SKEW_MS = 5 * 60 * 1000
+# Signatures are checked up to two chunks ahead of judging. The first chunk is small,
+# so that judging starts soon (nothing overlaps the check of a batch's first chunk);
+# each next one is twice as large, up to the cap.
+_FIRST_VERIFY_CHUNK = 64
 _VERIFY_CHUNK = 1024
+_CHUNKS_AHEAD = 2  # chunks whose signatures are being checked while one is judged
 _MAX_REMEMBERED = 10_000  # admits whose offline limits are kept worked out
 _CREDIT_KINDS = (Kind.ISSUE, Kind.TRANSFER)
 _RefRows = list[tuple[bytes, StoredRecord]]
@@ -144,12 +150,16 @@ class Frontier:
         return cls.from_tips(tips)
 
 
-class _Chunk:
-    """Records of a batch whose signatures are being checked on a worker thread."""
+Verifier = Callable[[Sequence[SignedRecord], bytes], Callable[[], Failures]]
 
-    def __init__(self, records: list[tuple[int, SignedRecord]], network_id: bytes) -> None:
+
+class _Chunk:
+    """Records of a batch whose signatures are being checked elsewhere (`Verifier`)."""
+
+    def __init__(self, records: list[tuple[int, SignedRecord]], network_id: bytes,
+                 verifier: Verifier) -> None:
         self.records = records
-        self.failures = start_verifying([rec for _, rec in records], network_id)
+        self.failures = verifier([rec for _, rec in records], network_id)
 
 
 class _Pending:
@@ -205,8 +215,12 @@ class Replica:
 
     def __init__(self, network: NetworkDescriptor, store: LedgerStore, *,
                  max_pending: int = DEFAULT_MAX_PENDING,
-                 max_skew_ms: int = DEFAULT_MAX_SKEW_MS) -> None:
+                 max_skew_ms: int = DEFAULT_MAX_SKEW_MS,
+                 verifier: Verifier = start_verifying) -> None:
         self.network = network
+        # How a batch's signatures are checked ahead of judging: by default on a worker
+        # thread; the node uses a child process (node/verifier.py).
+        self.verifier = verifier
         self.network_id = network.network_id
         self.store = store
         self.max_skew_ms = max_skew_ms
@@ -246,12 +260,14 @@ class Replica:
         (`SignedRecord`, whose fields agree with its bytes by construction): either
         way each signature is checked here.
 
-        Same result as calling `receive` on each in turn. The batch is cut in chunks;
-        while one chunk is judged and stored, the next one's signatures are checked
-        on a worker thread."""
+        Same result as calling `receive` on each in turn. The batch is cut in chunks
+        (64 records, then twice as many each time up to 1024); while one chunk is
+        judged and stored, the signatures of the next two are being checked
+        (`self.verifier`: a worker thread, or the node's child process)."""
         report = IngestReport()
         chunk: list[tuple[int, SignedRecord]] = []
-        in_flight: _Chunk | None = None
+        size = _FIRST_VERIFY_CHUNK
+        in_flight: deque[_Chunk] = deque()
         self._batch_applied = set()
         for index, raw in enumerate(raws):
             if isinstance(raw, SignedRecord):
@@ -263,15 +279,17 @@ class Replica:
                     report.refused.append((index, exc))
                     continue
             chunk.append((index, rec))
-            if len(chunk) >= _VERIFY_CHUNK:
-                started = _Chunk(self._unheld(chunk, report, now_ms), self.network_id)
-                if in_flight is not None:
-                    self._receive_chunk(in_flight, report)
-                in_flight, chunk = started, []
-        last = _Chunk(self._unheld(chunk, report, now_ms), self.network_id)
-        if in_flight is not None:
-            self._receive_chunk(in_flight, report)
-        self._receive_chunk(last, report)
+            if len(chunk) >= size:
+                size = min(2 * size, _VERIFY_CHUNK)
+                in_flight.append(_Chunk(self._unheld(chunk, report, now_ms), self.network_id,
+                                        self.verifier))
+                chunk = []
+                if len(in_flight) > _CHUNKS_AHEAD:
+                    self._receive_chunk(in_flight.popleft(), report)
+        in_flight.append(_Chunk(self._unheld(chunk, report, now_ms), self.network_id,
+                                self.verifier))
+        while in_flight:
+            self._receive_chunk(in_flight.popleft(), report)
         report.waiting = len(self._pending)
         return report
 

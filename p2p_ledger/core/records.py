@@ -39,11 +39,12 @@ from .ids import Account, check_account_name
 from .money import check_amount
 
 __all__ = [
-    "MAX_COVERS", "MAX_MEMO_CHARS", "MAX_RECORD_BYTES", "MAX_REFS", "SIGNATURE_CONTEXT",
-    "Admit", "Body", "Checkpoint",
+    "MAX_COVERS", "MAX_MEMO_CHARS", "MAX_RECORD_BYTES", "MAX_REFS", "PARALLEL_MIN",
+    "SIGNATURE_CONTEXT", "Admit", "Body", "Checkpoint", "Failures",
     "Issue", "Kind", "Meta", "Record", "Redeem", "Revoke", "Role", "SignedRecord", "Transfer",
     "canonical_cbor", "open_record", "parse_record", "record_id", "sign_record",
-    "start_verifying", "verify_signature", "verify_signatures",
+    "signature_failure", "signature_verifies", "start_verifying", "verify_signature",
+    "verify_signatures",
 ]
 
 MAX_RECORD_BYTES = 4096
@@ -519,31 +520,36 @@ def _parse(raw: bytes, rid: bytes) -> SignedRecord:
     return SignedRecord(record=record, signature=sig, payload=payload, raw=raw, id=rid)
 
 
-def verify_signature(signed: SignedRecord, network_id: bytes) -> None:
-    """Raise InvalidRecord(BAD_SIGNATURE) unless the author signed this payload here."""
+def signature_verifies(signature: bytes, payload: bytes, author: bytes,
+                       network_id: bytes) -> bool:
+    """Whether `author` signed `payload` for this network."""
     try:
-        nacl.bindings.crypto_sign_open(
-            signed.signature + _signed_message(network_id, signed.payload), signed.record.author)
+        nacl.bindings.crypto_sign_open(signature + _signed_message(network_id, payload), author)
     except (nacl.exceptions.BadSignatureError, nacl.exceptions.RuntimeError,
             nacl.exceptions.ValueError, nacl.exceptions.TypeError):
-        raise InvalidRecord(P.BAD_SIGNATURE, "signature does not verify",
-                            record_id=signed.hex_id) from None
+        return False
+    return True
+
+
+def signature_failure(signed: SignedRecord) -> InvalidRecord:
+    return InvalidRecord(P.BAD_SIGNATURE, "signature does not verify", record_id=signed.hex_id)
+
+
+def verify_signature(signed: SignedRecord, network_id: bytes) -> None:
+    """Raise InvalidRecord(BAD_SIGNATURE) unless the author signed this payload here."""
+    if not signature_verifies(signed.signature, signed.payload, signed.record.author,
+                              network_id):
+        raise signature_failure(signed)
 
 
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
-_PARALLEL_MIN = 64
+PARALLEL_MIN = 64  # fewer signatures than this are checked at once, on the caller's thread
 Failures = list[InvalidRecord | None]
 
 
 def _check_all(records: Sequence[SignedRecord], network_id: bytes) -> Failures:
-    out: Failures = []
-    for rec in records:
-        try:
-            verify_signature(rec, network_id)
-            out.append(None)
-        except InvalidRecord as exc:
-            out.append(exc)
-    return out
+    return [None if signature_verifies(r.signature, r.payload, r.record.author, network_id)
+            else signature_failure(r) for r in records]
 
 
 def start_verifying(records: Sequence[SignedRecord], network_id: bytes
@@ -552,7 +558,7 @@ def start_verifying(records: Sequence[SignedRecord], network_id: bytes
     so the caller can do other work meanwhile); call the result to get, per record,
     None or the failure. Small batches are checked at once on this thread."""
     global _pool
-    if len(records) < _PARALLEL_MIN or (os.cpu_count() or 1) < 2:
+    if len(records) < PARALLEL_MIN or (os.cpu_count() or 1) < 2:
         done = _check_all(records, network_id)
         return lambda: done
     if _pool is None:

@@ -48,6 +48,7 @@ from ..protocol.sketch import CELL_BYTES, ELEMENT_BYTES, cells_for
 from ..storage.sqlite import SqliteStore
 from .discovery import DISCOVERY_PORT, Announcement, announce, listen, network_tag
 from .links import Link, open_link
+from .verifier import shared_verifier
 
 __all__ = ["Node", "NodeConfig", "SessionStats"]
 
@@ -71,6 +72,9 @@ class NodeConfig:
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
     receive_size: int = 64 << 10
+    # Check signatures of large batches in a child process (node/verifier.py) rather
+    # than on a thread that competes for the GIL with the judging.
+    verify_in_process: bool = True
 
 
 @dataclass(slots=True)
@@ -167,6 +171,10 @@ class Node:
         self.device = bytes(key.verify_key)
         self.role = role or self._admitted_role()
         self.config = config or NodeConfig()
+        if self.config.verify_in_process:
+            verifier = shared_verifier()
+            verifier.warm_up()
+            replica.verifier = verifier.start
         self._wall_ms = wall_ms
         self._rng = rng or random.Random()
         self._connect = connect
