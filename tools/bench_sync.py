@@ -59,7 +59,7 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _store(path: Path, work: Workload, raws: Sequence[bytes]) -> None:
+def build_store(path: Path, work: Workload, raws: Sequence[bytes]) -> None:
     store = SqliteStore(path, work.network_id)
     try:
         replica = Replica(work.network, store)
@@ -71,18 +71,18 @@ def _store(path: Path, work: Workload, raws: Sequence[bytes]) -> None:
         store.close()
 
 
-def _open(path: Path, work: Workload) -> Replica:
+def open_replica(path: Path, work: Workload) -> Replica:
     return Replica(work.network, SqliteStore(path, work.network_id))
 
 
-def _close(*replicas: Replica) -> None:
+def close_replicas(*replicas: Replica) -> None:
     for r in replicas:
         store = r.store
         assert isinstance(store, SqliteStore)
         store.close()
 
 
-async def _tcp_sync(a: Node, b: Node) -> tuple[float, int, int]:
+async def tcp_sync(a: Node, b: Node) -> tuple[float, int, int]:
     """B syncs with A over loopback TCP: (seconds, bytes B->A, bytes A->B)."""
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(functools.partial(
@@ -96,7 +96,7 @@ async def _tcp_sync(a: Node, b: Node) -> tuple[float, int, int]:
     return took, stats.bytes_out, stats.bytes_in
 
 
-def _count_flights(work: Workload, key_a: nacl.signing.SigningKey,
+def count_flights(work: Workload, key_a: nacl.signing.SigningKey,
                    key_b: nacl.signing.SigningKey, ra: Replica, rb: Replica) -> int:
     """Flights after both handshakes are done until both sessions are LIVE."""
     def known(device: bytes) -> str | None:
@@ -105,7 +105,7 @@ def _count_flights(work: Workload, key_a: nacl.signing.SigningKey,
 
     sa = Session(network=work.network, key=key_a, admit=None, role="authority",
                  initiator=False, now=0.0, known_member=known)
-    sb = Session(network=work.network, key=key_b, admit=_admit_of(rb, key_b), role="device",
+    sb = Session(network=work.network, key=key_b, admit=admit_of(rb, key_b), role="device",
                  initiator=True, now=0.0)
     sides = {id(sa): ra, id(sb): rb}
     flights_after_handshake = 0
@@ -136,7 +136,7 @@ def _count_flights(work: Workload, key_a: nacl.signing.SigningKey,
     return flights_after_handshake
 
 
-def _admit_of(replica: Replica, key: nacl.signing.SigningKey) -> bytes | None:
+def admit_of(replica: Replica, key: nacl.signing.SigningKey) -> bytes | None:
     device = bytes(key.verify_key)
     admits = replica.store.admits_for(device)
     return replica.store.raw(admits[-1].id) if admits else None
@@ -146,27 +146,28 @@ def run_case(name: str, work_dir: Path, work: Workload, shared: list[bytes],
              only_a: list[bytes]) -> dict[str, object]:
     case = work_dir / name
     case.mkdir()
-    _store(case / "a.sqlite3", work, shared + only_a)
-    _store(case / "b.sqlite3", work, shared)
+    build_store(case / "a.sqlite3", work, shared + only_a)
+    build_store(case / "b.sqlite3", work, shared)
     for n in ("a", "b"):
         shutil.copy(case / f"{n}.sqlite3", case / f"{n}-flights.sqlite3")
     key_a = work.authority.key
     key_b = work.devices[0].key
 
-    ra, rb = _open(case / "a.sqlite3", work), _open(case / "b.sqlite3", work)
+    ra, rb = open_replica(case / "a.sqlite3", work), open_replica(case / "b.sqlite3", work)
     try:
-        took, up, down = trio.run(_tcp_sync, Node(ra, key_a, role="authority"),
+        took, up, down = trio.run(tcp_sync, Node(ra, key_a, role="authority"),
                                   Node(rb, key_b))
         same = ra.state_hash() == rb.state_hash()
     finally:
-        _close(ra, rb)
+        close_replicas(ra, rb)
     assert same, "the two nodes did not converge"
 
-    fa, fb = _open(case / "a-flights.sqlite3", work), _open(case / "b-flights.sqlite3", work)
+    fa = open_replica(case / "a-flights.sqlite3", work)
+    fb = open_replica(case / "b-flights.sqlite3", work)
     try:
-        flights = _count_flights(work, key_a, key_b, fa, fb)
+        flights = count_flights(work, key_a, key_b, fa, fb)
     finally:
-        _close(fa, fb)
+        close_replicas(fa, fb)
 
     baseline = baseline_verify(only_a, work.network_id)
     record_bytes = sum(len(r) for r in only_a)

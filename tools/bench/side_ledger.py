@@ -6,9 +6,9 @@ which reads that process's own peak RSS from `wait4`. Commands:
 - `prepare`: build node A's and node B's SQLite stores for a case (full: A holds N
   records, B none; delta: both hold N, A holds D more), the same way
   `tools/bench_sync.py` does, and count the sync's flights on copies of them with
-  the sans-IO sessions in memory (`bench_sync._count_flights`, after the handshake;
+  the sans-IO sessions in memory (`bench_sync.count_flights`, after the handshake;
   the handshake's own flights are counted here).
-- `sync`: open both stores and let B sync with A over loopback TCP (`bench_sync._tcp_sync`:
+- `sync`: open both stores and let B sync with A over loopback TCP (`bench_sync.tcp_sync`:
   encrypted session, verification and durable storage on B), then time PyNaCl
   verifying exactly the records that moved, on one core, in the same process.
   Building the stores is kept out of this process so that its peak RSS is the sync's.
@@ -42,7 +42,14 @@ for _p in (TOOLS, TOOLS / "bench"):
         sys.path.insert(0, str(_p))
 
 from bench_ingest import Workload, baseline_verify  # noqa: E402  (tools/ is not a package)
-from bench_sync import _admit_of, _close, _count_flights, _open, _store, _tcp_sync  # noqa: E402
+from bench_sync import (  # noqa: E402
+    admit_of,
+    build_store,
+    close_replicas,
+    count_flights,
+    open_replica,
+    tcp_sync,
+)
 
 from p2p_ledger.core.ledger import Replica  # noqa: E402
 from p2p_ledger.core.records import Meta  # noqa: E402
@@ -71,7 +78,7 @@ def _sessions(work: Workload, key_a: nacl.signing.SigningKey, key_b: nacl.signin
 
     sa = Session(network=work.network, key=key_a, admit=None, role="authority",
                  initiator=False, now=0.0, known_member=known)
-    sb = Session(network=work.network, key=key_b, admit=_admit_of(rb, key_b), role="device",
+    sb = Session(network=work.network, key=key_b, admit=admit_of(rb, key_b), role="device",
                  initiator=True, now=0.0)
     return sa, sb
 
@@ -102,17 +109,18 @@ def cmd_prepare(args: argparse.Namespace) -> dict[str, object]:
     shared, only_a = _case_records(args, work)
     d = args.dir
     d.mkdir(parents=True, exist_ok=True)
-    _store(d / "a.sqlite3", work, shared + only_a)
-    _store(d / "b.sqlite3", work, shared)
+    build_store(d / "a.sqlite3", work, shared + only_a)
+    build_store(d / "b.sqlite3", work, shared)
     for n in ("a", "b"):
         shutil.copy(d / f"{n}.sqlite3", d / f"{n}-flights.sqlite3")
     key_a, key_b = work.authority.key, work.devices[0].key
-    fa, fb = _open(d / "a-flights.sqlite3", work), _open(d / "b-flights.sqlite3", work)
+    fa = open_replica(d / "a-flights.sqlite3", work)
+    fb = open_replica(d / "b-flights.sqlite3", work)
     try:
         _, _, hs = handshake(work, key_a, key_b, fa, fb)
-        flights = _count_flights(work, key_a, key_b, fa, fb)
+        flights = count_flights(work, key_a, key_b, fa, fb)
     finally:
-        _close(fa, fb)
+        close_replicas(fa, fb)
     for n in ("a", "b"):
         (d / f"{n}-flights.sqlite3").unlink()
     return {"flights_after_handshake": flights, "handshake_flights": hs}
@@ -121,19 +129,19 @@ def cmd_prepare(args: argparse.Namespace) -> dict[str, object]:
 def cmd_sync(args: argparse.Namespace) -> dict[str, object]:
     work = Workload(devices=args.devices)
     key_a, key_b = work.authority.key, work.devices[0].key
-    ra, rb = _open(args.dir / "a.sqlite3", work), _open(args.dir / "b.sqlite3", work)
+    ra, rb = open_replica(args.dir / "a.sqlite3", work), open_replica(args.dir / "b.sqlite3", work)
     prof = cProfile.Profile() if args.profile else None
     try:
         if prof is not None:
             prof.enable()
-        took, up, down = trio.run(_tcp_sync, Node(ra, key_a, role="authority"),
+        took, up, down = trio.run(tcp_sync, Node(ra, key_a, role="authority"),
                                   Node(rb, key_b))
         if prof is not None:
             prof.disable()
             prof.dump_stats(str(args.profile))
         same = ra.state_hash() == rb.state_hash()
     finally:
-        _close(ra, rb)
+        close_replicas(ra, rb)
     if not same:
         raise SystemExit("the two nodes did not converge")
     _, only_a = _case_records(args, work)
@@ -157,31 +165,32 @@ def cmd_summary(args: argparse.Namespace) -> dict[str, object]:
     work, raws, extra = _authors_workload(args.authors)
     d = args.dir
     d.mkdir(parents=True, exist_ok=True)
-    _store(d / "a.sqlite3", work, raws)
-    _store(d / "b.sqlite3", work, raws)
+    build_store(d / "a.sqlite3", work, raws)
+    build_store(d / "b.sqlite3", work, raws)
     key_a, key_b = work.authority.key, work.devices[1].key
 
-    def tcp_sync() -> tuple[float, int, int]:
-        ra, rb = _open(d / "a.sqlite3", work), _open(d / "b.sqlite3", work)
+    def sync_once() -> tuple[float, int, int]:
+        ra, rb = open_replica(d / "a.sqlite3", work), open_replica(d / "b.sqlite3", work)
         try:
-            result = trio.run(_tcp_sync, Node(ra, key_a, role="authority"), Node(rb, key_b))
+            result = trio.run(tcp_sync, Node(ra, key_a, role="authority"), Node(rb, key_b))
             if ra.state_hash() != rb.state_hash():
                 raise SystemExit("the two nodes did not converge")
             return result
         finally:
-            _close(ra, rb)
+            close_replicas(ra, rb)
 
-    tcp_sync()  # B has met A and both hold the same: A is now a known peer
-    ra = _open(d / "a.sqlite3", work)
+    sync_once()  # B has met A and both hold the same: A is now a known peer
+    ra = open_replica(d / "a.sqlite3", work)
     try:
         with ra.store.transaction():
             ra.receive_many([extra], now_ms=time.time_ns() // 1_000_000)
         authors = len(ra.frontier().tips)
     finally:
-        _close(ra)
+        close_replicas(ra)
     for n in ("a", "b"):
         shutil.copy(d / f"{n}.sqlite3", d / f"{n}-summary.sqlite3")
-    ra, rb = _open(d / "a-summary.sqlite3", work), _open(d / "b-summary.sqlite3", work)
+    ra = open_replica(d / "a-summary.sqlite3", work)
+    rb = open_replica(d / "b-summary.sqlite3", work)
     try:
         sa, sb, _ = handshake(work, key_a, key_b, ra, rb)
         queued = {}
@@ -196,8 +205,8 @@ def cmd_summary(args: argparse.Namespace) -> dict[str, object]:
                                                                 frontier))
             queued[name] = session.pending_output - before
     finally:
-        _close(ra, rb)
-    took, up, down = tcp_sync()
+        close_replicas(ra, rb)
+    took, up, down = sync_once()
     return {"authors": authors, "summary_bytes_a": queued["a"], "summary_bytes_b": queued["b"],
             "sync_wire_bytes": up + down, "sync_wall_s": took, "record_bytes": len(extra)}
 
