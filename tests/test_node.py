@@ -106,8 +106,10 @@ async def test_a_peer_synced_before_gets_a_sketch_and_a_new_one_listed_tips(
     bob = fleet.world.device("bob")
     many = Frontier({n.to_bytes(32, 'big'): ((1, n.to_bytes(32, 'big')),) for n in range(1000)})
     assert a.sketch_cells(bob, many) == 0  # never met: listed tips
+    assert store_of(a).synced_records(bob) is None
     async with trio.open_nursery() as nursery:
         start_pair(nursery, a, b, until_synced=True)
+    assert store_of(a).synced_records(bob) == store_of(a).totals().records
     cells = a.sketch_cells(bob, many)
     assert cells >= 36  # in sync before, nothing new since: the smallest sketch
     assert cells * CELL_BYTES < 1000 * ELEMENT_BYTES

@@ -415,8 +415,7 @@ class Node:
         peer's (at least 8); if that would not decode, the peer asks for the full
         summary, one round trip more. A new peer, or a frontier whose listed tips
         are no larger than the sketch, gets the listed tips (TIPS: 20 bytes a tip)."""
-        held_then = next((synced for dev, _, _, _, synced, _ in self._store.peers()
-                          if dev == device), None)
+        held_then = self._store.synced_records(device)
         if held_then is None:
             return 0
         ours = max(self._store.totals().records - held_then, 0)

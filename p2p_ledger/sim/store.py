@@ -81,6 +81,11 @@ class SimStore(MemoryStore):
         last sync, state), latest contact first."""
         return sorted(((d, *p) for d, p in self._peers.items()), key=lambda p: -p[3])
 
+    def synced_records(self, device: bytes) -> int | None:
+        """As SqliteStore.synced_records."""
+        peer = self._peers.get(device)
+        return None if peer is None else peer[3]
+
     def raws(self) -> list[bytes]:
         """Every stored record, in the order it was stored (a causal order)."""
         return [raw for _, raw in self._log]

@@ -479,6 +479,11 @@ class SqliteStore:
             "SELECT device, address, role, last_contact_ms, synced_records, state FROM peers "
             "ORDER BY last_contact_ms DESC"))
 
+    def synced_records(self, device: bytes) -> int | None:
+        """Records held here when we were last in sync with this peer (None: never)."""
+        t = self._one("SELECT synced_records FROM peers WHERE device=?", device)
+        return None if t is None else t[0]  # type: ignore[return-value]
+
     def table_rows(self, table: str) -> list[tuple[object, ...]]:
         """Every row of one derived table, sorted (for `verify`)."""
         if table not in DERIVED_TABLES:
