@@ -58,6 +58,7 @@ def test_the_child_finds_exactly_the_bad_signatures(signed: tuple[World, list[by
     assert len(records) >= PARALLEL_MIN
     verifier = ProcessVerifier()
     try:
+        assert verifier.ready()
         got = verifier.start(records, world.network.network_id)()
         again = verifier.start(records[:PARALLEL_MIN], world.network.network_id)()
         assert not verifier.broken
@@ -111,6 +112,7 @@ def test_a_child_that_fails_us_is_dropped_and_the_batch_checked_here(
     try:
         got = verifier.start(records, world.network.network_id)()
         assert verifier.broken
+        assert not verifier.ready()
         assert [i for i, _, _ in failing(got)] == list(BAD)
         # From then on, batches are checked without it.
         later = verifier.start(records, world.network.network_id)()

@@ -85,6 +85,20 @@ class ProcessVerifier:
             except OSError:
                 self._give_up()
 
+    def ready(self) -> bool:
+        """Start the child if need be and wait until it answers (False: it cannot)."""
+        if self._broken:
+            return False
+        seq, self._next = self._next, self._next + 1
+        try:
+            proc = self._child()
+            assert proc.stdin is not None
+            _write_frame(proc.stdin, msgpack.packb([seq, b"", []]))
+        except (OSError, ValueError):
+            self._give_up()
+            return False
+        return self._answer(seq, 0) is not None
+
     def start(self, records: Sequence[SignedRecord], network_id: bytes
               ) -> Callable[[], Failures]:
         if len(records) < PARALLEL_MIN or self._broken:
