@@ -332,7 +332,7 @@ def cmd_history(args: argparse.Namespace) -> int:
             body = parse_record(raw).record.body
             other = (device_id(e.author) if e.delta > 0 and e.author != account.device
                      else str(body.to) if isinstance(body, Transfer) else "")
-            done = settlement.settled_id(e.id)
+            done = settlement.settled(e)
             settled += e.delta if done else 0
             rows.append({"record_id": e.id.hex(), "kind": e.kind.label, "time": _when(e.hlc),
                          "delta": e.delta, "display": fmt(replica, e.delta),

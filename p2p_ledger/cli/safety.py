@@ -45,7 +45,7 @@ from ..core.records import (
     Transfer,
     parse_record,
 )
-from ..core.store import LedgerStore, StoredRecord, Verdict
+from ..core.store import HistoryEntry, LedgerStore, StoredRecord, Verdict
 from ..errors import LocalError
 from ..storage.home import Home
 from .commands import _when, amount_json, emit, fmt, now_ms, opened, wallet
@@ -101,13 +101,9 @@ class Settlement:
         self.store = store
         self._authors: dict[bytes, tuple[int, frozenset[bytes] | None]] = {}
 
-    def settled(self, row: StoredRecord) -> bool:
+    def settled(self, row: StoredRecord | HistoryEntry) -> bool:
         seq, branch = self._cover(row.author)
         return row.seq <= seq and (branch is None or row.id in branch)
-
-    def settled_id(self, rid: bytes) -> bool:
-        row = self.store.get(rid)
-        return row is not None and self.settled(row)
 
     def _cover(self, author: bytes) -> tuple[int, frozenset[bytes] | None]:
         """The highest covered seq, and on a forked chain the records of the covered
@@ -132,7 +128,7 @@ def settled_split(replica: Replica, account: Account,
                   settlement: Settlement | None = None) -> tuple[int, int]:
     """(settled, pending) parts of the account's balance, in minor units."""
     s = settlement or Settlement(replica.store)
-    settled = sum(e.delta for e in replica.store.history(account) if s.settled_id(e.id))
+    settled = sum(e.delta for e in replica.store.history(account) if s.settled(e))
     return settled, replica.balance(account) - settled
 
 

@@ -175,6 +175,7 @@ class HistoryEntry:
     kind: Kind
     hlc: int
     author: bytes
+    seq: int
     delta: int
 
 
@@ -390,7 +391,8 @@ class MemoryStore:
             self._balances[m.account] += m.delta
             history = self._history[m.account]
             history.append(HistoryEntry(
-                id=row.id, kind=row.kind, hlc=row.hlc, author=row.author, delta=m.delta))
+                id=row.id, kind=row.kind, hlc=row.hlc, author=row.author, seq=row.seq,
+                delta=m.delta))
             undo.append(functools.partial(self._add_balance, m.account, -m.delta))
             undo.append(history.pop)
         for other in fx.equivocates_with:

@@ -662,9 +662,9 @@ class SqliteStore:
 
     def history(self, account: Account) -> list[HistoryEntry]:
         self._flush()
-        return [HistoryEntry(id=i, kind=Kind(k), hlc=h, author=a, delta=d)
-                for i, k, h, a, d in self._db.execute(
-                    "SELECT r.id, r.kind, r.hlc, r.author, m.delta FROM movements m "
+        return [HistoryEntry(id=i, kind=Kind(k), hlc=h, author=a, seq=s, delta=d)
+                for i, k, h, a, s, d in self._db.execute(
+                    "SELECT r.id, r.kind, r.hlc, r.author, r.seq, m.delta FROM movements m "
                     "JOIN records r ON r.ord = m.ord WHERE m.device=? AND m.name=? "
                     "ORDER BY m.ord, m.idx", (account.device, account.name))]
 
