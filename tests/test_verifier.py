@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -175,3 +177,41 @@ def _alive(pid: int) -> bool:
         return False
     stat = Path(f"/proc/{pid}/stat")  # a zombie waiting to be reaped is not alive
     return not (stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
+
+
+def test_one_child_serves_threads_at_once(signed: tuple[World, list[bytes]]) -> None:
+    world, raws = signed
+    records = records_with_bad(raws)
+    verifier = ProcessVerifier()
+    results: list[list[int]] = []
+
+    def check() -> None:
+        for _ in range(5):
+            got = verifier.start(records, world.network.network_id)()
+            results.append([i for i, _, _ in failing(got)])
+
+    try:
+        threads = [threading.Thread(target=check) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert not verifier.broken
+    finally:
+        verifier.close()
+    assert results == [list(BAD)] * 15
+
+
+def test_the_child_ignores_ctrl_c(signed: tuple[World, list[bytes]]) -> None:
+    world, raws = signed
+    records = records_with_bad(raws)
+    verifier = ProcessVerifier()
+    try:
+        assert verifier.ready()
+        assert verifier._proc is not None
+        verifier._proc.send_signal(signal.SIGINT)  # as a terminal's Ctrl-C to the group
+        got = verifier.start(records, world.network.network_id)()
+        assert not verifier.broken
+        assert [i for i, _, _ in failing(got)] == list(BAD)
+    finally:
+        verifier.close()

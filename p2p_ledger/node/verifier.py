@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import signal
 import subprocess
 import sys
 import threading
@@ -64,9 +65,11 @@ def _write_frame(stream: IO[bytes], body: bytes) -> None:
 
 
 class ProcessVerifier:
-    """`start(records, network_id)` as `records.start_verifying`, checked in the child."""
+    """`start(records, network_id)` as `records.start_verifying`, checked in the child.
+    Safe to share between threads: requests and answers are taken under one lock."""
 
     def __init__(self, command: Sequence[str] | None = None) -> None:
+        self._lock = threading.Lock()  # _give_up runs under it: it calls _close
         self._command = list(command or [sys.executable, "-m", "p2p_ledger.node.verifier"])
         self._proc: subprocess.Popen[bytes] | None = None
         self._broken = False
@@ -79,40 +82,26 @@ class ProcessVerifier:
 
     def warm_up(self) -> None:
         """Start the child now (it takes ~0.1 s to import), not on the first batch."""
-        if not self._broken:
-            try:
-                self._child()
-            except OSError:
-                self._give_up()
+        with self._lock:
+            if not self._broken:
+                try:
+                    self._child()
+                except OSError:
+                    self._give_up()
 
     def ready(self) -> bool:
         """Start the child if need be and wait until it answers (False: it cannot)."""
-        if self._broken:
-            return False
-        seq, self._next = self._next, self._next + 1
-        try:
-            proc = self._child()
-            assert proc.stdin is not None
-            _write_frame(proc.stdin, msgpack.packb([seq, b"", []]))
-        except (OSError, ValueError):
-            self._give_up()
-            return False
-        return self._answer(seq, 0) is not None
+        seq = self._request(b"", [])
+        return seq is not None and self._answer(seq, 0) is not None
 
     def start(self, records: Sequence[SignedRecord], network_id: bytes
               ) -> Callable[[], Failures]:
         if len(records) < PARALLEL_MIN or self._broken:
             return start_verifying(records, network_id)
         records = list(records)
-        seq, self._next = self._next, self._next + 1
-        body = msgpack.packb([seq, network_id, [[r.signature, r.payload, r.record.author]
-                                                for r in records]], use_bin_type=True)
-        try:
-            proc = self._child()
-            assert proc.stdin is not None
-            _write_frame(proc.stdin, body)
-        except (OSError, ValueError):
-            self._give_up()
+        seq = self._request(network_id, [[r.signature, r.payload, r.record.author]
+                                         for r in records])
+        if seq is None:
             return start_verifying(records, network_id)
 
         def result() -> Failures:
@@ -122,6 +111,22 @@ class ProcessVerifier:
             return [signature_failure(r) if i in bad else None for i, r in enumerate(records)]
         return result
 
+    def _request(self, network_id: bytes, items: list[list[bytes]]) -> int | None:
+        """Send one request; its number, or None if the child cannot take it."""
+        with self._lock:
+            if self._broken:
+                return None
+            seq, self._next = self._next, self._next + 1
+            try:
+                proc = self._child()
+                assert proc.stdin is not None
+                _write_frame(proc.stdin, msgpack.packb([seq, network_id, items],
+                                                       use_bin_type=True))
+            except (OSError, ValueError):
+                self._give_up()
+                return None
+            return seq
+
     def _child(self) -> subprocess.Popen[bytes]:
         if self._proc is None:
             self._proc = subprocess.Popen(self._command, stdin=subprocess.PIPE,
@@ -130,6 +135,10 @@ class ProcessVerifier:
 
     def _answer(self, seq: int, count: int) -> set[int] | None:
         """The failing indexes for request `seq`, or None if the child failed us."""
+        with self._lock:
+            return self._answer_locked(seq, count)
+
+    def _answer_locked(self, seq: int, count: int) -> set[int] | None:
         proc = self._proc
         try:
             while seq not in self._answers:
@@ -156,9 +165,13 @@ class ProcessVerifier:
 
     def _give_up(self) -> None:
         self._broken = True
-        self.close()
+        self._close()
 
     def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
         proc, self._proc = self._proc, None
         if proc is None:
             return
@@ -205,4 +218,7 @@ def serve(inp: IO[bytes], out: IO[bytes]) -> None:
 
 
 if __name__ == "__main__":
+    # Ctrl-C at a terminal reaches the whole process group: the node handles it, and
+    # closing our stdin is what ends us (no traceback of ours on the user's screen).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     serve(sys.stdin.buffer, sys.stdout.buffer)
