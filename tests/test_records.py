@@ -42,6 +42,9 @@ from p2p_ledger.core.records import (
     sign_record,
     verify_signature,
 )
+from p2p_ledger.core.records import (
+    signed_raw as encode_signed,
+)
 from p2p_ledger.errors import InvalidRecord, LocalError, RecordProblem
 
 from .helpers import T0, key, make_world
@@ -674,3 +677,9 @@ def test_signed_garbage_payloads_only_ever_raise_invalid_record(
     assert isinstance(signed, SignedRecord)
     assert signed.record.payload() == payload
     assert signed.raw == raw
+
+
+@pytest.mark.parametrize("size", [0, 1, 23, 24, 255, 256, 4000, 65535, 65536])
+def test_signed_raw_is_the_canonical_encoding(size: int) -> None:
+    payload, sig = bytes(range(256)) * (size // 256) + bytes(size % 256), b"\x07" * 64
+    assert encode_signed(payload, sig) == canonical_cbor([payload, sig])

@@ -53,9 +53,9 @@ from .records import (
     Revoke,
     SignedRecord,
     Transfer,
-    canonical_cbor,
     parse_record,
     record_id,
+    signed_raw,
     start_verifying,
     verify_signature,
 )
@@ -669,7 +669,7 @@ class Replica:
         """The verdict `record` would get if it were signed and applied now, without
         signing or storing anything (the wallet asks before it signs)."""
         payload = record.payload()
-        raw = canonical_cbor([payload, bytes(64)])
+        raw = signed_raw(payload, bytes(64))
         rec = SignedRecord(record=record, signature=bytes(64), payload=payload, raw=raw,
                            id=record_id(raw))
         try:

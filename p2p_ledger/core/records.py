@@ -43,7 +43,7 @@ __all__ = [
     "SIGNATURE_CONTEXT", "Admit", "Body", "Checkpoint", "Failures",
     "Issue", "Kind", "Meta", "Record", "Redeem", "Revoke", "Role", "SignedRecord", "Transfer",
     "canonical_cbor", "open_record", "parse_record", "record_id", "sign_record",
-    "signature_failure", "signature_verifies", "start_verifying", "verify_signature",
+    "signature_failure", "signature_verifies", "signed_raw", "start_verifying", "verify_signature",
     "verify_signatures",
 ]
 
@@ -79,6 +79,22 @@ class Role(enum.Enum):
 
 def canonical_cbor(obj: object) -> bytes:
     return bytes(cbor2.dumps(obj, canonical=True))
+
+
+def _bstr_head(n: int) -> bytes:
+    """The canonical CBOR head of a byte string of length n (major type 2)."""
+    if n < 24:
+        return bytes([0x40 | n])
+    for code, size in ((0x58, 1), (0x59, 2), (0x5A, 4), (0x5B, 8)):
+        if n < 1 << (8 * size):
+            return bytes([code]) + n.to_bytes(size, "big")
+    raise ValueError("a byte string too long for CBOR")
+
+
+def signed_raw(payload: bytes, signature: bytes) -> bytes:
+    """A record's bytes: `canonical_cbor([payload, signature])`, without the encoder."""
+    return (b"\x82" + _bstr_head(len(payload)) + payload + _bstr_head(len(signature))
+            + signature)
 
 
 # ---------------------------------------------------------------- field checks
@@ -438,7 +454,7 @@ def sign_record(record: Record, key: nacl.signing.SigningKey, network_id: bytes)
     if len(payload) + 80 > MAX_RECORD_BYTES:
         raise LocalError("record too large")
     sig = key.sign(_signed_message(network_id, payload)).signature
-    raw = canonical_cbor([payload, sig])
+    raw = signed_raw(payload, sig)
     return SignedRecord(record=record, signature=sig, payload=payload, raw=raw,
                         id=record_id(raw))
 

@@ -44,8 +44,8 @@ from ..core.records import (
     Kind,
     Record,
     SignedRecord,
-    canonical_cbor,
     record_id,
+    signed_raw,
 )
 from ..errors import InvalidRecord, LocalError, RemoteProtocolError
 
@@ -58,6 +58,7 @@ Lookup = Callable[[bytes, int], bytes | None]
 
 _T = TypeVar("_T")
 MAX_UNPACKED_BYTES = 16 << 20  # inflated; a frame's records are far fewer bytes
+_MAX_KIND = max(Kind)
 _B32 = frozenset({"device", "state_hash"})
 _TEXT = frozenset({"from", "account", "memo", "field", "role"})
 _HEX = frozenset("0123456789abcdef")
@@ -210,7 +211,7 @@ class _Unpacker:
         if type(v) is not list or len(v) != 7:
             raise _bad("a packed record has 7 fields")
         kind_v, author_v, link, refs_v, hlc_d, body_v, sig = v
-        if type(kind_v) is not int or not 1 <= kind_v <= max(Kind):
+        if type(kind_v) is not int or not 1 <= kind_v <= _MAX_KIND:
             raise _bad("unknown record kind")
         if type(hlc_d) is not int or type(sig) is not bytes or len(sig) != 64:
             raise _bad("hlc is an integer and the signature 64 bytes")
@@ -237,7 +238,7 @@ class _Unpacker:
             payload = record.payload()
         except (InvalidRecord, LocalError, ValueError, TypeError, OverflowError) as exc:
             raise _bad(f"a record does not rebuild: {exc}") from None
-        raw = canonical_cbor([payload, sig])
+        raw = signed_raw(payload, sig)
         if len(raw) > MAX_RECORD_BYTES:
             raise _bad("a record larger than the limit")
         rid = record_id(raw)
