@@ -14,14 +14,15 @@ from pathlib import Path
 import pytest
 
 from p2p_ledger.core.ids import Account
-from p2p_ledger.core.ledger import Replica
+from p2p_ledger.core.ledger import Frontier, Replica
 from p2p_ledger.core.records import Issue, Meta, Redeem, Transfer, parse_record
 from p2p_ledger.core.store import LedgerStore, MemoryStore, Verdict
 from p2p_ledger.core.wallet import PaymentResult
 from p2p_ledger.errors import StoreError
+from p2p_ledger.sim.store import SimStore
 from p2p_ledger.storage.sqlite import SqliteStore
 
-from .helpers import T0, World, make_world, sqlite_factory, sync
+from .helpers import T0, World, funded_world, make_world, sqlite_factory, sync
 from .test_ledger import DEVICES, Scene, author, deliver, everything, make_scene
 
 NAMES = ("authority", *DEVICES)
@@ -348,3 +349,22 @@ def test_equivocations_are_listed_in_the_same_order_by_both_stores(tmp_path: Pat
         answers.append(scene.replica.store.equivocations())
     assert [e[0] for e in answers[0]] == [e[0] for e in answers[1]]
     assert answers[0] == answers[1]
+
+
+def test_authors_after_agrees_between_sqlite_and_the_simulators_store(
+        tmp_path: Path) -> None:
+    world, auth = funded_world()
+    alice = world.wallet("alice", auth)
+    alice.pay(world.account("bob"), 1_00, key="a-1", now_ms=T0)
+    raws = auth.delta(Frontier({}))
+    sim = Replica(world.network, SimStore())
+    disk = Replica(world.network, SqliteStore(tmp_path / "s.sqlite3", world.network.network_id))
+    for r in (sim, disk):
+        r.receive_many(raws, now_ms=T0)
+    assert isinstance(sim.store, SimStore)
+    assert isinstance(disk.store, SqliteStore)
+    n = len(raws)
+    authority, alice_key = world.authority_key.verify_key, world.device("alice")
+    for after, expected in ((0, {bytes(authority), alice_key}), (n - 1, {alice_key}), (n, set())):
+        assert sim.store.authors_after(after) == disk.store.authors_after(after) == expected
+    disk.store.close()

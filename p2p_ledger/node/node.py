@@ -377,11 +377,7 @@ class Node:
         the ones we sent."""
         if summary.authors is None:
             return summary
-        store = self._store
-        news: set[bytes] = set()
-        while rows := store.records_after(since):
-            since = rows[-1][0]
-            news.update(row.author for _, rid, _ in rows if (row := store.get(rid)) is not None)
+        news = self._store.authors_after(since)
         if news <= summary.authors:
             return summary
         return PeerSummary(frontier=summary.frontier, authors=summary.authors | news)

@@ -70,6 +70,11 @@ class SimStore(MemoryStore):
         return [(order + 1 + i, rid, raw)
                 for i, (rid, raw) in enumerate(self._log[order:order + limit])]
 
+    def authors_after(self, order: int) -> set[bytes]:
+        """As SqliteStore.authors_after."""
+        return {row.author for rid, _ in self._log[order:]
+                if (row := self.get(rid)) is not None}
+
     def note_peer(self, device: bytes, *, address: str, role: str, now_ms: int, state: str,
                   synced: bool) -> None:
         old = self._peers.get(device)

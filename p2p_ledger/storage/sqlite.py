@@ -462,6 +462,12 @@ class SqliteStore:
             "SELECT ord, id, raw FROM records WHERE ord > ? ORDER BY ord LIMIT ?",
             (order, limit)))
 
+    def authors_after(self, order: int) -> set[bytes]:
+        """The authors of the records stored after position `order`."""
+        self._flush()
+        return {a for (a,) in self._db.execute(
+            "SELECT DISTINCT author FROM records WHERE ord > ?", (order,))}
+
     def note_peer(self, device: bytes, *, address: str, role: str, now_ms: int, state: str,
                   synced: bool) -> None:
         """Remember a peer's last contact; `synced` marks that it holds what we held."""
