@@ -100,9 +100,9 @@ async def tcp_sync(a: Node, b: Node) -> tuple[float, int, int]:
     return took, stats.bytes_out, stats.bytes_in
 
 
-def count_flights(work: Workload, key_a: nacl.signing.SigningKey,
-                   key_b: nacl.signing.SigningKey, ra: Replica, rb: Replica) -> int:
-    """Flights after both handshakes are done until both sessions are LIVE."""
+def sessions(work: Workload, key_a: nacl.signing.SigningKey, key_b: nacl.signing.SigningKey,
+             ra: Replica, rb: Replica) -> tuple[Session, Session]:
+    """A's responder session and B's initiator session, as the nodes would make them."""
     def known(device: bytes) -> str | None:
         admits = ra.store.admits_for(device)
         return admits[-1].role if admits else None
@@ -111,6 +111,13 @@ def count_flights(work: Workload, key_a: nacl.signing.SigningKey,
                  initiator=False, now=0.0, known_member=known)
     sb = Session(network=work.network, key=key_b, admit=admit_of(rb, key_b), role="device",
                  initiator=True, now=0.0)
+    return sa, sb
+
+
+def count_flights(work: Workload, key_a: nacl.signing.SigningKey,
+                  key_b: nacl.signing.SigningKey, ra: Replica, rb: Replica) -> int:
+    """Flights after both handshakes are done until both sessions are LIVE."""
+    sa, sb = sessions(work, key_a, key_b, ra, rb)
     sides = {id(sa): ra, id(sb): rb}
     flights_after_handshake = 0
     handshaken: set[int] = set()

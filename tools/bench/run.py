@@ -221,32 +221,30 @@ def ledger_rows(bundle: Path, sizes: dict[str, int], devices: int, work: Path,
 
 
 def yjs_rows(payments_json: Path, sizes: dict[str, int], work: Path) -> list[dict[str, object]]:
-    py, side = sys.executable, str(BENCH / "side_yjs.py")
-    d = work / "yjs"
-    d.mkdir()
-    print("yjs: building the documents ...", flush=True)
-    child_json([py, side, "build", "--payments", str(payments_json), "--records",
-                str(sizes["records"]), "--delta", str(sizes["delta"]), "--dir", str(d)])
-    rows = []
-    for case in ("full", "delta"):
-        sync, rss = child_json([py, side, "sync", "--case", case, "--dir", str(d)])
-        rows.append(_crdt_row("yjs", case, sync, rss))
-        print(f"  {_brief(rows[-1])}", flush=True)
-    return rows
+    return _crdt_rows("yjs", [sys.executable, str(BENCH / "side_yjs.py")], payments_json,
+                      sizes, work)
 
 
 def automerge_rows(payments_json: Path, sizes: dict[str, int], work: Path
                    ) -> list[dict[str, object]]:
-    node, side = shutil.which("node") or "node", str(BENCH / "side_automerge.mjs")
-    d = work / "automerge"
+    return _crdt_rows("automerge", [shutil.which("node") or "node",
+                                    str(BENCH / "side_automerge.mjs")], payments_json, sizes,
+                      work)
+
+
+def _crdt_rows(system: str, side: list[str], payments_json: Path, sizes: dict[str, int],
+               work: Path) -> list[dict[str, object]]:
+    """Build the two documents with `side` (a command), then time its full and delta
+    syncs, each in a fresh process."""
+    d = work / system
     d.mkdir()
-    print("automerge: building the documents ...", flush=True)
-    child_json([node, side, "build", "--payments", str(payments_json), "--records",
+    print(f"{system}: building the documents ...", flush=True)
+    child_json([*side, "build", "--payments", str(payments_json), "--records",
                 str(sizes["records"]), "--delta", str(sizes["delta"]), "--dir", str(d)])
     rows = []
     for case in ("full", "delta"):
-        sync, rss = child_json([node, side, "sync", "--case", case, "--dir", str(d)])
-        rows.append(_crdt_row("automerge", case, sync, rss))
+        sync, rss = child_json([*side, "sync", "--case", case, "--dir", str(d)])
+        rows.append(_crdt_row(system, case, sync, rss))
         print(f"  {_brief(rows[-1])}", flush=True)
     return rows
 

@@ -43,11 +43,11 @@ for _p in (TOOLS, TOOLS / "bench"):
 
 from bench_ingest import Workload, baseline_verify  # noqa: E402  (tools/ is not a package)
 from bench_sync import (  # noqa: E402
-    admit_of,
     build_store,
     close_replicas,
     count_flights,
     open_replica,
+    sessions,
     tcp_sync,
 )
 
@@ -69,24 +69,10 @@ def _case_records(args: argparse.Namespace, work: Workload) -> tuple[list[bytes]
     return raws[:n], raws[n:n + d]
 
 
-def _sessions(work: Workload, key_a: nacl.signing.SigningKey, key_b: nacl.signing.SigningKey,
-              ra: Replica, rb: Replica) -> tuple[Session, Session]:
-    """A's responder session and B's initiator session, as the nodes would make them."""
-    def known(device: bytes) -> str | None:
-        admits = ra.store.admits_for(device)
-        return admits[-1].role if admits else None
-
-    sa = Session(network=work.network, key=key_a, admit=None, role="authority",
-                 initiator=False, now=0.0, known_member=known)
-    sb = Session(network=work.network, key=key_b, admit=admit_of(rb, key_b), role="device",
-                 initiator=True, now=0.0)
-    return sa, sb
-
-
 def handshake(work: Workload, key_a: nacl.signing.SigningKey, key_b: nacl.signing.SigningKey,
               ra: Replica, rb: Replica) -> tuple[Session, Session, int]:
     """Run the handshake in memory: (A's session, B's session, flights it took)."""
-    sa, sb = _sessions(work, key_a, key_b, ra, rb)
+    sa, sb = sessions(work, key_a, key_b, ra, rb)
     done: set[int] = set()
     flights = 0
     src, dst = sb, sa
