@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -52,12 +53,17 @@ def sketch_of(tips: list[tuple[bytes, int, bytes]], cells: int, salt: bytes = SA
 
 # ---------------------------------------------------------------- the table
 
-def test_the_vector_is_the_sketch_of_the_summary_vectors_tips() -> None:
+def frame_vectors() -> tuple[dict[str, dict[str, Any]], list[tuple[bytes, int, bytes]]]:
+    """The message vectors by name, and the tips of the summary vector."""
     vectors = json.loads((ROOT / "specs" / "vectors" / "frames.json").read_text())
-    messages = {m["name"]: m for m in vectors["messages"]}
-    tips = [(bytes.fromhex(a), s, bytes.fromhex(i))
-            for a, s, i in messages["summary"]["fields"]["tips"]]
-    cells = bytes.fromhex(messages["sketch"]["fields"]["cells"])
+    messages = {m["name"]: m["fields"] for m in vectors["messages"]}
+    tips = [(bytes.fromhex(a), s, bytes.fromhex(i)) for a, s, i in messages["summary"]["tips"]]
+    return messages, tips
+
+
+def test_the_vector_is_the_sketch_of_the_summary_vectors_tips() -> None:
+    messages, tips = frame_vectors()
+    cells = bytes.fromhex(messages["sketch"]["cells"])
     assert len(cells) == 36 * CELL_BYTES
     assert sketch_of(tips, 36).to_bytes() == cells
     assert Sketch.from_bytes(cells, SALT).to_bytes() == cells
@@ -183,11 +189,8 @@ def listed_of(replica: Replica, salt: bytes = SALT) -> bytes:
 
 
 def test_the_tips_vector_lists_the_summary_vectors_tips() -> None:
-    vectors = json.loads((ROOT / "specs" / "vectors" / "frames.json").read_text())
-    messages = {m["name"]: m for m in vectors["messages"]}
-    tips = [(bytes.fromhex(a), s, bytes.fromhex(i))
-            for a, s, i in messages["summary"]["fields"]["tips"]]
-    listed = bytes.fromhex(messages["tips"]["fields"]["elements"])
+    messages, tips = frame_vectors()
+    listed = bytes.fromhex(messages["tips"]["elements"])
     assert listed == OurTips(tips, SALT).listed()
     assert len(listed) == 3 * ELEMENT_BYTES
     parts = [listed[i:i + ELEMENT_BYTES] for i in range(0, len(listed), ELEMENT_BYTES)]
