@@ -8,7 +8,8 @@ every `receive_data` a side with a replica acts on its events the way a node doe
                      a sketch of `sketch_cells` cells if that is set, else as listed
                      tips if `listed` is
 - PeerSummary     -> send_records(replica.delta(frontier, authors)), then send_synced(count)
-- RecordsReceived -> replica.receive_many(records) inside store.transaction()
+- RecordsReceived -> replica.receive_many(records) inside store.transaction(), then
+                     acknowledge(received, unstored) (a STORED frame)
 
 A side without a replica only keeps its events, for tests that drive a session by hand.
 Time is `pair.now`, fake seconds that the test moves itself; records are judged at the
@@ -101,6 +102,9 @@ class Side:
     extra_tips: tuple[Tip, ...] = ()
     sketch_cells: int = 0  # send the summary as a sketch of this many cells (0: in full)
     listed: bool = False  # without a sketch, send the summary as TIPS
+    received: int = 0  # records received and committed, as acknowledged (STORED)
+    unstored: int = 0  # of those, not in the store
+    acknowledges: bool = True  # False: a peer that never sends STORED
 
     def announced(self) -> Frontier:
         """The frontier this side sends as its summary."""
@@ -140,6 +144,11 @@ class Side:
                     report = self.replica.receive_many(ev.records, now_ms=now_ms)
                 self.reports.append(report)
                 self.refused.extend(err for _, err in report.refused)
+                # acknowledged after the commit, as the node does
+                self.received += len(ev.records)
+                self.unstored += report.unstored
+                if self.acknowledges and not self.session.closed:
+                    self.session.acknowledge(self.received, self.unstored, now)
             elif self.session.closed:
                 continue  # a later frame of the same flight killed the session
             elif isinstance(ev, HandshakeDone):

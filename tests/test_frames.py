@@ -54,6 +54,7 @@ from p2p_ledger.protocol.frames import (
     Ping,
     Pong,
     Records,
+    Stored,
     Summary,
     SummaryPart,
     SummarySketch,
@@ -108,6 +109,8 @@ def value_of(vector: dict[str, Any]) -> Frame:
             return Packed(batch=hx(f["batch"]))
         case "TIPS":
             return SummaryTips(elements=hx(f["elements"]))
+        case "STORED":
+            return Stored(received=f["received"], unstored=f["unstored"])
     raise AssertionError(vector["type"])
 
 
@@ -336,7 +339,7 @@ ENTRY = [bytes(32), 1, bytes(32)]
     pytest.param(pack([8, 5]), "short text", id="close-int"),
     pytest.param(pack([13, []]), "expected up to", id="tips-as-list"),
     pytest.param(pack([13, bytes(20 * 40_001)]), "expected up to", id="tips-too-many"),
-    pytest.param(pack([14, []]), "unknown frame type 14", id="type-14"),
+    pytest.param(pack([15, []]), "unknown frame type 15", id="type-15"),
     pytest.param(pack([255]), "unknown frame type 255", id="type-255"),
     pytest.param(pack([1.0, 1]), "array starting with its type", id="type-float"),
     pytest.param(pack([True, 1]), "array starting with its type", id="type-bool"),

@@ -24,11 +24,12 @@ from p2p_ledger.errors import TransportError
 from p2p_ledger.node.links import Link, parse_link
 from p2p_ledger.node.node import Node, NodeConfig
 from p2p_ledger.protocol._state import State
-from p2p_ledger.protocol.session import PeerSummary, SessionConfig
+from p2p_ledger.protocol.session import PeerSummary, PeerSynced, SessionConfig
 from p2p_ledger.protocol.sketch import CELL_BYTES, ELEMENT_BYTES
 from p2p_ledger.storage.sqlite import SqliteStore
 from tests.helpers import key
 from tests.node_helpers import (
+    WALL_MS,
     Fleet,
     HandDriven,
     RecordingStream,
@@ -85,6 +86,9 @@ async def test_session_reconciles_both_ways_and_closes_after_sync(
     assert (sb.reason, sb.error) == ("sync complete", False)  # the reason the dialer gave
     assert (sa.records_out, sa.records_in) == (1, 2)
     assert (sb.records_out, sb.records_in) == (2, 1)
+    # each side's records were acknowledged by the other as stored
+    assert (sa.stored_by_peer, sa.unstored_by_peer) == (1, 0)
+    assert (sb.stored_by_peer, sb.unstored_by_peer) == (2, 0)
     assert sa.bytes_out == sb.bytes_in > 0
     assert sb.bytes_out == sa.bytes_in > 0
     assert sa.peer == device_id(fleet.world.device("bob"))
@@ -166,6 +170,57 @@ async def test_sync_once_dials_through_the_connector(
     assert stats.address == "tcp://bob.example:7000"
     assert (stats.records_in, stats.records_out) == (1, 0)
     assert a.replica.state_hash() == b.replica.state_hash()
+
+
+async def test_a_delta_counts_as_delivered_only_on_the_peers_acknowledgement(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    """Both SYNCED have crossed, but the peer has not acknowledged (STORED) the node's
+    delta: the node does not note the peer in sync until it does."""
+    hub = fleet.node("hub", role="hub")
+    left, right = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        run = start_session(nursery, hub, right, initiator=False, address="mem://bob")
+        bob = HandDriven.device(fleet, "bob", left, admit_from=hub.replica)
+        await bob.handshake()
+        bob.session.send_summary(Frontier({}), trio.current_time())
+        await bob.flush()
+        while not any(isinstance(e, PeerSynced) for e in bob.events):
+            await bob.receive()
+        bob.session.send_synced(0, trio.current_time())
+        await bob.flush()
+        await trio.sleep(5)
+        at_hub = peer_at(hub, "mem://bob")
+        assert at_hub.state is State.LIVE
+        assert at_hub.peer_received == 0 < at_hub.records_sent
+        (peer,) = store_of(hub).peers()
+        assert peer[5] == "connected"  # not "live": nothing counts as delivered yet
+        bob.session.acknowledge(bob.session.records_received, 0, trio.current_time())
+        await bob.flush()
+        await wait_until(lambda: store_of(hub).peers()[0][5] == "live")
+        bob.session.close("done", trio.current_time())
+        await bob.flush()
+        await run.done.wait()
+    assert run.stats is not None
+    assert run.stats.synced
+    assert run.stats.stored_by_peer == run.stats.records_out == len(fleet.seed)
+
+
+async def test_sync_fails_when_the_peer_does_not_store_what_it_was_sent(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    """bob's clock is an hour behind: alice's new payment is "from the future" there and
+    refused. The sync must not report success."""
+    a = fleet.node("alice")
+    fleet.pay(a.replica, "alice", "carol", 2_00, "a-1")
+    b = Node(fleet.replica("bob"), fleet.key("bob"), role="device",
+             wall_ms=lambda: WALL_MS - 3_600_000)
+    async with trio.open_nursery() as nursery:
+        ra, _ = start_pair(nursery, a, b, until_synced=True)
+    assert ra.stats is not None
+    assert not ra.stats.synced
+    assert (ra.stats.records_out, ra.stats.stored_by_peer, ra.stats.unstored_by_peer) == (1, 1, 1)
+    assert "the peer did not store 1 of the records sent" in ra.stats.reason
+    (peer,) = store_of(a).peers()
+    assert peer[5] == "closed"
 
 
 # ---------------------------------------------------------------- live push and relay

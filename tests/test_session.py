@@ -47,6 +47,7 @@ from p2p_ledger.protocol.frames import (
     Ping,
     Pong,
     Records,
+    Stored,
     Summary,
     SummaryPart,
     SummarySketch,
@@ -188,7 +189,15 @@ def assert_in_sync(pair: SessionPair) -> None:
     # handshake carries the initiator's summary; the answer carries the responder's
     # summary, delta and SYNCED; the reply to that carries the initiator's delta.
     assert pair.live_flight - pair.handshake_flight == 2
-    assert pair.flights == 5
+    # Acknowledged means stored: the reply also acknowledges (STORED) the responder's
+    # delta, and one flight more brings the responder's acknowledgement of the
+    # initiator's (when it sent any); only then is either side's SyncComplete due.
+    assert pair.flights == (6 if pair.a.session.records_sent else 5)
+    for side in (pair.a, pair.b):
+        other = pair.other(side)
+        assert side.session.peer_received == other.session.acked_received
+        assert side.session.peer_received == side.session.records_sent
+        assert side.session.peer_unstored == 0
 
 
 @pytest.mark.parametrize("byte_at_a_time", [False, True], ids=["flights", "bytes"])
@@ -253,8 +262,9 @@ def test_long_delta_in_many_batches_still_one_round_trip() -> None:
                           admits=ra, config=config)
     pair.pump()
     assert_in_sync(pair)
-    # The delta went out as several RECORDS frames of bounded size, in one flight.
-    sender, delta_flight = pair.wire[-1]
+    # The delta went out as several RECORDS frames of bounded size, in one flight (the
+    # last flight is bob's acknowledgement of it).
+    sender, delta_flight = pair.wire[-2]
     assert sender == "alice"
     sizes = [len(f) for f in split_frames(delta_flight)]
     assert len(sizes) > 5
@@ -284,11 +294,72 @@ def test_new_records_are_pushed_after_live() -> None:
     assert raw is not None
     pair.now = 3.0
     pair.a.session.send_records([raw], pair.now)
-    assert pair.pump() == 1
+    assert pair.pump() == 2  # the record, and bob's acknowledgement of it
+    assert pair.a.session.peer_received == pair.a.session.records_sent
     assert pair.b.of_type(RecordsReceived)[-1] == RecordsReceived(records=(raw,))
     assert alice.state_hash() == bob.state_hash()
     assert pair.a.session.state is pair.b.session.state is State.LIVE
     assert len(pair.b.of_type(SyncComplete)) == 1  # pushes do not end another sync
+
+
+# ---------------------------------------------------------------- acknowledgements
+
+def test_sync_completes_only_when_the_peer_acknowledges_what_it_stored() -> None:
+    """Both SYNCED crossing is not enough: until bob acknowledges (STORED) the records it
+    was sent, the authority's side is LIVE but not complete."""
+    world, ra = funded_world()
+    pair = SessionPair.of(world, "authority", "bob", replica_a=ra, replica_b=world.replica(),
+                          admits=ra)
+    pair.b.acknowledges = False
+    pair.pump()
+    a = pair.a.session
+    assert a.state is pair.b.session.state is State.LIVE
+    assert a.records_sent > 0
+    assert a.peer_received == 0
+    assert not pair.a.of_type(SyncComplete)
+    assert len(pair.b.of_type(SyncComplete)) == 1  # the authority did acknowledge bob's
+    pair.b.session.acknowledge(pair.b.received, pair.b.unstored, pair.now)
+    pair.pump()
+    assert a.peer_received == a.records_sent
+    assert pair.a.of_type(SyncComplete) == [SyncComplete(peer_unstored=0)]
+
+
+def test_records_the_peer_did_not_store_are_reported() -> None:
+    """Records the receiver refuses (here: its clock is an hour behind, so they are
+    "from the future") are counted in STORED's `unstored`, and SyncComplete says how
+    many did not arrive."""
+    world, ra = funded_world()
+    pair = SessionPair.of(world, "authority", "bob", replica_a=ra, replica_b=world.replica(),
+                          admits=ra)
+    pair.now_ms = T0 - 3_600_000
+    pair.pump()
+    a = pair.a.session
+    assert a.peer_received == a.records_sent > 0
+    assert a.peer_unstored == a.records_sent
+    assert pair.a.of_type(SyncComplete) == [SyncComplete(peer_unstored=a.records_sent)]
+
+
+def test_an_acknowledgement_of_records_never_sent_kills_the_session() -> None:
+    _world, pair = synced_pair()
+    sent = pair.b.session.records_sent
+    forged(pair.b, Stored(received=sent + 1, unstored=0))
+    check_dead(pair.b, "STORED acknowledges", peer=pair.a.session)
+
+
+def test_an_acknowledgement_that_goes_backwards_kills_the_session() -> None:
+    _world, pair = synced_pair()
+    authority = pair.a.session
+    assert authority.peer_received > 1
+    forged(pair.a, Stored(received=authority.peer_received - 1, unstored=0))
+    check_dead(pair.a, "went backwards", peer=pair.b.session)
+
+
+def test_acknowledging_more_than_was_received_is_our_error() -> None:
+    _world, pair = synced_pair()
+    bob = pair.b.session
+    with pytest.raises(LocalProtocolError, match="cannot acknowledge"):
+        bob.acknowledge(bob.records_received + 1, 0, 1.0)
+    assert bob.closed
 
 
 def test_peer_summary_event_carries_the_frontier() -> None:
@@ -448,13 +519,13 @@ def fresh_responder() -> Side:
     (frame(b""), "not msgpack"),
     (frame(msgpack.packb({})), "array starting with its type"),
     (frame(msgpack.packb("hello")), "array starting with its type"),
-    (frame(msgpack.packb([14])), "unknown frame type 14"),
+    (frame(msgpack.packb([15])), "unknown frame type 15"),
     (frame(msgpack.packb([200, "x"])), "unknown frame type 200"),
     (frame(msgpack.packb([0, 1])), "unknown frame type 0"),
     (frame(msgpack.packb([1, 1])), "HELLO takes 2 fields"),
     (frame(msgpack.packb([1, 1, b"short"])), "expected 32 bytes"),
     (frame(msgpack.packb([9, []])), "unexpected frame: SUMMARY_PART in state hello"),
-], ids=["http", "bad-msgpack", "empty", "map", "string", "type-14", "type-200", "type-0",
+], ids=["http", "bad-msgpack", "empty", "map", "string", "type-15", "type-200", "type-0",
         "arity", "short-key", "summary-part"])
 def test_garbage_in_the_handshake(data: bytes, words: str) -> None:
     bob = fresh_responder()
@@ -530,7 +601,7 @@ def test_oversize_frame_is_refused_from_its_length_prefix(phase: str) -> None:
     check_dead(side, "exceeds the limit", f"{limit + 1} bytes", peer=peer)
 
 
-@pytest.mark.parametrize("body", [[14, 0], [200, "x"], [0], [255, "x"], [-1]], ids=str)
+@pytest.mark.parametrize("body", [[15, 0], [200, "x"], [0], [255, "x"], [-1]], ids=str)
 def test_unknown_frame_type_after_the_handshake(body: list[object]) -> None:
     world, ra = _bare_world()
     pair = handshaken(world, ra)
@@ -547,6 +618,7 @@ def test_replayed_sealed_frame() -> None:
     pair.a.session.send_records([raw], 1.0)
     flight = pair.deliver(pair.a)
     assert records_received(pair.b) == before + 1
+    pair.deliver(pair.b)  # bob's acknowledgement of it
     pair.deliver(pair.a, flight)
     assert records_received(pair.b) == before + 1
     check_dead(pair.b, "replayed or reordered", peer=pair.a.session)
@@ -961,6 +1033,7 @@ def test_flood_of_frames_is_cut_off() -> None:
             pair.a.session.send_records([bytes([i])], second)
         pair.deliver(pair.a)
         assert not b_side.session.closed
+        pair.deliver(b_side)  # its acknowledgements
     before = records_received(b_side)
     pair.now = 7.5
     for i in range(12):
@@ -1137,6 +1210,7 @@ def sample(kind: FrameType) -> Frame:
         FrameType.NEED_SUMMARY: NeedSummary(cells=36),
         FrameType.PACKED: Packed(batch=pack_records([])),
         FrameType.TIPS: SummaryTips(elements=b""),
+        FrameType.STORED: Stored(received=0, unstored=0),
     }[kind]
 
 

@@ -48,6 +48,7 @@ from p2p_ledger.protocol.frames import (
     Ping,
     Pong,
     Records,
+    Stored,
     Summary,
     SummaryPart,
     SummarySketch,
@@ -187,13 +188,15 @@ def fields_json(msg: Frame) -> dict[str, object]:
             return {"batch": msg.batch.hex()}
         case SummaryTips():
             return {"elements": msg.elements.hex()}
+        case Stored():
+            return {"received": msg.received, "unstored": msg.unstored}
 
 
 TYPE_NAMES: dict[type[object], str] = {
     Hello: "HELLO", Auth: "AUTH", Summary: "SUMMARY", Records: "RECORDS", Synced: "SYNCED",
     Ping: "PING", Pong: "PONG", Close: "CLOSE", SummaryPart: "SUMMARY_PART",
     SummarySketch: "SKETCH", NeedSummary: "NEED_SUMMARY", Packed: "PACKED",
-    SummaryTips: "TIPS"}
+    SummaryTips: "TIPS", Stored: "STORED"}
 
 
 def messages(recs: dict[str, bytes], hs: dict[str, object]) -> list[dict[str, object]]:
@@ -243,6 +246,9 @@ def messages(recs: dict[str, bytes], hs: dict[str, object]) -> list[dict[str, ob
         ("records", "the authority's first two records, in causal order",
          Records(records=(recs["admit_alice"], recs["issue_alice"]))),
         ("synced", "the initial delta is complete after 2 records", Synced(sent=2)),
+        ("stored", "the first 2 records this session brought are committed; 1 of them is "
+         "not held (refused, or parked waiting for its causal past)",
+         Stored(received=2, unstored=1)),
         ("ping", "a keepalive", Ping(token=1)),
         ("pong", "the answer, with the largest token (uint64 max)", Pong(token=2**64 - 1)),
         ("close", "a reason in UTF-8",
@@ -264,7 +270,7 @@ def invalid() -> list[dict[str, object]]:
         return bytes(msgpack.packb(obj, use_bin_type=True))
 
     cases = [
-        ("unknown_type", "type 14 does not exist", pack([14, 0]), "unknown frame type 14"),
+        ("unknown_type", "type 15 does not exist", pack([15, 0]), "unknown frame type 15"),
         ("unknown_type_high", "type 200 does not exist", pack([200, "x"]),
          "unknown frame type 200"),
         ("type_zero", "type 0 does not exist", pack([0]), "unknown frame type 0"),
@@ -274,6 +280,9 @@ def invalid() -> list[dict[str, object]]:
         ("trailing_bytes", "a PING followed by a stray byte", pack([6, 1]) + b"\x00",
          "not msgpack"),
         ("truncated", "a PING cut short", pack([6, 2**40])[:-1], "not msgpack"),
+        ("stored_arity", "STORED with one count", pack([14, 2]), "STORED takes 2 fields"),
+        ("stored_more_unstored", "more records unstored than received", pack([14, 1, 2]),
+         "more unstored records than received"),
         ("hello_arity", "HELLO with a third field", pack([1, 1, bytes(32), 0]),
          "HELLO takes 2 fields"),
         ("hello_short_key", "an ephemeral key of 31 bytes", pack([1, 1, bytes(31)]),

@@ -131,7 +131,8 @@ def sync(args: argparse.Namespace) -> int:
         stats = trio.run(_sync, node, link, sys.stderr.isatty() and not args.json)
         state_hash = replica.state_hash().hex()
     data = {"peer": stats.peer, "synced": stats.synced, "records_in": stats.records_in,
-            "records_out": stats.records_out, "bytes_in": stats.bytes_in,
+            "records_out": stats.records_out, "stored_by_peer": stats.stored_by_peer,
+            "unstored_by_peer": stats.unstored_by_peer, "bytes_in": stats.bytes_in,
             "bytes_out": stats.bytes_out, "seconds": round(stats.seconds, 3),
             "state_hash": state_hash, "reason": stats.reason}
     if args.json:

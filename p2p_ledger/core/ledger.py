@@ -115,6 +115,9 @@ class IngestReport:
     refused: list[tuple[int | None, InvalidRecord]] = field(default_factory=list)
     waiting: int = 0  # records in the pending area when the batch ended
     already_held: int = 0
+    # records of this batch not in the store when it ended: refused, or parked pending
+    # (what a STORED acknowledgement must not count as stored)
+    unstored: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +272,7 @@ class Replica:
         size = _FIRST_VERIFY_CHUNK
         in_flight: deque[_Chunk] = deque()
         self._batch_applied = set()
+        ids: list[bytes] = []
         for index, raw in enumerate(raws):
             if isinstance(raw, SignedRecord):
                 rec = raw  # decoded already (a compact RECORDS frame), not yet verified
@@ -277,7 +281,9 @@ class Replica:
                     rec = parse_record(raw)
                 except InvalidRecord as exc:
                     report.refused.append((index, exc))
+                    report.unstored += 1
                     continue
+            ids.append(rec.id)
             chunk.append((index, rec))
             if len(chunk) >= size:
                 size = min(2 * size, _VERIFY_CHUNK)
@@ -291,6 +297,12 @@ class Replica:
         while in_flight:
             self._receive_chunk(in_flight.popleft(), report)
         report.waiting = len(self._pending)
+        # Stored now: applied by this batch, or held in the store before it (a record
+        # held only in the pending area, or refused, is not).
+        maybe = [rid for rid in ids if rid not in self._batch_applied]
+        if maybe:
+            held = self.store.held_among(maybe)
+            report.unstored += sum(1 for rid in maybe if rid not in held)
         return report
 
     def _receive_chunk(self, chunk: _Chunk, report: IngestReport) -> None:

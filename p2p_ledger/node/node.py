@@ -3,9 +3,11 @@
 Each session gets a receiver task (bytes in, events out) and a sender task (flushes
 what the session queued). The node reacts to events: after the handshake it sends its
 summary; on the peer's summary it sends exactly the delta the peer lacks and SYNCED;
-records received are applied in one store transaction per frame, acknowledged by the
-commit, and then relayed to every other session (flooding; a record is never sent back
-to the session it came from, and receivers drop what they already hold).
+records received are applied in one store transaction per frame and acknowledged to the
+peer (STORED) only after that commit, then relayed to every other session (flooding; a
+record is never sent back to the session it came from, and receivers drop what they
+already hold). A session counts as in sync (`SessionStats.synced`, the peers table, and
+so `sync`'s exit status) only once the peer has acknowledged storing all we sent.
 
 Records written by other processes on the same home (`p2p-ledger pay` while `serve`
 runs) are found by polling the store's newest position and pushed like the rest.
@@ -86,9 +88,11 @@ class SessionStats:
     bytes_in: int = 0
     bytes_out: int = 0
     seconds: float = 0.0
-    synced: bool = False
+    synced: bool = False  # both deltas complete, ours acknowledged and all of it stored
     reason: str = ""
     error: bool = False
+    stored_by_peer: int = 0    # of records_out, how many the peer acknowledged (STORED)
+    unstored_by_peer: int = 0  # of those, how many it does not hold (refused or parked)
 
 
 class _Peer:
@@ -109,6 +113,8 @@ class _Peer:
         self.address = address
         self.until_synced = until_synced
         self.invalid = 0
+        self.committed = 0  # records the peer sent whose frames are committed here
+        self.unstored = 0   # of those, not in the store (refused, or parked pending)
         self.wakeup = trio.Event()
         self.stats = SessionStats(address=address)
         self.pushed_up_to = 0  # records up to this store position went in the delta
@@ -260,6 +266,7 @@ class Node:
         st.seconds = trio.current_time() - started
         st.bytes_in, st.bytes_out = session.bytes_received, session.bytes_sent
         st.records_in, st.records_out = session.records_received, session.records_sent
+        st.stored_by_peer, st.unstored_by_peer = session.peer_received, session.peer_unstored
         self.completed.append(st)
         return st
 
@@ -330,11 +337,18 @@ class Node:
                     self._take_records(peer, ev.records, now)
                 case PeerSynced():
                     pass
+                case SyncComplete() if ev.peer_unstored:
+                    # The peer holds less than we sent: not in sync, whatever the states say.
+                    self._acknowledge(peer, now)
+                    session.close(f"the peer did not store {ev.peer_unstored} of the "
+                                  f"records sent (refused, or waiting for records it lacks)",
+                                  now)
                 case SyncComplete():
                     peer.stats.synced = True
                     self._note(peer, "live", synced=True)
                     log.info("session %s: in sync", peer.label)
                     if peer.until_synced:
+                        self._acknowledge(peer, now)  # before the CLOSE
                         session.close("sync complete", now)
                 case SessionClosed():
                     peer.stats.reason = ev.reason
@@ -344,14 +358,24 @@ class Node:
                             " by the peer" if ev.by_peer else "", ev.reason)
                     if session.peer is not None:
                         self._note(peer, "closed", synced=False)
+        self._acknowledge(peer, now)
         if session.pending_output > self.config.max_send_buffer:
             session.close("peer too slow: send buffer full", now)
+
+    def _acknowledge(self, peer: _Peer, now: float) -> None:
+        """Tell the peer what of its records is committed here (one STORED frame for all
+        the frames handled since the last)."""
+        if not peer.session.closed:
+            peer.session.acknowledge(peer.committed, peer.unstored, now)
 
     def _take_records(self, peer: _Peer, raws: tuple[bytes | SignedRecord, ...],
                       now: float) -> None:
         store = self._store
         with store.transaction():
             report = self.replica.receive_many(raws, now_ms=self.now_ms())
+        # committed: from here on these records may be acknowledged to the peer
+        peer.committed += len(raws)
+        peer.unstored += report.unstored
         forks: set[tuple[bytes, int]] = set()
         for a in report.applied:
             self._origin[a.record.id] = peer.id

@@ -19,8 +19,8 @@ full SUMMARY in REFETCH, where the peer's SYNCED may overtake it (REFETCH_SYNCED
     REFETCH --recv SYNCED--> REFETCH_SYNCED --recv SUMMARY--> THEY_SYNCED
 
 In every state after the handshake (SUMMARY, REFETCH, REFETCH_SYNCED, SYNCING,
-WE_SYNCED, THEY_SYNCED, LIVE) RECORDS, PACKED, PING and PONG may go either way and leave the
-state as it is, our own summary, sketch or tips may be sent (once; the session
+WE_SYNCED, THEY_SYNCED, LIVE) RECORDS, PACKED, STORED, PING and PONG may go either way and
+leave the state as it is, our own summary, sketch or tips may be sent (once; the session
 checks that), and the peer's NEED_SUMMARY may arrive (once, after our sketch or tips;
 checked too).
 A long summary travels as SUMMARY_PART frames closed by one SUMMARY; the peer's
@@ -76,7 +76,7 @@ TRANSITIONS: dict[tuple[State, Trigger], State] = {
     (State.THEY_SYNCED, ("send", F.SYNCED)): State.LIVE,
 }
 for _s in _AFTER_HANDSHAKE:
-    for _t in (F.RECORDS, F.PACKED, F.PING, F.PONG):
+    for _t in (F.RECORDS, F.PACKED, F.PING, F.PONG, F.STORED):
         TRANSITIONS[(_s, ("recv", _t))] = _s
         TRANSITIONS[(_s, ("send", _t))] = _s
     TRANSITIONS[(_s, ("send", F.SUMMARY))] = _s

@@ -19,6 +19,9 @@ is the frame type:
                                         when 0, did not decode)
     PACKED   [12, batch: bin]          (records, packed and deflated: see compact.py)
     TIPS     [13, elements: bin]       (a summary as every tip's 20-byte element, sorted)
+    STORED   [14, received: int, unstored: int]  (the peer's records processed and
+                                        committed so far, and how many of them are not
+                                        held durably: see session.py)
 
 Decoding checks types and sizes and raises RemoteProtocolError for anything else:
 an unknown type, a wrong field, an oversize frame. Nothing here keeps state except
@@ -40,7 +43,7 @@ from .sketch import CELL_BYTES, ELEMENT_BYTES, MAX_LISTED_TIPS, MAX_SKETCH_CELLS
 __all__ = [
     "HANDSHAKE_FRAME_LIMIT", "MAX_FRAME_BYTES", "PROTOCOL_VERSION", "Auth", "Close", "Frame",
     "FrameReader", "FrameType", "Hello", "NeedSummary", "Packed", "Ping", "Pong", "Records",
-    "Summary", "SummaryPart", "SummarySketch", "SummaryTips", "Synced",
+    "Stored", "Summary", "SummaryPart", "SummarySketch", "SummaryTips", "Synced",
     "decode_message", "encode_message", "frame",
 ]
 
@@ -67,6 +70,7 @@ class FrameType(enum.IntEnum):
     NEED_SUMMARY = 11
     PACKED = 12
     TIPS = 13
+    STORED = 14
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,6 +105,16 @@ class Records:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Synced:
     sent: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Stored:
+    """The receiver's acknowledgement: of the records this session brought it, the
+    first `received` are processed and committed to its store; `unstored` of those it
+    does not hold durably (refused, or parked waiting for their causal past)."""
+
+    received: int
+    unstored: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -139,14 +153,14 @@ class Packed:
 
 
 Frame = (Hello | Auth | Summary | SummaryPart | Records | Synced | Ping | Pong | Close
-         | SummarySketch | NeedSummary | Packed | SummaryTips)
+         | SummarySketch | NeedSummary | Packed | SummaryTips | Stored)
 
 _TYPE_OF: dict[type[object], FrameType] = {
     Hello: FrameType.HELLO, Auth: FrameType.AUTH, Summary: FrameType.SUMMARY,
     Records: FrameType.RECORDS, Synced: FrameType.SYNCED, Ping: FrameType.PING,
     Pong: FrameType.PONG, Close: FrameType.CLOSE, SummaryPart: FrameType.SUMMARY_PART,
     SummarySketch: FrameType.SKETCH, NeedSummary: FrameType.NEED_SUMMARY,
-    Packed: FrameType.PACKED, SummaryTips: FrameType.TIPS}
+    Packed: FrameType.PACKED, SummaryTips: FrameType.TIPS, Stored: FrameType.STORED}
 
 
 def frame_type(msg: Frame) -> FrameType:
@@ -178,6 +192,8 @@ def encode_message(msg: Frame) -> bytes:
             fields = [msg.batch]
         case SummaryTips():
             fields = [msg.elements]
+        case Stored():
+            fields = [msg.received, msg.unstored]
     return bytes(msgpack.packb([int(frame_type(msg)), *fields], use_bin_type=True))
 
 
@@ -217,7 +233,7 @@ def decode_message(body: bytes) -> Frame:
     except ValueError:
         raise RemoteProtocolError(f"unknown frame type {msg[0]}") from None
     args = msg[1:]
-    arity = {FrameType.HELLO: 2, FrameType.AUTH: 4}.get(kind, 1)
+    arity = {FrameType.HELLO: 2, FrameType.AUTH: 4, FrameType.STORED: 2}.get(kind, 1)
     if len(args) != arity:
         raise _bad(f"{kind.name} takes {arity} fields, got {len(args)}")
     return _DECODERS[kind](args)
@@ -267,6 +283,13 @@ def _listed(a: list[object]) -> Frame:
     return SummaryTips(elements=elements)
 
 
+def _stored(a: list[object]) -> Frame:
+    received, unstored = _int(a[0]), _int(a[1])
+    if unstored > received:
+        raise _bad("STORED counts more unstored records than received")
+    return Stored(received=received, unstored=unstored)
+
+
 def _close(a: list[object]) -> Frame:
     if type(a[0]) is not str or len(a[0]) > MAX_REASON_CHARS:
         raise _bad("close reason is short text")
@@ -283,7 +306,7 @@ _DECODERS: dict[FrameType, Callable[[list[object]], Frame]] = {
     FrameType.SKETCH: _sketch,
     FrameType.NEED_SUMMARY: lambda a: NeedSummary(cells=_int(a[0])),
     FrameType.PACKED: lambda a: Packed(batch=_bin(a[0], limit=MAX_FRAME_BYTES)),
-    FrameType.TIPS: _listed,
+    FrameType.TIPS: _listed, FrameType.STORED: _stored,
 }
 
 

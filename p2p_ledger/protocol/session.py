@@ -13,6 +13,12 @@ What the session does not do is judge records: it hands the peer's records to th
 node as `RecordsReceived`, and sends what the node gives it (`send_summary`,
 `send_records`, `send_synced`). The node owns the replica.
 
+Acknowledged means stored. The node tells the peer, with `acknowledge` (a STORED
+frame), how many of the records this session brought it are processed and committed,
+and how many of those it does not hold durably. `SyncComplete` comes only when both
+initial deltas are complete *and* the peer has acknowledged every record we sent up to
+our SYNCED: until then nothing we sent counts as delivered.
+
 Any protocol failure - a malformed, oversize, unknown, replayed or out-of-state frame,
 a failed handshake, a silent or flooding peer - kills the session: it queues a CLOSE
 for the peer (sealed when keys exist), emits `SessionClosed` with the reason and the
@@ -56,6 +62,7 @@ from .frames import (
     Ping,
     Pong,
     Records,
+    Stored,
     Summary,
     SummaryPart,
     SummarySketch,
@@ -108,8 +115,13 @@ class PeerSynced:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SyncComplete:
-    """Both initial deltas are complete: the two sides hold the same records (unless
-    new ones appeared meanwhile, which are pushed)."""
+    """Both initial deltas are complete, and the peer has acknowledged (STORED) every
+    record we sent up to our SYNCED: the two sides hold the same records (unless new
+    ones appeared meanwhile, which are pushed). `peer_unstored` counts the records we
+    sent that the peer processed but does not hold durably (it refused them, or
+    parked them waiting for records it lacks); 0 when everything arrived."""
+
+    peer_unstored: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -182,6 +194,13 @@ class Session:
         self.bytes_received = 0
         self.records_sent = 0
         self.records_received = 0
+        # acknowledgements (STORED): what the peer acknowledged of ours, what we of its
+        self.peer_received = 0
+        self.peer_unstored = 0
+        self.acked_received = 0
+        self.acked_unstored = 0
+        self._sent_at_synced: int | None = None  # records_sent when our SYNCED went
+        self._completed = False
         if initiator:
             self._send_hello()
 
@@ -337,8 +356,29 @@ class Session:
 
     def send_synced(self, sent: int, now: float) -> None:
         self._send(Synced(sent=sent), now)
-        if self.state is State.LIVE:
-            self._events.append(SyncComplete())
+        self._sent_at_synced = self.records_sent
+        self._maybe_complete()
+
+    def acknowledge(self, received: int, unstored: int, now: float) -> None:
+        """Tell the peer that the first `received` records this session brought are
+        processed and committed, and that `unstored` of them are not held durably.
+        Both counts only grow; sending the same counts again sends nothing."""
+        if not (0 <= unstored <= received <= self.records_received
+                and received >= self.acked_received and unstored >= self.acked_unstored):
+            self._misuse(f"cannot acknowledge {received} records ({unstored} unstored) after "
+                         f"{self.acked_received} of {self.records_received}")
+        if (received, unstored) == (self.acked_received, self.acked_unstored):
+            return
+        self._send(Stored(received=received, unstored=unstored), now)
+        self.acked_received, self.acked_unstored = received, unstored
+
+    def _maybe_complete(self) -> None:
+        """SyncComplete once: both SYNCED crossed and our delta acknowledged."""
+        if (self.state is State.LIVE and not self._completed
+                and self._sent_at_synced is not None
+                and self.peer_received >= self._sent_at_synced):
+            self._completed = True
+            self._events.append(SyncComplete(peer_unstored=self.peer_unstored))
 
     def close(self, reason: str, now: float) -> None:
         """Close on our side with a reason the peer will see (never fails)."""
@@ -396,7 +436,6 @@ class Session:
         self._out += frame(body)
 
     def _handle(self, msg: Frame, now: float) -> None:
-        before = self.state
         self._transition("recv", frame_type(msg))
         match msg:
             case Hello():
@@ -441,10 +480,19 @@ class Session:
                 if msg.token == self._ping_token and self._ping_sent_at is not None:
                     self._sample_rtt(now - self._ping_sent_at)
                     self._ping_sent_at = None
+            case Stored():
+                self._on_stored(msg)
             case Close():
                 self._events.append(SessionClosed(reason=msg.reason, by_peer=True))
-        if self.state is State.LIVE and before is not State.LIVE:
-            self._events.append(SyncComplete())
+        self._maybe_complete()
+
+    def _on_stored(self, msg: Stored) -> None:
+        if msg.received > self.records_sent:
+            raise RemoteProtocolError(f"STORED acknowledges {msg.received} records; "
+                                      f"{self.records_sent} were sent")
+        if msg.received < self.peer_received or msg.unstored < self.peer_unstored:
+            raise RemoteProtocolError("STORED counts went backwards")
+        self.peer_received, self.peer_unstored = msg.received, msg.unstored
 
     def _decode_peer_hashed(self, now: float) -> None:
         msg, self._peer_hashed = self._peer_hashed, None
