@@ -36,8 +36,9 @@ from p2p_ledger.protocol.session import (
 from p2p_ledger.storage.sqlite import SqliteStore
 from tests.helpers import T0, World, make_world
 
-__all__ = ["WALL_MS", "Fleet", "HandDriven", "RecordingStream", "Running", "flip_signature",
-           "make_fleet", "peer_at", "start_pair", "start_session", "wait_until"]
+__all__ = ["OUT_OF_RANGE_FRAMES", "TOO_LARGE", "WALL_MS", "Fleet", "HandDriven",
+           "RecordingStream", "Running", "SlowStream", "flip_signature", "make_fleet", "peer_at",
+           "queue_out_of_range", "start_pair", "start_session", "wait_until"]
 
 WALL_MS = T0 + 60_000
 
@@ -98,6 +99,32 @@ def make_fleet(tmp: Path, devices: tuple[str, ...] = ("alice", "bob", "carol", "
             auth.issue(world.account(name), 100_00, key=f"cash-in-{name}", now_ms=T0)
     raws = auth.replica.delta(Frontier({}))
     return Fleet(world=world, tmp=tmp, seed=raws)
+
+
+# The first integer SQLite's signed 64-bit INTEGER cannot hold: no frame or record may
+# carry it (specs/sync-protocol.md section 3, specs/records.md section 3).
+TOO_LARGE = 2**63
+# The frames whose out-of-range seq once raised OverflowError in the store and
+# stopped `serve` (issue 11, item 4).
+OUT_OF_RANGE_FRAMES = ("SUMMARY tip", "TIPS element", "PACKED prev")
+
+
+def queue_out_of_range(session: Session, what: str, *, held: tuple[bytes, bytes],
+                       chained: bytes, now: float) -> None:
+    """Queue on `session` (past its handshake) what a hostile peer can send with the
+    public API. `held` is (author, id) of a record the receiver holds: a SUMMARY or
+    TIPS names it as that author's tip at seq TOO_LARGE; a PACKED frame of `chained`
+    (a record with a prev) names its prev as the author's record at seq TOO_LARGE
+    (the session must pack: `SessionConfig(packed=True)`)."""
+    author, rid = held
+    far = Frontier({author: ((TOO_LARGE, rid),)})
+    if what == "SUMMARY tip":
+        session.send_summary(far, now)
+    elif what == "TIPS element":
+        session.send_summary(far, now, listed=True)
+    else:
+        assert what == "PACKED prev", what
+        session.send_records([chained], now, held=lambda _: (author, TOO_LARGE))
 
 
 def flip_signature(raw: bytes, i: int) -> bytes:
@@ -178,6 +205,19 @@ class RecordingStream(trio.abc.Stream):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+class SlowStream(RecordingStream):
+    """A link whose every send takes `delay` seconds (of trio time) before it goes out:
+    whatever the node queues meanwhile waits for the next send."""
+
+    def __init__(self, inner: trio.abc.Stream, delay: float) -> None:
+        super().__init__(inner)
+        self.delay = delay
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await trio.sleep(self.delay)
+        await super().send_all(data)
 
 
 class HandDriven:

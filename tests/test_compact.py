@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import zlib
 from pathlib import Path
 
@@ -92,6 +94,41 @@ def test_the_vector_is_the_records_vector_packed() -> None:
 def test_malformed_batches_are_refused(batch: bytes, words: str) -> None:
     with pytest.raises(RemoteProtocolError, match=words):
         unpack_records(batch, nothing_held, max_records=100)
+
+
+def sqlite_lookup(author: bytes, seq: int) -> bytes | None:
+    """Binds seq as the store's `ids_at` does: SQLite INTEGER is signed 64-bit."""
+    with contextlib.closing(sqlite3.connect(":memory:")) as db:
+        db.execute("SELECT ?", (seq,))
+    return None
+
+
+def packed(*records: list[object]) -> bytes:
+    return zlib.compress(msgpack.packb([[bytes(32)], ["main", "device"], list(records)]))
+
+
+SIG = bytes(64)
+
+
+@pytest.mark.parametrize("batch", [
+    # a prev or a ref named as (author, seq) held here, at seq 2**63 and 2**64 - 1
+    pytest.param(packed([5, 0, [2, [0, 2**63]], [], 1, [0, 100, "k"], SIG]), id="prev-held-at"),
+    pytest.param(packed([5, 0, [2, 0], [[0, 2**64 - 1]], 1, [0, 100, "k"], SIG]),
+                 id="ref-held-at"),
+    pytest.param(packed([5, 0, [2**63, 0], [], 1, [0, 100, "k"], SIG]), id="link-seq"),
+    pytest.param(packed([5, 0, [1, None], [], 2**63, [0, 100, "k"], SIG]), id="hlc"),
+    pytest.param(packed([5, 0, [1, None], [], 2**62, [0, 100, "k"], SIG],
+                        [5, 0, None, [], 2**62, [0, 100, "k"], SIG]), id="hlc-sum"),
+    pytest.param(packed([1, 0, [1, None], [], 1, [0, 1, 2**63, None, None], SIG]), id="tier"),
+    pytest.param(packed([1, 0, [1, None], [], 1, [0, 1, 0, None, 2**63], SIG]), id="expires"),
+    pytest.param(packed([2, 0, [1, None], [], 1, [0, 2**63], SIG]), id="after-seq"),
+    pytest.param(packed([7, 0, [1, None], [], 1, [[[0, 2**63, 0]], 0], SIG]), id="cover-seq"),
+])
+def test_an_integer_of_2_to_the_63_or_more_is_a_malformed_frame(batch: bytes) -> None:
+    """Refused as the peer's fault, before the store sees it: a seq of 2**63 once raised
+    OverflowError in SQLite, out of the session and out of `serve`."""
+    with pytest.raises(RemoteProtocolError, match=r"2\*\*63"):
+        unpack_records(batch, sqlite_lookup, max_records=100)
 
 
 @settings(max_examples=150, deadline=None)

@@ -352,8 +352,39 @@ def test_decoder_refuses(body: bytes, words: str) -> None:
     assert words in str(info.value)
 
 
+# Every integer of a frame is below 2**63 (SQLite INTEGER is signed 64-bit): a SUMMARY
+# tip or TIPS element at 2**63 once raised OverflowError in the store and stopped serve.
+@pytest.mark.parametrize("body", [
+    pytest.param(pack([1, 2**63, bytes(32)]), id="hello-version"),
+    pytest.param(pack([3, [[bytes(32), 2**63, bytes(32)]]]), id="summary-seq"),
+    pytest.param(pack([3, [ENTRY, [bytes(32), 2**64 - 1, bytes(32)]]]), id="summary-seq-max"),
+    pytest.param(pack([9, [[bytes(32), 2**63, bytes(32)]]]), id="summary-part-seq"),
+    pytest.param(pack([5, 2**63]), id="synced-count"),
+    pytest.param(pack([6, 2**63]), id="ping-token"),
+    pytest.param(pack([7, 2**64 - 1]), id="pong-token"),
+    pytest.param(pack([11, 2**63]), id="need-summary-cells"),
+])
+def test_decoder_refuses_an_integer_of_2_to_the_63_or_more(body: bytes) -> None:
+    with pytest.raises(RemoteProtocolError, match=r"unsigned integer below 2\*\*63"):
+        decode_message(body)
+
+
+@pytest.mark.parametrize("seq", [2**63, 2**63 + 1, 2**64 - 1])
+@pytest.mark.parametrize("at", [0, 1, 39_999])
+def test_decoder_refuses_a_tips_element_whose_seq_is_2_to_the_63_or_more(seq: int,
+                                                                         at: int) -> None:
+    good = b"\xab" * 8 + (2**63 - 1).to_bytes(8, "big") + b"\xcd" * 4
+    bad = b"\xab" * 8 + seq.to_bytes(8, "big") + b"\xcd" * 4
+    elements = [good] * (at + 1)
+    elements[at] = bad
+    with pytest.raises(RemoteProtocolError, match=r"seq is not below 2\*\*63"):
+        decode_message(pack([13, b"".join(elements)]))
+
+
 def test_decoder_accepts_the_largest_values() -> None:
-    assert decode_message(pack([5, 2**64 - 1])) == Synced(sent=2**64 - 1)
+    assert decode_message(pack([5, 2**63 - 1])) == Synced(sent=2**63 - 1)
+    top = b"\xff" * 8 + b"\x7f" + b"\xff" * 11  # a TIPS element with seq 2**63 - 1
+    assert decode_message(pack([13, top])) == SummaryTips(elements=top)
     big = bytes(MAX_RECORD_BYTES)
     assert decode_message(pack([4, [big]])) == Records(records=(big,))
     reason = "\u0634" * MAX_REASON_CHARS  # counted in characters, not bytes
@@ -368,10 +399,10 @@ def test_decoder_accepts_the_largest_values() -> None:
 
 @pytest.mark.parametrize("kind", [Summary, SummaryPart])
 def test_a_full_summary_frame_fits_in_a_sealed_frame(kind: type[Summary | SummaryPart]) -> None:
-    """MAX_SUMMARY_ENTRIES entries of the largest kind (uint64 seq) decode, and their
+    """MAX_SUMMARY_ENTRIES entries of the largest kind (seq 2**63 - 1) decode, and their
     sealed frame stays under MAX_FRAME_BYTES, so an honest peer never sends a summary
     frame its peer must refuse as oversize."""
-    tips = tuple((i.to_bytes(32, "big"), 2**64 - 1, b"\xff" * 32)
+    tips = tuple((i.to_bytes(32, "big"), 2**63 - 1, b"\xff" * 32)
                  for i in range(MAX_SUMMARY_ENTRIES))
     msg = kind(tips=tips)
     body = encode_message(msg)
@@ -442,19 +473,19 @@ def test_reader_limit_can_be_raised_after_the_handshake() -> None:
 
 # ---------------------------------------------------------------- arbitrary values
 
-uint64 = st.integers(min_value=0, max_value=2**64 - 1)
+uint63 = st.integers(min_value=0, max_value=2**63 - 1)  # every integer of a frame
 b32 = st.binary(min_size=32, max_size=32)
 record = st.binary(max_size=300)
 frames_st: st.SearchStrategy[Frame] = st.one_of(
-    st.builds(Hello, version=uint64, ephemeral_key=b32),
+    st.builds(Hello, version=uint63, ephemeral_key=b32),
     st.builds(Auth, device_key=b32, signature=st.binary(min_size=64, max_size=64),
               admit=st.none() | record, role=st.sampled_from(["device", "hub", "authority"])),
-    st.builds(Summary, tips=st.lists(st.tuples(b32, uint64, b32), max_size=5).map(tuple)),
-    st.builds(SummaryPart, tips=st.lists(st.tuples(b32, uint64, b32), max_size=5).map(tuple)),
+    st.builds(Summary, tips=st.lists(st.tuples(b32, uint63, b32), max_size=5).map(tuple)),
+    st.builds(SummaryPart, tips=st.lists(st.tuples(b32, uint63, b32), max_size=5).map(tuple)),
     st.builds(Records, records=st.lists(record, max_size=5).map(tuple)),
-    st.builds(Synced, sent=uint64),
-    st.builds(Ping, token=uint64),
-    st.builds(Pong, token=uint64),
+    st.builds(Synced, sent=uint63),
+    st.builds(Ping, token=uint63),
+    st.builds(Pong, token=uint63),
     st.builds(Close, reason=st.text(max_size=MAX_REASON_CHARS)),
 )
 

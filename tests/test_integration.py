@@ -39,10 +39,17 @@ from p2p_ledger.core.store import MemoryStore
 from p2p_ledger.core.wallet import Wallet
 from p2p_ledger.node.node import Node
 from p2p_ledger.protocol._state import State
-from p2p_ledger.protocol.session import HandshakeDone, PeerSummary, Session
+from p2p_ledger.protocol.session import (
+    HandshakeDone,
+    PeerSummary,
+    Session,
+    SessionClosed,
+    SessionConfig,
+)
 from p2p_ledger.storage.home import Home
 from p2p_ledger.storage.sqlite import SqliteStore
 from tests.helpers import T0, key
+from tests.node_helpers import OUT_OF_RANGE_FRAMES, queue_out_of_range
 
 NAMES = ("authority", "hub", "dev1", "dev2")
 STARTUP = 20.0  # seconds a `serve` may take to print its address (2 shared cores)
@@ -345,6 +352,61 @@ def test_junk_after_a_summary_does_not_bring_serve_down(homes: dict[str, Path]) 
         trio.run(_summary_then_junk, server.port(), Home(hub).network(), signing, admit)
         server.wait_line(r"closed: a sealed frame failed authentication")
         assert server.proc.poll() is None
+
+
+async def _out_of_range(port: int, network: NetworkDescriptor,
+                        signing: nacl.signing.SigningKey, admit: bytes, what: str,
+                        held: tuple[bytes, bytes], chained: bytes) -> SessionClosed:
+    """Handshake as an admitted device, send one frame carrying a seq of 2**63 (see
+    `queue_out_of_range`), and read until the session ends: how it ended."""
+    with trio.fail_after(15):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            session = Session(network=network, key=signing, admit=admit, role="device",
+                              initiator=True, now=trio.current_time(),
+                              config=SessionConfig(packed=True))
+            await stream.send_all(session.data_to_send())
+            while session.state in (State.HELLO, State.AUTH):
+                session.receive_data(await stream.receive_some(1 << 16), trio.current_time())
+            queue_out_of_range(session, what, held=held, chained=chained,
+                               now=trio.current_time())
+            await stream.send_all(session.data_to_send())  # our AUTH, then the frame
+            while not session.closed:
+                session.receive_data(await stream.receive_some(1 << 16), trio.current_time())
+    (end,) = [e for e in iter(session.next_event, None) if isinstance(e, SessionClosed)]
+    return end
+
+
+def test_out_of_range_frames_do_not_bring_serve_down(homes: dict[str, Path]) -> None:
+    """A SUMMARY tip, a TIPS element or a PACKED reference at seq 2**63 from an admitted
+    device raised OverflowError in the hub's store and stopped the whole `serve`. Each
+    is now a malformed frame: that device gets a CLOSE saying so, and an honest device
+    still syncs with the same process."""
+    hub, dev1, dev2 = homes["hub"], homes["dev1"], homes["dev2"]
+    signing = Home(dev1).signing_key(lambda: "")
+    admit = peek(dev1, lambda r: r.store.raw(r.store.admits_for(device_of(dev1))[-1].id))
+    authority = Home(hub).network().authority
+    held = (authority, peek(hub, lambda r: r.frontier().tips[authority][0][1]))
+    pay(dev1, dev2, "1.00", "hostile-1")
+    second = pay(dev1, dev2, "1.00", "hostile-2")  # its prev is named at seq 2**63
+    chained = peek(dev1, lambda r: r.store.raw(bytes.fromhex(second)))
+    rid = pay(dev2, dev1, "3.00", "honest-1")
+    with serving(hub, "--listen", "127.0.0.1:0", "--hub") as server:
+        port = server.port()
+        for what in OUT_OF_RANGE_FRAMES:
+            end = trio.run(_out_of_range, port, Home(hub).network(), signing, admit, what,
+                           held, chained)
+            assert (end.by_peer, end.error) == (True, None), (what, end, "".join(server.log))
+            assert end.reason.startswith("malformed"), (what, end)
+            assert "2**63" in end.reason, (what, end)
+            server.wait_line(r"closed: malformed")
+            assert server.proc.poll() is None, what
+        out = ok_json(dev2, "sync", f"tcp://127.0.0.1:{port}")
+        assert out["synced"] is True
+        assert out["records_out"] == 1
+        assert holds(hub, rid)
+        assert server.proc.poll() is None
+    assert not holds(hub, second)
 
 
 # ---------------------------------------------------------------- live push

@@ -642,6 +642,16 @@ def test_delta_from_an_empty_frontier_is_everything_once(scene: Scene) -> None:
     assert Frontier.from_list(src.frontier().to_list()) == src.frontier()
 
 
+@pytest.mark.parametrize("seq", [0, 2**63, 2**64, -1, True])
+def test_a_summary_file_with_a_seq_the_store_cannot_hold_is_refused(seq: object) -> None:
+    """A summary file (`export --since`) is read by Frontier.from_list: a seq of 2**63 or
+    more passed and then failed in SQLite (OverflowError) instead of as a bad file."""
+    author, rid = bytes(range(32)), bytes(32)
+    with pytest.raises(ValueError, match="seq: 1 to 2\\*\\*63 - 1"):
+        Frontier.from_list([[author, seq, rid]])
+    assert Frontier.from_list([[author, 2**63 - 1, rid]]).tips == {author: ((2**63 - 1, rid),)}
+
+
 def test_delta_to_a_peer_ahead_of_us_brings_it_nothing_new(world: World) -> None:
     """A peer further along our chains than we are learns nothing from our delta (it may
     be sent records it holds: we cannot tell its tip descends from ours)."""

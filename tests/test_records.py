@@ -146,7 +146,7 @@ BODIES: list[Body] = [
 
 
 @pytest.mark.parametrize("body", BODIES, ids=lambda b: type(b).__name__)
-@pytest.mark.parametrize("seq", [1, 2, 2**63])
+@pytest.mark.parametrize("seq", [1, 2, 2**63 - 1])
 def test_sign_open_round_trip(body: Body, seq: int) -> None:
     record = Record(author=AUTHOR, seq=seq, prev=None if seq == 1 else PREV,
                     refs=(REF_A, REF_B) if seq != 2 else (), hlc=HLC, body=body)
@@ -220,7 +220,7 @@ def test_sign_record_refuses_bad_bodies(body: Body) -> None:
      dict(seq=2, prev=None), dict(prev=PREV[:31]), dict(refs=(REF_B, REF_A)),
      dict(refs=(REF_A, REF_A)), dict(refs=(PREV,)), dict(refs=(REF_A[:31],)),
      dict(refs=tuple(bytes([i]) * 32 for i in range(MAX_REFS + 1))), dict(hlc=-1),
-     dict(hlc=2**64)],
+     dict(hlc=2**64), dict(hlc=2**63), dict(seq=2**63)],
     ids=repr,
 )
 def test_record_refuses_bad_shapes(kwargs: dict[str, object]) -> None:
@@ -426,9 +426,9 @@ def test_body_that_is_not_a_map_is_malformed(body: object) -> None:
 
 WRONG_TYPES: dict[str, list[object]] = {
     "author": [AUTHOR[:31], AUTHOR + b"\x00", AUTHOR.hex(), None],
-    "seq": ["2", -1, 2**64, True, 2.0, None, 0],
+    "seq": ["2", -1, 2**64, 2**63, True, 2.0, None, 0],
     "prev": [PREV[:31], PREV.hex(), 0],
-    "hlc": [-1, 1.5, "now", 2**64, None],
+    "hlc": [-1, 1.5, "now", 2**64, 2**63, None],
     "refs": ["x", [REF_A[:31]], [1], None, {REF_A: 1}],
 }
 
@@ -472,6 +472,35 @@ def test_wrong_type_in_transfer_body_is_bad_field(name: str, value: object) -> N
 def test_wrong_type_in_other_bodies_is_bad_field(kind: Kind, body: dict[str, object]) -> None:
     raw = signed_raw(enc(payload_items(kind=int(kind), body=body)))
     assert problem(raw) is RecordProblem.BAD_FIELD
+
+
+# Every integer of a record is below 2**63: SQLite INTEGER is signed 64-bit, and a
+# larger value once passed parsing and then raised OverflowError in the store.
+OUT_OF_RANGE_BODIES = [
+    (Kind.ADMIT, {"device": PAYEE, "role": "device", "tier": 2**63}),
+    (Kind.ADMIT, {"device": PAYEE, "role": "device", "tier": 0, "expires": 2**63}),
+    (Kind.ADMIT, {"device": PAYEE, "role": "device", "tier": 0, "expires": 2**64 - 1}),
+    (Kind.REVOKE, {"device": PAYEE, "after_seq": 2**63}),
+    (Kind.CHECKPOINT, {"covers": [[PAYEE, 2**63, REF_A]], "state_hash": bytes(32)}),
+]
+
+
+@pytest.mark.parametrize(("kind", "body"), OUT_OF_RANGE_BODIES, ids=repr)
+def test_an_integer_of_2_to_the_63_in_a_body_is_bad_field(kind: Kind,
+                                                          body: dict[str, object]) -> None:
+    raw = signed_raw(enc(payload_items(kind=int(kind), body=body)))
+    assert problem(raw) is RecordProblem.BAD_FIELD
+    largest = {k: 2**63 - 1 if type(v) is int and v >= 2**63 else v for k, v in body.items()}
+    if kind is Kind.CHECKPOINT:
+        largest["covers"] = [[PAYEE, 2**63 - 1, REF_A]]
+    assert parse_record(signed_raw(enc(payload_items(kind=int(kind), body=largest))))
+
+
+@pytest.mark.parametrize("field", ["seq", "hlc"])
+def test_seq_and_hlc_of_2_to_the_63_are_bad_field_and_one_less_is_accepted(field: str) -> None:
+    assert problem(signed_raw(enc(payload_items(**{field: 2**63})))) is RecordProblem.BAD_FIELD
+    signed = parse_record(signed_raw(enc(payload_items(**{field: 2**63 - 1}))))
+    assert getattr(signed.record, field) == 2**63 - 1
 
 
 # ------------------------------------------------------------------ amounts
@@ -616,7 +645,7 @@ def test_oversize_is_checked_before_anything_else() -> None:
 def test_largest_legal_record_fits_the_limit() -> None:
     refs = tuple(sorted(bytes([i]) * 32 for i in range(1, MAX_REFS + 1)))
     body = Meta(account="a" * 32, field="\U0001f4b0" * 32, value="\U0001f4b0" * 256)
-    record = Record(author=AUTHOR, seq=2**64 - 1, prev=PREV, refs=refs, hlc=2**64 - 1,
+    record = Record(author=AUTHOR, seq=2**63 - 1, prev=PREV, refs=refs, hlc=2**63 - 1,
                     body=body)
     signed = sign_record(record, AUTHOR_KEY, NID)
     assert len(signed.raw) <= MAX_RECORD_BYTES

@@ -3,8 +3,10 @@ itself, its decoding into the peer's tips, and sessions that use it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +184,31 @@ def test_tip_unknown_here_gets_an_id_no_record_has() -> None:
     assert seq == ahead.frontier().tips[world.device("alice")][0][0]
     assert not behind.store.has(rid)
     assert not ahead.store.has(rid)
+
+
+def sqlite_ids_at(author: bytes, seq: int) -> list[bytes]:
+    """Binds seq as the store's `ids_at` does: SQLite INTEGER is signed 64-bit."""
+    with contextlib.closing(sqlite3.connect(":memory:")) as db:
+        db.execute("SELECT ?", (seq,))
+    return []
+
+
+@pytest.mark.parametrize("seq", [2**63, 2**64 - 1])
+def test_a_peer_tip_at_a_seq_no_record_has_is_left_out(seq: int) -> None:
+    """A crafted sketch (or listed tips past the frame check) can name one of our authors
+    at seq 2**63 or more: no record has it, and looking it up raised OverflowError in
+    the store. It is left out, as a seq of 0 is."""
+    _, _, behind = two_replicas()
+    ours = tips_of(behind)
+    author, _, rid = ours[0]
+    theirs = [*ours, (author, seq, rid)]
+    found = peer_tips(OurTips(ours, SALT), sketch_of(theirs, cells_for(4)), sqlite_ids_at)
+    assert found is not None
+    assert found.tips == {}
+    listed = b"".join(sorted(element(SALT, *t) for t in theirs))
+    found = listed_tips(OurTips(ours, SALT), listed, sqlite_ids_at)
+    assert found is not None
+    assert found.tips == {}
 
 
 def listed_of(replica: Replica, salt: bytes = SALT) -> bytes:

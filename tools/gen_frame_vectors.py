@@ -250,7 +250,8 @@ def messages(recs: dict[str, bytes], hs: dict[str, object]) -> list[dict[str, ob
          "not held (refused, or parked waiting for its causal past)",
          Stored(received=2, unstored=1)),
         ("ping", "a keepalive", Ping(token=1)),
-        ("pong", "the answer, with the largest token (uint64 max)", Pong(token=2**64 - 1)),
+        ("pong", "the answer, with the largest token (2**63 - 1: every integer of a frame "
+         "is below 2**63)", Pong(token=2**63 - 1)),
         ("close", "a reason in UTF-8",
          Close(reason="closing: \u0627\u0644\u0634\u0628\u0643\u0629 busy")),
     ]
@@ -313,6 +314,14 @@ def invalid() -> list[dict[str, object]]:
         ("ping_bin", "a token as bytes", pack([6, b"\x01"]), "unsigned integer"),
         ("ping_bool", "true is not an integer", pack([6, True]), "unsigned integer"),
         ("ping_float", "1.0 is not an integer", pack([6, 1.0]), "unsigned integer"),
+        ("pong_uint64_max", "a token of 2**64 - 1: integers are below 2**63 (SQLite's "
+         "signed 64-bit INTEGER)", pack([7, 2**64 - 1]), "below 2**63"),
+        ("summary_seq_too_large", "a summary tip at seq 2**63",
+         pack([3, [[bytes(32), 2**63, bytes(32)]]]), "below 2**63"),
+        ("synced_too_large", "a count of 2**63", pack([5, 2**63]), "below 2**63"),
+        ("tips_seq_too_large", "a listed tip whose seq is 2**63 (its top bit set)",
+         pack([13, bytes(8) + (2**63).to_bytes(8, "big") + bytes(4)]),
+         "seq is not below 2**63"),
         ("close_long", f"a reason of {MAX_REASON_CHARS + 1} characters",
          pack([8, "x" * (MAX_REASON_CHARS + 1)]), "short text"),
         ("ext_type", "msgpack extension types are never allowed",

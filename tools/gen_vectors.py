@@ -261,6 +261,9 @@ def build_invalid(valid: _Chains) -> list[dict[str, object]]:
          _signed(_payload(author=_enc(PUB["alice"][:31]))), "vectors", "bad_field"),
         ("seq_zero", "seq 0",
          _signed(_payload(seq=b"\x00")), "vectors", "bad_field"),
+        ("hlc_too_large", "hlc 2**63: every integer of a record is below 2**63 (the "
+         "store's SQLite INTEGER is signed 64-bit)",
+         _signed(_payload(hlc=_enc(2**63))), "vectors", "bad_field"),
         ("prev_at_seq_1", "seq 1 with a prev",
          _signed(_payload(prev=_enc(good.id))), "vectors", "bad_field"),
         ("refs_unsorted", "two refs in descending order",

@@ -14,7 +14,7 @@ from __future__ import annotations
 __all__ = ["MAX_HLC", "hlc_ms", "next_hlc", "pack_hlc"]
 
 _COUNTER_BITS = 16
-MAX_HLC = (1 << 64) - 1
+MAX_HLC = (1 << 63) - 1  # records.INT_LIMIT - 1: the store's integers are signed 64-bit
 
 
 def pack_hlc(physical_ms: int, counter: int = 0) -> int:

@@ -42,6 +42,7 @@ from .hlc import hlc_ms
 from .ids import Account
 from .network import NetworkDescriptor
 from .records import (
+    INT_LIMIT,
     Admit,
     Checkpoint,
     Failures,
@@ -146,9 +147,11 @@ class Frontier:
         tips: list[Tip] = []
         for it in items:
             if (not isinstance(it, list) or len(it) != 3 or type(it[0]) is not bytes
-                    or len(it[0]) != 32 or type(it[1]) is not int or it[1] < 1
+                    or len(it[0]) != 32 or type(it[1]) is not int
+                    or not 1 <= it[1] < INT_LIMIT
                     or type(it[2]) is not bytes or len(it[2]) != 32):
-                raise ValueError("a frontier entry is [author: 32 bytes, seq: int, id: 32 bytes]")
+                raise ValueError("a frontier entry is [author: 32 bytes, seq: 1 to 2**63 - 1, "
+                                 "id: 32 bytes]")
             tips.append(Tip(author=it[0], seq=it[1], id=it[2]))
         return cls.from_tips(tips)
 

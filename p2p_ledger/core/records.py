@@ -39,7 +39,7 @@ from .ids import Account, check_account_name
 from .money import check_amount
 
 __all__ = [
-    "MAX_COVERS", "MAX_MEMO_CHARS", "MAX_RECORD_BYTES", "MAX_REFS", "PARALLEL_MIN",
+    "INT_LIMIT", "MAX_COVERS", "MAX_MEMO_CHARS", "MAX_RECORD_BYTES", "MAX_REFS", "PARALLEL_MIN",
     "SIGNATURE_CONTEXT", "Admit", "Body", "Checkpoint", "Failures",
     "Issue", "Kind", "Meta", "Record", "Redeem", "Revoke", "Role", "SignedRecord", "Transfer",
     "canonical_cbor", "open_record", "parse_record", "record_id", "sign_record",
@@ -54,6 +54,11 @@ MAX_MEMO_CHARS = 140
 MAX_META_CHARS = 256
 MAX_COVERS = 48
 SIGNATURE_CONTEXT = b"p2p-ledger record v1\x00"
+# Every integer of a record (seq, hlc, tier, after_seq, expires, a cover's seq) and of
+# a sync frame is below this: the store keeps them in SQLite INTEGER columns, which
+# are signed 64-bit, and a larger value would fail there (OverflowError) instead of
+# being refused here as the peer's fault.
+INT_LIMIT = 1 << 63
 
 
 class Kind(enum.IntEnum):
@@ -108,8 +113,8 @@ def _bytes32(v: object) -> bytes:
 
 
 def _uint(v: object) -> int:
-    if type(v) is not int or v < 0 or v >= 1 << 64:
-        raise ValueError("expected an unsigned integer below 2**64")
+    if type(v) is not int or not 0 <= v < INT_LIMIT:
+        raise ValueError("expected an unsigned integer below 2**63")
     return v
 
 
@@ -402,8 +407,8 @@ class Record:
 def _record_shape_problem(r: Record) -> str | None:
     if len(r.author) != 32:
         return "author must be a 32-byte key"
-    if r.seq < 1 or r.seq >= 1 << 64:
-        return "seq must be 1 or more"
+    if not 1 <= r.seq < INT_LIMIT:
+        return "seq must be 1 or more, below 2**63"
     if (r.seq == 1) != (r.prev is None):
         return "prev must be absent exactly when seq is 1"
     if r.prev is not None and len(r.prev) != 32:
@@ -416,8 +421,8 @@ def _record_shape_problem(r: Record) -> str | None:
         return "refs must be distinct 32-byte ids in ascending order"
     if r.prev is not None and r.prev in refs:
         return "prev must not be repeated in refs"
-    if not 0 <= r.hlc < 1 << 64:
-        return "hlc out of range"
+    if not 0 <= r.hlc < INT_LIMIT:
+        return "hlc out of range (below 2**63)"
     return None
 
 

@@ -13,7 +13,12 @@ Records written by other processes on the same home (`p2p-ledger pay` while `ser
 runs) are found by polling the store's newest position and pushed like the rest.
 
 A session that misbehaves is closed with its reason logged, naming the peer; the
-others go on. Nothing here decides validity: the replica does.
+others go on. That holds for any error raised while handling one peer's input, not
+only the protocol's own: the receiver is the one place that catches `Exception`, and
+it closes that session only (trio's Cancelled and KeyboardInterrupt still propagate).
+A closed session's last frames - the CLOSE with the reason - are flushed before its
+stream is closed, within FINAL_FLUSH seconds. Nothing here decides validity: the
+replica does.
 """
 
 from __future__ import annotations
@@ -63,6 +68,9 @@ MIN_BATCH_BYTES = 16 << 10
 DEFAULT_BATCH_BYTES = 256 << 10
 MAX_BATCH_BYTES = 512 << 10
 _PUSH_STATES = (State.SYNCING, State.WE_SYNCED, State.THEY_SYNCED, State.LIVE)
+# After a session ends, how long its sender may take to write what is still queued
+# (the CLOSE with the reason last) before the stream is closed regardless.
+FINAL_FLUSH = 2.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -255,8 +263,8 @@ class Node:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._sender, peer)
                 await self._receiver(peer)
-                peer.wake()
-                nursery.cancel_scope.deadline = trio.current_time() + 2.0
+                peer.wake()  # the sender flushes what is left, the CLOSE last, and returns
+                nursery.cancel_scope.deadline = trio.current_time() + FINAL_FLUSH
         finally:
             del self.peers[peer.id]
             with (trio.CancelScope(shield=True), trio.move_on_after(2),
@@ -281,13 +289,35 @@ class Node:
                 except _STREAM_ERRORS:
                     data = b""
             now = trio.current_time()
-            if data is None:
-                session.tick(now)
-            else:
-                session.receive_data(data, now)
-            self._handle_events(peer, now)
+            try:
+                if data is None:
+                    session.tick(now)
+                else:
+                    session.receive_data(data, now)
+                self._handle_events(peer, now)
+            # The session boundary: whatever handling this peer's input raised (a bug, a
+            # store error on a value nobody foresaw) ends this session only, never the
+            # process and the other sessions with it. Only Exception: trio.Cancelled and
+            # KeyboardInterrupt are BaseExceptions and propagate; no await in the try.
+            except Exception as exc:  # noqa: BLE001 - see above: one peer, one session
+                self._input_failed(peer, exc, now)
             peer.wake()
             await trio.lowlevel.checkpoint()
+
+    def _input_failed(self, peer: _Peer, exc: Exception, now: float) -> None:
+        """Close a session whose input raised: a one-line warning, the traceback at
+        debug level, and a CLOSE telling the peer (not our internals, only the kind)."""
+        session = peer.session
+        log.warning("session %s: closed after an error on its input: %s: %s", peer.label,
+                    type(exc).__name__, exc)
+        log.debug("session %s: the error on its input", peer.label, exc_info=exc)
+        reason = f"internal error on the peer's input ({type(exc).__name__})"
+        session.close(reason, now)  # a no-op if the session had already ended
+        while (ev := session.next_event()) is not None:  # the rest of the input is dropped
+            if isinstance(ev, SessionClosed):
+                reason = ev.reason
+        peer.stats.reason = peer.stats.reason or reason
+        peer.stats.error = True
 
     async def _sender(self, peer: _Peer) -> None:
         session = peer.session
@@ -308,7 +338,9 @@ class Node:
                     return
                 peer.sent_bytes += len(data)
                 peer.send_seconds += trio.current_time() - now
-            if session.closed:
+            # Whatever was queued during send_all (the receiver may have closed the
+            # session meanwhile: the CLOSE with its reason) goes out before we stop.
+            if session.closed and not session.pending_output:
                 return
 
     def _handle_events(self, peer: _Peer, now: float) -> None:

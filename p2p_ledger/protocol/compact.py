@@ -40,6 +40,7 @@ import msgpack
 
 from ..core.records import (
     BODY_TYPES,
+    INT_LIMIT,
     MAX_RECORD_BYTES,
     Kind,
     Record,
@@ -175,6 +176,8 @@ class _Unpacker:
                 raise _bad("a reference to a later record of the batch")
             return self.ids[-1 - v]
         if type(v) is list and len(v) == 2 and type(v[1]) is int:
+            if not 1 <= v[1] < INT_LIMIT:
+                raise _bad("a reference to a seq out of range (1 to 2**63 - 1)")
             found = self.lookup(self.b32(v[0]), v[1])
             if found is None:
                 raise _bad("a reference to a record not held here")

@@ -24,8 +24,9 @@ is the frame type:
                                         held durably: see session.py)
 
 Decoding checks types and sizes and raises RemoteProtocolError for anything else:
-an unknown type, a wrong field, an oversize frame. Nothing here keeps state except
-`FrameReader`'s input buffer, which is capped.
+an unknown type, a wrong field, an oversize frame, an integer the store could not hold
+(every integer, a TIPS element's seq included, is below 2**63: `INT_LIMIT`). Nothing
+here keeps state except `FrameReader`'s input buffer, which is capped.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from dataclasses import dataclass
 
 import msgpack
 
-from ..core.records import MAX_RECORD_BYTES
+from ..core.records import INT_LIMIT, MAX_RECORD_BYTES
 from ..errors import RemoteProtocolError
 from .sketch import CELL_BYTES, ELEMENT_BYTES, MAX_LISTED_TIPS, MAX_SKETCH_CELLS
 
@@ -213,8 +214,8 @@ def _bin(v: object, size: int | None = None, limit: int = MAX_RECORD_BYTES) -> b
 
 
 def _int(v: object) -> int:
-    if type(v) is not int or not 0 <= v < 1 << 64:
-        raise _bad("expected an unsigned integer")
+    if type(v) is not int or not 0 <= v < INT_LIMIT:
+        raise _bad("expected an unsigned integer below 2**63")
     return v
 
 
@@ -280,6 +281,10 @@ def _listed(a: list[object]) -> Frame:
     elements = _bin(a[0], limit=MAX_LISTED_TIPS * ELEMENT_BYTES)
     if len(elements) % ELEMENT_BYTES:
         raise _bad(f"listed tips are a multiple of {ELEMENT_BYTES} bytes")
+    # An element is author hash (8) | seq (8, big-endian) | id hash (4): the seq's top
+    # bit set means 2**63 or more, which no record has.
+    if any(b & 0x80 for b in elements[8::ELEMENT_BYTES]):
+        raise _bad("a listed tip's seq is not below 2**63")
     return SummaryTips(elements=elements)
 
 

@@ -31,6 +31,8 @@ import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from ..core.records import INT_LIMIT
+
 __all__ = ["CELL_BYTES", "ELEMENT_BYTES", "MAX_LISTED_TIPS", "MAX_SKETCH_CELLS",
            "MIN_SKETCH_CELLS", "OurTips", "PeerTips", "Sketch", "author_hash", "cells_for",
            "element", "listed_tips", "peer_tips", "sketch_size"]
@@ -249,8 +251,8 @@ def _name(ours: OurTips, only_ours: list[bytes], only_theirs: Iterable[bytes],
     for e in only_theirs:
         ah, seq, ih = e[:8], int.from_bytes(e[8:16], "big"), e[16:]
         known = by_author_hash.get(ah)
-        if known is None or seq < 1:
-            continue
+        if known is None or not 1 <= seq < INT_LIMIT:
+            continue  # no record has that seq: a crafted sketch (TIPS are checked earlier)
         differing.add(known)
         held = [rid for rid in ids_at(known, seq) if _h(rid, salt, 4) == ih]
         theirs.setdefault(known, []).append(
