@@ -16,6 +16,7 @@ import trio.testing
 from trio.testing import MockClock
 
 from p2p_ledger.core.hlc import pack_hlc
+from p2p_ledger.core.ids import device_id
 from p2p_ledger.core.ledger import Frontier
 from p2p_ledger.core.records import Meta, Record, sign_record
 from p2p_ledger.node import node as node_module
@@ -173,6 +174,22 @@ async def test_sessions_from_one_host_are_bounded_apart(
         assert end.reason == ("handshake failed: node busy: 2 sessions from tcp://10.0.0.7, "
                               "the most it takes from one host")
         other = await connect(nursery, fleet, hub, "carol", "tcp://10.0.0.8:4001")
+        assert not other.session.closed
+        await wait_until(lambda: len(hub.peers) == 3)
+        nursery.cancel_scope.cancel()
+
+
+async def test_sessions_with_one_device_are_bounded_apart(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    hub = fleet.node("hub", role="hub", config=NodeConfig(max_sessions_per_device=2))
+    async with trio.open_nursery() as nursery:
+        await connect(nursery, fleet, hub, "carol", "mem://a")
+        await connect(nursery, fleet, hub, "carol", "mem://b")
+        third = await connect(nursery, fleet, hub, "carol", "mem://c")
+        end = await third.closed_by_peer()
+        carol = device_id(fleet.world.device("carol"))
+        assert end.reason == f"handshake failed: node busy: 2 sessions with {carol} already"
+        other = await connect(nursery, fleet, hub, "alice", "mem://d")
         assert not other.session.closed
         await wait_until(lambda: len(hub.peers) == 3)
         nursery.cancel_scope.cancel()

@@ -75,7 +75,8 @@ class NodeConfig:
     max_send_buffer: int = 64 << 20
     max_send_buffer_total: int = 256 << 20  # over all sessions: the largest is closed
     max_sessions: int = 256  # sessions at once, dialed and accepted
-    max_sessions_per_host: int = 32  # of those, from one address without its port
+    max_sessions_per_device: int = 4  # of those, with one device key
+    max_sessions_per_host: int | None = None  # from one address without its port (NAT!)
     summary_tips_total: int = 500_000  # of full summaries being received (SummaryBudget)
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
@@ -231,6 +232,9 @@ class Node:
         it, or its newest admit held here (by hlc, then id, as the ledger ranks them)
         has expired by this node's wall clock; a renewed admit lets it back in. A peer
         this node knows no admit of is judged by the admit it shows, in the session."""
+        same = sum(p.session.peer == device for p in self.peers.values())
+        if same >= self.config.max_sessions_per_device:
+            return f"node busy: {same} sessions with {device_id(device)} already"
         store = self.replica.store
         revocations = store.revocations(device)
         if revocations:
@@ -390,9 +394,9 @@ class Node:
         admitted = [p for p in self.peers.values() if not p.refusing]
         if len(admitted) >= self.config.max_sessions:
             return f"node busy: {len(admitted)} sessions, the most it runs at once"
-        host = _host(address)
+        host, most = _host(address), self.config.max_sessions_per_host
         same = sum(_host(p.address) == host for p in admitted)
-        if same >= self.config.max_sessions_per_host:
+        if most is not None and same >= most:
             return f"node busy: {same} sessions from {host}, the most it takes from one host"
         return None
 
