@@ -55,10 +55,11 @@ class Fleet:
     def key(self, name: str) -> nacl.signing.SigningKey:
         return self.world.authority_key if name == "authority" else self.world.device_keys[name]
 
-    def replica(self, name: str, *, seeded: bool = True) -> Replica:
+    def replica(self, name: str, *, seeded: bool = True, **limits: int) -> Replica:
+        """A replica over a new store; `limits` go to `Replica` (its pending area's)."""
         store = SqliteStore(self.tmp / f"{name}-{next(self._counter)}.sqlite3",
                             self.world.network.network_id)
-        replica = Replica(self.world.network, store)
+        replica = Replica(self.world.network, store, **limits)
         if seeded:
             with store.transaction():
                 report = replica.receive_many(self.seed, now_ms=WALL_MS)

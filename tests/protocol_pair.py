@@ -53,6 +53,7 @@ from p2p_ledger.protocol.session import (
     Session,
     SessionClosed,
     SessionConfig,
+    SummaryBudget,
 )
 from tests.helpers import T0, World
 
@@ -74,13 +75,14 @@ def admit_of(replica: Replica, device: bytes) -> bytes:
 def make_session(world: World, name: str, *, initiator: bool, admit: bytes | None = None,
                  now: float = 0.0, config: SessionConfig | None = None,
                  network: NetworkDescriptor | None = None, ephemeral: Ephemeral | None = None,
-                 role: str | None = None) -> Session:
+                 role: str | None = None, summary_budget: SummaryBudget | None = None) -> Session:
     """A session for `name` ("authority" or a device of `world`)."""
     is_authority = name == "authority"
     key = world.authority_key if is_authority else world.device_keys[name]
     return Session(network=network or world.network, key=key, admit=admit,
                    role=role or ("authority" if is_authority else "device"),
-                   initiator=initiator, now=now, config=config, ephemeral=ephemeral)
+                   initiator=initiator, now=now, config=config, ephemeral=ephemeral,
+                   summary_budget=summary_budget)
 
 
 # ---------------------------------------------------------------- the pair
@@ -179,9 +181,11 @@ class SessionPair:
     def of(cls, world: World, a: str, b: str, *, replica_a: Replica | None = None,
            replica_b: Replica | None = None, admits: Replica | None = None,
            config: SessionConfig | None = None, config_b: SessionConfig | None = None,
-           byte_at_a_time: bool = False) -> SessionPair:
+           byte_at_a_time: bool = False,
+           summary_budget: SummaryBudget | None = None) -> SessionPair:
         """`a` (the initiator) and `b` of `world`; devices show their admit from `admits`.
-        `config` applies to both sides unless `config_b` overrides it for `b`."""
+        `config` applies to both sides unless `config_b` overrides it for `b`; both
+        share `summary_budget` when given."""
         def side(name: str, replica: Replica | None, initiator: bool,
                  cfg: SessionConfig | None) -> Side:
             admit = None
@@ -189,7 +193,8 @@ class SessionPair:
                 assert admits is not None, "devices need an admit record"
                 admit = admit_of(admits, world.device(name))
             return Side(name, make_session(world, name, initiator=initiator, admit=admit,
-                                           config=cfg), replica)
+                                           config=cfg, summary_budget=summary_budget),
+                        replica)
         return cls(side(a, replica_a, True, config), side(b, replica_b, False, config_b or config),
                    byte_at_a_time=byte_at_a_time)
 

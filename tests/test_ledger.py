@@ -6,6 +6,7 @@ chains) are crafted by hand here, not through `Wallet`, which would refuse to si
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,15 @@ import pytest
 
 from p2p_ledger.core.hlc import hlc_ms, next_hlc, pack_hlc
 from p2p_ledger.core.ids import Account
-from p2p_ledger.core.ledger import DEFAULT_MAX_SKEW_MS, Applied, Delivery, Frontier, Replica
+from p2p_ledger.core.ledger import (
+    DEFAULT_MAX_SKEW_MS,
+    Applied,
+    Delivery,
+    Frontier,
+    IngestReport,
+    Replica,
+    pending_cost,
+)
 from p2p_ledger.core.records import (
     Admit,
     Body,
@@ -453,6 +462,95 @@ def test_receive_many_reports_pending_full(world: World) -> None:
         (None, RecordProblem.PENDING_FULL), (None, RecordProblem.PENDING_FULL)]
     assert report.waiting == 2
     assert not report.applied
+
+
+def orphans(scene: Scene, who: str, count: int, *, refs: int = 0, start: int = 0) -> list[bytes]:
+    """Records of `who` whose prev (and `refs` refs) no replica holds: a flood that can
+    only wait in the pending area. `start` keeps floods of one author apart."""
+    out = []
+    for i in range(start, start + count):
+        unknown = hashlib.blake2b(f"{who}/{i}".encode(), digest_size=32).digest()
+        extra = tuple(hashlib.blake2b(f"{who}/{i}/{j}".encode(), digest_size=32).digest()
+                      for j in range(refs))
+        out.append(scene.sign(who, Meta(account="main", field="f", value="x" * 100),
+                              seq=2 + i, prev=unknown, refs=extra, hlc=pack_hlc(T0, i)).raw)
+    return out
+
+
+def flood(replica: Replica, raws: list[bytes], origin: object) -> IngestReport:
+    with replica.store.transaction():
+        return replica.receive_many(raws, now_ms=T0, origin=origin)
+
+
+def test_a_flood_of_orphans_stays_within_its_origins_byte_budget(scene: Scene) -> None:
+    budget = 50_000
+    dst = Replica(scene.world.network, scene.world.store_factory(),
+                  max_pending_bytes_per_origin=budget)
+    raws = orphans(scene, "alice", 200, refs=8)
+    report = flood(dst, raws, "hostile")
+    assert 0 < dst.pending_bytes_of("hostile") <= budget
+    assert dst.pending_bytes == dst.pending_bytes_of("hostile")
+    dropped = [e for _, e in report.refused]
+    assert dropped
+    assert all(isinstance(e, PendingFull) and "its source holds more" in e.detail
+               for e in dropped)
+    assert dst.pending_count + len(dropped) == len(raws)
+    # The oldest went first: what waits is the end of the flood.
+    assert [rid for rid, _ in dst.pending()] == [parse_record(r).id
+                                                 for r in raws[-dst.pending_count:]]
+    # The cost taken is the record's bytes three times plus the bookkeeping.
+    rec = parse_record(raws[-1])
+    assert pending_cost(rec, set(rec.record.refs) | {rec.record.prev or b""}) == (
+        1024 + 3 * len(raws[-1]) + 384 * 9)
+
+
+def test_the_total_byte_budget_holds_across_several_flooding_origins(scene: Scene) -> None:
+    dst = Replica(scene.world.network, scene.world.store_factory(),
+                  max_pending_bytes=120_000, max_pending_bytes_per_origin=50_000)
+    for n in range(5):
+        flood(dst, orphans(scene, "alice", 60, refs=8, start=1000 * n), f"hostile-{n}")
+        assert dst.pending_bytes <= 120_000
+        assert all(dst.pending_bytes_of(f"hostile-{k}") <= 50_000 for k in range(n + 1))
+    assert dst.pending_bytes > 100_000  # the area is used, not emptied
+    assert dst.pending_bytes == sum(dst.pending_bytes_of(f"hostile-{k}") for k in range(5))
+
+
+def test_an_honest_origins_waiting_record_survives_a_flood(scene: Scene) -> None:
+    src = busy_scene(scene).replica
+    raws = everything(src)
+    dst = Replica(scene.world.network, scene.world.store_factory(),
+                  max_pending=30, max_pending_bytes=100_000,
+                  max_pending_bytes_per_origin=60_000)
+    flood(dst, raws[2:3], "honest")  # waits for raws[1], which waits for raws[0]
+    honest = parse_record(raws[2]).id
+    for n in range(4):
+        flood(dst, orphans(scene, "bob", 80, start=1000 * n), f"hostile-{n}")
+        assert honest in {rid for rid, _ in dst.pending()}
+    assert dst.pending_count == 30  # the count limit evicts from the largest origin too
+    report = flood(dst, raws[:2], "honest")
+    assert honest in {a.record.id for a in report.applied}
+    assert dst.pending_bytes_of("honest") == 0
+
+
+def test_forgetting_an_origin_drops_what_only_it_delivered(scene: Scene) -> None:
+    src = busy_scene(scene).replica
+    raws = everything(src)
+    dst = Replica(scene.world.network, scene.world.store_factory())
+    flood(dst, raws[2:5], "a")
+    flood(dst, raws[3:4], "b")  # b delivered one of them too
+    with dst.store.transaction():
+        assert dst.receive(raws[4], now_ms=T0, origin="c").already_held
+    assert dst.pending_count == 3
+    assert dst.forget_origin("a") == 1
+    assert {rid for rid, _ in dst.pending()} == {parse_record(r).id for r in raws[3:5]}
+    assert dst.pending_bytes == dst.pending_bytes_of("b") + dst.pending_bytes_of("c")
+    assert dst.forget_origin("a") == 0
+    assert dst.forget_origin("b") + dst.forget_origin("c") == 2
+    assert (dst.pending_count, dst.pending_bytes) == (0, 0)
+    # Delivered again with their past, they apply as if nothing had waited.
+    report = flood(dst, raws, "b")
+    assert not report.refused
+    assert views(dst) == views(src)
 
 
 def test_future_timestamp_is_refused(scene: Scene) -> None:

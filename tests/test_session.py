@@ -64,6 +64,7 @@ from p2p_ledger.protocol.session import (
     Session,
     SessionClosed,
     SessionConfig,
+    SummaryBudget,
     SyncComplete,
 )
 from p2p_ledger.protocol.sketch import CELL_BYTES
@@ -136,10 +137,11 @@ def check_misuse(side: Side, error: LocalProtocolError) -> None:
 
 
 def handshaken(world: World, admits: Replica, *, config: SessionConfig | None = None,
-               config_b: SessionConfig | None = None) -> SessionPair:
+               config_b: SessionConfig | None = None,
+               summary_budget: SummaryBudget | None = None) -> SessionPair:
     """authority (initiator) and bob, no replicas, handshake done, nothing else sent."""
     pair = SessionPair.of(world, "authority", "bob", admits=admits, config=config,
-                          config_b=config_b)
+                          config_b=config_b, summary_budget=summary_budget)
     pair.pump()
     assert pair.a.session.state is State.SUMMARY
     assert pair.b.session.state is State.SUMMARY
@@ -488,6 +490,53 @@ def test_peer_summary_closing_frame_may_not_pass_the_total(
     forged(pair.b, Summary(tips=tips[3:]))
     assert not pair.b.of_type(PeerSummary)
     check_dead(pair.b, "summary too long", peer=pair.a.session)
+
+
+def test_a_summary_over_this_nodes_limit_is_refused_part_by_part() -> None:
+    """The wire allows 1,000,000 tips; a node keeps at most `max_summary_tips` of a
+    peer's summary. The part that would pass it kills the session with a CLOSE saying
+    so, before its tips are kept: what was held is let go."""
+    world, ra = _bare_world()
+    budget = SummaryBudget(1_000)
+    pair = handshaken(world, ra, config_b=SessionConfig(max_summary_tips=25),
+                      summary_budget=budget)
+    tips = tuple((t.author, t.seq, t.id) for t in fake_tips(10, "big"))
+    forged(pair.b, SummaryPart(tips=tips))
+    forged(pair.b, SummaryPart(tips=tips))
+    assert budget.held == 20
+    forged(pair.b, SummaryPart(tips=tips))
+    check_dead(pair.b, "summary too long: more than 25 tips (this node's limit)",
+               peer=pair.a.session)
+    assert budget.held == 0
+    assert not pair.b.of_type(PeerSummary)
+
+
+def test_sessions_sharing_a_summary_budget_wait_their_turn() -> None:
+    """Summaries received at once share one budget of tips: a part that does not fit
+    closes its session ("try again later"); a complete summary, or a session that
+    ends, gives its tips back, and the next peer's summary fits."""
+    world, ra = _bare_world()
+    budget = SummaryBudget(30)
+    first, second, third, fourth = (handshaken(world, ra, summary_budget=budget)
+                                    for _ in range(4))
+    tips = tuple((t.author, t.seq, t.id) for t in fake_tips(20, "shared"))
+    forged(first.b, SummaryPart(tips=tips))
+    forged(second.b, SummaryPart(tips=tips[:15]))
+    check_dead(second.b, "summary refused", "30 tips", "try again later",
+               peer=second.a.session)
+    assert budget.held == 20
+    forged(third.b, SummaryPart(tips=tips[:10]))
+    assert budget.held == 30
+    third.b.session.close("bye", 2.0)
+    assert budget.held == 20
+    forged(first.b, Summary(tips=tips[:5]))
+    assert [len(e.frontier.tips) for e in first.b.of_type(PeerSummary)] == [20]
+    assert budget.held == 0
+    forged(fourth.b, SummaryPart(tips=tips))
+    forged(fourth.b, Summary(tips=tips[:10]))
+    assert budget.held == 0
+    assert len(fourth.b.of_type(PeerSummary)) == 1
+    assert not fourth.b.session.closed
 
 
 def test_summary_over_the_total_is_our_misuse(monkeypatch: pytest.MonkeyPatch) -> None:

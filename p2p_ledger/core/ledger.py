@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import InvalidRecord, PendingFull
@@ -75,6 +75,14 @@ from .store import (
 __all__ = ["Applied", "Delivery", "Frontier", "IngestReport", "OfflineLimits", "Replica"]
 
 DEFAULT_MAX_PENDING = 10_000
+# The pending area's memory (`pending_cost`), in total and per origin (a session, for
+# the node). A small record with one missing dependency costs ~1.8 KB by that measure,
+# the largest (4 KB, 64 refs, all missing) ~38 KB: per origin that is ~4,600 of the
+# one or ~220 of the other, far more than an honest peer leaves waiting.
+DEFAULT_MAX_PENDING_BYTES = 64 << 20
+DEFAULT_MAX_PENDING_BYTES_PER_ORIGIN = 8 << 20
+_ENTRY_COST = 1024
+_DEPENDENCY_COST = 384
 DEFAULT_MAX_SKEW_MS = 5 * 60 * 1000
 # Signatures are checked up to two chunks ahead of judging. The first chunk is small,
 # so that judging starts soon (nothing overlaps the check of a batch's first chunk);
@@ -168,13 +176,48 @@ class _Chunk:
         self.failures = verifier([rec for _, rec in records], network_id)
 
 
-class _Pending:
-    """Records waiting for their causal past, oldest first, bounded in count."""
+class _Waiting:
+    """One record in the pending area: what it still lacks, what it is taken to cost
+    in memory, and the sources (opaque origins) that delivered it."""
 
-    def __init__(self, limit: int) -> None:
+    __slots__ = ("cost", "missing", "origins", "rec")
+
+    def __init__(self, rec: SignedRecord, missing: set[bytes], origin: Hashable) -> None:
+        self.rec = rec
+        self.missing = missing
+        self.cost = pending_cost(rec, missing)
+        self.origins = {origin}
+
+
+def pending_cost(rec: SignedRecord, missing: Iterable[bytes]) -> int:
+    """What a record waiting in the pending area is taken to hold in memory, in bytes:
+    its bytes about three times (raw, signed payload, parsed fields), plus the
+    bookkeeping per record and per missing dependency (a set entry, a waiters entry).
+    Measured with tracemalloc at ~1,500 bytes for a small record with one missing
+    dependency and ~415 more per further one; this errs on the high side."""
+    return _ENTRY_COST + 3 * len(rec.raw) + _DEPENDENCY_COST * sum(1 for _ in missing)
+
+
+class _Pending:
+    """Records waiting for their causal past, oldest first, bounded in count and in
+    bytes (`pending_cost`): in total, and per origin.
+
+    Each record remembers the origins that delivered it, and counts in full against
+    each of them. An origin over its own budget loses its oldest records first; when
+    the whole area is over its count or bytes, the origin holding the most bytes loses
+    its oldest. A record leaves the area only when no origin holds it any more, so
+    one that another source also delivered stays. `forget(origin)` lets go of all of
+    an origin's records at once (the node does it when a session closes)."""
+
+    def __init__(self, limit: int, max_bytes: int, max_bytes_per_origin: int) -> None:
         self.limit = limit
-        self.records: OrderedDict[bytes, tuple[SignedRecord, set[bytes]]] = OrderedDict()
+        self.max_bytes = max_bytes
+        self.max_bytes_per_origin = max_bytes_per_origin
+        self.records: OrderedDict[bytes, _Waiting] = OrderedDict()
         self.waiters: dict[bytes, set[bytes]] = {}
+        self.bytes = 0
+        self.used: dict[Hashable, int] = {}  # bytes held, per origin
+        self._by_origin: dict[Hashable, OrderedDict[bytes, None]] = {}  # oldest first
 
     def __contains__(self, rid: bytes) -> bool:
         return rid in self.records
@@ -182,22 +225,77 @@ class _Pending:
     def __len__(self) -> int:
         return len(self.records)
 
-    def add(self, rec: SignedRecord, missing: set[bytes]) -> list[InvalidRecord]:
-        evicted: list[InvalidRecord] = []
-        while len(self.records) >= self.limit:
-            old_id = next(iter(self.records))
-            self._remove(old_id)
-            evicted.append(PendingFull(
-                f"dropped after waiting too long in a full pending area ({self.limit})",
-                record_id=old_id.hex()))
-        self.records[rec.id] = (rec, missing)
+    def add(self, rec: SignedRecord, missing: set[bytes], origin: Hashable
+            ) -> list[InvalidRecord]:
+        entry = _Waiting(rec, missing, origin)
+        self.records[rec.id] = entry
+        self.bytes += entry.cost
         for dep in missing:
             self.waiters.setdefault(dep, set()).add(rec.id)
+        self._charge(origin, rec.id, entry.cost)
+        return self._trim(origin)
+
+    def also_from(self, rid: bytes, origin: Hashable) -> list[InvalidRecord]:
+        """`origin` delivered a record that waits here already: it holds it too."""
+        entry = self.records[rid]
+        if origin in entry.origins:
+            return []
+        entry.origins.add(origin)
+        self._charge(origin, rid, entry.cost)
+        return self._trim(origin)
+
+    def forget(self, origin: Hashable) -> int:
+        """Let go of everything `origin` holds; returns how many records left the area."""
+        dropped = 0
+        for rid in list(self._by_origin.get(origin, ())):
+            dropped += self._let_go(origin, rid)
+        return dropped
+
+    def _charge(self, origin: Hashable, rid: bytes, cost: int) -> None:
+        self._by_origin.setdefault(origin, OrderedDict())[rid] = None
+        self.used[origin] = self.used.get(origin, 0) + cost
+
+    def _uncharge(self, origin: Hashable, rid: bytes, cost: int) -> None:
+        held = self._by_origin[origin]
+        del held[rid]
+        if held:
+            self.used[origin] -= cost
+        else:
+            del self._by_origin[origin], self.used[origin]
+
+    def _let_go(self, origin: Hashable, rid: bytes) -> int:
+        """`origin` no longer holds `rid`; 1 if the record left the area with it."""
+        entry = self.records[rid]
+        entry.origins.discard(origin)
+        self._uncharge(origin, rid, entry.cost)
+        if entry.origins:
+            return 0
+        self._remove(rid)
+        return 1
+
+    def _trim(self, origin: Hashable) -> list[InvalidRecord]:
+        evicted: list[InvalidRecord] = []
+        while self.used.get(origin, 0) > self.max_bytes_per_origin:
+            rid = next(iter(self._by_origin[origin]))
+            if self._let_go(origin, rid):
+                evicted.append(PendingFull(
+                    f"dropped: its source holds more than {self.max_bytes_per_origin} "
+                    f"bytes of the pending area", record_id=rid.hex()))
+        while len(self.records) > self.limit or self.bytes > self.max_bytes:
+            largest = max(self.used, key=self.used.__getitem__)
+            rid = next(iter(self._by_origin[largest]))
+            if self._let_go(largest, rid):
+                evicted.append(PendingFull(
+                    f"dropped after waiting too long in a full pending area ({self.limit} "
+                    f"records, {self.max_bytes} bytes)", record_id=rid.hex()))
         return evicted
 
     def _remove(self, rid: bytes) -> None:
-        _, missing = self.records.pop(rid)
-        for dep in missing:
+        entry = self.records.pop(rid)
+        self.bytes -= entry.cost
+        for origin in entry.origins:
+            self._uncharge(origin, rid, entry.cost)
+        for dep in entry.missing:
             ws = self.waiters.get(dep)
             if ws is not None:
                 ws.discard(rid)
@@ -208,11 +306,11 @@ class _Pending:
         """Records whose last missing dependency was `arrived`."""
         ready = []
         for rid in sorted(self.waiters.pop(arrived, ())):
-            rec, missing = self.records[rid]
-            missing.discard(arrived)
-            if not missing:
-                del self.records[rid]
-                ready.append(rec)
+            entry = self.records[rid]
+            entry.missing.discard(arrived)
+            if not entry.missing:
+                self._remove(rid)
+                ready.append(entry.rec)
         return ready
 
 
@@ -221,6 +319,8 @@ class Replica:
 
     def __init__(self, network: NetworkDescriptor, store: LedgerStore, *,
                  max_pending: int = DEFAULT_MAX_PENDING,
+                 max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
+                 max_pending_bytes_per_origin: int = DEFAULT_MAX_PENDING_BYTES_PER_ORIGIN,
                  max_skew_ms: int = DEFAULT_MAX_SKEW_MS,
                  verifier: Verifier = start_verifying) -> None:
         self.network = network
@@ -230,7 +330,7 @@ class Replica:
         self.network_id = network.network_id
         self.store = store
         self.max_skew_ms = max_skew_ms
-        self._pending = _Pending(max_pending)
+        self._pending = _Pending(max_pending, max_pending_bytes, max_pending_bytes_per_origin)
         self._batch_applied: set[bytes] = set()  # ids applied by the running receive_many
         self._limits_by_admit: dict[bytes, OfflineLimits] = {}
 
@@ -240,36 +340,59 @@ class Replica:
     def pending_count(self) -> int:
         return len(self._pending)
 
+    @property
+    def pending_bytes(self) -> int:
+        """What the pending area holds, by `pending_cost`."""
+        return self._pending.bytes
+
+    def pending_bytes_of(self, origin: Hashable) -> int:
+        """What the records `origin` delivered and that still wait hold (`pending_cost`)."""
+        return self._pending.used.get(origin, 0)
+
     def pending(self) -> list[tuple[bytes, frozenset[bytes]]]:
         """Records waiting for their causal past, with the ids each still lacks."""
-        return [(rid, frozenset(missing)) for rid, (_, missing) in self._pending.records.items()]
+        return [(rid, frozenset(w.missing)) for rid, w in self._pending.records.items()]
 
-    def receive(self, raw: bytes, *, now_ms: int) -> Delivery:
+    def forget_origin(self, origin: Hashable) -> int:
+        """Drop the pending records that `origin` delivered, unless another origin
+        delivered them too; returns how many were dropped. The node calls it when a
+        session ends: that session can never send their missing past any more, and
+        its peer sends them again, with their past, in its next session."""
+        return self._pending.forget(origin)
+
+    def receive(self, raw: bytes, *, now_ms: int, origin: Hashable = None) -> Delivery:
         """Verify one record and apply it (and whatever it releases from pending).
+
+        `origin` is an opaque key for where the record came from (the node passes its
+        session): the pending area is bounded per origin (`_Pending`).
 
         Raises InvalidRecord if this record fails verification; then nothing changed.
         The caller must run this inside `store.transaction()` and acknowledge the
         applied records only after the transaction commits.
         """
         rec = parse_record(raw)
-        if self._held(rec):
+        if rec.id in self._pending:
+            return Delivery(refused=tuple(self._pending.also_from(rec.id, origin)),
+                            already_held=True)
+        if self.store.has(rec.id):
             return Delivery(already_held=True)
         self._check_clock(rec, now_ms)
         verify_signature(rec, self.network_id)
-        return self._accept(rec)
+        return self._accept(rec, origin)
 
-    def receive_many(self, raws: Iterable[bytes | SignedRecord], *, now_ms: int
-                     ) -> IngestReport:
+    def receive_many(self, raws: Iterable[bytes | SignedRecord], *, now_ms: int,
+                     origin: Hashable = None) -> IngestReport:
         """Receive a batch, collecting every outcome instead of raising.
 
         Items are record bytes, or records already decoded but not verified
         (`SignedRecord`, whose fields agree with its bytes by construction): either
         way each signature is checked here.
 
-        Same result as calling `receive` on each in turn. The batch is cut in chunks
-        (64 records, then twice as many each time up to 1024); while one chunk is
-        judged and stored, the signatures of the next two are being checked
-        (`self.verifier`: a worker thread, or the node's child process)."""
+        Same result as calling `receive` on each in turn, with the same `origin`.
+        The batch is cut in chunks (64 records, then twice as many each time up to
+        1024); while one chunk is judged and stored, the signatures of the next two
+        are being checked (`self.verifier`: a worker thread, or the node's child
+        process)."""
         report = IngestReport()
         chunk: list[tuple[int, SignedRecord]] = []
         size = _FIRST_VERIFY_CHUNK
@@ -290,15 +413,15 @@ class Replica:
             chunk.append((index, rec))
             if len(chunk) >= size:
                 size = min(2 * size, _VERIFY_CHUNK)
-                in_flight.append(_Chunk(self._unheld(chunk, report, now_ms), self.network_id,
-                                        self.verifier))
+                in_flight.append(_Chunk(self._unheld(chunk, report, now_ms, origin),
+                                        self.network_id, self.verifier))
                 chunk = []
                 if len(in_flight) > _CHUNKS_AHEAD:
-                    self._receive_chunk(in_flight.popleft(), report)
-        in_flight.append(_Chunk(self._unheld(chunk, report, now_ms), self.network_id,
+                    self._receive_chunk(in_flight.popleft(), report, origin)
+        in_flight.append(_Chunk(self._unheld(chunk, report, now_ms, origin), self.network_id,
                                 self.verifier))
         while in_flight:
-            self._receive_chunk(in_flight.popleft(), report)
+            self._receive_chunk(in_flight.popleft(), report, origin)
         report.waiting = len(self._pending)
         # Stored now: applied by this batch, or held in the store before it (a record
         # held only in the pending area, or refused, is not).
@@ -308,7 +431,7 @@ class Replica:
             report.unstored += sum(1 for rid in maybe if rid not in held)
         return report
 
-    def _receive_chunk(self, chunk: _Chunk, report: IngestReport) -> None:
+    def _receive_chunk(self, chunk: _Chunk, report: IngestReport, origin: Hashable) -> None:
         self.store.prefetch_idem([
             (rec.record.author, body.key) for _, rec in chunk.records
             if isinstance(body := rec.record.body, (Issue, Transfer, Redeem))])
@@ -323,7 +446,7 @@ class Replica:
                 continue
             before = len(applied)
             try:
-                self._take(rec, applied, released_failures)
+                self._take(rec, applied, released_failures, origin)
             except InvalidRecord as exc:
                 report.refused.append((index, exc))
                 continue
@@ -334,12 +457,15 @@ class Replica:
                 released_failures.clear()
 
     def _unheld(self, chunk: list[tuple[int, SignedRecord]], report: IngestReport,
-                now_ms: int) -> list[tuple[int, SignedRecord]]:
-        """The chunk without what is held already (stored or pending), counted, and
-        without records from too far in the future, refused."""
+                now_ms: int, origin: Hashable) -> list[tuple[int, SignedRecord]]:
+        """The chunk without what is held already (stored or pending: then `origin`
+        holds it too), counted, and without records from too far in the future,
+        refused."""
         held = self.store.held_among([rec.id for _, rec in chunk])
         out = []
         for index, rec in chunk:
+            if rec.id in self._pending:
+                report.refused.extend((None, e) for e in self._pending.also_from(rec.id, origin))
             if rec.id in held or rec.id in self._pending:
                 report.already_held += 1
                 continue
@@ -351,9 +477,6 @@ class Replica:
             out.append((index, rec))
         return out
 
-    def _held(self, rec: SignedRecord) -> bool:
-        return rec.id in self._pending or self.store.has(rec.id)
-
     def _check_clock(self, rec: SignedRecord, now_ms: int) -> None:
         ahead = hlc_ms(rec.record.hlc) - now_ms
         if ahead > self.max_skew_ms:
@@ -361,20 +484,20 @@ class Replica:
                 P.FUTURE_TIMESTAMP, f"timestamp is {ahead} ms ahead of this clock "
                 f"(limit {self.max_skew_ms} ms); try again later", record_id=rec.hex_id)
 
-    def _accept(self, rec: SignedRecord) -> Delivery:
+    def _accept(self, rec: SignedRecord, origin: Hashable) -> Delivery:
         """Apply a verified record now, or park it until its causal past is held."""
         applied: list[Applied] = []
         refused: list[InvalidRecord] = []
-        waiting = self._take(rec, applied, refused)
+        waiting = self._take(rec, applied, refused, origin)
         return Delivery(applied=tuple(applied), refused=tuple(refused), waiting=waiting)
 
     def _take(self, rec: SignedRecord, applied: list[Applied],
-              refused: list[InvalidRecord]) -> bool:
+              refused: list[InvalidRecord], origin: Hashable) -> bool:
         """`_accept` appending to the caller's lists (no Delivery per record in a batch).
         Returns whether `rec` was parked; raises InvalidRecord if `rec` itself fails."""
         missing = self._missing(rec)
         if missing:
-            refused.extend(self._pending.add(rec, missing))
+            refused.extend(self._pending.add(rec, missing, origin))
             return True
         applied.append(self._apply(rec))
         if not self._pending.waiters:

@@ -39,7 +39,7 @@ from ..core.ids import device_id
 from ..core.ledger import Frontier, Replica
 from ..core.records import SignedRecord
 from ..core.wallet import Wallet
-from ..errors import TransportError
+from ..errors import PendingFull, TransportError
 from ..protocol._state import State
 from ..protocol.session import (
     HandshakeDone,
@@ -49,6 +49,7 @@ from ..protocol.session import (
     Session,
     SessionClosed,
     SessionConfig,
+    SummaryBudget,
     SyncComplete,
 )
 from ..protocol.sketch import CELL_BYTES, ELEMENT_BYTES, cells_for
@@ -71,6 +72,9 @@ _PUSH_STATES = (State.SYNCING, State.WE_SYNCED, State.THEY_SYNCED, State.LIVE)
 # After a session ends, how long its sender may take to write what is still queued
 # (the CLOSE with the reason last) before the stream is closed regardless.
 FINAL_FLUSH = 2.0
+# Sessions refused for want of room still run their handshake, so that the peer reads
+# why in a CLOSE; beyond this many at once, a new connection is closed without a word.
+MAX_REFUSING = 16
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,6 +83,11 @@ class NodeConfig:
     poll_interval: float = 0.2
     max_invalid_records: int = 16
     max_send_buffer: int = 64 << 20
+    max_send_buffer_total: int = 256 << 20  # over all sessions: the largest is closed
+    max_sessions: int = 256  # sessions at once, dialed and accepted
+    max_sessions_per_device: int = 4  # of those, with one device key
+    max_sessions_per_host: int | None = None  # from one address without its port (NAT!)
+    summary_tips_total: int = 500_000  # of full summaries being received (SummaryBudget)
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
     receive_size: int = 64 << 10
@@ -114,8 +123,9 @@ class _Peer:
     """
 
     def __init__(self, pid: int, session: Session, stream: trio.abc.Stream, address: str,
-                 until_synced: bool) -> None:
+                 until_synced: bool, refusing: bool = False) -> None:
         self.id = pid
+        self.refusing = refusing  # admitted for its handshake only, to be told why not
         self.session = session
         self.stream = stream
         self.address = address
@@ -132,6 +142,7 @@ class _Peer:
         self.outbox_since: float | None = None
         self.sent_bytes = 0
         self.send_seconds = 0.0
+        self.receiving: trio.CancelScope | None = None  # cancelled to stop the receiver
 
     def push_delay(self) -> float:
         rtt = self.session.rtt
@@ -196,6 +207,7 @@ class Node:
         self.peers: dict[int, _Peer] = {}
         self._ids = itertools.count(1)
         self._origin: dict[bytes, int] = {}
+        self._summary_budget = SummaryBudget(self.config.summary_tips_total)
         self._pushed_up_to = self._store.max_order()
         self.completed: list[SessionStats] = []
         self.dial_pauses: list[float] = []  # what keep_dialing waited, for tests and status
@@ -234,6 +246,9 @@ class Node:
         it, or its newest admit held here (by hlc, then id, as the ledger ranks them)
         has expired by this node's wall clock; a renewed admit lets it back in. A peer
         this node knows no admit of is judged by the admit it shows, in the session."""
+        same = sum(p.session.peer == device for p in self.peers.values())
+        if same >= self.config.max_sessions_per_device:
+            return f"node busy: {same} sessions with {device_id(device)} already"
         store = self.replica.store
         revocations = store.revocations(device)
         if revocations:
@@ -252,11 +267,15 @@ class Node:
                           until_synced: bool = False) -> SessionStats:
         """Run one session to its end; returns what moved."""
         started = trio.current_time()
+        busy = self._busy(address)
+        if busy is not None and sum(p.refusing for p in self.peers.values()) >= MAX_REFUSING:
+            return await self._turn_away(stream, address, busy)
         session = Session(network=self.replica.network, key=self.key, admit=self.admit,
                           role=self.role, initiator=initiator, now=started,
                           config=self.config.session, known_member=self._known_member,
-                          refuse_peer=self._refused)
-        peer = _Peer(next(self._ids), session, stream, address, until_synced)
+                          refuse_peer=self._refused if busy is None else lambda _: busy,
+                          summary_budget=self._summary_budget)
+        peer = _Peer(next(self._ids), session, stream, address, until_synced, busy is not None)
         peer.wake()  # the initiator's HELLO is already queued
         self.peers[peer.id] = peer
         try:
@@ -267,6 +286,9 @@ class Node:
                 nursery.cancel_scope.deadline = trio.current_time() + FINAL_FLUSH
         finally:
             del self.peers[peer.id]
+            if dropped := self.replica.forget_origin(peer.id):
+                log.info("session %s: dropped %d records it left waiting for their past",
+                         peer.label, dropped)
             with (trio.CancelScope(shield=True), trio.move_on_after(2),
                   contextlib.suppress(*_STREAM_ERRORS)):
                 await stream.aclose()
@@ -283,7 +305,8 @@ class Node:
         while not session.closed:
             deadline = session.deadline
             data: bytes | None = None
-            with trio.move_on_at(deadline if deadline is not None else float("inf")):
+            with trio.move_on_at(deadline if deadline is not None else float("inf")
+                                 ) as peer.receiving:
                 try:
                     data = bytes(await peer.stream.receive_some(self.config.receive_size))
                 except _STREAM_ERRORS:
@@ -391,8 +414,47 @@ class Node:
                     if session.peer is not None:
                         self._note(peer, "closed", synced=False)
         self._acknowledge(peer, now)
-        if session.pending_output > self.config.max_send_buffer:
-            session.close("peer too slow: send buffer full", now)
+        self._bound_send_buffers(now)
+
+    def _bound_send_buffers(self, now: float) -> None:
+        """Close a session whose peer does not read what we queue for it, and, when all
+        sessions together queue too much, the one with the most."""
+        queued = {p: p.session.pending_output for p in self.peers.values()
+                  if not p.session.closed}  # a closed one's buffer goes within 2 s
+        for peer, size in queued.items():
+            if size > self.config.max_send_buffer:
+                self._stop(peer, "peer too slow: send buffer full", now)
+                queued[peer] = 0
+        while sum(queued.values()) > self.config.max_send_buffer_total:
+            peer = max(queued, key=queued.__getitem__)
+            self._stop(peer, "peer too slow: the send buffers of all sessions are full", now)
+            queued[peer] = 0
+
+    def _stop(self, peer: _Peer, reason: str, now: float) -> None:
+        """Close a session from outside its receiver, which may be waiting for input."""
+        peer.session.close(reason, now)
+        if peer.receiving is not None:
+            peer.receiving.cancel()
+
+    def _busy(self, address: str) -> str | None:
+        """Why a new session may not run here now: too many at once, or from one host."""
+        admitted = [p for p in self.peers.values() if not p.refusing]
+        if len(admitted) >= self.config.max_sessions:
+            return f"node busy: {len(admitted)} sessions, the most it runs at once"
+        host, most = _host(address), self.config.max_sessions_per_host
+        same = sum(_host(p.address) == host for p in admitted)
+        if most is not None and same >= most:
+            return f"node busy: {same} sessions from {host}, the most it takes from one host"
+        return None
+
+    async def _turn_away(self, stream: trio.abc.Stream, address: str,
+                         reason: str) -> SessionStats:
+        log.warning("refused a connection from %s without a word: %s", address, reason)
+        with trio.move_on_after(2), contextlib.suppress(*_STREAM_ERRORS):
+            await stream.aclose()
+        stats = SessionStats(address=address, reason=reason, error=True)
+        self.completed.append(stats)
+        return stats
 
     def _acknowledge(self, peer: _Peer, now: float) -> None:
         """Tell the peer what of its records is committed here (one STORED frame for all
@@ -404,7 +466,7 @@ class Node:
                       now: float) -> None:
         store = self._store
         with store.transaction():
-            report = self.replica.receive_many(raws, now_ms=self.now_ms())
+            report = self.replica.receive_many(raws, now_ms=self.now_ms(), origin=peer.id)
         # committed: from here on these records may be acknowledged to the peer
         peer.committed += len(raws)
         peer.unstored += report.unstored
@@ -414,6 +476,9 @@ class Node:
             if a.equivocates_with:
                 forks.add((a.record.record.author, a.record.record.seq))
         for _, exc in report.refused:
+            if isinstance(exc, PendingFull):
+                log.info("session %s: %s", peer.label, exc)  # not the peer's fault
+                continue
             peer.invalid += 1
             log.warning("session %s: refused record %s: %s", peer.label,
                         (exc.record_id or "?")[:16], exc)
@@ -500,6 +565,7 @@ class Node:
                 peer.enqueue(raws, now)
         for _, rid, _ in rows:
             self._origin.pop(rid, None)
+        self._bound_send_buffers(now)
         return len(rows)
 
     def _freeze(self, forks: set[tuple[bytes, int]]) -> None:
@@ -593,3 +659,9 @@ class Node:
     async def serve_stream(self, stream: trio.abc.Stream, address: str) -> None:
         """Accept one incoming connection."""
         await self.run_session(stream, initiator=False, address=address)
+
+
+def _host(address: str) -> str:
+    """A session's address without its port: tcp://HOST:PORT -> tcp://HOST."""
+    head, _, port = address.rpartition(":")
+    return head if port.isdigit() and "//" in head else address

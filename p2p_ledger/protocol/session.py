@@ -28,6 +28,8 @@ error, and refuses all further use with `LocalProtocolError`.
 from __future__ import annotations
 
 import hashlib
+import itertools
+import struct
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -76,7 +78,10 @@ from .frames import (
 from .sketch import MAX_LISTED_TIPS, OurTips, Sketch, listed_tips, peer_tips, sketch_size
 
 __all__ = ["Event", "HandshakeDone", "PeerSummary", "PeerSynced", "RecordsReceived", "Session",
-           "SessionClosed", "SessionConfig", "SyncComplete"]
+           "SessionClosed", "SessionConfig", "SummaryBudget", "SyncComplete"]
+
+# A full summary's tips wait, until its last part, packed: author, seq (8 bytes), id.
+_PACKED_TIP = struct.Struct(">32sQ32s")
 
 
 # ---------------------------------------------------------------- events
@@ -144,6 +149,30 @@ class SessionConfig:
     # Send records as PACKED frames (compact.py) rather than RECORDS. The node turns it
     # on; off here, `send_records` sends any bytes it is given (tests send junk).
     packed: bool = False
+    # The most tips a full summary of the peer may have (the wire allows
+    # MAX_SUMMARY_TOTAL). Parts wait packed at 72 bytes a tip; the frontier built from
+    # the whole summary takes ~350 bytes a tip more while the node computes the delta.
+    max_summary_tips: int = 250_000
+
+
+class SummaryBudget:
+    """Tips of full summaries being received, counted across the sessions that share
+    it (the node's): while one peer's long summary arrives part by part, others wait
+    for theirs in the same memory. A session takes a part's tips before keeping them
+    and gives them all back when its summary is complete or it closes."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.held = 0
+
+    def take(self, tips: int) -> bool:
+        if self.held + tips > self.total:
+            return False
+        self.held += tips
+        return True
+
+    def give_back(self, tips: int) -> None:
+        self.held -= tips
 
 
 class Session:
@@ -153,7 +182,8 @@ class Session:
                  admit: bytes | None, role: str, initiator: bool, now: float,
                  config: SessionConfig | None = None, ephemeral: Ephemeral | None = None,
                  refuse_peer: Callable[[bytes], str | None] | None = None,
-                 known_member: Callable[[bytes], str | None] | None = None) -> None:
+                 known_member: Callable[[bytes], str | None] | None = None,
+                 summary_budget: SummaryBudget | None = None) -> None:
         self.network = network
         self.config = config or SessionConfig()
         self.initiator = initiator
@@ -181,7 +211,9 @@ class Session:
         self._answered_need = False
         # the peer's SKETCH or TIPS, waiting for our own summary to decode against
         self._peer_hashed: SummarySketch | SummaryTips | None = None
-        self._summary_parts: list[tuple[bytes, int, bytes]] = []
+        self._summary_parts = bytearray()  # the peer's SUMMARY_PARTs, packed (_PACKED_TIP)
+        self._summary_budget = summary_budget or SummaryBudget(self.config.max_summary_tips)
+        self._summary_held = 0  # tips taken from the budget
         self._started = now
         self._last_received = now
         self._last_sent = now
@@ -387,6 +419,7 @@ class Session:
         if self._channel is not None:
             self._send(Close(reason=reason), now)
         self.state = State.CLOSED
+        self._give_back_summary_tips()
         self._events.append(SessionClosed(reason=reason, by_peer=False))
 
     # ------------------------------------------------------------ internals
@@ -420,6 +453,7 @@ class Session:
         if self.state is not State.CLOSED:
             self.error = error
             self.state = State.CLOSED
+            self._give_back_summary_tips()
             self._events.append(SessionClosed(reason=message, by_peer=False, error=error))
         raise error
 
@@ -443,15 +477,14 @@ class Session:
             case Auth():
                 self._on_auth(msg)
             case SummaryPart():
-                self._summary_parts.extend(msg.tips)
-                if len(self._summary_parts) > MAX_SUMMARY_TOTAL:
-                    raise RemoteProtocolError("summary too long")
+                self._take_summary_tips(len(msg.tips))
+                self._summary_parts += b"".join(_PACKED_TIP.pack(*t) for t in msg.tips)
             case Summary():
-                tips, self._summary_parts = [*self._summary_parts, *msg.tips], []
-                if len(tips) > MAX_SUMMARY_TOTAL:
-                    raise RemoteProtocolError("summary too long")
-                self._events.append(PeerSummary(frontier=Frontier.from_tips(
-                    Tip(author=a, seq=s, id=i) for a, s, i in tips)))
+                self._take_summary_tips(len(msg.tips))
+                tips = itertools.chain(_PACKED_TIP.iter_unpack(self._summary_parts), msg.tips)
+                frontier = Frontier.from_tips(Tip(author=a, seq=s, id=i) for a, s, i in tips)
+                self._give_back_summary_tips()
+                self._events.append(PeerSummary(frontier=frontier))
             case SummarySketch() | SummaryTips():
                 if self._summary_parts or self._peer_hashed is not None:
                     raise RemoteProtocolError("a hashed summary after another summary")
@@ -483,6 +516,7 @@ class Session:
             case Stored():
                 self._on_stored(msg)
             case Close():
+                self._give_back_summary_tips()
                 self._events.append(SessionClosed(reason=msg.reason, by_peer=True))
         self._maybe_complete()
 
@@ -493,6 +527,25 @@ class Session:
         if msg.received < self.peer_received or msg.unstored < self.peer_unstored:
             raise RemoteProtocolError("STORED counts went backwards")
         self.peer_received, self.peer_unstored = msg.received, msg.unstored
+
+    def _take_summary_tips(self, tips: int) -> None:
+        """Count a summary frame's tips against this session's limit and the budget it
+        shares with other sessions, before keeping them."""
+        total = self._summary_held + tips
+        limit = min(self.config.max_summary_tips, MAX_SUMMARY_TOTAL)
+        if total > limit:
+            raise RemoteProtocolError(
+                f"summary too long: more than {limit} tips (this node's limit)")
+        if not self._summary_budget.take(tips):
+            raise RemoteProtocolError(
+                f"summary refused: summaries of other peers hold this node's "
+                f"{self._summary_budget.total} tips; try again later")
+        self._summary_held = total
+
+    def _give_back_summary_tips(self) -> None:
+        self._summary_budget.give_back(self._summary_held)
+        self._summary_held = 0
+        self._summary_parts = bytearray()
 
     def _decode_peer_hashed(self, now: float) -> None:
         msg, self._peer_hashed = self._peer_hashed, None
@@ -575,6 +628,7 @@ class Session:
             body = encode_message(Close(reason=str(error)[:200]))
             self._out += self._channel.seal(body)
         self.state = State.CLOSED
+        self._give_back_summary_tips()
         self._events.append(SessionClosed(reason=str(error), by_peer=by_peer, error=error))
 
 

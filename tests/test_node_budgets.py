@@ -1,0 +1,251 @@
+"""What a peer can make the node spend, bounded: the pending area per session and in
+total (and what a session left there goes when it closes), sessions at once and per
+host, and the send buffers of all sessions together. On fake time, over in-memory
+streams, as in test_node.py; peers that misbehave are driven by hand (`HandDriven`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+from trio.testing import MockClock
+
+from p2p_ledger.core.hlc import pack_hlc
+from p2p_ledger.core.ids import device_id
+from p2p_ledger.core.ledger import Frontier
+from p2p_ledger.core.records import Meta, Record, sign_record
+from p2p_ledger.node import node as node_module
+from p2p_ledger.node.node import Node, NodeConfig
+from p2p_ledger.protocol._state import State
+from tests.helpers import T0
+from tests.node_helpers import Fleet, HandDriven, make_fleet, start_session, wait_until
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Fleet:
+    return make_fleet(tmp_path)
+
+
+def orphans(fleet: Fleet, who: str, count: int, *, tag: str, refs: int = 8) -> list[bytes]:
+    """Valid records of `who` whose prev and refs nobody holds: they can only wait."""
+    key = fleet.key(who)
+    out = []
+    for i in range(count):
+        deps = [hashlib.blake2b(f"{tag}/{i}/{j}".encode(), digest_size=32).digest()
+                for j in range(refs + 1)]
+        record = Record(author=bytes(key.verify_key), seq=2 + i, prev=deps[0],
+                        refs=tuple(sorted(deps[1:])), hlc=pack_hlc(T0, i),
+                        body=Meta(account="main", field="f", value="x" * 100))
+        out.append(sign_record(record, key, fleet.world.network.network_id).raw)
+    return out
+
+
+async def connect(nursery: trio.Nursery, fleet: Fleet, node: Node, who: str, address: str,
+                  *, pair: object = trio.testing.memory_stream_pair) -> HandDriven:
+    """A peer driven by hand, connected to `node` at `address`, handshake done."""
+    left, right = pair()  # type: ignore[operator]
+    start_session(nursery, node, right, initiator=False, address=address)
+    peer = HandDriven.device(fleet, who, left, admit_from=node.replica)
+    await peer.handshake()
+    return peer
+
+
+async def send(peer: HandDriven, raws: list[bytes]) -> None:
+    peer.session.send_records(raws, trio.current_time())
+    await peer.flush()
+
+
+# ---------------------------------------------------------------- the pending area
+
+async def test_a_flooding_peer_is_held_to_its_pending_budget_until_it_closes(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    budget = 60_000
+    hub = fleet.node("hub", role="hub",
+                     replica=fleet.replica("hub", max_pending_bytes_per_origin=budget))
+    flood = orphans(fleet, "carol", 200, tag="flood")
+    async with trio.open_nursery() as nursery:
+        hostile = await connect(nursery, fleet, hub, "carol", "mem://hostile")
+        for at in range(0, len(flood), 20):
+            await send(hostile, flood[at:at + 20])
+            await trio.testing.wait_all_tasks_blocked()
+            assert 0 < hub.replica.pending_bytes <= budget
+        assert hub.replica.pending_count < 50
+        [origin] = hub.peers
+        assert hub.replica.pending_bytes == hub.replica.pending_bytes_of(origin)
+        # Dropping is not the peer's fault: the session is not closed for it.
+        assert not hostile.session.closed
+        hostile.session.close("done", trio.current_time())
+        await hostile.flush()
+        await hostile.stream.aclose()
+        await wait_until(lambda: not hub.peers)
+        assert (hub.replica.pending_count, hub.replica.pending_bytes) == (0, 0)
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_total_pending_budget_holds_across_flooding_peers_and_spares_an_honest_one(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    hub = fleet.node("hub", role="hub", replica=fleet.replica(
+        "hub", max_pending_bytes=150_000, max_pending_bytes_per_origin=60_000))
+    # alice's two payments, sent second first: the second waits for the first.
+    scratch = fleet.replica("alice-scratch")
+    first = fleet.pay(scratch, "alice", "carol", 1_00, "p-1")
+    second = fleet.pay(scratch, "alice", "carol", 2_00, "p-2")
+    raws = scratch.store.raws_in_order([first, second])
+    async with trio.open_nursery() as nursery:
+        honest = await connect(nursery, fleet, hub, "alice", "mem://honest")
+        await send(honest, raws[1:])
+        await wait_until(lambda: hub.replica.pending_count == 1)
+        hostiles = []
+        for n in range(4):
+            hostile = await connect(nursery, fleet, hub, "carol", f"mem://hostile-{n}")
+            await send(hostile, orphans(fleet, "carol", 60, tag=f"flood-{n}"))
+            await trio.testing.wait_all_tasks_blocked()
+            hostiles.append(hostile)
+            assert hub.replica.pending_bytes <= 150_000
+            assert all(hub.replica.pending_bytes_of(pid) <= 60_000 for pid in hub.peers)
+            assert second in {rid for rid, _ in hub.replica.pending()}
+        assert hub.replica.pending_bytes > 120_000
+        # The honest peer's record is released by its past, from the same session.
+        await send(honest, raws[:1])
+        await wait_until(lambda: hub.replica.store.has(second))
+        assert all(not h.session.closed for h in hostiles)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_record_another_session_also_delivered_stays_when_the_first_closes(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    hub = fleet.node("hub", role="hub")
+    waiting = orphans(fleet, "carol", 3, tag="shared")
+    async with trio.open_nursery() as nursery:
+        a = await connect(nursery, fleet, hub, "carol", "mem://a")
+        b = await connect(nursery, fleet, hub, "carol", "mem://b")
+        await send(a, waiting)
+        await send(b, waiting[:1])
+        await wait_until(lambda: hub.replica.pending_count == 3)
+        await trio.testing.wait_all_tasks_blocked()
+        await a.stream.aclose()
+        await wait_until(lambda: len(hub.peers) == 1)
+        assert [rid for rid, _ in hub.replica.pending()] == [
+            hashlib.blake2b(waiting[0], digest_size=32).digest()]
+        await b.stream.aclose()
+        await wait_until(lambda: not hub.peers)
+        assert hub.replica.pending_count == 0
+        nursery.cancel_scope.cancel()
+
+
+# ---------------------------------------------------------------- sessions
+
+async def test_sessions_beyond_max_sessions_are_refused_with_a_reason(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    hub = fleet.node("hub", role="hub", config=NodeConfig(max_sessions=2))
+    async with trio.open_nursery() as nursery:
+        first = await connect(nursery, fleet, hub, "alice", "mem://one")
+        await connect(nursery, fleet, hub, "bob", "mem://two")
+        third = await connect(nursery, fleet, hub, "carol", "mem://three")
+        end = await third.closed_by_peer()
+        assert end.by_peer
+        assert end.reason == ("handshake failed: node busy: 2 sessions, the most it runs "
+                              "at once")
+        await wait_until(lambda: len(hub.peers) == 2)
+        # One ends: there is room again.
+        await first.stream.aclose()
+        await wait_until(lambda: len(hub.peers) == 1)
+        fourth = await connect(nursery, fleet, hub, "carol", "mem://four")
+        fourth.session.send_summary(Frontier({}), trio.current_time())
+        await fourth.flush()
+        await wait_until(lambda: any(p.session.state is State.WE_SYNCED
+                                     for p in hub.peers.values() if p.address == "mem://four"))
+        nursery.cancel_scope.cancel()
+
+
+async def test_sessions_from_one_host_are_bounded_apart(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    hub = fleet.node("hub", role="hub", config=NodeConfig(max_sessions_per_host=2))
+    async with trio.open_nursery() as nursery:
+        await connect(nursery, fleet, hub, "alice", "tcp://10.0.0.7:4001")
+        await connect(nursery, fleet, hub, "bob", "tcp://10.0.0.7:4002")
+        third = await connect(nursery, fleet, hub, "carol", "tcp://10.0.0.7:4003")
+        end = await third.closed_by_peer()
+        assert end.reason == ("handshake failed: node busy: 2 sessions from tcp://10.0.0.7, "
+                              "the most it takes from one host")
+        other = await connect(nursery, fleet, hub, "carol", "tcp://10.0.0.8:4001")
+        assert not other.session.closed
+        await wait_until(lambda: len(hub.peers) == 3)
+        nursery.cancel_scope.cancel()
+
+
+async def test_sessions_with_one_device_are_bounded_apart(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    hub = fleet.node("hub", role="hub", config=NodeConfig(max_sessions_per_device=2))
+    async with trio.open_nursery() as nursery:
+        await connect(nursery, fleet, hub, "carol", "mem://a")
+        await connect(nursery, fleet, hub, "carol", "mem://b")
+        third = await connect(nursery, fleet, hub, "carol", "mem://c")
+        end = await third.closed_by_peer()
+        carol = device_id(fleet.world.device("carol"))
+        assert end.reason == f"handshake failed: node busy: 2 sessions with {carol} already"
+        other = await connect(nursery, fleet, hub, "alice", "mem://d")
+        assert not other.session.closed
+        await wait_until(lambda: len(hub.peers) == 3)
+        nursery.cancel_scope.cancel()
+
+
+async def test_beyond_the_refusals_in_progress_a_connection_is_closed_at_once(
+        autojump_clock: MockClock, fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(node_module, "MAX_REFUSING", 1)
+    hub = fleet.node("hub", role="hub", config=NodeConfig(max_sessions=1))
+    async with trio.open_nursery() as nursery:
+        await connect(nursery, fleet, hub, "alice", "mem://one")
+        # A refused session in its handshake (it sends nothing)...
+        _slow, right = trio.testing.memory_stream_pair()
+        start_session(nursery, hub, right, initiator=False, address="mem://slow")
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(hub.peers) == 2
+        # ...and the next connection is not even answered.
+        left2, right2 = trio.testing.memory_stream_pair()
+        late = start_session(nursery, hub, right2, initiator=False, address="mem://late")
+        await late.done.wait()
+        assert late.stats is not None
+        assert late.stats.error
+        assert late.stats.reason == "node busy: 1 sessions, the most it runs at once"
+        assert await left2.receive_some() == b""
+        assert len(hub.peers) == 2
+        nursery.cancel_scope.cancel()
+
+
+# ---------------------------------------------------------------- send buffers
+
+async def test_the_send_buffers_of_all_sessions_are_bounded_together(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    """Two peers that stop reading: records pushed to them pile up in their buffers.
+    Over the total, the session holding the most is closed; the other goes on."""
+    hub = fleet.node("hub", role="hub")
+    async with trio.open_nursery() as nursery:
+        a = await connect(nursery, fleet, hub, "alice", "mem://a",
+                          pair=trio.testing.lockstep_stream_pair)
+        a.session.send_summary(Frontier({}), trio.current_time())
+        await a.flush()
+        await wait_until(lambda: hub.peers[1].session.state is State.WE_SYNCED)
+        for n in range(5):
+            fleet.pay(hub.replica, "alice", "carol", 1_00, f"p-{n}")
+            hub.push_new(trio.current_time())  # a does not read: they wait in its buffer
+        b = await connect(nursery, fleet, hub, "bob", "mem://b",
+                          pair=trio.testing.lockstep_stream_pair)
+        b.session.send_summary(hub.replica.frontier(), trio.current_time())  # it lacks nothing
+        await b.flush()
+        await wait_until(lambda: hub.peers[2].session.state is State.WE_SYNCED)
+        held = hub.peers[1].session.pending_output + hub.peers[2].session.pending_output
+        hub.config = dataclasses.replace(hub.config, max_send_buffer_total=held + 1)
+        fleet.pay(hub.replica, "alice", "carol", 1_00, "p-last")
+        hub.push_new(trio.current_time())  # to both: over the total
+        await wait_until(lambda: 1 not in hub.peers)
+        assert hub.completed[-1].reason == ("peer too slow: the send buffers of all sessions "
+                                            "are full")
+        assert hub.peers[2].session.state is State.WE_SYNCED
+        assert 0 < hub.peers[2].session.pending_output <= held + 1
+        nursery.cancel_scope.cancel()
