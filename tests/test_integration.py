@@ -98,17 +98,21 @@ def homes(template: Path, tmp_path: Path) -> dict[str, Path]:
     return {name: tmp_path / name for name in NAMES}
 
 
-def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items()
-            if k not in ("P2P_LEDGER_PASSPHRASE", "P2P_LEDGER_HOME")}
+def _env(passphrase: str | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("P2P_LEDGER_PASSPHRASE", "P2P_LEDGER_HOME")}
+    if passphrase is not None:
+        env["P2P_LEDGER_PASSPHRASE"] = passphrase
+    return env
 
 
 def command(home: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "p2p_ledger", "--home", str(home), *args]
 
 
-def cli(home: Path, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command(home, *args), env=_env(), stdin=subprocess.DEVNULL,
+def cli(home: Path, *args: str, timeout: float = 60.0,
+        passphrase: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command(home, *args), env=_env(passphrase), stdin=subprocess.DEVNULL,
                           capture_output=True, text=True, timeout=timeout, check=False,
                           cwd=home.parent)
 
@@ -169,9 +173,9 @@ def assert_status_converged(*hs: Path) -> dict[Path, dict[str, Any]]:
 class Serve:
     """A `serve` process whose stderr a thread drains into a queue."""
 
-    def __init__(self, home: Path, *args: str) -> None:
+    def __init__(self, home: Path, *args: str, passphrase: str | None = None) -> None:
         self.home = home
-        self.proc = subprocess.Popen(command(home, "serve", *args), env=_env(),
+        self.proc = subprocess.Popen(command(home, "serve", *args), env=_env(passphrase),
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True, cwd=home.parent)
         self.lines: queue.Queue[str | None] = queue.Queue()
@@ -219,8 +223,8 @@ class Serve:
 
 
 @contextmanager
-def serving(home: Path, *args: str) -> Iterator[Serve]:
-    server = Serve(home, *args)
+def serving(home: Path, *args: str, passphrase: str | None = None) -> Iterator[Serve]:
+    server = Serve(home, *args, passphrase=passphrase)
     try:
         yield server
     finally:
@@ -322,6 +326,71 @@ def test_sync_over_websocket(homes: dict[str, Path]) -> None:
         assert out["records_out"] == 1
         assert holds(hub, rid)
     assert_status_converged(hub, dev2)
+
+
+# ---------------------------------------------------------------- the README walkthrough
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+WALKTHROUGH_PASSPHRASE = "correct horse battery staple"
+
+
+def readme_walkthrough() -> list[str]:
+    """The commands of README.md's hub walkthrough, in order (comments left out)."""
+    text = README.read_text(encoding="utf-8")
+    block = text.split("A site with a hub, step by step", 1)[1].split("```sh\n", 1)[1]
+    lines = block.split("```", 1)[0].splitlines()
+    return [line for line in lines if line.strip() and not line.startswith("#")]
+
+
+def test_the_readme_hub_walkthrough_runs_as_written(tmp_path: Path) -> None:
+    """README.md "Using it", line by line, through the real CLI, the hub a real `serve`
+    process on 127.0.0.1 (on a free port instead of 7700). The hub starts with no admit
+    of its own: the authority must accept it as a device and send it its admit, and
+    the running `serve` must then act as the hub it was admitted as, for devices that
+    hold nothing yet (specs/sync-protocol.md section 5, node.md section 7)."""
+    ids: dict[str, str] = {}
+    server: Serve | None = None
+    url, listen = "127.0.0.1:7700", "127.0.0.1:0"
+
+    def run(line: str) -> None:
+        nonlocal server
+        for name in re.findall(r"\$\(p2p-ledger --home (\w+) id\)", line):
+            ids.setdefault(name, cli(tmp_path / name, "id").stdout.strip())
+            line = line.replace(f'"$(p2p-ledger --home {name} id)"', ids[name])
+        background = line.endswith(" &")
+        argv = shlex.split(line.removesuffix(" &").replace(url, listen))
+        assert argv[:2] == ["p2p-ledger", "--home"], line
+        home, args = tmp_path / argv[2], argv[3:]
+        if background:
+            assert server is None, "one background command: the hub"
+            assert args[0] == "serve", line
+            server = Serve(home, *args[1:], passphrase=WALKTHROUGH_PASSPHRASE)
+            return
+        done = cli(home, *args, passphrase=WALKTHROUGH_PASSPHRASE)
+        assert done.returncode == 0, (line, done.stdout, done.stderr,
+                                      "".join(server.log) if server else "")
+
+    lines = readme_walkthrough()
+    assert sum(line.endswith(" &") for line in lines) == 1
+    try:
+        for line in lines:
+            run(line)
+            if server is not None and listen.endswith(":0"):
+                listen = f"127.0.0.1:{server.port()}"
+        assert server is not None
+        homes = {name: tmp_path / name for name in ("A", "HUB", "D1", "D2")}
+        d1, d2 = (Account.parse(f"{ids[n]}/main") for n in ("D1", "D2"))
+        for name, home in homes.items():
+            got = peek(home, lambda r: (r.balance(d1), r.balance(d2)))
+            assert got == (250_00 - 12_50, 12_50), name
+        assert converged(*homes.values())
+        statuses = assert_status_converged(*homes.values())
+        peers = statuses[homes["D2"]]["peers"]
+        assert [(p["device_id"], p["role"]) for p in peers] == [(ids["HUB"], "hub")]
+        server.wait_line(r"holds its own admit now: role hub")
+    finally:
+        if server is not None:
+            server.stop()
 
 
 async def _summary_then_junk(port: int, network: NetworkDescriptor,

@@ -593,6 +593,62 @@ async def test_device_without_admission_is_refused_at_the_handshake(
     assert store_of(mallory).totals().records == 0
 
 
+# ---------------------------------------------------------------- roles
+
+def newcomer(fleet: Fleet, name: str) -> Node:
+    """`name`'s node on an empty store (it holds not even its own admit), taking its
+    role from its admit as `serve` does."""
+    return Node(fleet.replica(name, seeded=False), fleet.key(name), wall_ms=lambda: WALL_MS)
+
+
+async def test_a_hub_without_its_admit_joins_over_the_network_and_then_serves_as_a_hub(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    """Issue 11: the authority refused a hub that did not hold its own admit yet (it
+    claims `device`, and was admitted as `hub`). It accepts it as a device and sends
+    the admit; the same running node then shows its admit and claims `hub`, so a
+    device that holds nothing (and must see the hub's admit) gets in."""
+    authority = Node(fleet.replica("authority"), fleet.key("authority"),
+                     wall_ms=lambda: WALL_MS)
+    hub, bob = newcomer(fleet, "hub"), newcomer(fleet, "bob")
+    assert (hub.role, hub.admit, bob.role, bob.admit) == ("device", None, "device", None)
+    async with trio.open_nursery() as nursery:
+        ra, rh = start_pair(nursery, authority, hub, until_synced=True, name="authority")
+    assert ra.stats is not None
+    assert rh.stats is not None
+    assert (ra.stats.reason, ra.stats.synced, rh.stats.synced) == ("sync complete", True, True)
+    [(device, _, role, *_)] = store_of(authority).peers()
+    assert (device, role) == (hub.device, "device")  # granted what it claimed
+    assert (hub.role, hub.admit) == ("hub", fleet.admit_raw(hub.replica, "hub"))
+
+    async with trio.open_nursery() as nursery:
+        rb, rh = start_pair(nursery, bob, hub, until_synced=True, name="bob")
+    assert rb.stats is not None
+    assert rb.stats.synced, rb.stats.reason
+    [(device, _, role, *_)] = store_of(bob).peers()
+    assert (device, role) == (hub.device, "hub")
+    assert (bob.role, bob.admit) == ("device", fleet.admit_raw(bob.replica, "bob"))
+    assert bob.replica.state_hash() == hub.replica.state_hash() == authority.replica.state_hash()
+
+
+async def test_a_serving_node_takes_its_admit_written_by_another_process(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    """`p2p-ledger import` of a bundle with the hub's admit while `serve --hub` runs:
+    the store poll finds it, and later sessions show it."""
+    hub = newcomer(fleet, "hub")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(hub.watch_store)
+        other = SqliteStore(store_of(hub).path, fleet.world.network.network_id)
+        try:
+            with other.transaction():
+                Replica(fleet.world.network, other).receive_many(fleet.seed, now_ms=WALL_MS)
+        finally:
+            other.close()
+        took = await wait_until(lambda: hub.role == "hub")
+        assert took <= hub.config.poll_interval + 0.02
+        assert hub.admit == fleet.admit_raw(hub.replica, "hub")
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_fatal_frame_right_after_a_good_one_closes_only_that_session(
         autojump_clock: MockClock, fleet: Fleet) -> None:
     """One read holds a good SUMMARY and then junk: the session queues the summary's

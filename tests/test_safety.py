@@ -33,11 +33,13 @@ from p2p_ledger.core.records import (
     SignedRecord,
     Transfer,
     parse_record,
+    record_id,
     sign_record,
 )
 from p2p_ledger.core.store import MemoryStore, Verdict
 from p2p_ledger.core.wallet import Wallet
 from p2p_ledger.errors import LocalError, PaymentRefused
+from p2p_ledger.storage.sqlite import SqliteStore
 from tests.helpers import T0, World, key, sync
 from tests.node_helpers import WALL_MS, Fleet, make_fleet, start_pair
 
@@ -396,6 +398,67 @@ async def test_an_expired_device_fails_the_handshake_until_renewed(
                                  name="renewed")
     assert answerer.stats is not None
     assert (answerer.stats.reason, answerer.stats.synced) == ("sync complete", True)
+
+
+def _signed_apart(fleet: Fleet, bodies: list[Body]) -> list[bytes]:
+    """Authority records after the fleet's seed that are NOT added to it: each node
+    holds only those the test gives it."""
+    auth = fleet.world.wallet("authority", Replica(fleet.world.network, MemoryStore()))
+    auth.replica.receive_many(fleet.seed, now_ms=WALL_MS)
+    return [auth.submit(body, now_ms=T0 + 1_000 + i).record.raw for i, body in enumerate(bodies)]
+
+
+def _holding(fleet: Fleet, name: str, raws: list[bytes]) -> Replica:
+    replica = fleet.replica(name)
+    store = replica.store
+    assert isinstance(store, SqliteStore)
+    with store.transaction():
+        report = replica.receive_many(raws, now_ms=WALL_MS)
+    assert len(report.applied) == len(raws), report
+    return replica
+
+
+@pytest.mark.parametrize("case", ["expired", "revoked"])
+async def test_an_admit_shown_but_not_held_is_judged_as_a_held_one(
+        autojump_clock: MockClock, tmp_path: Path, case: str) -> None:
+    """Issue 11: a node that does not hold the peer's admit judged only the admit's
+    signature, so an expired device got a full sync. The admit shown is judged as a
+    stored one: its expiry by this node's wall clock, and a revocation held here."""
+    fleet = make_fleet(tmp_path)
+    dave = fleet.world.device_keys["dave"] = key("test/dave")
+    device = bytes(dave.verify_key)
+    if case == "expired":
+        [admit] = _signed_apart(fleet, [Admit(device=device, expires=WALL_MS - 1)])
+        hub_holds: list[bytes] = []
+        reason = (f"handshake failed: the certificate of {device_id(device)} expired at "
+                  f"{WALL_MS - 1} (Unix ms)")
+    else:  # the revocation comes first in the authority's chain: held without the admit
+        revoke, admit = _signed_apart(fleet, [Revoke(device=device, after_seq=0),
+                                              Admit(device=device)])
+        hub_holds = [revoke]
+        reason = (f"handshake failed: {device_id(device)} was revoked after its seq 0 "
+                  f"(record {record_id(revoke).hex()[:16]})")
+    hub = fleet.node("hub", role="hub", replica=_holding(fleet, "hub", hub_holds))
+    assert hub.replica.store.admits_for(device) == []
+    before = hub.replica.store.totals()
+    dave_node = fleet.node("dave", replica=_holding(fleet, "dave", [*hub_holds, admit]))
+    dave_before = dave_node.replica.store.totals()
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            dialer, answerer = start_pair(nursery, dave_node, hub, until_synced=True, name=case)
+    assert dialer.stats is not None
+    assert answerer.stats is not None
+    assert answerer.stats.reason == reason
+    assert answerer.stats.error
+    assert answerer.stats.peer is None  # never past the handshake: no summary sent
+    assert not dialer.stats.synced
+    assert dialer.stats.records_in == answerer.stats.records_out == 0
+    assert answerer.stats.records_in == 0
+    assert hub.replica.store.totals() == before
+    assert dave_node.replica.store.totals() == dave_before
+    hub_store = hub.replica.store
+    assert isinstance(hub_store, SqliteStore)
+    assert hub_store.peers() == []
 
 
 # ---------------------------------------------------------------- regressions (found while testing)

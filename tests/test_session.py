@@ -23,10 +23,11 @@ import msgpack
 import pytest
 
 from p2p_ledger.core.hlc import pack_hlc
+from p2p_ledger.core.ids import device_id
 from p2p_ledger.core.ledger import Frontier, Replica
 from p2p_ledger.core.network import NetworkDescriptor
-from p2p_ledger.core.records import Admit, Record, Role, sign_record
-from p2p_ledger.core.store import Tip
+from p2p_ledger.core.records import Admit, Record, Role, parse_record, sign_record
+from p2p_ledger.core.store import MemoryStore, Tip
 from p2p_ledger.core.wallet import Wallet
 from p2p_ledger.errors import LocalProtocolError, RemoteProtocolError
 from p2p_ledger.protocol import session as session_module
@@ -57,6 +58,7 @@ from p2p_ledger.protocol.frames import (
     frame,
 )
 from p2p_ledger.protocol.session import (
+    Admission,
     HandshakeDone,
     PeerSummary,
     PeerSynced,
@@ -68,7 +70,7 @@ from p2p_ledger.protocol.session import (
     SyncComplete,
 )
 from p2p_ledger.protocol.sketch import CELL_BYTES
-from tests.helpers import T0, World, funded_world, sync
+from tests.helpers import T0, World, funded_world, key, sync
 from tests.protocol_pair import (
     ManualPeer,
     SessionPair,
@@ -793,11 +795,21 @@ def test_connecting_to_itself_is_refused() -> None:
     check_dead(b, "connected to itself")
 
 
-def admit_as(world: World, device: bytes, role: Role) -> bytes:
-    """An admit of `device` with `role`, signed by the authority (not in any replica)."""
+def admit_as(world: World, device: bytes, role: Role, *, at: int = T0,
+             expires: int | None = None) -> bytes:
+    """An admit of `device` with `role`, signed by the authority at `at` (Unix ms; a
+    later one is newer), not in any replica."""
     rec = Record(author=world.network.authority, seq=1, prev=None, refs=(),
-                 hlc=pack_hlc(T0), body=Admit(device=device, role=role))
+                 hlc=pack_hlc(at), body=Admit(device=device, role=role, expires=expires))
     return sign_record(rec, world.authority_key, world.network.network_id).raw
+
+
+def admission(raw: bytes) -> Admission:
+    """An admit record as a node's store describes it to the session (`known_admit`)."""
+    rec = parse_record(raw)
+    assert isinstance(rec.record.body, Admit)
+    return Admission(id=rec.id, hlc=rec.record.hlc, role=rec.record.body.role.value,
+                     expires=rec.record.body.expires)
 
 
 ROLE_CASES = {  # name: (who, admitted as (None: no admit, the authority), claimed role)
@@ -846,37 +858,147 @@ def test_admitted_role_is_the_one_reported(role: Role) -> None:
     assert a.session.state is b.session.state is State.SUMMARY
 
 
-@pytest.mark.parametrize(("known", "claimed", "words"), [
-    ("device", "device", None),
-    ("hub", "hub", None),
-    ("hub", "device", "the peer claims role 'device' but is admitted as 'hub'"),
-    ("device", "authority", "the peer claims role 'authority' but is admitted as 'device'"),
-    (None, "device", "the peer shows no admit record"),
+@pytest.mark.parametrize(("known", "claimed", "granted", "words"), [
+    ("device", "device", "device", None),
+    ("hub", "device", "device", None),  # a new hub, before its own admit reaches it
+    ("hub", "hub", "hub", None),
+    ("device", "hub", None, "the peer claims role 'hub' but is admitted as 'device'"),
+    ("device", "authority", None,
+     "the peer claims role 'authority' but is admitted as 'device'"),
+    (None, "device", None, "the peer shows no admit record"),
 ])
-def test_device_without_its_admit_gets_the_role_the_store_knows(
-        known: str | None, claimed: str, words: str | None) -> None:
-    """A device too new to hold its own admit shows none; `known_member` (the node's
-    store) gives its admitted role, or None for a stranger."""
+def test_a_node_without_its_admit_is_judged_by_the_admit_held_here(
+        known: str | None, claimed: str, granted: str | None, words: str | None) -> None:
+    """A node too new to hold its own admit shows none and claims `device`;
+    `known_admit` (the node's store) gives the admit it knows of that key, or None
+    for a stranger. The peer gets no role above that admit's, and may claim less."""
     world, _ = _bare_world()
     bob = world.device("bob")
     asked: list[bytes] = []
+    held = None if known is None else admission(admit_as(world, bob, Role(known)))
 
-    def known_member(device: bytes) -> str | None:
+    def known_admit(device: bytes) -> Admission | None:
         asked.append(device)
-        return known if device == bob else None
+        return held if device == bob else None
 
     a = Side("authority", Session(
         network=world.network, key=world.authority_key, admit=None, role="authority",
-        initiator=True, now=0.0, known_member=known_member))
+        initiator=True, now=0.0, known_admit=known_admit))
     b = Side("bob", make_session(world, "bob", initiator=False, admit=None, role=claimed))
     SessionPair(a, b).pump()
     assert asked == [bob]
     if words is None:
-        assert a.of_type(HandshakeDone) == [HandshakeDone(peer=bob, role=claimed)]
+        assert a.of_type(HandshakeDone) == [HandshakeDone(peer=bob, role=granted)]
+        assert a.session.peer_role == granted
         assert a.session.state is State.SUMMARY
     else:
         check_dead(a, "handshake failed", words)
         assert not a.of_type(HandshakeDone)
+
+
+NEWER_CASES = {  # name: (shown: role, age; held here: role, age; claimed, granted or refusal)
+    "promoted, not told yet": ("device", 1, "hub", 2, "device", "device"),
+    "demoted, not told yet": ("hub", 1, "device", 2, "hub", "device"),
+    "shows the newer admit": ("hub", 2, "device", 1, "hub", "hub"),
+    "claims its held admit's role": (
+        "device", 1, "hub", 2, "hub", "the peer claims role 'hub' but is admitted as 'device'"),
+}
+
+
+@pytest.mark.parametrize("case", list(NEWER_CASES))
+def test_the_newer_admit_caps_the_role(case: str) -> None:
+    """Of the admit a peer shows and the one held here, the newer gives the highest
+    role the peer may have; an honest peer claims what the admit it shows gives."""
+    shown_role, shown_at, held_role, held_at, claimed, outcome = NEWER_CASES[case]
+    world, _ = _bare_world()
+    bob = world.device("bob")
+    held = admission(admit_as(world, bob, Role(held_role), at=T0 + held_at))
+    a = Side("authority", Session(
+        network=world.network, key=world.authority_key, admit=None, role="authority",
+        initiator=True, now=0.0, known_admit=lambda d: held if d == bob else None))
+    b = Side("bob", make_session(world, "bob", initiator=False, role=claimed,
+                                 admit=admit_as(world, bob, Role(shown_role), at=T0 + shown_at)))
+    SessionPair(a, b).pump()
+    if outcome in ("device", "hub"):
+        assert a.of_type(HandshakeDone) == [HandshakeDone(peer=bob, role=outcome)]
+    else:
+        check_dead(a, "handshake failed", outcome)
+        assert not a.of_type(HandshakeDone)
+
+
+# ---------------------------------------------------------------- expired admits
+
+WALL = T0 + 3_600_000  # the checker's wall clock when its session starts
+
+
+def dave_world() -> tuple[World, Replica]:
+    """The funded world with one more device, dave, whom the authority never admitted
+    in its replica: only admits made by the test exist for him."""
+    world, ra = _bare_world()
+    world.device_keys["dave"] = key("test/dave")
+    return world, ra
+
+
+def expiry_pair(world: World, ra: Replica, shown: bytes, held: bytes | None, *,
+                at: float = 0.0) -> SessionPair:
+    """Alice (initiator, over `ra`, her wall clock WALL at session time 0) meets dave,
+    who shows `shown`; alice holds `held` for dave. The pair's clock is `at` seconds,
+    so the AUTHs cross at WALL + `at` s."""
+    dave = world.device("dave")
+    known = None if held is None else admission(held)
+    alice = Side("alice", Session(
+        network=world.network, key=world.device_keys["alice"],
+        admit=admit_of(ra, world.device("alice")), role="device", initiator=True, now=0.0,
+        wall_ms=WALL, known_admit=lambda d: known if d == dave else None), replica=ra)
+    dave_side = Side("dave", make_session(world, "dave", initiator=False, admit=shown),
+                     replica=Replica(world.network, MemoryStore()))
+    return SessionPair(alice, dave_side, now=at)
+
+
+@pytest.mark.parametrize(("expires", "at", "held"), [
+    (WALL - 1, 0.0, False),         # expired before the session
+    (WALL + 2_000, 3.0, False),     # expired while the handshake ran (fake time)
+    (WALL - 1, 0.0, True),          # the same admit is held here too
+])
+def test_an_expired_admit_is_refused_whether_or_not_it_is_held_here(
+        expires: int, at: float, held: bool) -> None:
+    world, ra = dave_world()
+    admit = admit_as(world, world.device("dave"), Role.DEVICE, expires=expires)
+    pair = expiry_pair(world, ra, admit, admit if held else None, at=at)
+    pair.pump()
+    alice = pair.a
+    check_dead(alice, f"handshake failed: the certificate of {device_id(world.device('dave'))} "
+                      f"expired at {expires} (Unix ms)")
+    assert not alice.of_type(HandshakeDone)
+    assert alice.session.peer is None
+    # Alice sent her HELLO, her AUTH and the CLOSE: no summary, no record.
+    sent = sent_frames(pair, alice)
+    assert [type(f) for f in sent] == [Auth, Close]
+    assert pair.b.replica is not None
+    assert pair.b.replica.store.totals().records == 0
+    assert not pair.b.of_type(RecordsReceived)
+
+
+@pytest.mark.parametrize(("shown_expires", "shown_at", "held_expires", "held_at", "ok"), [
+    (WALL + 1, 2, WALL - 1, 1, True),    # shows a renewal not held here yet
+    (WALL - 1, 1, WALL + 1, 2, True),    # shows its old admit; a renewal is held here
+    (WALL - 1, 2, WALL + 1, 1, False),   # shows the newer admit, and it has expired
+    (None, 1, WALL - 1, 2, False),       # the newer admit, held here, has expired
+])
+def test_the_newer_admit_decides_expiry(shown_expires: int | None, shown_at: int,
+                                        held_expires: int, held_at: int, ok: bool) -> None:
+    world, ra = dave_world()
+    dave = world.device("dave")
+    shown = admit_as(world, dave, Role.DEVICE, at=T0 + shown_at, expires=shown_expires)
+    held = admit_as(world, dave, Role.DEVICE, at=T0 + held_at, expires=held_expires)
+    pair = expiry_pair(world, ra, shown, held)
+    pair.pump()
+    if ok:
+        assert pair.a.of_type(HandshakeDone) == [HandshakeDone(peer=dave, role="device")]
+        assert pair.a.session.state is State.LIVE
+    else:
+        check_dead(pair.a, "handshake failed: the certificate of", "expired at")
+        assert not pair.a.of_type(HandshakeDone)
 
 
 # ---------------------------------------------------------------- a handshake by hand

@@ -43,6 +43,7 @@ from p2p_ledger.core.store import MemoryStore
 from p2p_ledger.core.wallet import Wallet
 from p2p_ledger.protocol.frames import MAX_SUMMARY_ENTRIES, Summary, SummaryPart
 from p2p_ledger.protocol.session import (
+    Admission,
     HandshakeDone,
     PeerSummary,
     RecordsReceived,
@@ -63,6 +64,11 @@ def _key(name: str) -> nacl.signing.SigningKey:
 AUTHORITY, DEVICE, HOSTILE = _key("bench/authority"), _key("bench/device"), _key("bench/hostile")
 NETWORK = NetworkDescriptor(name="bench-memory", currency="AED",
                             authority=bytes(AUTHORITY.verify_key))
+
+
+def _any_device(device: bytes) -> Admission:
+    """The node "holds" an admit for every key: the hostile peer is an admitted device."""
+    return Admission(id=bytes(32), hlc=0, role="device")
 
 
 def rss() -> int:
@@ -110,7 +116,7 @@ def _pair(config: SessionConfig) -> tuple[Session, Session]:
     """A hostile initiator and our responder, handshake done."""
     ours = Session(network=NETWORK, key=AUTHORITY, admit=None, role="authority",
                    initiator=False, now=0.0, config=config,
-                   known_member=lambda d: "device")
+                   known_admit=_any_device)
     theirs = Session(network=NETWORK, key=HOSTILE, admit=None, role="device",
                      initiator=True, now=0.0)
     for src, dst in ((theirs, ours), (ours, theirs), (theirs, ours)):
@@ -166,7 +172,7 @@ def honest_sync(hostile: Iterator[bytes] | None, victim: Session | None) -> floa
     source, dest = honest_world()
     admit = source.store.raw(source.store.admits_for(bytes(DEVICE.verify_key))[-1].id)
     sa = Session(network=NETWORK, key=AUTHORITY, admit=None, role="authority",
-                 initiator=False, now=0.0, known_member=lambda d: "device")
+                 initiator=False, now=0.0, known_admit=_any_device)
     sb = Session(network=NETWORK, key=DEVICE, admit=admit, role="device", initiator=True,
                  now=0.0)
     sides = {id(sa): source, id(sb): dest}

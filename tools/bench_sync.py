@@ -40,7 +40,7 @@ from bench_ingest import DEFAULT_CACHE, Workload, baseline_verify, devices_for
 
 from p2p_ledger.core.ledger import Replica
 from p2p_ledger.node.links import Link
-from p2p_ledger.node.node import Node
+from p2p_ledger.node.node import Node, newest_admit
 from p2p_ledger.node.verifier import shared_verifier
 from p2p_ledger.protocol._state import State
 from p2p_ledger.protocol.session import (
@@ -103,12 +103,9 @@ async def tcp_sync(a: Node, b: Node) -> tuple[float, int, int]:
 def sessions(work: Workload, key_a: nacl.signing.SigningKey, key_b: nacl.signing.SigningKey,
              ra: Replica, rb: Replica) -> tuple[Session, Session]:
     """A's responder session and B's initiator session, as the nodes would make them."""
-    def known(device: bytes) -> str | None:
-        admits = ra.store.admits_for(device)
-        return admits[-1].role if admits else None
-
     sa = Session(network=work.network, key=key_a, admit=None, role="authority",
-                 initiator=False, now=0.0, known_member=known)
+                 initiator=False, now=0.0,
+                 known_admit=functools.partial(newest_admit, ra.store))
     sb = Session(network=work.network, key=key_b, admit=admit_of(rb, key_b), role="device",
                  initiator=True, now=0.0)
     return sa, sb

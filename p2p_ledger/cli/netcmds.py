@@ -35,7 +35,10 @@ def serve(args: argparse.Namespace) -> int:
     home = Home(args.home)
     with opened(home) as replica:
         node = Node(replica, home.signing_key(passphrase))
-        if args.hub and node.role != "hub":
+        if args.hub and node.role != "hub" and node.admit is None:
+            log.info("--hub: this device holds no admit of its own yet; it takes the role "
+                     "its admit gives once a peer (the authority) has synced it here")
+        elif args.hub and node.role != "hub":
             log.warning("--hub: this device is admitted as %s; run `p2p-ledger admit "
                         "DEVICE_ID --role hub` on the authority for peers to see a hub",
                         node.role)

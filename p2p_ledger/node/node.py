@@ -37,11 +37,13 @@ import trio
 
 from ..core.ids import device_id
 from ..core.ledger import Frontier, Replica
-from ..core.records import SignedRecord
+from ..core.records import Admit, SignedRecord
+from ..core.store import LedgerStore
 from ..core.wallet import Wallet
 from ..errors import PendingFull, TransportError
 from ..protocol._state import State
 from ..protocol.session import (
+    Admission,
     HandshakeDone,
     PeerSummary,
     PeerSynced,
@@ -58,7 +60,7 @@ from .discovery import DISCOVERY_PORT, Announcement, announce, listen, network_t
 from .links import Link, open_link
 from .verifier import shared_verifier
 
-__all__ = ["Node", "NodeConfig", "SessionStats"]
+__all__ = ["Node", "NodeConfig", "SessionStats", "newest_admit"]
 
 log = logging.getLogger("p2p_ledger.node")
 
@@ -183,6 +185,14 @@ class _Peer:
         self.wakeup.set()
 
 
+def newest_admit(store: LedgerStore, device: bytes) -> Admission | None:
+    """The newest admit of `device` in `store`, by hlc, then id (as the ledger ranks
+    them): what the handshake checks a peer against (`Session(known_admit=...)`)."""
+    ranked = [Admission(id=a.id, hlc=row.hlc, role=a.role, expires=a.expires)
+              for a in store.admits_for(device) if (row := store.get(a.id)) is not None]
+    return max(ranked, key=lambda a: (a.hlc, a.id), default=None)
+
+
 class Node:
     """A replica served over sessions. `clock` is trio's (fake in tests);
     `wall_ms` is the wall clock used to judge record timestamps."""
@@ -194,7 +204,7 @@ class Node:
         self.replica = replica
         self.key = key
         self.device = bytes(key.verify_key)
-        self.role = role or self._admitted_role()
+        self._fixed_role = role
         self.config = config or NodeConfig()
         if self.config.verify_in_process:
             verifier = shared_verifier()
@@ -203,7 +213,11 @@ class Node:
         self._wall_ms = wall_ms
         self._rng = rng or random.Random()
         self._connect = connect
-        self.admit = self._find_admit()
+        # What this node shows and claims in its handshakes; `_learn_admission` updates
+        # both when its own admit arrives (a running hub learns it is a hub).
+        self.admit: bytes | None = None
+        self.role = "authority" if self.device == replica.network.authority else "device"
+        self._learn_admission(starting=True)
         self.peers: dict[int, _Peer] = {}
         self._ids = itertools.count(1)
         self._origin: dict[bytes, int] = {}
@@ -218,47 +232,46 @@ class Node:
         assert isinstance(store, SqliteStore)
         return store
 
-    def _find_admit(self) -> bytes | None:
-        if self.device == self.replica.network.authority:
-            return None
-        admits = self.replica.store.admits_for(self.device)
-        if not admits:
-            log.info("this device holds no admit record of its own yet: peers that know "
-                     "its admit will accept it and send it")
-            return None
-        return self.replica.store.raw(admits[-1].id)
+    def _newest_admit(self, device: bytes) -> Admission | None:
+        return newest_admit(self.replica.store, device)
 
-    def _admitted_role(self) -> str:
-        """The role this node's admit gives it (what peers will check)."""
+    def _learn_admission(self, *, starting: bool = False) -> None:
+        """Take this node's own newest admit for later handshakes: show it, and claim
+        the role it gives (unless the role was fixed by the caller). Until it holds one,
+        a node claims `device`: a peer that knows its admit lets it in and sends it."""
         if self.device == self.replica.network.authority:
-            return "authority"
-        return self._known_member(self.device) or "device"
-
-    def _known_member(self, device: bytes) -> str | None:
-        admits = self.replica.store.admits_for(device)
-        return admits[-1].role if admits else None
+            self.role = self._fixed_role or "authority"
+            return
+        newest = self._newest_admit(self.device)
+        if newest is None:
+            if starting:
+                log.info("this device holds no admit record of its own yet: peers that "
+                         "know its admit will accept it and send it")
+            self.role = self._fixed_role or "device"
+            return
+        admit = self.replica.store.raw(newest.id)
+        if admit == self.admit:
+            return
+        self.admit, self.role = admit, self._fixed_role or newest.role
+        if not starting:
+            log.info("this device holds its own admit now: role %s", self.role)
 
     def now_ms(self) -> int:
         return self._wall_ms() if self._wall_ms is not None else time.time_ns() // 1_000_000
 
     def _refused(self, device: bytes) -> str | None:
-        """Why a peer that proved its key may still not sync here: the authority revoked
-        it, or its newest admit held here (by hlc, then id, as the ledger ranks them)
-        has expired by this node's wall clock; a renewed admit lets it back in. A peer
-        this node knows no admit of is judged by the admit it shows, in the session."""
+        """Why a peer that proved its key and admission may still not sync here: it has
+        as many sessions here as one device may, or the authority revoked it (whether
+        or not its admit is held here). Expiry is judged by the session, on the newer
+        of the admit shown and the one held here."""
         same = sum(p.session.peer == device for p in self.peers.values())
         if same >= self.config.max_sessions_per_device:
             return f"node busy: {same} sessions with {device_id(device)} already"
-        store = self.replica.store
-        revocations = store.revocations(device)
+        revocations = self.replica.store.revocations(device)
         if revocations:
             after, rid = min(revocations)
             return (f"{device_id(device)} was revoked after its seq {after} "
                     f"(record {rid.hex()[:16]})")
-        ranked = [(row.hlc, a.id, a.expires) for a in store.admits_for(device)
-                  if (row := store.get(a.id)) is not None]
-        if ranked and (expires := max(ranked)[2]) is not None and expires < self.now_ms():
-            return f"the certificate of {device_id(device)} expired at {expires} (Unix ms)"
         return None
 
     # ------------------------------------------------------------ sessions
@@ -272,9 +285,9 @@ class Node:
             return await self._turn_away(stream, address, busy)
         session = Session(network=self.replica.network, key=self.key, admit=self.admit,
                           role=self.role, initiator=initiator, now=started,
-                          config=self.config.session, known_member=self._known_member,
+                          config=self.config.session, known_admit=self._newest_admit,
                           refuse_peer=self._refused if busy is None else lambda _: busy,
-                          summary_budget=self._summary_budget)
+                          wall_ms=self.now_ms(), summary_budget=self._summary_budget)
         peer = _Peer(next(self._ids), session, stream, address, until_synced, busy is not None)
         peer.wake()  # the initiator's HELLO is already queued
         self.peers[peer.id] = peer
@@ -471,10 +484,15 @@ class Node:
         peer.committed += len(raws)
         peer.unstored += report.unstored
         forks: set[tuple[bytes, int]] = set()
+        own_admit = False
         for a in report.applied:
             self._origin[a.record.id] = peer.id
             if a.equivocates_with:
                 forks.add((a.record.record.author, a.record.record.seq))
+            body = a.record.record.body
+            own_admit |= isinstance(body, Admit) and body.device == self.device
+        if own_admit:
+            self._learn_admission()
         for _, exc in report.refused:
             if isinstance(exc, PendingFull):
                 log.info("session %s: %s", peer.label, exc)  # not the peer's fault
@@ -592,7 +610,8 @@ class Node:
         """Poll for records written by other processes on this home, and push them."""
         while True:
             await trio.sleep(self.config.poll_interval)
-            self.push_new(trio.current_time())
+            if self.push_new(trio.current_time()):
+                self._learn_admission()  # `import` may have brought this node's admit
 
     # ------------------------------------------------------------ dialing and serving
 

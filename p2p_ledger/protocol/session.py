@@ -5,9 +5,12 @@ Feed it the bytes that arrived and the current time (`receive_data`), take out e
 has passed. It never reads a socket or a clock, so the same object runs over TCP, a
 pipe, a WebSocket and the simulator, and tests drive it with fake time.
 
-A peer proves membership with the authority's admit record for its key, and its
-claimed role must be the admitted one; a device so new that it does not hold its own
-admit record yet is accepted if `known_member` (the node's store) knows its admit.
+A peer proves membership with the authority's admit record for its key. A node so new
+that it does not hold its own admit yet shows none and claims `device`; it is accepted
+if `known_admit` (the node's store) knows an admit of its key, and the admit reaches it
+in the delta. Of the admit shown and the one the node knows, the newer decides: it
+must not have expired by the wall clock (`wall_ms`, given, never read), and the peer
+never gets a role above the one it gives.
 
 What the session does not do is judge records: it hands the peer's records to the
 node as `RecordsReceived`, and sends what the node gives it (`send_summary`,
@@ -42,7 +45,13 @@ from ..core.ledger import Frontier
 from ..core.network import NetworkDescriptor
 from ..core.records import Admit, SignedRecord, open_record
 from ..core.store import Tip
-from ..errors import InvalidRecord, LocalProtocolError, ProtocolError, RemoteProtocolError
+from ..errors import (
+    InvalidRecord,
+    LocalError,
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+)
 from ._state import TRANSITIONS, State
 from .compact import Held, pack_records, unpack_records
 from .crypto import Channel, Ephemeral, auth_message, derive_keys, verify_auth_signature
@@ -77,11 +86,13 @@ from .frames import (
 )
 from .sketch import MAX_LISTED_TIPS, OurTips, Sketch, listed_tips, peer_tips, sketch_size
 
-__all__ = ["Event", "HandshakeDone", "PeerSummary", "PeerSynced", "RecordsReceived", "Session",
-           "SessionClosed", "SessionConfig", "SummaryBudget", "SyncComplete"]
+__all__ = ["Admission", "Event", "HandshakeDone", "PeerSummary", "PeerSynced", "RecordsReceived",
+           "Session", "SessionClosed", "SessionConfig", "SummaryBudget", "SyncComplete"]
 
 # A full summary's tips wait, until its last part, packed: author, seq (8 bytes), id.
 _PACKED_TIP = struct.Struct(">32sQ32s")
+# Roles by what they may do; a peer is never granted more than its newest admit gives.
+_ROLE_RANK = {"device": 0, "hub": 1, "authority": 2}
 
 
 # ---------------------------------------------------------------- events
@@ -140,6 +151,22 @@ Event = HandshakeDone | PeerSummary | RecordsReceived | PeerSynced | SyncComplet
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Admission:
+    """An admit record as the handshake judges it: the admit shown in AUTH, or the
+    newest one the node holds for the key (`known_admit`). Of two, the newer by
+    (hlc, id) decides, as the ledger ranks admits."""
+
+    id: bytes
+    hlc: int
+    role: str  # `device` or `hub`: the roles an admit gives
+    expires: int | None = None  # Unix ms; None: never
+
+    def __post_init__(self) -> None:
+        if len(self.id) != 32 or self.role not in ("device", "hub"):
+            raise LocalError(f"not an admission: id of {len(self.id)} bytes, role {self.role!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SessionConfig:
     handshake_timeout: float = 10.0
     idle_timeout: float = 60.0      # close if no complete frame arrives for this long
@@ -182,8 +209,14 @@ class Session:
                  admit: bytes | None, role: str, initiator: bool, now: float,
                  config: SessionConfig | None = None, ephemeral: Ephemeral | None = None,
                  refuse_peer: Callable[[bytes], str | None] | None = None,
-                 known_member: Callable[[bytes], str | None] | None = None,
+                 known_admit: Callable[[bytes], Admission | None] | None = None,
+                 wall_ms: int | None = None,
                  summary_budget: SummaryBudget | None = None) -> None:
+        """`known_admit(device)`: the newest admit of `device` the node holds.
+        `wall_ms`: the wall clock (Unix ms) at `now`, to judge admit expiry at the
+        handshake (the session counts on from it with `now`); None judges none.
+        `refuse_peer(device)`: the node's own reason to refuse a peer (a revocation, or
+        no room). `summary_budget`: the tips of full summaries all sessions may hold."""
         self.network = network
         self.config = config or SessionConfig()
         self.initiator = initiator
@@ -195,7 +228,8 @@ class Session:
         self._admit = admit
         self._role = role
         self._refuse_peer = refuse_peer
-        self._known_member = known_member
+        self._known_admit = known_admit
+        self._wall_ms = wall_ms
         self._ephemeral = ephemeral or Ephemeral()
         self._reader = FrameReader(HANDSHAKE_FRAME_LIMIT)
         self._channel: Channel | None = None
@@ -475,7 +509,7 @@ class Session:
             case Hello():
                 self._on_hello(msg, now)
             case Auth():
-                self._on_auth(msg)
+                self._on_auth(msg, now)
             case SummaryPart():
                 self._take_summary_tips(len(msg.tips))
                 self._summary_parts += b"".join(_PACKED_TIP.pack(*t) for t in msg.tips)
@@ -583,32 +617,50 @@ class Session:
         self._out += self._channel.seal(body)
         self._last_sent = now
 
-    def _on_auth(self, msg: Auth) -> None:
+    def _on_auth(self, msg: Auth, now: float) -> None:
         verify_auth_signature(msg.device_key, msg.signature, self._transcript_hash,
                               not self.initiator)
         if msg.device_key == bytes(self._key.verify_key):
             raise RemoteProtocolError("handshake failed: connected to itself")
         if msg.device_key == self.network.authority:
-            admitted_role = "authority"
+            role = "authority"
+            if msg.role != role:
+                raise _claim_refused(msg.role, role)
         else:
-            admitted_role = self._check_admit(msg)
-        if msg.role != admitted_role:
-            raise RemoteProtocolError(
-                f"handshake failed: the peer claims role {msg.role!r} but is admitted as "
-                f"{admitted_role!r}")
+            role = self._admitted_role(msg, now)
         refusal = self._refuse_peer(msg.device_key) if self._refuse_peer else None
         if refusal:
             raise RemoteProtocolError(f"handshake failed: {refusal}")
-        self.peer, self.peer_role = msg.device_key, msg.role
-        self._events.append(HandshakeDone(peer=msg.device_key, role=msg.role))
+        self.peer, self.peer_role = msg.device_key, role
+        self._events.append(HandshakeDone(peer=msg.device_key, role=role))
 
-    def _check_admit(self, msg: Auth) -> str:
-        """The role the peer's admit record gives it; RemoteProtocolError if none."""
-        if msg.admit is None:
-            known = self._known_member(msg.device_key) if self._known_member else None
-            if known is not None:
-                return known  # a new device that has not received its own admit yet
+    def _admitted_role(self, msg: Auth, now: float) -> str:
+        """The role a peer other than the authority gets: its claim, checked against
+        the admit it shows and the newest one the node knows; RemoteProtocolError if
+        it is not admitted, its newest admit has expired, or the claim does not fit."""
+        shown = self._shown_admit(msg)
+        known = self._known_admit(msg.device_key) if self._known_admit else None
+        if shown is None and known is None:
             raise RemoteProtocolError("handshake failed: the peer shows no admit record")
+        newest = max((a for a in (shown, known) if a is not None), key=lambda a: (a.hlc, a.id))
+        if newest.expires is not None and self._wall_ms is not None:
+            wall = self._wall_ms + round((now - self._started) * 1000)
+            if newest.expires < wall:
+                raise RemoteProtocolError(
+                    f"handshake failed: the certificate of {device_id(msg.device_key)} "
+                    f"expired at {newest.expires} (Unix ms)")
+        # An honest node claims what the admit it shows gives, or `device` while it holds
+        # none of its own; a node that knows a newer admit grants no more than that one.
+        if shown is not None and msg.role != shown.role:
+            raise _claim_refused(msg.role, shown.role)
+        if shown is None and known is not None and _ROLE_RANK[msg.role] > _ROLE_RANK[known.role]:
+            raise _claim_refused(msg.role, known.role)
+        return min(msg.role, newest.role, key=_ROLE_RANK.__getitem__)
+
+    def _shown_admit(self, msg: Auth) -> Admission | None:
+        """The admit record in the peer's AUTH, checked; RemoteProtocolError if bad."""
+        if msg.admit is None:
+            return None
         try:
             rec = open_record(msg.admit, self.network.network_id)
         except InvalidRecord as exc:
@@ -618,7 +670,8 @@ class Session:
                 or body.device != msg.device_key):
             raise RemoteProtocolError(
                 f"handshake failed: {device_id(msg.device_key)} is not admitted to this network")
-        return body.role.value
+        return Admission(id=rec.id, hlc=rec.record.hlc, role=body.role.value,
+                         expires=body.expires)
 
     def _die(self, error: ProtocolError, *, by_peer: bool) -> None:
         if self.state is State.CLOSED:
@@ -630,6 +683,11 @@ class Session:
         self.state = State.CLOSED
         self._give_back_summary_tips()
         self._events.append(SessionClosed(reason=str(error), by_peer=by_peer, error=error))
+
+
+def _claim_refused(claimed: str, admitted: str) -> RemoteProtocolError:
+    return RemoteProtocolError(f"handshake failed: the peer claims role {claimed!r} but is "
+                               f"admitted as {admitted!r}")
 
 
 def _nothing_held(author: bytes, seq: int) -> list[bytes]:
