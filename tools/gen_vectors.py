@@ -10,7 +10,11 @@ The valid vectors form one small, coherent ledger (an authority, a device and a 
 one record of each kind at least, so they can also be replayed into a replica. The
 invalid vectors each break exactly one rule and name the `RecordProblem` that
 `open_record` must raise; where the bytes are signed, they are signed correctly, so the
-problem named is the only one.
+problem named is the only one. The `descriptors`, `signatures` and `ledger_rules`
+sections hold network descriptor files and their ids (specs/network.md), records
+whose Ed25519 key or signature libsodium refuses (specs/records.md section 11), and
+records judged by a replica holding given records (ledger rules that need other
+records: an unknown tier, the hlc of a ref).
 
 Run `python tools/gen_vectors.py` to rewrite the file, `--check` to compare only.
 """
