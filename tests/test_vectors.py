@@ -26,8 +26,8 @@ import pytest
 from p2p_ledger.core.hlc import hlc_ms, pack_hlc
 from p2p_ledger.core.ids import Account, device_id, parse_device_id
 from p2p_ledger.core.ledger import Replica
-from p2p_ledger.core.money import MAX_AMOUNT_MINOR
-from p2p_ledger.core.network import NetworkDescriptor
+from p2p_ledger.core.money import CURRENCY_DECIMALS, MAX_AMOUNT_MINOR
+from p2p_ledger.core.network import DEFAULT_TIERS, MAX_TIERS, NetworkDescriptor
 from p2p_ledger.core.records import (
     MAX_RECORD_BYTES,
     MAX_REFS,
@@ -48,8 +48,9 @@ from p2p_ledger.core.records import (
     sign_record,
 )
 from p2p_ledger.core.store import MemoryStore, Verdict
-from p2p_ledger.errors import InvalidRecord, PaymentRefused, RecordProblem
+from p2p_ledger.errors import InvalidRecord, LocalError, PaymentRefused, RecordProblem
 
+from . import ed25519_ref
 from .helpers import T0, funded_world, make_world, sqlite_factory
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,6 +61,9 @@ SPEC_FILE = ROOT / "specs" / "records.md"
 VECTORS: dict[str, Any] = json.loads(VECTORS_FILE.read_text(encoding="utf-8"))
 VALID: list[dict[str, Any]] = VECTORS["valid"]
 INVALID: list[dict[str, Any]] = VECTORS["invalid"]
+RULES: list[dict[str, Any]] = VECTORS["ledger_rules"]
+SIGNATURES: list[dict[str, Any]] = VECTORS["signatures"]
+SIGNED = VALID + RULES  # every vector with its record's fields and a signing seed
 
 RECORD_LEVEL_PROBLEMS = {
     RecordProblem.OVERSIZE, RecordProblem.MALFORMED, RecordProblem.NON_CANONICAL,
@@ -171,12 +175,13 @@ def test_network_id_is_the_hash_of_the_descriptor(name: str) -> None:
 def test_vectors_cover_every_kind_and_every_record_level_problem() -> None:
     assert {v["record"]["kind"] for v in VALID} == {k.label for k in Kind}
     assert {RecordProblem(v["problem"]) for v in INVALID} == RECORD_LEVEL_PROBLEMS
-    assert len(set(_ids(VALID + INVALID))) == len(VALID) + len(INVALID)
+    everything = VALID + INVALID + RULES + SIGNATURES
+    assert len(set(_ids(everything))) == len(everything)
 
 
 # ---------------------------------------------------------------- valid: encode
 
-@pytest.mark.parametrize("v", VALID, ids=_ids(VALID))
+@pytest.mark.parametrize("v", SIGNED, ids=_ids(SIGNED))
 def test_encoding_the_fields_reproduces_the_bytes(v: dict[str, Any]) -> None:
     record = record_from_json(v["record"])
     key = nacl.signing.SigningKey(_b(v["author_seed"]))
@@ -187,7 +192,7 @@ def test_encoding_the_fields_reproduces_the_bytes(v: dict[str, Any]) -> None:
     assert signed.id.hex() == v["id"]
 
 
-@pytest.mark.parametrize("v", VALID, ids=_ids(VALID))
+@pytest.mark.parametrize("v", SIGNED, ids=_ids(SIGNED))
 def test_bytes_follow_the_spec_independently(v: dict[str, Any]) -> None:
     """The envelope, signature message, id and hlc packing, recomputed from the spec."""
     payload, sig, raw = _b(v["payload"]), _b(v["signature"]), _b(v["signed_record"])
@@ -204,7 +209,7 @@ def test_bytes_follow_the_spec_independently(v: dict[str, Any]) -> None:
 
 # ---------------------------------------------------------------- valid: decode
 
-@pytest.mark.parametrize("v", VALID, ids=_ids(VALID))
+@pytest.mark.parametrize("v", SIGNED, ids=_ids(SIGNED))
 def test_decoding_the_bytes_gives_the_fields(v: dict[str, Any]) -> None:
     opened = open_record(_b(v["signed_record"]), _b(v["network_id"]))
     assert opened.record == record_from_json(v["record"])
@@ -268,6 +273,158 @@ def test_invalid_vector_is_refused_with_its_problem(v: dict[str, Any]) -> None:
         open_record(_b(v["signed_record"]), _b(v["network_id"]))
     assert exc.value.problem is RecordProblem(v["problem"])
     assert exc.value.record_id == v["record_id"]
+
+
+# ---------------------------------------------------------------- network descriptors
+# specs/network.md. Decoding: the file gives the descriptor and its id, recomputed here
+# from the JSON by the rule the spec states. Encoding: `to_json` writes the same text.
+
+DESCRIPTORS: dict[str, Any] = VECTORS["descriptors"]
+EXPORTED = {d["name"]: d for d in DESCRIPTORS["exported"]}
+NETWORK_SPEC = ROOT / "specs" / "network.md"
+
+
+def _descriptor_cbor_from_json(data: dict[str, Any]) -> bytes:
+    """The hashed bytes, written out by hand from specs/network.md section 3: a map
+    with keys in the order name, tiers, version, currency, authority."""
+    def text(t: str) -> bytes:  # major type 3, shortest length head, the UTF-8 bytes
+        raw = t.encode("utf-8")
+        head = bytes([0x60 + len(raw)]) if len(raw) < 24 else bytes([0x78, len(raw)])
+        return head + raw
+
+    items = [(b"\x64name", text(data["name"]))]
+    if data.get("tiers"):
+        items.append((b"\x65tiers", cbor2.dumps([[t["per_payment"], t["unsettled"],
+                                                   t["holding"]] for t in data["tiers"]])))
+    items += [(b"\x67version", b"\x01"), (b"\x68currency", text(data["currency"])),
+              (b"\x69authority", b"\x58\x20" + parse_device_id(data["authority"]))]
+    return bytes([0xA0 + len(items)]) + b"".join(k + v for k, v in items)
+
+
+@pytest.mark.parametrize("name", sorted(EXPORTED))
+def test_descriptor_file_gives_its_network_id(name: str) -> None:
+    d = EXPORTED[name]
+    data = json.loads(d["json"])
+    cbor = _descriptor_cbor_from_json(data)
+    assert cbor.hex() == d["descriptor_cbor"]
+    digest = hashlib.blake2b(cbor, digest_size=32, person=b"p2pl-network").hexdigest()
+    assert digest == d["network_id"] == data["network_id"]
+    desc = NetworkDescriptor.from_json(d["json"])
+    assert desc.network_id.hex() == d["network_id"]
+    assert desc.to_json() == d["json"]  # what `network export` writes, byte for byte
+
+
+def test_descriptor_vectors_hold_the_record_networks_and_the_default_tiers() -> None:
+    assert EXPORTED["vectors"]["network_id"] == VECTORS["networks"]["vectors"]["network_id"]
+    tiered = NetworkDescriptor.from_json(EXPORTED["tiered"]["json"])
+    assert tiered.tiers == DEFAULT_TIERS
+    assert {len(json.loads(d["json"]).get("tiers", [])) for d in EXPORTED.values()} == {0, 1, 3}
+
+
+@pytest.mark.parametrize("v", DESCRIPTORS["same_descriptor"],
+                         ids=[v["description"][:30] for v in DESCRIPTORS["same_descriptor"]])
+def test_descriptor_variants_are_the_same_descriptor(v: dict[str, Any]) -> None:
+    assert (NetworkDescriptor.from_json(v["json"])
+            == NetworkDescriptor.from_json(EXPORTED[v["same_as"]]["json"]))
+
+
+@pytest.mark.parametrize("v", DESCRIPTORS["refused"], ids=_ids(DESCRIPTORS["refused"]))
+def test_damaged_descriptor_is_refused(v: dict[str, Any]) -> None:
+    with pytest.raises(LocalError):
+        NetworkDescriptor.from_json(v["json"])
+
+
+def test_network_spec_lists_the_default_tiers_and_currencies() -> None:
+    text = NETWORK_SPEC.read_text(encoding="utf-8")
+    for i, t in enumerate(DEFAULT_TIERS):
+        assert f"| {i} | {t.per_payment} | {t.unsettled} | {t.holding} |" in text, i
+    for code, places in CURRENCY_DECIMALS.items():
+        assert f"| `{code}` | {places} |" in text, code
+    assert f"at most {MAX_TIERS} tiers" in text
+
+
+# ---------------------------------------------------------------- Ed25519 edge cases
+# specs/records.md section 11. Each vector is refused (or accepted) by PyNaCl, breaks
+# exactly the rules it names as recomputed by tests/ed25519_ref.py, and the rule as the
+# spec writes it (ed25519_ref.libsodium_accepts) agrees with PyNaCl on it.
+
+def _sig_message(v: dict[str, Any]) -> bytes:
+    return SIGNATURE_CONTEXT + _b(v["network_id"]) + _b(v["payload"])
+
+
+@pytest.mark.parametrize("v", SIGNATURES, ids=_ids(SIGNATURES))
+def test_signature_vector_is_refused_or_accepted_as_stated(v: dict[str, Any]) -> None:
+    raw, author, sig = _b(v["signed_record"]), _b(v["author"]), _b(v["signature"])
+    assert raw == cbor2.dumps([_b(v["payload"]), sig])
+    parsed = parse_record(raw)  # the form is valid: only the signature is in question
+    assert parsed.record.author == author
+    assert parsed.hex_id == v["record_id"]
+    if v["accepted"]:
+        open_record(raw, _b(v["network_id"]))
+    else:
+        with pytest.raises(InvalidRecord) as exc:
+            open_record(raw, _b(v["network_id"]))
+        assert exc.value.problem is RecordProblem.BAD_SIGNATURE
+        assert exc.value.record_id == v["record_id"]
+    assert ed25519_ref.broken_rules(author, _sig_message(v), sig) == set(v["breaks"])
+    assert ed25519_ref.libsodium_accepts(author, _sig_message(v), sig) is v["accepted"]
+
+
+def test_refused_signatures_satisfy_an_equation_a_lenient_verifier_checks() -> None:
+    """The refusals are libsodium's own rules: every refused vector satisfies the
+    cofactored equation, and all but one the plain one too."""
+    for v in SIGNATURES:
+        plain, cofactored = ed25519_ref.equations(_b(v["author"]), _sig_message(v),
+                                                  _b(v["signature"]))
+        assert cofactored, v["name"]
+        assert plain is ("equation" not in v["breaks"]), v["name"]
+
+
+@pytest.mark.parametrize("v", VALID[:3], ids=_ids(VALID[:3]))
+def test_the_spec_rule_accepts_ordinary_signatures(v: dict[str, Any]) -> None:
+    assert ed25519_ref.libsodium_accepts(_b(v["record"]["author"]), _sig_message(v),
+                                         _b(v["signature"]))
+
+
+# ---------------------------------------------------------------- ledger rules
+# Each case: a replica of its network holding the `given` records receives the record
+# and must give the stated verdict (and reason) or refuse it with the stated problem.
+
+_BY_NAME = {v["name"]: v for v in VALID + RULES}
+
+
+@pytest.mark.parametrize("v", RULES, ids=_ids(RULES))
+def test_ledger_rule_vector(v: dict[str, Any]) -> None:
+    network = NetworkDescriptor.from_json(EXPORTED[v["network"]]["json"])
+    assert network.network_id.hex() == v["network_id"]
+    replica = Replica(network, MemoryStore())
+    report = replica.receive_many([_b(_BY_NAME[g]["signed_record"]) for g in v["given"]],
+                                  now_ms=T0)
+    assert not report.refused
+    assert len(report.applied) == len(v["given"])
+    expect = v["expect"]
+    if "problem" in expect:
+        with pytest.raises(InvalidRecord) as exc:
+            replica.receive(_b(v["signed_record"]), now_ms=T0)
+        assert exc.value.problem is RecordProblem(expect["problem"])
+        assert exc.value.record_id == v["id"]
+        assert replica.verdict(_b(v["id"])) is None
+    else:
+        delivery = replica.receive(_b(v["signed_record"]), now_ms=T0)
+        assert [(a.record.hex_id, a.verdict.value, a.reason) for a in delivery.applied] == [
+            (v["id"], expect["verdict"], expect["reason"])]
+
+
+def test_hlc_vectors_break_only_the_ref_rule() -> None:
+    """The broken_chain cases have no prev and an hlc above one of their refs: the
+    rule they break is the one on every ref, not the one on prev."""
+    cases = [v for v in RULES if v["expect"] == {"problem": "broken_chain"}]
+    assert cases
+    by_id = {v["id"]: v for v in VALID}
+    for v in cases:
+        assert v["record"]["prev"] is None
+        ref_hlcs = [by_id[r]["record"]["hlc"] for r in v["record"]["refs"]]
+        assert min(ref_hlcs) < v["record"]["hlc"] <= max(ref_hlcs)
 
 
 # ---------------------------------------------------------------- the prose spec

@@ -10,7 +10,11 @@ The valid vectors form one small, coherent ledger (an authority, a device and a 
 one record of each kind at least, so they can also be replayed into a replica. The
 invalid vectors each break exactly one rule and name the `RecordProblem` that
 `open_record` must raise; where the bytes are signed, they are signed correctly, so the
-problem named is the only one.
+problem named is the only one. The `descriptors`, `signatures` and `ledger_rules`
+sections hold network descriptor files and their ids (specs/network.md), records
+whose Ed25519 key or signature libsodium refuses (specs/records.md section 11), and
+records judged by a replica holding given records (ledger rules that need other
+records: an unknown tier, the hlc of a ref).
 
 Run `python tools/gen_vectors.py` to rewrite the file, `--check` to compare only.
 """
@@ -27,7 +31,7 @@ import nacl.signing
 from p2p_ledger.core.hlc import hlc_ms, pack_hlc
 from p2p_ledger.core.ids import Account, device_id
 from p2p_ledger.core.money import MAX_AMOUNT_MINOR
-from p2p_ledger.core.network import NetworkDescriptor
+from p2p_ledger.core.network import DEFAULT_TIERS, NetworkDescriptor, Tier
 from p2p_ledger.core.records import (
     MAX_MEMO_CHARS,
     MAX_RECORD_BYTES,
@@ -50,6 +54,7 @@ from p2p_ledger.core.records import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import ed25519_vectors as ed
 from vectorfile import write_or_check
 
 VECTORS_PATH = Path(__file__).resolve().parent.parent / "specs" / "vectors" / "records.json"
@@ -272,6 +277,17 @@ def build_invalid(valid: _Chains) -> list[dict[str, object]]:
         ("too_many_refs", f"{MAX_REFS + 1} refs",
          _signed(_payload(refs=_enc([i.to_bytes(32, "big") for i in range(MAX_REFS + 1)]))),
          "vectors", "bad_field"),
+        ("short_ref", "a ref of 31 bytes: refs are checked to be byte strings with the "
+         "head fields, their size with the cross-field rules (records.md section 9)",
+         _signed(_payload(refs=_enc([bytes(31)]))), "vectors", "bad_field"),
+        ("short_ref_and_zero_amount", "a ref of 31 bytes and an amount of 0: the body is "
+         "checked before the size of a ref, so the problem is the amount",
+         _signed(_payload(refs=_enc([bytes(31)]), body=_transfer_body(amount=_enc(0)))),
+         "vectors", "bad_amount"),
+        ("ref_not_bytes_and_zero_amount", "a ref that is the integer 1 and an amount of 0: "
+         "that refs hold byte strings is checked before the body",
+         _signed(_payload(refs=b"\x81\x01", body=_transfer_body(amount=_enc(0)))),
+         "vectors", "bad_field"),
         ("bad_account_name", "a transfer to an account named \"Main\" (upper case)",
          _signed(_payload(body=_transfer_body(to=_enc([PUB["bob"], "Main"])))),
          "vectors", "bad_field"),
@@ -285,6 +301,216 @@ def build_invalid(valid: _Chains) -> list[dict[str, object]]:
                     "network_id": NETWORKS[network].network_id.hex(),
                     "signed_record": raw.hex(), "problem": problem,
                     "record_id": None if len(raw) > MAX_RECORD_BYTES else record_id(raw).hex()})
+    return out
+
+
+# ---------------------------------------------------------------- network descriptors
+# specs/network.md: the descriptor file `p2p-ledger network export` writes, the CBOR
+# its network id hashes, and files a reader must refuse.
+
+TIERED = NetworkDescriptor(name="vectors-tiered", currency="AED", authority=PUB["authority"],
+                           tiers=DEFAULT_TIERS)
+CUSTOM = NetworkDescriptor(
+    name="Souq \u0627\u0644\u0630\u0647\u0628 cash", currency="KWD",
+    authority=PUB["authority"],
+    tiers=(Tier(per_payment=250_000, unsettled=1_000_000, holding=1_000_000),))
+DESCRIPTORS = {"vectors": NETWORKS["vectors"], "tiered": TIERED, "custom": CUSTOM}
+
+
+def descriptor_cbor(d: NetworkDescriptor) -> bytes:
+    fields: dict[str, object] = {"name": d.name, "currency": d.currency,
+                                 "authority": d.authority, "version": 1}
+    if d.tiers:
+        fields["tiers"] = [[t.per_payment, t.unsettled, t.holding] for t in d.tiers]
+    return canonical_cbor(fields)
+
+
+def _edited(d: NetworkDescriptor, **changes: object) -> str:
+    data = json.loads(d.to_json())
+    data.update(changes)
+    return json.dumps(data, indent=2) + "\n"
+
+
+def build_descriptors() -> dict[str, object]:
+    tiered = json.loads(TIERED.to_json())
+    same = [
+        ("vectors", "compact JSON, members in another order, the device id in upper case "
+         "with spaces around it", json.dumps({
+             "authority": f"  {device_id(PUB['authority']).upper()} ", "name": "vectors",
+             "currency": "AED", "network_id": NETWORKS["vectors"].network_id.hex(),
+             "version": 1, "format": "p2p-ledger-network"}, separators=(",", ":"))),
+        ("vectors", "an empty tier table: the same as none", _edited(NETWORKS["vectors"],
+                                                                   tiers=[])),
+        ("tiered", "members the format does not define, at the top and in a tier: ignored, "
+         "and not hashed", _edited(TIERED, comment="made for the vectors", tiers=[
+             {**t, "label": f"tier {i}"} for i, t in enumerate(tiered["tiers"])])),
+    ]
+    wrong_tiers = [dict(t) for t in tiered["tiers"]]
+    wrong_tiers[0]["per_payment"] = 0
+    float_tiers = [dict(t) for t in tiered["tiers"]]
+    float_tiers[1]["holding"] = 1000000.0
+    refused = [
+        ("edited_name", "the name changed, the network id not", _edited(
+            NETWORKS["vectors"], name="vectors2")),
+        ("edited_tier", "a tier's limit changed, the network id not", _edited(
+            TIERED, tiers=[{**tiered["tiers"][0], "holding": 300000}, *tiered["tiers"][1:]])),
+        ("tiers_removed", "the tier table left out, the network id not", _edited(
+            TIERED, tiers=[])),
+        ("wrong_format", "format is not p2p-ledger-network", _edited(
+            NETWORKS["vectors"], format="p2p-ledger-bundle")),
+        ("version_2", "version 2", _edited(NETWORKS["vectors"], version=2)),
+        ("version_true", "version written as true (JSON booleans are not integers)",
+         _edited(NETWORKS["vectors"], version=True)),
+        ("unknown_currency", "a currency the format does not list (its id is correct)",
+         _with_id("vectors", currency="XAU")),
+        ("name_not_text", "the name is a list (its id is correct)", _with_id(["vectors"])),
+        ("name_empty", "an empty name (its id is correct)", _with_id("")),
+        ("name_too_long", "a name of 65 characters (its id is correct)", _with_id("n" * 65)),
+        ("name_lone_surrogate", "a name holding the JSON escape \\ud800, a lone surrogate "
+         "that is no Unicode character", _edited(NETWORKS["vectors"], name="v\ud800")),
+        ("zero_limit", "a tier limit of 0", _edited(TIERED, tiers=wrong_tiers)),
+        ("float_limit", "a tier limit written as 1000000.0", _edited(TIERED,
+                                                                      tiers=float_tiers)),
+        ("too_many_tiers", "17 tiers (the most is 16; its id is correct)",
+         _with_id("vectors", tiers=DEFAULT_TIERS[:1] * 17)),
+        ("duplicate_member", "the member \"name\" twice, the last one the name the id "
+         "was computed with", NETWORKS["vectors"].to_json().replace(
+             '"name": "vectors"', '"name": "other",\n  "name": "vectors"')),
+        ("bad_device_id", "the authority's device id with one character changed", _edited(
+            NETWORKS["vectors"], authority=_typo(device_id(PUB["authority"])))),
+    ]
+    return {
+        "exported": [{"name": n, "json": d.to_json(), "descriptor_cbor": descriptor_cbor(d).hex(),
+                      "network_id": d.network_id.hex()} for n, d in DESCRIPTORS.items()],
+        "same_descriptor": [{"same_as": n, "description": text, "json": j}
+                            for n, text, j in same],
+        "refused": [{"name": n, "description": text, "json": j} for n, text, j in refused],
+    }
+
+
+def _with_id(name: object, currency: str = "AED", tiers: tuple[Tier, ...] = ()) -> str:
+    """A descriptor file for any name, currency and tiers, with the network id they
+    hash to, so that the only thing wrong with it is what the case says."""
+    fields: dict[str, object] = {"name": name, "currency": currency,
+                                 "authority": PUB["authority"], "version": 1}
+    data: dict[str, object] = {"format": "p2p-ledger-network", "version": 1, "network_id": "",
+                               "name": name, "currency": currency,
+                               "authority": device_id(PUB["authority"])}
+    if tiers:
+        fields["tiers"] = [[t.per_payment, t.unsettled, t.holding] for t in tiers]
+        data["tiers"] = [{"per_payment": t.per_payment, "unsettled": t.unsettled,
+                          "holding": t.holding} for t in tiers]
+    nid = hashlib.blake2b(canonical_cbor(fields), digest_size=32, person=b"p2pl-network")
+    data["network_id"] = nid.hexdigest()
+    return json.dumps(data, indent=2) + "\n"
+
+
+def _typo(text: str) -> str:
+    return text[:10] + ("b" if text[10] == "a" else "a") + text[11:]
+
+
+# ---------------------------------------------------------------- Ed25519 edge cases
+# specs/records.md section 11: keys and signatures libsodium refuses although the plain
+# equation [S]B = R + [k]A holds, and one mixed-order key it accepts.
+
+def _sig_message(payload: bytes) -> bytes:
+    return SIGNATURE_CONTEXT + NET_ID + payload
+
+
+def _sig_payload(author: bytes, attempt: int) -> bytes:
+    return _payload(author=_enc(author), body=_transfer_body(key=_enc(f"sig-{attempt}")))
+
+
+def build_signatures() -> list[dict[str, object]]:
+    alice_seed = seed("alice")
+    good_payload = _sig_payload(PUB["alice"], 0)
+    good_sig = KEYS["alice"].sign(_sig_message(good_payload)).signature
+    args = (_sig_payload, _sig_message)
+    cases: list[tuple[str, str, ed.Case, list[str]]] = [
+        ("key_identity", "the key is the identity point (order 1): R = [s]B, S = s satisfies "
+         "the equation for every message", ed.any_key_identity(ed.IDENTITY_ENC, *args),
+         ["key_small_order"]),
+        ("key_order_8", "the key is a point of order 8", ed.key_order_8(*args),
+         ["key_small_order"]),
+        ("key_identity_non_canonical", "the identity key encoded with y = p + 1",
+         ed.any_key_identity(ed.IDENTITY_NON_CANONICAL, *args),
+         ["key_non_canonical", "key_small_order"]),
+        ("key_negative_zero", "the identity key with the sign bit of x = 0 set",
+         ed.any_key_identity(ed.IDENTITY_NEGATIVE_ZERO, *args),
+         ["key_non_canonical", "key_small_order"]),
+        ("r_identity", "alice's key; R is the identity point, S = k*a",
+         ed.r_small_order(alice_seed, PUB["alice"], *args, r=ed.IDENTITY_ENC),
+         ["r_small_order"]),
+        ("r_identity_non_canonical", "alice's key; R is the identity encoded with "
+         "y = p + 1, S = k*a", ed.r_small_order(alice_seed, PUB["alice"], *args,
+                                                r=ed.IDENTITY_NON_CANONICAL),
+         ["r_non_canonical", "r_small_order"]),
+        ("r_order_8", "a mixed-order key; R is a point of order 8, S = k*a",
+         ed.r_order_8(alice_seed, *args), ["r_small_order"]),
+        ("s_not_reduced", "alice's correct signature with S + L in place of S",
+         (PUB["alice"], good_payload, ed.s_plus_l(good_sig)), ["s_not_reduced"]),
+        ("key_mixed_order_cofactored_only", "a mixed-order key ([a]B plus a point of order "
+         "8) signing normally: only the cofactored equation holds (k mod 8 != 0)",
+         ed.key_mixed_order(alice_seed, *args, cofactorless=False), ["equation"]),
+        ("key_mixed_order_accepted", "the same mixed-order key, a signature whose k is a "
+         "multiple of 8: the plain equation holds and libsodium accepts it",
+         ed.key_mixed_order(alice_seed, *args, cofactorless=True), []),
+    ]
+    out = []
+    for name, description, (author, payload, sig), breaks in cases:
+        raw = canonical_cbor([payload, sig])
+        out.append({"name": name, "description": description, "network": "vectors",
+                    "network_id": NET_ID.hex(), "author": author.hex(),
+                    "payload": payload.hex(), "signature": sig.hex(),
+                    "signed_record": raw.hex(), "record_id": record_id(raw).hex(),
+                    "breaks": breaks, "accepted": not breaks})
+    return out
+
+
+# ---------------------------------------------------------------- ledger rules
+# Rules that need other records: each case is a record received by a replica that
+# holds the `given` records (valid vectors or earlier cases, in that order).
+
+def build_ledger_rules(valid: _Chains) -> list[dict[str, object]]:
+    by_name = dict(valid.by_name)
+    out: list[dict[str, object]] = []
+
+    def add(name: str, description: str, network: str, author: str, seq: int,
+            prev: str | None, refs: tuple[str, ...], hlc: int, body: Body,
+            given: list[str], expect: dict[str, object]) -> None:
+        nid = DESCRIPTORS[network].network_id
+        record = Record(author=PUB[author], seq=seq,
+                        prev=None if prev is None else by_name[prev].id,
+                        refs=tuple(sorted(by_name[r].id for r in refs)), hlc=hlc, body=body)
+        s = sign_record(record, KEYS[author], nid)
+        by_name[name] = s
+        entry = valid_json(name, description, author, s)
+        entry.update(network=network, network_id=nid.hex(), given=given, expect=expect)
+        out.append(entry)
+
+    add("admit_highest_tier", "authority seq 1 in the tiered network: admits alice at "
+        "tier 2, the last of DEFAULT_TIERS", "tiered", "authority", 1, None, (),
+        pack_hlc(T0), Admit(device=PUB["alice"], tier=2), [],
+        {"verdict": "applied", "reason": None})
+    add("admit_unknown_tier", "authority seq 2: admits bob at tier 3, which the tiered "
+        "network lacks", "tiered", "authority", 2, "admit_highest_tier", (),
+        pack_hlc(T0 + 1_000), Admit(device=PUB["bob"], tier=3), ["admit_highest_tier"],
+        {"verdict": "rejected", "reason": "the network has no tier 3"})
+    add("refs_rejected_admit", "bob seq 1 refs the rejected admit of his key: he is not "
+        "admitted", "tiered", "bob", 1, None, ("admit_unknown_tier",), pack_hlc(T0 + 2_000),
+        Meta(account="main", field="label", value="Hub"),
+        ["admit_highest_tier", "admit_unknown_tier"], {"problem": "not_admitted"})
+    issue = by_name["issue"]
+    transfer = Transfer(from_="main", to=Account(device=PUB["bob"]), amount=12_50,
+                        key="pay-0001")
+    given = ["admit_device", "admit_hub", "issue"]
+    add("hlc_equal_to_a_ref", "alice seq 1 refs her admit and the issue; its hlc is above "
+        "the admit's but equal to the issue's", "vectors", "alice", 1, None,
+        ("admit_device", "issue"), issue.record.hlc, transfer, given,
+        {"problem": "broken_chain"})
+    add("hlc_below_a_ref", "as hlc_equal_to_a_ref, with an hlc between the admit's and "
+        "the issue's", "vectors", "alice", 1, None, ("admit_device", "issue"),
+        pack_hlc(T0 + 500), transfer, given, {"problem": "broken_chain"})
     return out
 
 
@@ -320,6 +546,9 @@ def build() -> dict[str, object]:
             for n, d in NETWORKS.items()},
         "keys": {n: {"seed": seed(n).hex(), "public_key": PUB[n].hex(),
                      "device_id": device_id(PUB[n])} for n in NAMES},
+        "descriptors": build_descriptors(),
+        "signatures": build_signatures(),
+        "ledger_rules": build_ledger_rules(valid),
         "valid": valid.out,
         "invalid": build_invalid(valid),
     }

@@ -61,10 +61,16 @@ class NetworkDescriptor:
     tiers: tuple[Tier, ...] = ()
 
     def __post_init__(self) -> None:
-        if not self.name or len(self.name) > 64:
-            raise LocalError("a network name is 1 to 64 characters")
+        if type(self.name) is not str or not 0 < len(self.name) <= 64:
+            raise LocalError("a network name is text of 1 to 64 characters")
+        try:
+            self.name.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate, from a JSON \ud800 escape
+            raise LocalError("a network name must be valid Unicode text") from None
+        if type(self.currency) is not str:
+            raise LocalError("a currency is a text code such as AED")
         decimals(self.currency)
-        if len(self.authority) != 32:
+        if type(self.authority) is not bytes or len(self.authority) != 32:
             raise LocalError("the authority key is 32 bytes")
         if len(self.tiers) > MAX_TIERS:
             raise LocalError(f"a network has at most {MAX_TIERS} tiers")
@@ -99,8 +105,9 @@ class NetworkDescriptor:
     @classmethod
     def from_json(cls, text: str) -> NetworkDescriptor:
         try:
-            data = json.loads(text)
-            if data.get("format") != _FORMAT or data.get("version") != 1:
+            data = json.loads(text, object_pairs_hook=_unique_members)
+            version = data.get("version")
+            if data.get("format") != _FORMAT or type(version) is not int or version != 1:
                 raise LocalError("not a p2p-ledger network descriptor (version 1)")
             tiers = tuple(Tier(per_payment=t["per_payment"], unsettled=t["unsettled"],
                                holding=t["holding"]) for t in data.get("tiers", ()))
@@ -112,3 +119,12 @@ class NetworkDescriptor:
         if desc.network_id.hex() != claimed:
             raise LocalError("network descriptor does not match its network id (edited?)")
         return desc
+
+
+def _unique_members(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """A JSON object, refused if a member name repeats: readers that kept the first or
+    the last value would otherwise disagree about what the file says."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("a member appears twice in one object")
+    return out
