@@ -148,6 +148,20 @@ class _Cursor(sqlite3.Cursor):
         connection = self.connection
         return _ours(exc, connection.path if isinstance(connection, _Connection) else "?")
 
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]  # not Self: a generator
+        # In batches: a Python-level __next__ per row would double the cost of a scan
+        # (measured: 20,000 rows in 0.040 s instead of 0.019 s).
+        while True:
+            try:
+                rows = super().fetchmany(256)
+            except sqlite3.ProgrammingError:
+                raise
+            except sqlite3.DatabaseError as exc:
+                raise self._failed(exc) from exc
+            if not rows:
+                return
+            yield from rows
+
     def __next__(self) -> Any:
         try:
             return super().__next__()
