@@ -22,7 +22,8 @@ from ..core.ids import device_id
 from ..core.ledger import Replica
 from ..core.records import record_id
 from ..errors import InvalidRecord, StoreDamaged
-from .sqlite import DERIVED_TABLES, SqliteStore, damaged
+from .connection import damaged
+from .sqlite import DERIVED_TABLES, SqliteStore
 
 __all__ = ["verify_replica"]
 
