@@ -8,8 +8,9 @@ header, or over an index page. Then every command that signs or stores (`pay`,
 `issue`, `import`, `sync`, `serve`) must exit 3 with one line on stderr and leave the
 file exactly as it was, and `verify` must report the damage the same way. Damage that
 SQLite's quick_check cannot see (an index entry changed in place, a row that does not
-decode) is found by `verify`'s full integrity_check or when the row is read. Last,
-`verify` on a store another process writes to meanwhile reads one snapshot.
+decode) is found by `verify`'s full integrity_check or when the row is read; a store
+failure that is not damage is an ordinary one-line error. Last, `verify` on a store
+another process writes to meanwhile reads one snapshot.
 """
 
 from __future__ import annotations
@@ -257,6 +258,26 @@ def test_reading_a_damaged_page_raises_store_damaged_and_rolls_back(
     finally:
         store.close()
     assert _file_state(home) == damaged
+
+
+def test_other_store_failures_are_one_line_errors_and_misuse_stays_a_bug(
+        homes: Homes, tmp_path: Path) -> None:
+    """A failure that is not damage (here a table dropped by hand) is a `StoreError`:
+    one line, exit 1. Using a closed store is our own bug and stays a `sqlite3` error."""
+    home = _copy(homes, tmp_path)
+    db = sqlite3.connect(_store_file(home))
+    try:
+        db.execute("DROP TABLE peers")
+    finally:
+        db.close()
+    done = _cli(home, "status")
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [
+        f"p2p-ledger: error: the store {_store_file(home)} failed: no such table: peers"]
+    store = Home(home).open_store()
+    store.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        store.totals()
 
 
 # ---------------------------------------------------------------- what quick_check misses
