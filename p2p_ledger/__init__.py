@@ -40,6 +40,7 @@ from .errors import (
     PaymentRefused,
     PendingFull,
     RecordProblem,
+    StoreDamaged,
     StoreError,
     WrongPassphrase,
 )
@@ -53,7 +54,8 @@ __all__ = [
     "IngestReport", "InvalidRecord", "Issue", "KeyFileError", "Kind", "LedgerStore",
     "LocalError", "MemoryStore", "Meta", "NetworkDescriptor", "P2PLedgerError",
     "PaymentRefused", "PaymentResult", "PendingFull", "Record", "RecordProblem", "Redeem",
-    "Replica", "Revoke", "Role", "SignedRecord", "SqliteStore", "StoreError", "Transfer",
-    "Verdict", "Wallet", "WrongPassphrase", "__version__", "device_id", "format_amount",
-    "next_hlc", "open_record", "parse_amount", "parse_device_id", "parse_record", "sign_record",
+    "Replica", "Revoke", "Role", "SignedRecord", "SqliteStore", "StoreDamaged", "StoreError",
+    "Transfer", "Verdict", "Wallet", "WrongPassphrase", "__version__", "device_id",
+    "format_amount", "next_hlc", "open_record", "parse_amount", "parse_device_id",
+    "parse_record", "sign_record",
 ]

@@ -5,7 +5,9 @@
   overdraw, a wrong passphrase. Nothing was signed or stored.
 - `InvalidRecord`: bytes from somewhere else (a bundle, a peer) that do not verify.
   It carries a `RecordProblem` naming the reason. An invalid record is never stored.
-- `StoreError`: the local store is unusable (wrong network, unknown schema, damaged).
+- `StoreError`: the local store is unusable (wrong network, unknown schema, a failed
+  disk). `StoreDamaged`, one kind of it, is a store file SQLite finds damaged: nothing
+  is signed or stored into it.
 - `ProtocolError`: a sync session broke: `LocalProtocolError` if we misused it,
   `RemoteProtocolError` if the peer sent something wrong. `TransportError`: a link
   failed underneath.
@@ -30,6 +32,7 @@ __all__ = [
     "ProtocolError",
     "RecordProblem",
     "RemoteProtocolError",
+    "StoreDamaged",
     "StoreError",
     "TransportError",
     "WrongPassphrase",
@@ -63,6 +66,12 @@ class WrongPassphrase(KeyFileError):
 
 class StoreError(P2PLedgerError):
     """The local store cannot be used as asked."""
+
+
+class StoreDamaged(StoreError):
+    """The store file is damaged: SQLite's integrity check failed, or a read met a
+    malformed page or a file that is not a database. The transaction under way, if
+    any, was rolled back, so nothing was signed or stored."""
 
 
 class ProtocolError(P2PLedgerError):

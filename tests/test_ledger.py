@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -343,6 +344,70 @@ def test_reused_idempotency_key_is_duplicate_without_effect(scene: Scene) -> Non
     assert scene.replica.store.totals().redeemed == 0
     # Keys belong to their author: bob may use "k" too.
     assert scene.pay("bob", "carol", 10_00, "k", first.record.id).verdict is Verdict.APPLIED
+
+
+# How a money record with an idempotency key can be rejected: (signer, body factory,
+# the reason it must get). Expiry needs a network with tiers: test_safety.py has it.
+_REJECTIONS: dict[str, tuple[str, Callable[[Scene], Body], str]] = {
+    "issue_by_device": ("alice", lambda s: Issue(to=s.acc("alice"), amount=5_00, key="k"),
+                        "only the network authority may issue"),
+    "overdraft_transfer": ("alice", lambda s: Transfer(
+        from_="main", to=s.acc("bob"), amount=CASH_IN + 1, key="k"), "insufficient funds"),
+    "overdraft_redeem": ("alice", lambda s: Redeem(from_="main", amount=CASH_IN + 1, key="k"),
+                         "insufficient funds"),
+    "transfer_to_itself": ("alice", lambda s: Transfer(
+        from_="main", to=s.acc("alice"), amount=1, key="k"), "moves nothing"),
+    "authority_overdraft": ("authority", lambda s: Redeem(from_="main", amount=1, key="k"),
+                            "insufficient funds"),
+}
+_AGAIN: dict[str, Callable[[Scene, str], Body]] = {
+    "transfer": lambda s, k: Transfer(from_="main", to=s.acc("carol"), amount=10_00, key=k),
+    "redeem": lambda s, k: Redeem(from_="main", amount=10_00, key=k),
+    "issue": lambda s, k: Issue(to=s.acc("carol"), amount=10_00, key=k),
+}
+
+
+@pytest.mark.parametrize(("how", "second"), [
+    *((how, second) for how in _REJECTIONS if how != "authority_overdraft"
+      for second in ("transfer", "redeem")),
+    ("authority_overdraft", "issue")])  # the one signer whose issue is not rejected
+def test_a_rejected_record_uses_up_its_idempotency_key(scene: Scene, how: str,
+                                                       second: str) -> None:
+    """ledger.md section 5: whatever rule rejected a money record, a later record of
+    the chain with its key is a `duplicate`, across the three kinds that carry one.
+    (A device's rejected `issue` used to leave the key free, so a `transfer` with it
+    was applied.)"""
+    signer, make, reason = _REJECTIONS[how]
+    refs = (scene.cash_in,) if signer == "alice" else ()  # alice's chain claims cash_in
+    first = scene.add(signer, make(scene), *refs)
+    assert first.verdict is Verdict.REJECTED
+    assert first.reason is not None
+    assert reason in first.reason
+    assert scene.replica.store.idem(author(scene.world, signer), "k") == [
+        (first.record.id, first.record.record.seq)]
+    before = (scene.replica.balances(), scene.replica.store.totals())
+    again = scene.add(signer, _AGAIN[second](scene, "k"))
+    assert (again.verdict, again.reason) == (
+        Verdict.DUPLICATE, "idempotency key already used by this author")
+    after = scene.replica.store.totals()
+    assert scene.replica.balances() == before[0]
+    assert (after.issued, after.redeemed) == (before[1].issued, before[1].redeemed)
+    # The same payment under a fresh key goes through: the chain could have paid it.
+    assert scene.add(signer, _AGAIN[second](scene, "k2")).verdict is Verdict.APPLIED
+    assert scene.replica.conserved()
+
+
+def test_a_record_rejected_as_revoked_uses_up_its_key(scene: Scene) -> None:
+    """A record rejected because its author was revoked (and it knew) records its key
+    too: the wallet then names it instead of signing another payment with the key."""
+    revoke = scene.add("authority", Revoke(device=author(scene.world, "alice"), after_seq=0))
+    rejected = scene.add("alice", Transfer(from_="main", to=scene.acc("bob"), amount=1,
+                                           key="k"), scene.cash_in, revoke.record.id)
+    assert rejected.verdict is Verdict.REJECTED
+    assert rejected.reason is not None
+    assert "revoked" in rejected.reason
+    assert scene.replica.store.idem(author(scene.world, "alice"), "k") == [
+        (rejected.record.id, 1)]
 
 
 # ------------------------------------------------------------------ the wallet

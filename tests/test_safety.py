@@ -247,6 +247,29 @@ def test_a_renewed_admit_lets_an_expired_device_continue(site: Site) -> None:
         Verdict.REJECTED, "the author's certificate (admit) had expired")
 
 
+def test_a_payment_rejected_as_expired_uses_up_its_key(site: Site) -> None:
+    """ledger.md section 5: the key of a payment rejected for an expired certificate is
+    used. After a renewal, a record of the chain with that key is a `duplicate`, and
+    the wallet names the rejected record instead of signing the payment again."""
+    late = T0 + 2 * HOUR
+    carol = site.wallets["carol"]
+    expired = site.forged("carol", site.transfer("bob", 10_00, "late"), late)
+    assert received(carol.replica, expired, late) == (
+        Verdict.REJECTED, "the author's certificate (admit) had expired")
+    site.auth.submit(Admit(device=site.world.device("carol"), expires=T0 + 48 * HOUR),
+                     now_ms=late)
+    bring(carol.replica, site.authority)
+    retry = site.forged("carol", site.transfer("bob", 10_00, "late"), late + MINUTE)
+    assert received(carol.replica, retry, late + MINUTE) == (
+        Verdict.DUPLICATE, "idempotency key already used by this author")
+    records = carol.replica.store.totals().records
+    result = carol.pay(site.world.account("bob"), 10_00, key="late", now_ms=late + MINUTE)
+    assert (result.verdict, result.record_id) == (Verdict.DUPLICATE, expired.id)
+    assert result.reason is not None
+    assert "(rejected)" in result.reason
+    assert carol.replica.store.totals().records == records
+
+
 # ---------------------------------------------------------------- settlement
 
 def test_a_checkpoint_resets_the_unsettled_exposure(site: Site) -> None:

@@ -60,10 +60,11 @@ SPEC_FILE = ROOT / "specs" / "records.md"
 
 VECTORS: dict[str, Any] = json.loads(VECTORS_FILE.read_text(encoding="utf-8"))
 VALID: list[dict[str, Any]] = VECTORS["valid"]
+VERDICTS: list[dict[str, Any]] = VECTORS["verdicts"]
 INVALID: list[dict[str, Any]] = VECTORS["invalid"]
 RULES: list[dict[str, Any]] = VECTORS["ledger_rules"]
 SIGNATURES: list[dict[str, Any]] = VECTORS["signatures"]
-SIGNED = VALID + RULES  # every vector with its record's fields and a signing seed
+SIGNED = VALID + VERDICTS + RULES  # every vector with its record's fields and a signing seed
 
 RECORD_LEVEL_PROBLEMS = {
     RecordProblem.OVERSIZE, RecordProblem.MALFORMED, RecordProblem.NON_CANONICAL,
@@ -175,7 +176,7 @@ def test_network_id_is_the_hash_of_the_descriptor(name: str) -> None:
 def test_vectors_cover_every_kind_and_every_record_level_problem() -> None:
     assert {v["record"]["kind"] for v in VALID} == {k.label for k in Kind}
     assert {RecordProblem(v["problem"]) for v in INVALID} == RECORD_LEVEL_PROBLEMS
-    everything = VALID + INVALID + RULES + SIGNATURES
+    everything = VALID + VERDICTS + INVALID + RULES + SIGNATURES
     assert len(set(_ids(everything))) == len(everything)
 
 
@@ -223,7 +224,7 @@ def test_decoding_the_bytes_gives_the_fields(v: dict[str, Any]) -> None:
     assert _as_json(cbor2.loads(_b(v["payload"]))) == wire
 
 
-@pytest.mark.parametrize("v", VALID, ids=_ids(VALID))
+@pytest.mark.parametrize("v", SIGNED, ids=_ids(SIGNED))
 def test_every_proper_prefix_is_refused(v: dict[str, Any]) -> None:
     raw = _b(v["signed_record"])
     for n in range(len(raw)):
@@ -232,7 +233,7 @@ def test_every_proper_prefix_is_refused(v: dict[str, Any]) -> None:
         assert exc.value.problem is RecordProblem.MALFORMED, n
 
 
-@pytest.mark.parametrize("v", VALID, ids=_ids(VALID))
+@pytest.mark.parametrize("v", SIGNED, ids=_ids(SIGNED))
 def test_every_single_bit_flip_is_refused(v: dict[str, Any]) -> None:
     raw, nid = _b(v["signed_record"]), _b(v["network_id"])
     for i in range(len(raw) * 8):
@@ -242,12 +243,16 @@ def test_every_single_bit_flip_is_refused(v: dict[str, Any]) -> None:
             open_record(bytes(changed), nid)
 
 
+def _vectors_network() -> NetworkDescriptor:
+    desc = VECTORS["networks"]["vectors"]
+    return NetworkDescriptor(name=desc["name"], currency=desc["currency"],
+                             authority=_b(desc["authority"]))
+
+
 def test_valid_vectors_form_a_consistent_ledger() -> None:
     """Applied in order they all get the verdict `applied`; in reverse order they wait
     in pending and end in the same state."""
-    desc = VECTORS["networks"]["vectors"]
-    network = NetworkDescriptor(name=desc["name"], currency=desc["currency"],
-                                authority=_b(desc["authority"]))
+    network = _vectors_network()
     raws = [_b(v["signed_record"]) for v in VALID]
     forward, backward = Replica(network, MemoryStore()), Replica(network, MemoryStore())
     report = forward.receive_many(raws, now_ms=T0)
@@ -263,6 +268,32 @@ def test_valid_vectors_form_a_consistent_ledger() -> None:
         Account(device=keys["alice"], name="savings"): 5_00,
         Account(device=keys["bob"]): 12_50 - 5_00}
     assert forward.conserved()
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_verdict_vectors_get_their_verdicts(store: str, tmp_path: Path) -> None:
+    """After the valid ledger, each verdict vector gets its verdict and reason, moves
+    no money, and keeps it in a second replica that receives everything at once."""
+    network = _vectors_network()
+    factory = MemoryStore if store == "memory" else sqlite_factory(tmp_path, network)
+    one, all_at_once = Replica(network, factory()), Replica(network, factory())
+    assert not one.receive_many([_b(v["signed_record"]) for v in VALID], now_ms=T0).refused
+    balances, totals = one.balances(), one.store.totals()
+    for v in VERDICTS:
+        with one.store.transaction():
+            delivery = one.receive(_b(v["signed_record"]), now_ms=T0)
+        assert [(a.record.hex_id, a.verdict.value, a.reason) for a in delivery.applied] == [
+            (v["id"], v["verdict"], v["reason"])], v["name"]
+    assert one.balances() == balances
+    assert (one.store.totals().issued, one.store.totals().redeemed) == (
+        totals.issued, totals.redeemed)
+    report = all_at_once.receive_many(
+        [_b(v["signed_record"]) for v in reversed(VALID + VERDICTS)], now_ms=T0)
+    assert not report.refused
+    assert all_at_once.pending_count == 0
+    assert all_at_once.state_hash() == one.state_hash()
+    for v in VERDICTS:
+        assert all_at_once.verdict(_b(v["id"])) == (Verdict(v["verdict"]), v["reason"])
 
 
 # ---------------------------------------------------------------- invalid

@@ -10,6 +10,10 @@ it. A cached home is reused while it opens with the current schema and holds N
 records; `--rebuild` builds it again (do so after a change to the ledger rules or to
 the store's derived tables).
 
+It also times SQLite's two damage checks on that store, in this process: the
+`quick_check` that every command which signs or stores runs at open (median of the
+repeats), and the full `integrity_check` that `verify` runs first (once).
+
 Each measurement is a fresh `p2p-ledger` process, timed from spawn to exit, with its
 own peak RSS (from `wait4` in a small runner process: see `_RUNNER`). The baseline is
 the same interpreter running `import p2p_ledger.cli.main`, so the figures show what
@@ -24,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -105,7 +108,7 @@ def _usable(path: Path, n: int) -> bool:
         return False
     try:
         return store.totals().records == n
-    except sqlite3.Error as exc:
+    except P2PLedgerError as exc:
         print(f"cached store is unusable ({exc}); rebuilding", flush=True)
         return False
     finally:
@@ -211,6 +214,23 @@ def check_answers(n: int, status: Figure, balances: Figure, one: Figure, account
         raise RuntimeError(f"balance {account} is {got}, the full list says {every[account]}")
 
 
+def time_checks(home: Path, repeat: int) -> tuple[float, float]:
+    """Seconds for `quick_check` (median of `repeat`) and `integrity_check` (once)."""
+    store = Home(home).open_store()
+    try:
+        quick = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            store.quick_check()
+            quick.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        if store.integrity_problems():
+            raise RuntimeError(f"the benchmark store {home} is damaged")
+        return statistics.median(quick), time.perf_counter() - t0
+    finally:
+        store.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--records", type=int, default=1_000_000, metavar="N")
@@ -241,6 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   args.warmup)
     every = measure("balance (all)", [*cli, "balance", "--json"], args.repeat, args.warmup)
     check_answers(n, status, every, one, account)
+    quick_s, integrity_s = time_checks(home, args.repeat)
 
     print(f"median of {args.repeat} fresh processes each (after {args.warmup} warm-up):")
     print(f"  {'command':<18}{'time':>9}{'- baseline':>12}{'ratio':>8}"
@@ -249,6 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {f.name:<18}{f.seconds:>8.3f}s{f.seconds - base.seconds:>+11.3f}s"
               f"{f.seconds / base.seconds:>7.2f}x{f.rss_mb:>8.1f} MB"
               f"{f.rss_mb - base.rss_mb:>+9.1f} MB")
+    print(f"  damage checks: quick_check {quick_s:.3f} s (at open of every command that "
+          f"signs or stores), integrity_check {integrity_s:.3f} s (verify)")
     worst_s = max(status.seconds, one.seconds, every.seconds)
     worst_rss = max(status.rss_mb, one.rss_mb, every.rss_mb)
     ok_s, ok_rss = status.seconds <= TARGET_STATUS_S, worst_rss <= TARGET_RSS_MB
@@ -264,6 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         **{f"{key}_rss_mb": round(f.rss_mb, 1) for key, f in
            (("baseline", base), ("status", status), ("balance_one", one),
             ("balance_all", every))},
+        "quick_check_s": round(quick_s, 4), "integrity_check_s": round(integrity_s, 4),
         "worst_s": round(worst_s, 4), "target_status_s": TARGET_STATUS_S,
         "target_rss_mb": TARGET_RSS_MB, "meets_target": ok_s and ok_rss}, sort_keys=True))
     return 0

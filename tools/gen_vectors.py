@@ -165,6 +165,35 @@ def build_valid() -> _Chains:
     return c
 
 
+# ---------------------------------------------------------------- verdicts
+
+def build_verdicts(c: _Chains) -> list[dict[str, object]]:
+    """Records that continue the valid ledger and get a verdict other than `applied`,
+    each with the verdict and reason every replica must give it (specs/ledger.md)."""
+    start = len(c.out)
+    expected: list[tuple[str, str]] = []
+
+    def add(name: str, description: str, author: str, body: Body, *, hlc: int,
+            verdict: str, reason: str) -> None:
+        c.add(name, description, author, body, hlc=hlc)
+        expected.append((verdict, reason))
+
+    bob = Account(device=PUB["bob"])
+    add("issue_by_a_device", "bob seq 3: a hub issues money to himself, which only the "
+        "authority may do; rejected, and its idempotency key is used up", "bob",
+        Issue(to=bob, amount=1_000_00, key="bob-0001"), hlc=pack_hlc(T0 + 6_000),
+        verdict="rejected", reason="only the network authority may issue")
+    add("transfer_reusing_a_rejected_key", "bob seq 4: a transfer he could pay (1.00 of "
+        "his 7.50 AED) with the key of his rejected issue: a duplicate, no effect", "bob",
+        Transfer(from_="main", to=Account(device=PUB["alice"]), amount=1_00, key="bob-0001"),
+        hlc=pack_hlc(T0 + 7_000),
+        verdict="duplicate", reason="idempotency key already used by this author")
+    out = c.out[start:]
+    del c.out[start:]  # these are not part of the all-applied valid ledger
+    return [{**v, "verdict": verdict, "reason": reason}
+            for v, (verdict, reason) in zip(out, expected, strict=True)]
+
+
 # ---------------------------------------------------------------- invalid records
 # Payloads are assembled from encoded parts so that one part at a time can be broken.
 
@@ -518,6 +547,7 @@ def build_ledger_rules(valid: _Chains) -> list[dict[str, object]]:
 
 def build() -> dict[str, object]:
     valid = build_valid()
+    verdicts = build_verdicts(valid)
     return {
         "format": "p2p-ledger record vectors",
         "version": 1,
@@ -528,6 +558,8 @@ def build() -> dict[str, object]:
             "[device, name].",
             "hlc = hlc_ms << 16 | hlc_counter. The valid vectors, applied in order, form a "
             "ledger in which every record has the verdict applied.",
+            "The verdict vectors continue that ledger, in order, after the valid ones; "
+            "each must get its verdict and reason.",
             "Each invalid vector must make open_record(signed_record, network_id) raise "
             "InvalidRecord with the given problem; record_id is the id the error names.",
         ],
@@ -550,6 +582,7 @@ def build() -> dict[str, object]:
         "signatures": build_signatures(),
         "ledger_rules": build_ledger_rules(valid),
         "valid": valid.out,
+        "verdicts": verdicts,
         "invalid": build_invalid(valid),
     }
 

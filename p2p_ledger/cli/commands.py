@@ -84,8 +84,10 @@ def sqlite_store(replica: Replica) -> SqliteStore:
 
 
 @contextmanager
-def opened(home: Home) -> Iterator[Replica]:
-    replica = home.replica()
+def opened(home: Home, *, signs: bool = False) -> Iterator[Replica]:
+    """The home's replica, closed after. A command that `signs` or stores records gets
+    it only if SQLite's quick_check passes: it never writes into a damaged store."""
+    replica = home.replica(check=signs)
     try:
         yield replica
     finally:
@@ -190,7 +192,7 @@ def cmd_network_export(args: argparse.Namespace) -> int:
 def cmd_admit(args: argparse.Namespace) -> int:
     home = Home(args.home)
     device = parse_device_id(args.device_id)
-    with opened(home) as replica:
+    with opened(home, signs=True) as replica:
         w = wallet(home, replica)
         limit = (parse_amount(args.offline_limit, replica.network.currency)
                  if args.offline_limit else None)
@@ -236,7 +238,7 @@ def _key(args: argparse.Namespace) -> str:
 
 def cmd_issue(args: argparse.Namespace) -> int:
     home = Home(args.home)
-    with opened(home) as replica:
+    with opened(home, signs=True) as replica:
         to = Account.parse(args.to)
         amount = parse_amount(args.amount, replica.network.currency)
         w = wallet(home, replica)
@@ -247,7 +249,7 @@ def cmd_issue(args: argparse.Namespace) -> int:
 
 def cmd_pay(args: argparse.Namespace) -> int:
     home = Home(args.home)
-    with opened(home) as replica:
+    with opened(home, signs=True) as replica:
         to = Account.parse(args.to)
         amount = parse_amount(args.amount, replica.network.currency)
         w = wallet(home, replica)
@@ -259,7 +261,7 @@ def cmd_pay(args: argparse.Namespace) -> int:
 
 def cmd_redeem(args: argparse.Namespace) -> int:
     home = Home(args.home)
-    with opened(home) as replica:
+    with opened(home, signs=True) as replica:
         amount = parse_amount(args.amount, replica.network.currency)
         w = wallet(home, replica)
         with replica.store.transaction():
@@ -440,7 +442,7 @@ def import_report(report: IngestReport, replica: Replica) -> tuple[dict[str, obj
 
 def cmd_import(args: argparse.Namespace) -> int:
     home = Home(args.home)
-    with opened(home) as replica:
+    with opened(home, signs=True) as replica:
         raws = read_bundle(args.bundle, replica.network_id)
         replica.verifier = shared_verifier().start  # signatures on a second core
         with replica.store.transaction():

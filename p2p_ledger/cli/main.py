@@ -2,8 +2,9 @@
 
 Every command takes `--home DIR` (or `P2P_LEDGER_HOME`). Commands that print data take
 `--json`. Errors of ours (`P2PLedgerError`) print one line on stderr and exit 1;
-usage errors exit 2. The commands themselves live in `commands.py` (and the
-offline-safety ones in `safety.py`).
+usage errors exit 2; a damaged store (`StoreDamaged`) exits 3, so that a script can
+tell "restore this home" from an ordinary refusal. The commands themselves live in
+`commands.py` (and the offline-safety ones in `safety.py`).
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import P2PLedgerError
+from ..errors import P2PLedgerError, StoreDamaged
 from . import commands, net, safety, simulate
 
-__all__ = ["build_parser", "main"]
+__all__ = ["EXIT_STORE_DAMAGED", "build_parser", "main"]
 
 DEFAULT_HOME = "~/.p2p-ledger"
+EXIT_STORE_DAMAGED = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,6 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.home = Path(os.path.expanduser(args.home))
     try:
         code: int = args.func(args)
+    except StoreDamaged as exc:
+        print(f"p2p-ledger: error: {exc}", file=sys.stderr)
+        return EXIT_STORE_DAMAGED
     except P2PLedgerError as exc:
         print(f"p2p-ledger: error: {exc}", file=sys.stderr)
         return 1

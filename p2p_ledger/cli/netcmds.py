@@ -11,18 +11,21 @@ import functools
 import json
 import logging
 import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import trio
 import trio_websocket
 
 from ..core.ids import device_id
-from ..errors import TransportError
+from ..errors import StoreError, TransportError
 from ..node.links import Link, WebSocketStream, parse_link, stdio_stream
 from ..node.node import Node, SessionStats
 from ..storage.home import Home
 from .commands import opened, passphrase
 
 log = logging.getLogger("p2p_ledger.node")
+T = TypeVar("T")
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -30,10 +33,25 @@ def _setup_logging(verbose: bool) -> None:
                         format="%(asctime)s %(levelname)s %(message)s")
 
 
+def _run_node(fn: Callable[..., Awaitable[T]], *args: object) -> T:
+    """`trio.run`, with a store error taken out of trio's exception groups: a damaged
+    store stops the node, and `main` prints it as one line, not a traceback."""
+    try:
+        return trio.run(fn, *args)
+    except BaseExceptionGroup as group:
+        ours = group.subgroup(StoreError)
+        if ours is None:
+            raise
+        first: BaseException = ours
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+
+
 def serve(args: argparse.Namespace) -> int:
     _setup_logging(not args.quiet)
     home = Home(args.home)
-    with opened(home) as replica:
+    with opened(home, signs=True) as replica:
         node = Node(replica, home.signing_key(passphrase))
         if args.hub and node.role != "hub" and node.admit is None:
             log.info("--hub: this device holds no admit of its own yet; it takes the role "
@@ -48,7 +66,7 @@ def serve(args: argparse.Namespace) -> int:
         if args.discover and not args.listen:
             log.warning("--discover needs --listen (peers connect to that port)")
             return 2
-        trio.run(_serve, node, args)
+        _run_node(_serve, node, args)
     return 0
 
 
@@ -129,9 +147,9 @@ def sync(args: argparse.Namespace) -> int:
     _setup_logging(False)
     home = Home(args.home)
     link = parse_link(args.url)
-    with opened(home) as replica:
+    with opened(home, signs=True) as replica:
         node = Node(replica, home.signing_key(passphrase))
-        stats = trio.run(_sync, node, link, sys.stderr.isatty() and not args.json)
+        stats = _run_node(_sync, node, link, sys.stderr.isatty() and not args.json)
         state_hash = replica.state_hash().hex()
     data = {"peer": stats.peer, "synced": stats.synced, "records_in": stats.records_in,
             "records_out": stats.records_out, "stored_by_peer": stats.stored_by_peer,

@@ -137,7 +137,7 @@ def settled_split(replica: Replica, account: Account,
 def cmd_revoke(args: argparse.Namespace) -> int:
     home = Home(args.home)
     device = parse_device_id(args.device_id)
-    with opened(home) as replica:
+    with opened(home, signs=True) as replica:
         store = replica.store
         w = wallet(home, replica)
         if not w.is_authority:
@@ -165,7 +165,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:
     home = Home(args.home)
-    with opened(home) as replica:
+    with opened(home, signs=True) as replica:
         store = replica.store
         w = wallet(home, replica)
         if not w.is_authority and _role(store, w.device) != "hub":
@@ -457,7 +457,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 def cmd_meta(args: argparse.Namespace) -> int:
     home = Home(args.home)
-    with opened(home) as replica:
+    with opened(home, signs=True) as replica:
         body = Meta(account=args.account, field=args.field, value=args.value)
         body.validate()
         w = wallet(home, replica)

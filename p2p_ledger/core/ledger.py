@@ -880,6 +880,9 @@ class _KindRule:
         body = r.body
         by_authority = r.author == self.replica.network.authority
         limits = self.limits
+        # Set before any rule can reject: a rejected record uses up its key whatever the
+        # rule (ledger.md section 5), so the store must index the key in every case.
+        key = self.idem_key = body.key if isinstance(body, (Issue, Transfer, Redeem)) else None
         if self.revoked_after is not None:
             return Verdict.REJECTED, (f"the author's certificate was revoked after its seq "
                                       f"{self.revoked_after}, and this record knew it")
@@ -895,9 +898,8 @@ class _KindRule:
         if (isinstance(body, Admit) and self.replica.network.limited
                 and self.replica.network.tier(body.tier) is None):
             return Verdict.REJECTED, f"the network has no tier {body.tier}"
-        if isinstance(body, (Issue, Transfer, Redeem)):
-            self.idem_key = body.key
-            dupes = self.replica.store.idem(r.author, body.key)
+        if key is not None:
+            dupes = self.replica.store.idem(r.author, key)
             if self.replica._earlier_in_chain(dupes, self.rec):
                 return Verdict.DUPLICATE, "idempotency key already used by this author"
         if isinstance(body, Admit):

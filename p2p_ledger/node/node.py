@@ -40,7 +40,7 @@ from ..core.ledger import Frontier, Replica
 from ..core.records import Admit, SignedRecord
 from ..core.store import LedgerStore
 from ..core.wallet import Wallet
-from ..errors import PendingFull, TransportError
+from ..errors import PendingFull, StoreError, TransportError
 from ..protocol._state import State
 from ..protocol.session import (
     Admission,
@@ -332,9 +332,13 @@ class Node:
                     session.receive_data(data, now)
                 self._handle_events(peer, now)
             # The session boundary: whatever handling this peer's input raised (a bug, a
-            # store error on a value nobody foresaw) ends this session only, never the
-            # process and the other sessions with it. Only Exception: trio.Cancelled and
-            # KeyboardInterrupt are BaseExceptions and propagate; no await in the try.
+            # value nobody foresaw) ends this session only, never the process and the
+            # other sessions with it. Only Exception: trio.Cancelled and KeyboardInterrupt
+            # are BaseExceptions and propagate; no await in the try. A StoreError is not
+            # the peer's doing but our store's (damaged, disk full): it stops the node,
+            # which must not go on serving from a store it cannot trust.
+            except StoreError:
+                raise
             except Exception as exc:  # noqa: BLE001 - see above: one peer, one session
                 self._input_failed(peer, exc, now)
             peer.wake()

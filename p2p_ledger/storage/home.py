@@ -16,7 +16,7 @@ import nacl.signing
 
 from ..core.ledger import Replica
 from ..core.network import NetworkDescriptor
-from ..errors import LocalError
+from ..errors import LocalError, StoreError
 from .keys import key_device, key_protection, load_key, save_key, write_private
 from .sqlite import SqliteStore
 
@@ -75,8 +75,17 @@ class Home:
 
     # ------------------------------------------------------------ store
 
-    def open_store(self) -> SqliteStore:
-        return SqliteStore(self.store_path, self.network().network_id)
+    def open_store(self, *, check: bool = False) -> SqliteStore:
+        """The store; with `check`, only if SQLite's quick_check finds it undamaged
+        (`StoreDamaged` otherwise): for whatever signs or stores records in it."""
+        store = SqliteStore(self.store_path, self.network().network_id)
+        if check:
+            try:
+                store.quick_check()
+            except StoreError:
+                store.close()
+                raise
+        return store
 
-    def replica(self) -> Replica:
-        return Replica(self.network(), self.open_store())
+    def replica(self, *, check: bool = False) -> Replica:
+        return Replica(self.network(), self.open_store(check=check))

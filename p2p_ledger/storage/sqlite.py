@@ -9,6 +9,17 @@ one-row table, balances in their own table, and every lookup the ledger rules ma
 goes through a primary key or an index. Signatures are verified once, on arrival;
 `p2p-ledger verify` re-checks them all on request.
 
+Damage: every statement goes through `connection.Connection`, which turns SQLite's
+errors into ours, so no `sqlite3` exception leaves this module: a malformed page or a file that is
+not a database is `StoreDamaged`, any other failure (a full disk, a lock held too long)
+`StoreError`. Either aborts the transaction under way, which is then rolled back, so a
+damaged store is never signed into. `quick_check()` (the structure of every page) is
+what signing commands run at open, and `integrity_problems()` (that plus every index
+against its table) what `verify` runs: specs/node.md section 8 gives their cost.
+A row that SQLite reads back but that does not decode is damage too. SQLite keeps no
+checksum of the values themselves: a changed byte inside a value passes both checks
+and only `verify`'s replay of the records finds it.
+
 Writing is the cost of ingest, and SQLite charges mostly per row and per column, so
 an applied record writes few rows: its idempotency key is a column of its own row, and
 the first record that claims a credit is kept in the credit's row (only a fork of the
@@ -41,7 +52,8 @@ from ..core.store import (
     Totals,
     Verdict,
 )
-from ..errors import StoreError
+from ..errors import StoreDamaged, StoreError
+from .connection import Connection, damaged
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
 
@@ -100,10 +112,15 @@ DERIVED_TABLES = ("records", "admits", "credits", "claims", "tips", "balances",
 _ROW_COLS = "id, author, seq, prev, kind, hlc, verdict, reason, chain"
 
 
-def _row(t: tuple[bytes, bytes, int, bytes | None, int, int, str, str | None, bytes]
-         ) -> StoredRecord:
-    return StoredRecord(id=t[0], author=t[1], seq=t[2], prev=t[3], kind=Kind(t[4]), hlc=t[5],
-                        verdict=Verdict(t[6]), reason=t[7], chain=ChainState.decode(t[8]))
+def _row(t: tuple[bytes, bytes, int, bytes | None, int, int, str, str | None, bytes],
+         path: str) -> StoredRecord:
+    try:
+        return StoredRecord(id=t[0], author=t[1], seq=t[2], prev=t[3], kind=Kind(t[4]),
+                            hlc=t[5], verdict=Verdict(t[6]), reason=t[7],
+                            chain=ChainState.decode(t[8]))
+    except (ValueError, IndexError, TypeError) as exc:  # what decoding garbage raises
+        raise StoreDamaged(damaged(path, f"a stored record row does not decode: {exc}")
+                           ) from exc
 
 
 @dataclass(slots=True)
@@ -164,14 +181,19 @@ class SqliteStore:
     def __init__(self, path: str | Path, network_id: bytes) -> None:
         self.path = str(path)
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None,
-                                       check_same_thread=False)
+            self._db = Connection(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open the store {self.path}: {exc}") from None
+        self._db.path = self.path
+        try:
+            # A file that is not a database (a damaged header) fails at the first statement.
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA busy_timeout=10000")
             self._init(network_id)
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot open the store {self.path}: {exc}") from None
+        except StoreError:
+            self._db.close()
+            raise
         self._depth = 0
         self._cache: OrderedDict[bytes, StoredRecord] = OrderedDict()
         self._admits: dict[bytes, AdmitInfo] = {}
@@ -197,6 +219,49 @@ class SqliteStore:
 
     def close(self) -> None:
         self._db.close()
+
+    # ------------------------------------------------------------ damage
+
+    def quick_check(self) -> None:
+        """Raise `StoreDamaged` unless SQLite's `PRAGMA quick_check` passes: every page
+        of every table and index is well formed and every row decodes (not: that each
+        index matches its table). Linear in the file's size (specs/node.md)."""
+        found = self._check("quick_check(10)")
+        if found:
+            raise StoreDamaged(damaged(self.path, f"SQLite's quick_check: {found[0]}"))
+
+    def integrity_problems(self) -> list[str]:
+        """What SQLite's full `PRAGMA integrity_check` finds (at most 100 lines), or
+        nothing: `quick_check` plus every index entry against its table row."""
+        return self._check("integrity_check(100)")
+
+    def _check(self, pragma: str) -> list[str]:
+        """The check's findings, one line each (SQLite can put several in one row, under
+        a "*** in database main ***" heading, which says nothing here)."""
+        found: list[str] = []
+        try:
+            for (text,) in self._db.execute(f"PRAGMA {pragma}"):
+                found.extend(line for line in str(text).splitlines()
+                             if line and not line.startswith("*** in database"))
+        except StoreDamaged as exc:  # a page so broken that the check itself stops there
+            found.append(f"the check stopped: {exc.__cause__}")
+        return [] if found == ["ok"] else found
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Every read inside sees one committed state of the store, whatever other
+        processes commit meanwhile: a read transaction, which in WAL mode keeps its
+        snapshot until it ends (and keeps the WAL from being checkpointed past it)."""
+        if self._depth:
+            raise StoreError("a snapshot cannot be taken inside a write transaction")
+        self._db.execute("BEGIN")
+        try:
+            # BEGIN is deferred: the snapshot is fixed by the first read, so read now.
+            self._db.execute("SELECT records FROM totals").fetchone()
+            yield
+        finally:
+            if self._db.in_transaction:  # nothing was written: this just ends the snapshot
+                self._db.execute("ROLLBACK")
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -233,7 +298,8 @@ class SqliteStore:
             if not committed:
                 self._cache.clear()  # it may hold rows that are being rolled back
                 self._admits.clear()
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite may have rolled back already (an I/O
+                    self._db.execute("ROLLBACK")  # error): a second ROLLBACK would fail
 
     def _one(self, sql: str, *args: object) -> tuple[object, ...] | None:
         row: tuple[object, ...] | None = self._db.execute(sql, args).fetchone()
@@ -252,7 +318,7 @@ class SqliteStore:
         t = self._one(f"SELECT {_ROW_COLS} FROM records WHERE id=?", rid)
         if t is None:
             return None
-        row = _row(t)  # type: ignore[arg-type]
+        row = _row(t, self.path)  # type: ignore[arg-type]
         self._remember(row)
         return row
 
@@ -426,7 +492,7 @@ class SqliteStore:
 
     def records_of(self, author: bytes, after_seq: int) -> list[tuple[int, StoredRecord]]:
         self._flush()
-        return [(t[0], _row(t[1:])) for t in self._db.execute(
+        return [(t[0], _row(t[1:], self.path)) for t in self._db.execute(
             f"SELECT ord, {_ROW_COLS} FROM records WHERE author=? AND seq>? ORDER BY seq",
             (author, after_seq))]
 

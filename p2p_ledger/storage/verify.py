@@ -1,11 +1,16 @@
 """Re-verify a store from scratch: every signature, chain, verdict and balance.
 
-The stored records are replayed, in the order they were stored (a causal order), into
-a fresh replica over a scratch store, through the same `Replica.receive` that judged
-them the first time. Then everything the original store says (verdicts, chain
+First SQLite's own `integrity_check` reads every page and checks every index against
+its table: a damaged file is reported as such (`StoreDamaged`) and nothing is replayed.
+Then the stored records are replayed, in the order they were stored (a causal order),
+into a fresh replica over a scratch store, through the same `Replica.receive` that
+judged them the first time, and everything the original store says (verdicts, chain
 balances, account balances, totals, tips, equivocations) is compared with what the
-replay computed. An edit made to the SQLite file by hand shows up as a bad signature
-(the record bytes were changed), an id mismatch, or a derived value that differs.
+replay computed. All of it is read from one snapshot of the store (a read
+transaction), so records that a running node commits meanwhile are not half seen. An
+edit made to the SQLite file by hand, or a changed byte inside a value (which SQLite's
+checks cannot see), shows up as a bad signature (the record bytes were changed), an id
+mismatch, a row that does not decode, or a derived value that differs.
 """
 
 from __future__ import annotations
@@ -16,16 +21,32 @@ from ..core.hlc import hlc_ms
 from ..core.ids import device_id
 from ..core.ledger import Replica
 from ..core.records import record_id
-from ..errors import InvalidRecord
+from ..errors import InvalidRecord, StoreDamaged
+from .connection import damaged
 from .sqlite import DERIVED_TABLES, SqliteStore
 
 __all__ = ["verify_replica"]
 
 
 def verify_replica(replica: Replica, scratch: Path, *, now_ms: int) -> tuple[list[str], int]:
-    """Return (problems found, records checked)."""
+    """Return (problems found, records checked); raise `StoreDamaged` if SQLite's full
+    integrity check fails, before any record is replayed.
+
+    Everything is read from one snapshot of the store, so a node that commits records
+    meanwhile cannot make the stored views look different from the replay."""
     store = replica.store
     assert isinstance(store, SqliteStore)
+    with store.snapshot():
+        damage = store.integrity_problems()
+        if damage:
+            more = f" and {len(damage) - 1} more" if len(damage) > 1 else ""
+            raise StoreDamaged(damaged(store.path,
+                                       f"SQLite's integrity_check: {damage[0]}{more}"))
+        return _verify(replica, store, scratch, now_ms=now_ms)
+
+
+def _verify(replica: Replica, store: SqliteStore, scratch: Path, *, now_ms: int
+            ) -> tuple[list[str], int]:
     fresh_store = SqliteStore(scratch, replica.network_id)
     fresh = Replica(replica.network, fresh_store)
     clock = max(now_ms, hlc_ms(store.max_hlc()))
