@@ -19,6 +19,7 @@ from trio.testing import MockClock
 
 from p2p_ledger.core.ledger import Frontier
 from p2p_ledger.core.records import record_id
+from p2p_ledger.errors import StoreDamaged
 from p2p_ledger.node.node import Node, NodeConfig
 from p2p_ledger.protocol._state import State
 from p2p_ledger.protocol.session import SessionConfig
@@ -168,6 +169,18 @@ async def test_a_bug_met_on_one_peers_input_closes_only_that_session(
     with pytest.RaisesGroup(KeyboardInterrupt, flatten_subgroups=True):
         async with trio.open_nursery() as nursery:
             bad, run = bad_peer(fleet, hub, nursery, "mem://bad-2")
+            await bad.handshake()
+            bad.session.send_records([first], trio.current_time())
+            await bad.flush()
+            await trio.sleep(3600)
+    assert run.stats is None
+
+    # Our own store failing is not the peer's doing: it stops the node (serve then exits
+    # with one line), rather than closing the session and serving on from that store.
+    raising[0] = StoreDamaged("the store hub.sqlite3 is damaged (test)")
+    with pytest.RaisesGroup(StoreDamaged, flatten_subgroups=True):
+        async with trio.open_nursery() as nursery:
+            bad, run = bad_peer(fleet, hub, nursery, "mem://bad-3")
             await bad.handshake()
             bad.session.send_records([first], trio.current_time())
             await bad.flush()
