@@ -7,16 +7,18 @@ Logs go to stderr, never stdout: with `serve --stdio` stdout carries the protoco
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import logging
 import sys
+from collections.abc import Iterator
 
 import trio
 import trio_websocket
 
 from ..core.ids import device_id
-from ..errors import TransportError
+from ..errors import LocalError, TransportError
 from ..node.links import Link, WebSocketStream, parse_link, stdio_stream
 from ..node.node import Node, SessionStats
 from ..storage.home import Home
@@ -59,8 +61,9 @@ async def _serve(node: Node, args: argparse.Namespace) -> None:
             nursery.start_soon(node.keep_dialing, parse_link(url))
         if args.listen:
             host, port = args.listen
-            listeners = await nursery.start(functools.partial(
-                trio.serve_tcp, functools.partial(_accept_tcp, node), port, host=host))
+            with _listening("", host, port):
+                listeners = await nursery.start(functools.partial(
+                    trio.serve_tcp, functools.partial(_accept_tcp, node), port, host=host))
             for lst in listeners:
                 addr = lst.socket.getsockname()
                 print(f"listening on tcp://{addr[0]}:{addr[1]} as "
@@ -72,10 +75,23 @@ async def _serve(node: Node, args: argparse.Namespace) -> None:
                     port=args.discover_port))
         if args.listen_ws:
             host, port = args.listen_ws
-            server = await nursery.start(functools.partial(
-                trio_websocket.serve_websocket, functools.partial(_accept_ws, node), host, port,
-                ssl_context=None))
+            with _listening("ws://", host, port):
+                server = await nursery.start(functools.partial(
+                    trio_websocket.serve_websocket, functools.partial(_accept_ws, node), host,
+                    port, ssl_context=None))
             print(f"listening on ws://{host}:{server.port}/", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _listening(scheme: str, host: str, port: int) -> Iterator[None]:
+    """A listening socket that cannot be opened (port in use, an address not on this
+    machine, a privileged port) is the operator's to fix: say which and why."""
+    try:
+        yield
+    except* OSError as group:
+        exc = group.exceptions[0]
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise LocalError(f"cannot listen on {scheme}{host}:{port}: {why}") from None
 
 
 async def _accept_tcp(node: Node, stream: trio.SocketStream) -> None:
