@@ -33,6 +33,7 @@ __all__ = [
     "RecordProblem",
     "RemoteProtocolError",
     "StoreDamaged",
+    "StoreBusy",
     "StoreError",
     "TransportError",
     "WrongPassphrase",
@@ -66,6 +67,12 @@ class WrongPassphrase(KeyFileError):
 
 class StoreError(P2PLedgerError):
     """The local store cannot be used as asked."""
+
+
+class StoreBusy(StoreError):
+    """Another process held the store's write lock for longer than the wait allows
+    (another `import`, a `serve` committing a large delta). Nothing was changed; the
+    same command can simply be run again."""
 
 
 class StoreDamaged(StoreError):

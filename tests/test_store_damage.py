@@ -15,6 +15,7 @@ another process writes to meanwhile reads one snapshot.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import re
 import shutil
@@ -29,8 +30,7 @@ import pytest
 import trio
 
 from p2p_ledger.cli.commands import opened
-from p2p_ledger.cli.main import EXIT_STORE_DAMAGED, main
-from p2p_ledger.cli.netcmds import _run_node
+from p2p_ledger.cli.main import EXIT_INTERNAL, EXIT_STORE_DAMAGED, _failed, main
 from p2p_ledger.core.ids import Account, device_id, parse_device_id
 from p2p_ledger.core.ledger import Frontier, Replica
 from p2p_ledger.core.wallet import Wallet
@@ -327,9 +327,11 @@ def test_a_row_that_does_not_decode_is_damage(homes: Homes, tmp_path: Path) -> N
 # ---------------------------------------------------------------- the node
 
 
-def test_a_store_error_in_a_node_task_stops_it_as_one_error() -> None:
-    """trio wraps a task's exception in exception groups; `serve` and `sync` unwrap a
-    store error, so `main` prints it as one line (exit 3 when damaged)."""
+def test_a_store_error_in_a_node_task_stops_it_as_one_error(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """trio wraps a task's exception in exception groups; the CLI's one error boundary
+    unwraps them, so a store error of `serve` or `sync` is one line (exit 3 when
+    damaged), and a bug among them one line too (exit 70)."""
 
     async def node() -> None:
         async with trio.open_nursery() as outer:
@@ -338,16 +340,21 @@ def test_a_store_error_in_a_node_task_stops_it_as_one_error() -> None:
                 inner.start_soon(trio.sleep_forever)
                 raise StoreDamaged("the store X is damaged (database disk image is malformed)")
 
-    with pytest.raises(StoreDamaged, match="malformed") as info:
-        _run_node(node)
-    assert not isinstance(info.value, BaseExceptionGroup)
+    with pytest.raises(BaseExceptionGroup) as info:
+        trio.run(node)
+    assert _failed(info.value, argparse.Namespace(home=Path("X"))) == EXIT_STORE_DAMAGED
+    assert capsys.readouterr().err.splitlines() == [
+        "p2p-ledger: error: the store X is damaged (database disk image is malformed)"]
 
     async def other() -> None:
         async with trio.open_nursery():
             raise ValueError("a bug")
 
-    with pytest.raises(BaseExceptionGroup):  # anything else is left as trio raised it
-        _run_node(other)
+    with pytest.raises(BaseExceptionGroup) as info:
+        trio.run(other)
+    assert _failed(info.value, argparse.Namespace(home=Path("X"))) == EXIT_INTERNAL
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("p2p-ledger: error: internal error (ValueError: a bug)")
     assert issubclass(StoreDamaged, StoreError)
 
 

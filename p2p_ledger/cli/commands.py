@@ -7,10 +7,12 @@ as stored only after that transaction has committed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import os
 import secrets
+import shutil
 import sys
 import tempfile
 import time
@@ -77,6 +79,40 @@ def _new_key(home: Home, no_passphrase: bool) -> bytes:
     return bytes(home.create_key(passphrase(new=True)).verify_key)
 
 
+def out_file(text: str) -> Path:
+    """An --out argument: a file to write, in a folder that exists ("-" is stdout)."""
+    path = Path(text)
+    parent = path.parent
+    if not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"cannot write {text}: the folder {parent} does not "
+                                         "exist")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"cannot write {text}: it is a folder")
+    return path
+
+
+@contextmanager
+def undone_on_failure(home: Home) -> Iterator[None]:
+    """`init` and `network create` make files in the home (key, descriptor, store): if
+    the command fails or is interrupted, remove the ones it made, and the home folder
+    if it made that too, so that the home is as it was."""
+    existed = home.path.is_dir()
+    before = set(home.path.iterdir()) if existed else set()
+    try:
+        yield
+    except BaseException:
+        if home.path.is_dir():
+            for made in set(home.path.iterdir()) - before:
+                if made.is_dir():
+                    shutil.rmtree(made, ignore_errors=True)
+                else:
+                    made.unlink(missing_ok=True)
+            if not existed:
+                with contextlib.suppress(OSError):
+                    home.path.rmdir()
+        raise
+
+
 def sqlite_store(replica: Replica) -> SqliteStore:
     store = replica.store
     assert isinstance(store, SqliteStore)
@@ -116,10 +152,11 @@ def cmd_init(args: argparse.Namespace) -> int:
             f"{home.path} is already initialised (device {device_id(home.public_key())})")
     if network is not None and home.has_network():
         raise LocalError(f"{home.path} already belongs to a network")
-    key = home.public_key() if home.has_key() else _new_key(home, args.no_passphrase)
-    if network is not None:
-        home.set_network(network)
-        home.open_store().close()
+    with undone_on_failure(home):
+        key = home.public_key() if home.has_key() else _new_key(home, args.no_passphrase)
+        if network is not None:
+            home.set_network(network)
+            home.open_store().close()
     data: dict[str, object] = {"device_id": device_id(key), "home": str(home.path),
                                "network_id": network.network_id.hex() if network else None}
     text = f"device {device_id(key)}"
@@ -134,7 +171,10 @@ def _read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise LocalError(f"cannot read {path}: {exc}") from None
+        raise LocalError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise LocalError(f"{path} is not a text file: a network descriptor is the JSON "
+                         "that `network export` writes") from None
 
 
 def cmd_id(args: argparse.Namespace) -> int:
@@ -148,10 +188,15 @@ def cmd_network_create(args: argparse.Namespace) -> int:
         raise LocalError(f"{home.path} already belongs to a network")
     currency = args.currency.upper()
     tiers = _tiers(args, currency)
-    key = home.public_key() if home.has_key() else _new_key(home, args.no_passphrase)
-    network = NetworkDescriptor(name=args.name, currency=currency, authority=key, tiers=tiers)
-    home.set_network(network)
-    home.open_store().close()
+    # Check the descriptor before making a key: a bad name or currency must not leave a
+    # key behind (a rerun would silently reuse it, under the old passphrase).
+    NetworkDescriptor(name=args.name, currency=currency, authority=bytes(32), tiers=tiers)
+    with undone_on_failure(home):
+        key = home.public_key() if home.has_key() else _new_key(home, args.no_passphrase)
+        network = NetworkDescriptor(name=args.name, currency=currency, authority=key,
+                                    tiers=tiers)
+        home.set_network(network)
+        home.open_store().close()
     show = [{name: {"minor": v, "currency": currency, "display": format_amount(v, currency)}
              for name, v in (("per_payment", t.per_payment), ("unsettled", t.unsettled),
                              ("holding", t.holding))} for t in tiers]

@@ -7,45 +7,29 @@ Logs go to stderr, never stdout: with `serve --stdio` stdout carries the protoco
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Iterator
 
 import trio
 import trio_websocket
 
 from ..core.ids import device_id
-from ..errors import StoreError, TransportError
+from ..errors import LocalError, TransportError
 from ..node.links import Link, WebSocketStream, parse_link, stdio_stream
 from ..node.node import Node, SessionStats
 from ..storage.home import Home
 from .commands import opened, passphrase
 
 log = logging.getLogger("p2p_ledger.node")
-T = TypeVar("T")
 
 
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s")
-
-
-def _run_node(fn: Callable[..., Awaitable[T]], *args: object) -> T:
-    """`trio.run`, with a store error taken out of trio's exception groups: a damaged
-    store stops the node, and `main` prints it as one line, not a traceback."""
-    try:
-        return trio.run(fn, *args)
-    except BaseExceptionGroup as group:
-        ours = group.subgroup(StoreError)
-        if ours is None:
-            raise
-        first: BaseException = ours
-        while isinstance(first, BaseExceptionGroup):
-            first = first.exceptions[0]
-        raise first from None
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -66,7 +50,7 @@ def serve(args: argparse.Namespace) -> int:
         if args.discover and not args.listen:
             log.warning("--discover needs --listen (peers connect to that port)")
             return 2
-        _run_node(_serve, node, args)
+        trio.run(_serve, node, args)
     return 0
 
 
@@ -80,8 +64,9 @@ async def _serve(node: Node, args: argparse.Namespace) -> None:
             nursery.start_soon(node.keep_dialing, parse_link(url))
         if args.listen:
             host, port = args.listen
-            listeners = await nursery.start(functools.partial(
-                trio.serve_tcp, functools.partial(_accept_tcp, node), port, host=host))
+            with _listening("", host, port):
+                listeners = await nursery.start(functools.partial(
+                    trio.serve_tcp, functools.partial(_accept_tcp, node), port, host=host))
             for lst in listeners:
                 addr = lst.socket.getsockname()
                 print(f"listening on tcp://{addr[0]}:{addr[1]} as "
@@ -93,10 +78,23 @@ async def _serve(node: Node, args: argparse.Namespace) -> None:
                     port=args.discover_port))
         if args.listen_ws:
             host, port = args.listen_ws
-            server = await nursery.start(functools.partial(
-                trio_websocket.serve_websocket, functools.partial(_accept_ws, node), host, port,
-                ssl_context=None))
+            with _listening("ws://", host, port):
+                server = await nursery.start(functools.partial(
+                    trio_websocket.serve_websocket, functools.partial(_accept_ws, node), host,
+                    port, ssl_context=None))
             print(f"listening on ws://{host}:{server.port}/", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _listening(scheme: str, host: str, port: int) -> Iterator[None]:
+    """A listening socket that cannot be opened (port in use, an address not on this
+    machine, a privileged port) is the operator's to fix: say which and why."""
+    try:
+        yield
+    except* OSError as group:
+        exc = group.exceptions[0]
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise LocalError(f"cannot listen on {scheme}{host}:{port}: {why}") from None
 
 
 async def _accept_tcp(node: Node, stream: trio.SocketStream) -> None:
@@ -149,7 +147,7 @@ def sync(args: argparse.Namespace) -> int:
     link = parse_link(args.url)
     with opened(home, signs=True) as replica:
         node = Node(replica, home.signing_key(passphrase))
-        stats = _run_node(_sync, node, link, sys.stderr.isatty() and not args.json)
+        stats = trio.run(_sync, node, link, sys.stderr.isatty() and not args.json)
         state_hash = replica.state_hash().hex()
     data = {"peer": stats.peer, "synced": stats.synced, "records_in": stats.records_in,
             "records_out": stats.records_out, "stored_by_peer": stats.stored_by_peer,

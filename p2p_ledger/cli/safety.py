@@ -28,7 +28,6 @@ import json
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..core.hlc import hlc_ms
 from ..core.ids import Account, device_id, parse_device_id
@@ -48,7 +47,7 @@ from ..core.records import (
 from ..core.store import HistoryEntry, LedgerStore, StoredRecord, Verdict
 from ..errors import LocalError
 from ..storage.home import Home
-from .commands import _when, amount_json, emit, fmt, now_ms, opened, wallet
+from .commands import _when, amount_json, emit, fmt, now_ms, opened, out_file, wallet
 
 __all__ = ["AUDIT_FLAGS", "BURST_COUNT", "BURST_WINDOW_MS", "NEAR_CAP_PERCENT", "CheckResult",
            "Settlement", "add_parsers", "audit_rows", "check_record", "settled_split"]
@@ -81,7 +80,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser],
 
     s = sub.add_parser("audit", parents=[data],
                        help="export every record with its verdict, settlement and flags")
-    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--out", type=out_file, required=True)
     s.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
     s.set_defaults(func=cmd_audit)
 

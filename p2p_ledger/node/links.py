@@ -23,10 +23,22 @@ import trio_websocket
 
 from ..errors import LocalError, TransportError
 
-__all__ = ["Link", "WebSocketStream", "open_link", "parse_link", "stdio_stream"]
+__all__ = ["LATE_CONNECT_ERRORS", "Link", "WebSocketStream", "cannot_reach", "open_link",
+           "parse_link", "stdio_stream"]
 
 _CONNECT_ERRORS = (OSError, trio.BrokenResourceError, trio_websocket.HandshakeError,
                    trio_websocket.ConnectionClosed)
+# A WebSocket server's refusal (an HTTP server that is not ours answers 404, say) is
+# raised by the connection's reader task, in the caller's nursery, not by open_link.
+LATE_CONNECT_ERRORS = (trio_websocket.HandshakeError,)
+
+
+def cannot_reach(link: Link, exc: BaseException) -> TransportError:
+    """The TransportError for a failed connection, in one line."""
+    if isinstance(exc, trio_websocket.ConnectionRejected):
+        return TransportError(f"cannot reach {link}: the server answered HTTP "
+                              f"{exc.status_code}, not a WebSocket upgrade")
+    return TransportError(f"cannot reach {link}: {exc}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,8 +65,12 @@ def parse_link(url: str) -> Link:
             raise LocalError("exec: needs a command, e.g. exec:'ssh site p2p-ledger serve --stdio'")
         return Link(scheme="exec", command=command)
     parts = urlsplit(url)
-    if parts.scheme in ("tcp", "ws") and parts.hostname and parts.port:
-        return Link(scheme=parts.scheme, host=parts.hostname, port=parts.port,
+    try:
+        port = parts.port  # ValueError when out of 0..65535 or not a number
+    except ValueError:
+        raise LocalError(f"{url!r}: the port must be a number from 1 to 65535") from None
+    if parts.scheme in ("tcp", "ws") and parts.hostname and port:
+        return Link(scheme=parts.scheme, host=parts.hostname, port=port,
                     path=parts.path or "/")
     raise LocalError(f"{url!r} is not a peer address (tcp://HOST:PORT, ws://HOST:PORT/PATH "
                      "or exec:COMMAND)")
@@ -127,13 +143,26 @@ async def open_link(link: Link, nursery: trio.Nursery, *,
                 list(link.command), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
             return _ProcessStream(process)
         with trio.fail_after(connect_timeout):
-            ws = await trio_websocket.connect_websocket(
-                nursery, link.host, link.port, link.path, use_ssl=False)
-        return WebSocketStream(ws)
+            return WebSocketStream(await _open_websocket(link, nursery))
     except _CONNECT_ERRORS as exc:
-        raise TransportError(f"cannot reach {link}: {exc}") from None
+        raise cannot_reach(link, exc) from None
     except trio.TooSlowError:
         raise TransportError(f"cannot reach {link}: timed out") from None
+
+
+async def _open_websocket(link: Link,
+                          nursery: trio.Nursery) -> trio_websocket.WebSocketConnection:
+    """A WebSocket over a TCP stream of our own, so that we can close it when the
+    handshake fails: a server that refuses the upgrade (an HTTP server that is not
+    ours) is reported by the connection's reader task in `nursery`, which cancels us
+    here, and trio-websocket leaves the socket open."""
+    stream = await trio.open_tcp_stream(link.host, link.port)
+    host = link.host if link.port in (80, 443) else f"{link.host}:{link.port}"
+    try:
+        return await trio_websocket.wrap_client_stream(nursery, stream, host, link.path)
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
 
 
 def stdio_stream() -> trio.abc.Stream:

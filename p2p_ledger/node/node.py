@@ -57,7 +57,7 @@ from ..protocol.session import (
 from ..protocol.sketch import CELL_BYTES, ELEMENT_BYTES, cells_for
 from ..storage.sqlite import SqliteStore
 from .discovery import DISCOVERY_PORT, Announcement, announce, listen, network_tag
-from .links import Link, open_link
+from .links import LATE_CONNECT_ERRORS, Link, cannot_reach, open_link
 from .verifier import shared_verifier
 
 __all__ = ["Node", "NodeConfig", "SessionStats", "newest_admit"]
@@ -629,6 +629,8 @@ class Node:
                 nursery.cancel_scope.cancel()
         except* TransportError as group:
             raise group.exceptions[0] from None
+        except* LATE_CONNECT_ERRORS as group:
+            raise cannot_reach(link, group.exceptions[0]) from None
         return stats
 
     async def keep_dialing(self, link: Link, *, attempts: int | None = None) -> None:
@@ -646,6 +648,8 @@ class Node:
                     delay = self.config.backoff_initial
             except* TransportError as group:
                 log.info("peer %s unreachable: %s", link, group.exceptions[0])
+            except* LATE_CONNECT_ERRORS as group:
+                log.info("peer %s unreachable: %s", link, cannot_reach(link, group.exceptions[0]))
             pause = delay * self._rng.uniform(0.5, 1.5)
             self.dial_pauses.append(pause)
             await trio.sleep(pause)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -129,8 +130,12 @@ class ProcessVerifier:
 
     def _child(self) -> subprocess.Popen[bytes]:
         if self._proc is None:
+            # A process group of its own: Ctrl-C at a terminal signals the foreground
+            # group, and a child still starting up (before it ignores SIGINT) would die
+            # of it with an interpreter traceback on the user's screen. The node handles
+            # Ctrl-C; closing our end of its stdin is what ends the child.
             self._proc = subprocess.Popen(self._command, stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE)
+                                          stdout=subprocess.PIPE, process_group=0)
         return self._proc
 
     def _answer(self, seq: int, count: int) -> set[int] | None:
@@ -218,7 +223,13 @@ def serve(inp: IO[bytes], out: IO[bytes]) -> None:
 
 
 if __name__ == "__main__":
-    # Ctrl-C at a terminal reaches the whole process group: the node handles it, and
-    # closing our stdin is what ends us (no traceback of ours on the user's screen).
+    # The node starts us in a process group of our own; run by hand, Ctrl-C at a
+    # terminal would still reach us: the node handles it, and closing our stdin is
+    # what ends us (no traceback of ours on the user's screen).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    serve(sys.stdin.buffer, sys.stdout.buffer)
+    try:
+        serve(sys.stdin.buffer, sys.stdout.buffer)
+    except BrokenPipeError:
+        # The node went away (interrupted, killed) while we answered: nobody is left
+        # to answer, and nothing to report. Leave without flushing stdout again.
+        os._exit(0)

@@ -18,7 +18,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ..errors import StoreDamaged, StoreError
+from ..errors import StoreBusy, StoreDamaged, StoreError
 
 __all__ = ["Connection", "Cursor", "damaged"]
 
@@ -32,12 +32,17 @@ def damaged(path: str, what: str) -> str:
 
 # SQLite's result codes for a damaged file; extended codes keep them in the low byte.
 _DAMAGE_CODES = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+# ... and for a lock another connection held past busy_timeout
+_BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def _ours(exc: sqlite3.DatabaseError, path: str) -> StoreError:
     code = getattr(exc, "sqlite_errorcode", None)
     if isinstance(code, int) and code & 0xFF in _DAMAGE_CODES:
         return StoreDamaged(damaged(path, str(exc)))
+    if isinstance(code, int) and code & 0xFF in _BUSY_CODES:
+        return StoreBusy(f"the store {path} is busy: another p2p-ledger process has been "
+                         "writing it for longer than 10 s; try again when it is done")
     return StoreError(f"the store {path} failed: {exc}")
 
 

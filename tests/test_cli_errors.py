@@ -1,0 +1,300 @@
+"""No traceback ever reaches a user: each failure seen on 50d1dbf, and the rest of its
+class, ends in one line on stderr and a documented exit code (`EXIT_CODES`), and
+leaves the home as it was.
+
+Most cases call `main()` in this process (a traceback would be an exception escaping
+it); the ones that need a signal or a second process run the real entry point.
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from p2p_ledger.cli import commands
+from p2p_ledger.cli.main import (
+    EXIT_BUSY,
+    EXIT_CODES,
+    EXIT_ERROR,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    main,
+)
+from p2p_ledger.core.wallet import Wallet
+from p2p_ledger.errors import StoreBusy
+from p2p_ledger.storage.home import Home
+from p2p_ledger.storage.sqlite import SqliteStore
+from tests.helpers import T0
+
+PASSPHRASE = "correct horse battery staple"
+BIG = 20_000  # records in the bundle imported under Ctrl-C: seconds of work
+
+
+@pytest.fixture
+def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An authority home A with its descriptor net.json, a bundle of its records, and a
+    plain file; the passphrase comes from the environment."""
+    monkeypatch.setenv("P2P_LEDGER_PASSPHRASE", PASSPHRASE)
+    monkeypatch.delenv("P2P_LEDGER_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["--home", "A", "network", "create", "--name", "Site", "--currency", "AED"]) == 0
+    assert main(["--home", "A", "network", "export", "--out", "net.json"]) == 0
+    assert main(["--home", "A", "export", "--out", "all.bundle"]) == 0
+    (tmp_path / "plain").write_text("not a home\n")
+    return tmp_path
+
+
+def one_line(capsys: pytest.CaptureFixture[str], code: int, expected_code: int,
+             *words: str) -> str:
+    """The command exited `expected_code` with exactly one line on stderr holding
+    `words`."""
+    err = capsys.readouterr().err
+    assert code == expected_code, err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("p2p-ledger: error: "), err
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]
+
+
+def tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+# ---------------------------------------------------------------- paths
+
+@pytest.mark.parametrize("command", [["id"], ["balance"], ["status"], ["pay", "--to", "x",
+                                     "--amount", "1"], ["init", "--network", "net.json"],
+                                     ["network", "create", "--name", "x"]])
+def test_home_that_is_a_plain_file(work: Path, capsys: pytest.CaptureFixture[str],
+                                   command: list[str]) -> None:
+    code = main(["--home", "plain", *command])
+    one_line(capsys, code, EXIT_ERROR, "--home plain is a file, not a home folder")
+    assert (work / "plain").read_text() == "not a home\n"
+
+
+@pytest.mark.parametrize("command", [["network", "export"], ["summary"], ["export"],
+                                     ["audit"]])
+def test_out_into_a_missing_folder_is_a_usage_error(
+        work: Path, capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--home", "A", *command, "--out", "nowhere/file"])
+    assert exited.value.code == EXIT_USAGE
+    assert "cannot write nowhere/file: the folder nowhere does not exist" in (
+        capsys.readouterr().err)
+    assert not (work / "nowhere").exists()
+
+
+def test_init_with_a_bundle_for_a_descriptor(work: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--home", "E", "init", "--network", "all.bundle"])
+    one_line(capsys, code, EXIT_ERROR, "all.bundle is not a text file")
+    assert not (work / "E").exists()
+
+
+# ---------------------------------------------------------------- nothing half-done
+
+def test_a_failed_network_create_leaves_no_key_behind(
+        work: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: a bad currency left key.json behind, and a rerun with another
+    passphrase silently reused it, locking the authority out."""
+    code = main(["--home", "N", "network", "create", "--name", "x", "--currency", "XXX"])
+    one_line(capsys, code, EXIT_ERROR, "currency")
+    assert not (work / "N").exists()
+    (work / "M").mkdir()
+    (work / "M" / "notes.txt").write_text("mine")
+    code = main(["--home", "M", "network", "create", "--name", "x", "--currency", "XXX"])
+    one_line(capsys, code, EXIT_ERROR, "currency")
+    assert tree(work / "M") == {"notes.txt"}  # the folder existed: only ours removed
+    monkeypatch.setenv("P2P_LEDGER_PASSPHRASE", "another passphrase")
+    assert main(["--home", "N", "network", "create", "--name", "x", "--currency", "AED"]) == 0
+    capsys.readouterr()
+    # the key is sealed under the passphrase of the run that succeeded
+    Home(work / "N").signing_key(lambda: "another passphrase")
+
+
+def test_a_failure_after_the_key_is_made_removes_what_the_command_made(
+        work: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_store(self: Home) -> SqliteStore:
+        raise OSError(28, "No space left on device", str(self.store_path))
+
+    monkeypatch.setattr(Home, "open_store", broken_store)
+    code = main(["--home", "J", "init", "--network", "net.json"])
+    one_line(capsys, code, EXIT_ERROR, "No space left on device")
+    assert not (work / "J").exists()
+
+
+# ---------------------------------------------------------------- links
+
+def test_a_port_out_of_range(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--home", "A", "sync", "tcp://127.0.0.1:99999"])
+    one_line(capsys, code, EXIT_ERROR, "the port must be a number from 1 to 65535")
+
+
+@pytest.fixture
+def http_server() -> Iterator[int]:
+    """A plain HTTP server (not a WebSocket) on 127.0.0.1: every path is 404."""
+    class Quiet(http.server.BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_websocket_to_a_plain_http_server(work: Path, capsys: pytest.CaptureFixture[str],
+                                            http_server: int) -> None:
+    code = main(["--home", "A", "sync", f"ws://127.0.0.1:{http_server}/ledger"])
+    one_line(capsys, code, EXIT_ERROR, f"cannot reach ws://127.0.0.1:{http_server}/ledger",
+             "the server answered HTTP")
+
+
+def test_serve_on_a_port_in_use(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["--home", "A", "serve", "--quiet", "--listen", f"127.0.0.1:{port}"])
+    one_line(capsys, code, EXIT_ERROR, f"cannot listen on 127.0.0.1:{port}",
+             "in use")
+
+
+def test_serve_on_an_address_not_on_this_machine(work: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--home", "A", "serve", "--quiet", "--listen", "192.0.2.1:7700"])
+    one_line(capsys, code, EXIT_ERROR, "cannot listen on 192.0.2.1:7700")
+
+
+# ---------------------------------------------------------------- the boundary itself
+
+def test_a_busy_home(work: Path, capsys: pytest.CaptureFixture[str],
+                     monkeypatch: pytest.MonkeyPatch) -> None:
+    def locked(args: object) -> int:
+        raise StoreBusy("the store A/ledger.sqlite3 is busy: another p2p-ledger process "
+                        "has been writing it for longer than 10 s; try again")
+
+    monkeypatch.setattr(commands, "cmd_import", locked)
+    code = main(["--home", "A", "import", "all.bundle"])
+    one_line(capsys, code, EXIT_BUSY, "is busy", "try again")
+
+
+def test_a_bug_is_one_line_and_exit_70(work: Path, capsys: pytest.CaptureFixture[str],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    def bug(args: object) -> int:
+        raise ExceptionGroup("nursery", [ValueError("an unforeseen value")])
+
+    monkeypatch.setattr(commands, "cmd_status", bug)
+    code = main(["--home", "A", "status"])
+    one_line(capsys, code, EXIT_INTERNAL, "internal error (ValueError: an unforeseen value)",
+             "P2P_LEDGER_DEBUG=1")
+
+
+def test_every_exit_code_is_documented() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    for code, meaning in EXIT_CODES.items():
+        assert f"| {code} |" in readme, (code, meaning)
+
+
+# ---------------------------------------------------------------- Ctrl-C
+
+def _entry(home: Path, *args: str) -> subprocess.Popen[str]:
+    """The real entry point, in a process group of its own (as a terminal's job)."""
+    env = {"P2P_LEDGER_PASSPHRASE": PASSPHRASE, "PATH": "/usr/bin:/bin"}
+    return subprocess.Popen([sys.executable, "-m", "p2p_ledger", "--home", str(home), *args],
+                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, cwd=home.parent,
+                            start_new_session=True)
+
+
+def _children(pid: int, word: str) -> list[int]:
+    """Processes whose parent is `pid` and whose command line holds `word`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if int(stat.rpartition(")")[2].split()[1]) == pid and word in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def _interrupted(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == EXIT_INTERRUPTED, err
+    assert "Traceback" not in err, err
+    assert err.splitlines()[-1] == "p2p-ledger: interrupted", err
+    return err
+
+
+def test_ctrl_c_on_serve(work: Path) -> None:
+    proc = _entry(work / "A", "serve", "--listen", "127.0.0.1:0", "--peer",
+                  "tcp://127.0.0.1:9")
+    assert proc.stderr is not None
+    line = proc.stderr.readline()  # "listening on ...": the node runs
+    assert "listening on tcp://127.0.0.1:" in line, line
+    _interrupted(proc)
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_import(work: Path) -> None:
+    """Interrupted while the verifier child checks the bundle's signatures: exit 130,
+    no BrokenPipeError traceback, and the import's transaction is not half stored."""
+    home = Home(work / "A")
+    replica = home.replica()
+    store = replica.store
+    assert isinstance(store, SqliteStore)
+    wallet = Wallet(replica, home.signing_key(lambda: PASSPHRASE))
+    with store.transaction():
+        for i in range(BIG):
+            wallet.set_meta("n", str(i), now_ms=T0 + i)
+    held = store.totals().records
+    store.close()
+    assert main(["--home", "A", "export", "--out", "big.bundle"]) == 0
+    assert main(["--home", "F", "init", "--network", "net.json"]) == 0
+    before = tree(work / "F")
+    proc = _entry(work / "F", "import", "big.bundle")
+    # Ctrl-C on a terminal signals the whole process group: send it once the verifier
+    # child is checking signatures.
+    deadline = time.monotonic() + 30
+    while not _children(proc.pid, "p2p_ledger.node.verifier"):
+        assert proc.poll() is None, proc.stderr
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == EXIT_INTERRUPTED, err
+    assert "Traceback" not in err, err
+    assert err.splitlines()[-1] == "p2p-ledger: interrupted", err
+    assert tree(work / "F") >= before
+    replica = Home(work / "F").replica()
+    try:
+        assert replica.store.totals().records in (0, held)  # all or nothing
+    finally:
+        closing = replica.store
+        assert isinstance(closing, SqliteStore)
+        closing.close()
