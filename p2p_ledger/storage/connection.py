@@ -15,7 +15,7 @@ raises); rows are read in batches so that a scan costs what a plain cursor's doe
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ..errors import StoreBusy, StoreDamaged, StoreError
@@ -99,29 +99,18 @@ class Connection(sqlite3.Connection):
     path = "?"
 
     def execute(self, sql: str, parameters: Any = (), /) -> Cursor:
-        cursor = self.cursor(Cursor)
-        try:
-            cursor.execute(sql, parameters)
-        except sqlite3.ProgrammingError:
-            raise
-        except sqlite3.DatabaseError as exc:
-            raise _ours(exc, self.path) from exc
-        return cursor
+        return self._run(lambda cursor: cursor.execute(sql, parameters))
 
     def executemany(self, sql: str, parameters: Iterable[Any], /) -> Cursor:
-        cursor = self.cursor(Cursor)
-        try:
-            cursor.executemany(sql, parameters)
-        except sqlite3.ProgrammingError:
-            raise
-        except sqlite3.DatabaseError as exc:
-            raise _ours(exc, self.path) from exc
-        return cursor
+        return self._run(lambda cursor: cursor.executemany(sql, parameters))
 
     def executescript(self, sql_script: str, /) -> Cursor:
+        return self._run(lambda cursor: cursor.executescript(sql_script))
+
+    def _run(self, statement: Callable[[Cursor], object]) -> Cursor:
         cursor = self.cursor(Cursor)
         try:
-            cursor.executescript(sql_script)
+            statement(cursor)
         except sqlite3.ProgrammingError:
             raise
         except sqlite3.DatabaseError as exc:
