@@ -35,6 +35,7 @@ from ..storage.bundle import read_bundle, read_summary, write_bundle, write_summ
 from ..storage.home import Home
 from ..storage.sqlite import SqliteStore
 from ..storage.verify import verify_replica
+from . import progress
 
 PASSPHRASE_ENV = "P2P_LEDGER_PASSPHRASE"
 
@@ -431,9 +432,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     home = Home(args.home)
-    with opened(home) as replica, tempfile.TemporaryDirectory() as tmp:
+    with (opened(home) as replica, tempfile.TemporaryDirectory() as tmp,
+          progress.bar(args, "verifying", replica.store.totals().records) as shown):
         problems, checked = verify_replica(replica, Path(tmp) / "rebuild.sqlite3",
-                                           now_ms=now_ms())
+                                           now_ms=now_ms(), replayed=shown.update)
     emit(args, {"records": checked, "ok": not problems, "problems": problems},
          "\n".join([*problems, f"{checked} records re-verified: "
                     f"{'OK' if not problems else f'{len(problems)} problem(s)'}"]))
@@ -454,7 +456,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         if args.since:
             raws = replica.delta(read_summary(args.since, replica.network_id))
         else:
-            raws = replica.store.raws_in_order(list(replica.store.all_ids_in_order()))
+            ids = list(replica.store.all_ids_in_order())
+            raws = []
+            with progress.bar(args, "reading", len(ids)) as shown:
+                for at in range(0, len(ids), 2000):
+                    raws += replica.store.raws_in_order(ids[at:at + 2000])
+                    shown.update(len(ids[at:at + 2000]))
         write_bundle(args.out, replica.network_id, raws)
     emit(args, {"records": len(raws), "bytes": args.out.stat().st_size, "out": str(args.out)},
          f"wrote {len(raws)} records to {args.out}")
@@ -490,8 +497,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     with opened(home, signs=True) as replica:
         raws = read_bundle(args.bundle, replica.network_id)
         replica.verifier = shared_verifier().start  # signatures on a second core
-        with replica.store.transaction():
-            report = replica.receive_many(raws, now_ms=now_ms())
+        with replica.store.transaction(), progress.bar(args, "importing", len(raws)) as shown:
+            report = replica.receive_many(progress.counted(raws, shown), now_ms=now_ms())
         data, text = import_report(report, replica)
         if any(a.equivocates_with for a in report.applied) and (
                 home.public_key() == replica.network.authority):

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import LocalError, P2PLedgerError, StoreBusy, StoreDamaged
-from . import commands, net, safety, simulate
+from . import commands, logs, net, safety, simulate
 
 __all__ = ["EXIT_CODES", "build_parser", "main"]
 
@@ -145,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("demo", help="run a self-contained demonstration in temporary homes")
     s.set_defaults(func=_demo)
+    logs.add_options(p)  # -v, -q, --log-format: before or after any command name
     return p
 
 
@@ -157,6 +158,7 @@ def _demo(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.home = Path(os.path.expanduser(args.home))
+    logs.configure(logs.level_for(args), args.log_format)
     try:
         if args.home.exists() and not args.home.is_dir():
             raise LocalError(f"--home {args.home} is a file, not a home folder")

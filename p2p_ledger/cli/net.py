@@ -35,7 +35,6 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                    help="interface address for discovery (default: the system's choice)")
     s.add_argument("--discover-port", type=int, default=DISCOVERY_PORT, metavar="PORT",
                    help=f"UDP port for discovery (default {DISCOVERY_PORT})")
-    s.add_argument("--quiet", action="store_true", help="log warnings only")
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("sync", parents=[data], help="connect once, reconcile both ways, exit")

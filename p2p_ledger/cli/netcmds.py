@@ -13,27 +13,25 @@ import json
 import logging
 import sys
 from collections.abc import Iterator
+from typing import Never
 
 import trio
 import trio_websocket
+from tqdm import tqdm
 
 from ..core.ids import device_id
 from ..errors import LocalError, TransportError
 from ..node.links import Link, WebSocketStream, parse_link, stdio_stream
 from ..node.node import Node, SessionStats
 from ..storage.home import Home
+from . import logs, progress
 from .commands import opened, passphrase
 
 log = logging.getLogger("p2p_ledger.node")
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(message)s")
-
-
 def serve(args: argparse.Namespace) -> int:
-    _setup_logging(not args.quiet)
+    logs.configure(logs.level_for(args, logging.INFO), args.log_format)
     home = Home(args.home)
     with opened(home, signs=True) as replica:
         node = Node(replica, home.signing_key(passphrase))
@@ -113,41 +111,37 @@ async def _accept_ws(node: Node, request: trio_websocket.WebSocketRequest) -> No
     await node.serve_stream(WebSocketStream(ws), address)
 
 
-async def _sync(node: Node, link: Link, progress: bool) -> SessionStats:
+async def _sync(node: Node, link: Link, args: argparse.Namespace) -> SessionStats:
     try:
-        async with trio.open_nursery() as nursery:
-            if progress:
-                nursery.start_soon(_progress, node)
-            stats = await node.sync_once(link)
-            nursery.cancel_scope.cancel()
+        with progress.bar(args, "syncing") as shown:
+            async with trio.open_nursery() as nursery:
+                if not shown.disable:
+                    nursery.start_soon(_progress, node, shown)
+                stats = await node.sync_once(link)
+                nursery.cancel_scope.cancel()
     except* TransportError as group:
         raise group.exceptions[0] from None
-    if progress:
-        print(file=sys.stderr)
     return stats
 
 
-async def _progress(node: Node) -> None:
-    """A one-line progress display on a terminal, redrawn five times a second."""
-    start = trio.current_time()
+async def _progress(node: Node, shown: tqdm[Never]) -> None:
+    """Records moved both ways, and bytes, on the progress bar five times a second."""
     while True:
         await trio.sleep(0.2)
         for peer in list(node.peers.values()):
             s = peer.session
-            took = trio.current_time() - start
-            print(f"\r  {s.state.value:<11} received {s.records_received:>8} records "
-                  f"({s.bytes_received / 1024:,.0f} KiB), sent {s.records_sent:>8} "
-                  f"({s.bytes_sent / 1024:,.0f} KiB)  {took:5.1f} s",
-                  end="", file=sys.stderr, flush=True)
+            shown.set_postfix_str(f"{s.state.value}, {s.records_received} in "
+                                  f"({s.bytes_received / 1024:,.0f} KiB), {s.records_sent} out "
+                                  f"({s.bytes_sent / 1024:,.0f} KiB)", refresh=False)
+            shown.update(s.records_received + s.records_sent - shown.n)
 
 
 def sync(args: argparse.Namespace) -> int:
-    _setup_logging(False)
     home = Home(args.home)
     link = parse_link(args.url)
     with opened(home, signs=True) as replica:
         node = Node(replica, home.signing_key(passphrase))
-        stats = trio.run(_sync, node, link, sys.stderr.isatty() and not args.json)
+        stats = trio.run(_sync, node, link, args)
         state_hash = replica.state_hash().hex()
     data = {"peer": stats.peer, "synced": stats.synced, "records_in": stats.records_in,
             "records_out": stats.records_out, "stored_by_peer": stats.stored_by_peer,

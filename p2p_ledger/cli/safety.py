@@ -47,6 +47,7 @@ from ..core.records import (
 from ..core.store import HistoryEntry, LedgerStore, StoredRecord, Verdict
 from ..errors import LocalError
 from ..storage.home import Home
+from . import progress
 from .commands import _when, amount_json, emit, fmt, now_ms, opened, out_file, wallet
 
 __all__ = ["AUDIT_FLAGS", "BURST_COUNT", "BURST_WINDOW_MS", "NEAR_CAP_PERCENT", "CheckResult",
@@ -430,11 +431,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
     written = 0
     with opened(Home(args.home)) as replica:
         try:
-            with args.out.open("w", encoding="utf-8", newline="") as out:
+            with (args.out.open("w", encoding="utf-8", newline="") as out,
+                  progress.bar(args, "auditing", replica.store.totals().records) as shown):
                 writer = csv.DictWriter(out, fieldnames=_AUDIT_COLUMNS)
                 if args.format == "csv":
                     writer.writeheader()
-                for fields, flags in audit_rows(replica):
+                for fields, flags in progress.counted(audit_rows(replica), shown):
                     if args.format == "jsonl":
                         out.write(json.dumps({**fields, "flags": flags}, sort_keys=True) + "\n")
                     else:

@@ -15,6 +15,7 @@ mismatch, a row that does not decode, or a derived value that differs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from ..core.hlc import hlc_ms
@@ -28,9 +29,11 @@ from .sqlite import DERIVED_TABLES, SqliteStore
 __all__ = ["verify_replica"]
 
 
-def verify_replica(replica: Replica, scratch: Path, *, now_ms: int) -> tuple[list[str], int]:
+def verify_replica(replica: Replica, scratch: Path, *, now_ms: int,
+                   replayed: Callable[[int], object] | None = None) -> tuple[list[str], int]:
     """Return (problems found, records checked); raise `StoreDamaged` if SQLite's full
-    integrity check fails, before any record is replayed.
+    integrity check fails, before any record is replayed. `replayed(n)` is called as
+    records are replayed, with how many since the last call (a progress bar).
 
     Everything is read from one snapshot of the store, so a node that commits records
     meanwhile cannot make the stored views look different from the replay."""
@@ -42,11 +45,11 @@ def verify_replica(replica: Replica, scratch: Path, *, now_ms: int) -> tuple[lis
             more = f" and {len(damage) - 1} more" if len(damage) > 1 else ""
             raise StoreDamaged(damaged(store.path,
                                        f"SQLite's integrity_check: {damage[0]}{more}"))
-        return _verify(replica, store, scratch, now_ms=now_ms)
+        return _verify(replica, store, scratch, now_ms=now_ms, replayed=replayed)
 
 
-def _verify(replica: Replica, store: SqliteStore, scratch: Path, *, now_ms: int
-            ) -> tuple[list[str], int]:
+def _verify(replica: Replica, store: SqliteStore, scratch: Path, *, now_ms: int,
+            replayed: Callable[[int], object] | None) -> tuple[list[str], int]:
     fresh_store = SqliteStore(scratch, replica.network_id)
     fresh = Replica(replica.network, fresh_store)
     clock = max(now_ms, hlc_ms(store.max_hlc()))
@@ -57,6 +60,8 @@ def _verify(replica: Replica, store: SqliteStore, scratch: Path, *, now_ms: int
             for stored_id, raw in store.iter_raw_in_order():
                 checked += 1
                 _replay_one(store, fresh, stored_id, raw, clock, problems)
+                if replayed is not None and checked % 256 == 0:
+                    replayed(256)
         if fresh.pending_count:
             problems.append(f"{fresh.pending_count} stored records lack their causal past")
         _compare_views(store, fresh_store, problems)
