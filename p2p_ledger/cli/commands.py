@@ -416,6 +416,10 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "issued": amount_json(replica, t.issued),
                 "redeemed": amount_json(replica, t.redeemed), "equivocations": evid,
                 "peers": peers}
+        from . import live  # prometheus_client's parser: only for `status`
+
+        running = live.figures(home.path)
+        data["live"] = running
         text = "\n".join([
             f"device       {dev}", f"network      {replica.network.name} "
             f"({replica.network_id.hex()[:16]}, {replica.network.currency})",
@@ -425,7 +429,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"equivocations {len(evid)}",
             *(f"peer         {str(p['device_id'])[:16]} {p['role']!s:<9} {p['state']!s:<9} "
               f"last contact {p['last_contact']}  lag {p['lag_records']} records  "
-              f"{p['address']}" for p in peers)])
+              f"{p['address']}" for p in peers),
+            *live.lines(running)])
         emit(args, data, text)
     return 0
 

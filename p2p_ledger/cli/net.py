@@ -35,6 +35,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                    help="interface address for discovery (default: the system's choice)")
     s.add_argument("--discover-port", type=int, default=DISCOVERY_PORT, metavar="PORT",
                    help=f"UDP port for discovery (default {DISCOVERY_PORT})")
+    s.add_argument("--metrics", type=_host_port, metavar="HOST:PORT",
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics and a health "
+                        "check at /healthz (e.g. 127.0.0.1:9464)")
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("sync", parents=[data], help="connect once, reconcile both ways, exit")

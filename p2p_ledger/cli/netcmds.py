@@ -11,6 +11,7 @@ import contextlib
 import functools
 import json
 import logging
+import signal
 import sys
 from collections.abc import Iterator
 from typing import Never
@@ -22,9 +23,10 @@ from tqdm import tqdm
 from ..core.ids import device_id
 from ..errors import LocalError, TransportError
 from ..node.links import Link, WebSocketStream, parse_link, stdio_stream
+from ..node.metrics import serve_metrics
 from ..node.node import Node, SessionStats
 from ..storage.home import Home
-from . import logs, progress
+from . import live, logs, progress
 from .commands import opened, passphrase
 
 log = logging.getLogger("p2p_ledger.node")
@@ -48,7 +50,10 @@ def serve(args: argparse.Namespace) -> int:
         if args.discover and not args.listen:
             log.warning("--discover needs --listen (peers connect to that port)")
             return 2
-        trio.run(_serve, node, args)
+        try:
+            trio.run(_serve, node, args)
+        finally:
+            live.withdraw(args.home)
     return 0
 
 
@@ -57,7 +62,17 @@ async def _serve(node: Node, args: argparse.Namespace) -> None:
         await node.run_session(stdio_stream(), initiator=False, address="stdio")
         return
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(_stop_on_sigterm, nursery.cancel_scope)
         nursery.start_soon(node.watch_store)
+        if args.metrics:
+            host, port = args.metrics
+            with _listening("http://", host, port):
+                listeners = await nursery.start(functools.partial(
+                    serve_metrics, node, host, port))
+            addr = listeners[0].socket.getsockname()
+            live.announce(args.home, f"http://{_url_host(addr[0])}:{addr[1]}/metrics")
+            print(f"metrics on http://{_url_host(addr[0])}:{addr[1]}/metrics",
+                  file=sys.stderr, flush=True)
         for url in [*args.peer, *args.upstream]:
             nursery.start_soon(node.keep_dialing, parse_link(url))
         if args.listen:
@@ -81,6 +96,20 @@ async def _serve(node: Node, args: argparse.Namespace) -> None:
                     trio_websocket.serve_websocket, functools.partial(_accept_ws, node), host,
                     port, ssl_context=None))
             print(f"listening on ws://{host}:{server.port}/", file=sys.stderr, flush=True)
+
+
+async def _stop_on_sigterm(scope: trio.CancelScope) -> None:
+    """SIGTERM (a service manager's stop, `kill`) ends `serve` cleanly, exit 0: sessions
+    are cancelled, the store is closed and the metrics address withdrawn."""
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        async for _ in signals:
+            log.info("SIGTERM: stopping")
+            scope.cancel()
+            return
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 @contextlib.contextmanager

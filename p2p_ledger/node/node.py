@@ -60,7 +60,7 @@ from .discovery import DISCOVERY_PORT, Announcement, announce, listen, network_t
 from .links import LATE_CONNECT_ERRORS, Link, cannot_reach, open_link
 from .verifier import shared_verifier
 
-__all__ = ["Node", "NodeConfig", "SessionStats", "newest_admit"]
+__all__ = ["Node", "NodeConfig", "NodeCounters", "SessionStats", "newest_admit", "reason_kind"]
 
 log = logging.getLogger("p2p_ledger.node")
 
@@ -112,6 +112,28 @@ class SessionStats:
     error: bool = False
     stored_by_peer: int = 0    # of records_out, how many the peer acknowledged (STORED)
     unstored_by_peer: int = 0  # of those, how many it does not hold (refused or parked)
+
+
+@dataclass(slots=True)
+class NodeCounters:
+    """What the node has done since it started, for `serve --metrics` (node/metrics.py):
+    counts only, by a small fixed set of reasons, never a peer's free text."""
+
+    records_stored: dict[str, int] = field(default_factory=dict)  # by source: peer, home
+    records_refused: dict[str, int] = field(default_factory=dict)  # by RecordProblem value
+    frames_refused: dict[str, int] = field(default_factory=dict)  # by the close reason's kind
+    bytes_in: int = 0   # of sessions that have ended (live ones are read from them)
+    bytes_out: int = 0
+    sessions_ended: int = 0
+
+    def add(self, table: dict[str, int], key: str, n: int = 1) -> None:
+        table[key] = table.get(key, 0) + n
+
+
+def reason_kind(reason: str) -> str:
+    """A close reason's kind, the words before its first colon ("malformed frame: ..."
+    -> "malformed frame"): few enough to be a metric's label."""
+    return reason.split(":", 1)[0].strip()[:48] or "unknown"
 
 
 class _Peer:
@@ -224,6 +246,7 @@ class Node:
         self._summary_budget = SummaryBudget(self.config.summary_tips_total)
         self._pushed_up_to = self._store.max_order()
         self.completed: list[SessionStats] = []
+        self.counters = NodeCounters()
         self.dial_pauses: list[float] = []  # what keep_dialing waited, for tests and status
 
     @property
@@ -311,6 +334,9 @@ class Node:
         st.records_in, st.records_out = session.records_received, session.records_sent
         st.stored_by_peer, st.unstored_by_peer = session.peer_received, session.peer_unstored
         self.completed.append(st)
+        self.counters.bytes_in += st.bytes_in
+        self.counters.bytes_out += st.bytes_out
+        self.counters.sessions_ended += 1
         return st
 
     async def _receiver(self, peer: _Peer) -> None:
@@ -423,6 +449,8 @@ class Node:
                         self._acknowledge(peer, now)  # before the CLOSE
                         session.close("sync complete", now)
                 case SessionClosed():
+                    if ev.error is not None and not ev.by_peer:
+                        self.counters.add(self.counters.frames_refused, reason_kind(ev.reason))
                     peer.stats.reason = ev.reason
                     peer.stats.error = ev.error is not None
                     level = logging.WARNING if ev.error is not None else logging.INFO
@@ -487,6 +515,8 @@ class Node:
         # committed: from here on these records may be acknowledged to the peer
         peer.committed += len(raws)
         peer.unstored += report.unstored
+        if report.applied:
+            self.counters.add(self.counters.records_stored, "peer", len(report.applied))
         forks: set[tuple[bytes, int]] = set()
         own_admit = False
         for a in report.applied:
@@ -498,6 +528,7 @@ class Node:
         if own_admit:
             self._learn_admission()
         for _, exc in report.refused:
+            self.counters.add(self.counters.records_refused, exc.problem.value)
             if isinstance(exc, PendingFull):
                 log.info("session %s: %s", peer.label, exc)  # not the peer's fault
                 continue
@@ -614,7 +645,8 @@ class Node:
         """Poll for records written by other processes on this home, and push them."""
         while True:
             await trio.sleep(self.config.poll_interval)
-            if self.push_new(trio.current_time()):
+            if found := self.push_new(trio.current_time()):
+                self.counters.add(self.counters.records_stored, "home", found)
                 self._learn_admission()  # `import` may have brought this node's admit
 
     # ------------------------------------------------------------ dialing and serving

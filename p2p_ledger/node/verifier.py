@@ -76,10 +76,17 @@ class ProcessVerifier:
         self._broken = False
         self._next = 0
         self._answers: dict[int, list[int]] = {}  # read ahead of the one asked for
+        self._taken = 0  # answers taken: requests sent less these are the queue
+        self.records_sent = 0  # records sent to the child to check, in all (metrics)
 
     @property
     def broken(self) -> bool:
         return self._broken
+
+    @property
+    def queued(self) -> int:
+        """Batches sent to the child whose answers have not been taken yet."""
+        return 0 if self._broken else self._next - self._taken
 
     def warm_up(self) -> None:
         """Start the child now (it takes ~0.1 s to import), not on the first batch."""
@@ -118,6 +125,7 @@ class ProcessVerifier:
             if self._broken:
                 return None
             seq, self._next = self._next, self._next + 1
+            self.records_sent += len(items)
             try:
                 proc = self._child()
                 assert proc.stdin is not None
@@ -160,6 +168,7 @@ class ProcessVerifier:
             self._give_up()
             return None
         bad = self._answers.pop(seq)
+        self._taken += 1
         if len(self._answers) > 64:  # answers to requests given up (a batch that failed)
             for old in sorted(self._answers)[:-64]:
                 del self._answers[old]
