@@ -5,11 +5,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..node.discovery import DISCOVERY_PORT
 
 
-def _host_port(text: str) -> tuple[str, int]:
+def host_port(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit():
         raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
@@ -19,25 +20,29 @@ def _host_port(text: str) -> tuple[str, int]:
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                 data: argparse.ArgumentParser) -> None:
     s = sub.add_parser("serve", help="run this node: accept and dial peers until stopped")
-    s.add_argument("--listen", type=_host_port, metavar="HOST:PORT", help="TCP address")
-    s.add_argument("--listen-ws", type=_host_port, metavar="HOST:PORT",
+    s.add_argument("--listen", type=host_port, metavar="HOST:PORT", help="TCP address")
+    s.add_argument("--listen-ws", type=host_port, metavar="HOST:PORT",
                    help="WebSocket address (peers dial ws://HOST:PORT/)")
     s.add_argument("--stdio", action="store_true",
                    help="serve one session over stdin/stdout, then exit")
-    s.add_argument("--peer", action="append", default=[], metavar="URL",
+    s.add_argument("--peer", action="append", metavar="URL",
                    help="stay connected to this peer (repeatable)")
-    s.add_argument("--upstream", action="append", default=[], metavar="URL",
+    s.add_argument("--upstream", action="append", metavar="URL",
                    help="a hub or the cloud to forward to (repeatable)")
-    s.add_argument("--hub", action="store_true", help="act as a hub relaying many devices")
-    s.add_argument("--discover", action="store_true",
+    s.add_argument("--hub", action=argparse.BooleanOptionalAction,
+                   help="act as a hub relaying many devices")
+    s.add_argument("--discover", action=argparse.BooleanOptionalAction,
                    help="find peers of this network on the LAN by UDP multicast (needs --listen)")
-    s.add_argument("--discover-iface", default="0.0.0.0", metavar="IP",
+    s.add_argument("--discover-iface", metavar="IP",
                    help="interface address for discovery (default: the system's choice)")
-    s.add_argument("--discover-port", type=int, default=DISCOVERY_PORT, metavar="PORT",
+    s.add_argument("--discover-port", type=int, metavar="PORT",
                    help=f"UDP port for discovery (default {DISCOVERY_PORT})")
-    s.add_argument("--metrics", type=_host_port, metavar="HOST:PORT",
+    s.add_argument("--metrics", type=host_port, metavar="HOST:PORT",
                    help="serve Prometheus metrics at http://HOST:PORT/metrics and a health "
                         "check at /healthz (e.g. 127.0.0.1:9464)")
+    s.add_argument("--config", type=Path, metavar="FILE",
+                   help="read settings from FILE instead of HOME/config.toml; flags given "
+                        "here override it (specs/node.md section 10)")
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("sync", parents=[data], help="connect once, reconcile both ways, exit")

@@ -26,17 +26,19 @@ from ..node.links import Link, WebSocketStream, parse_link, stdio_stream
 from ..node.metrics import serve_metrics
 from ..node.node import Node, SessionStats
 from ..storage.home import Home
-from . import live, logs, progress
+from . import config, live, logs, progress
 from .commands import opened, passphrase
+from .net import host_port
 
 log = logging.getLogger("p2p_ledger.node")
 
 
 def serve(args: argparse.Namespace) -> int:
-    logs.configure(logs.level_for(args, logging.INFO), args.log_format)
+    limits, base, log_format = config.resolve(args, host_port)
+    logs.configure(logs.level_for(args, base), log_format)
     home = Home(args.home)
     with opened(home, signs=True) as replica:
-        node = Node(replica, home.signing_key(passphrase))
+        node = Node(replica, home.signing_key(passphrase), config=limits)
         if args.hub and node.role != "hub" and node.admit is None:
             log.info("--hub: this device holds no admit of its own yet; it takes the role "
                      "its admit gives once a peer (the authority) has synced it here")
