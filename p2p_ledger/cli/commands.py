@@ -151,10 +151,15 @@ def cmd_init(args: argparse.Namespace) -> int:
             f"{home.path} is already initialised (device {device_id(home.public_key())})")
     if network is not None and home.has_network():
         raise LocalError(f"{home.path} already belongs to a network")
+    if args.store is not None and network is None:
+        raise LocalError("--store goes with --network: the store is made when the home "
+                         "joins its network")
     with undone_on_failure(home):
         key = home.public_key() if home.has_key() else _new_key(home, args.no_passphrase)
         if network is not None:
             home.set_network(network)
+            if args.store is not None:
+                home.set_store_url(args.store)
             home.open_store().close()
     data: dict[str, object] = {"device_id": device_id(key), "home": str(home.path),
                                "network_id": network.network_id.hex() if network else None}

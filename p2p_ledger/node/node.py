@@ -576,7 +576,8 @@ class Node:
         rows = self._store.records_after(self._pushed_up_to)
         if not rows:
             return 0
-        self._pushed_up_to = rows[-1][0]
+        self._pushed_up_to = max(order for order, _, _ in rows)  # causal order need not be
+        # position order (PostgresStore: positions are transactions)
         for peer in self.peers.values():
             if peer.session.state not in _PUSH_STATES:
                 continue
