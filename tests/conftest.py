@@ -1,6 +1,12 @@
+import itertools
 import os
+from collections.abc import Callable, Iterator
 
+import psycopg
+import pytest
 from hypothesis import HealthCheck, settings
+
+from .postgres_server import PostgresServer
 
 settings.register_profile("ci", max_examples=60, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
@@ -9,3 +15,33 @@ settings.register_profile("dev", max_examples=25, deadline=None,
 settings.register_profile("long", max_examples=2000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+# ------------------------------------------------------------------ PostgreSQL
+
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL server for the whole test session (tests/postgres_server.py):
+    never skipped; a machine without the server binaries fails here (.ci/run installs them)."""
+    server = PostgresServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def new_database(postgres_server: PostgresServer) -> Callable[[], str]:
+    """Each call: the URL of a new, empty database on the session's server."""
+
+    def make() -> str:
+        name = f"ledger_{os.getpid()}_{next(_databases)}"
+        with psycopg.connect(postgres_server.url(), autocommit=True) as db:
+            db.execute(f"CREATE DATABASE {name}".encode())
+        return postgres_server.url(name)
+    return make

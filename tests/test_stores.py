@@ -1,39 +1,73 @@
-"""MemoryStore and SqliteStore must answer every question identically.
+"""Every store must answer every question as MemoryStore does.
 
 One scripted scenario (payments, claims, a rejected overdraft, a duplicate, a device
 trying an authority-only kind, metadata, a revoke, an equivocation, unclaimed credits)
-runs on each store; every lookup and view of the `LedgerStore` interface is compared.
-Then SqliteStore alone: reopening, refusing foreign files, rolling back.
+runs on MemoryStore and on each other store - SqliteStore, PostgresStore (on the
+session's throwaway PostgreSQL server) and the simulator's SimStore - (the `store`
+parameter); every lookup and view of the `LedgerStore` interface is compared, and the
+`NodeStore` part (positions, peers) is checked against each. Then SqliteStore alone:
+reopening, refusing foreign files, rolling back.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from p2p_ledger.core.ids import Account
 from p2p_ledger.core.ledger import Frontier, Replica
+from p2p_ledger.core.network import NetworkDescriptor
 from p2p_ledger.core.records import Issue, Meta, Redeem, Transfer, parse_record
-from p2p_ledger.core.store import LedgerStore, MemoryStore, Verdict
+from p2p_ledger.core.store import LedgerStore, MemoryStore, NodeStore, Verdict
 from p2p_ledger.core.wallet import PaymentResult
 from p2p_ledger.errors import StoreError
 from p2p_ledger.sim.store import SimStore
+from p2p_ledger.storage.postgres import PostgresStore
 from p2p_ledger.storage.sqlite import SqliteStore
 
-from .helpers import T0, World, funded_world, make_world, sqlite_factory, sync
+from .helpers import T0, StoreFactory, World, funded_world, make_world, sqlite_factory, sync
 from .test_ledger import DEVICES, Scene, author, deliver, everything, make_scene
 
 NAMES = ("authority", *DEVICES)
 
 
-def worlds(tmp_path: Path) -> tuple[World, World]:
-    """Two worlds with the same keys (so the same record bytes), one per store."""
+Factories = Callable[[NetworkDescriptor], StoreFactory]
+
+
+@pytest.fixture(params=["sqlite", "postgres", "sim"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Factories]:
+    """How to make empty stores of one implementation, for a network."""
+    kind = request.param
+    if kind == "sqlite":
+        yield lambda network: sqlite_factory(tmp_path, network)
+        return
+    if kind == "sim":
+        yield lambda network: SimStore
+        return
+    new_database = request.getfixturevalue("new_database")
+    made: list[PostgresStore] = []
+
+    def factory(network: NetworkDescriptor) -> StoreFactory:
+        def make() -> PostgresStore:
+            made.append(PostgresStore(new_database(), network.network_id))
+            return made[-1]
+        return make
+    yield factory
+    for s in made:
+        s.close()
+
+
+def worlds(tmp_path: Path, store: Factories | None = None) -> tuple[World, World]:
+    """Two worlds with the same keys (so the same record bytes): one on MemoryStore, the
+    other on `store` (SQLite by default)."""
     memory = make_world(devices=DEVICES)
-    sqlite = make_world(devices=DEVICES)
-    sqlite.store_factory = sqlite_factory(tmp_path, sqlite.network)
-    return memory, sqlite
+    other = make_world(devices=DEVICES)
+    other.store_factory = (store(other.network) if store is not None
+                           else sqlite_factory(tmp_path, other.network))
+    return memory, other
 
 
 def script(world: World) -> Scene:
@@ -134,20 +168,72 @@ def test_the_script_exercises_what_it_should(tmp_path: Path) -> None:
     assert snap["conserved"] is True
 
 
-def test_both_stores_give_identical_answers(tmp_path: Path) -> None:
-    memory, sqlite = worlds(tmp_path)
+def test_every_store_gives_the_memory_stores_answers(tmp_path: Path, store: Factories
+                                                    ) -> None:
+    memory, other = worlds(tmp_path, store)
     m = script(memory).replica
-    s = script(sqlite).replica
+    s = script(other).replica
     assert isinstance(m.store, MemoryStore)
-    assert isinstance(s.store, SqliteStore)
-    a, b = snapshot(memory, m), snapshot(sqlite, s)
+    assert isinstance(s.store, NodeStore)
+    a, b = snapshot(memory, m), snapshot(other, s)
     assert a.keys() == b.keys()
     for name in a:
         assert a[name] == b[name], name
 
 
-def test_both_stores_agree_when_fed_by_sync_in_reverse(tmp_path: Path) -> None:
-    memory, sqlite = worlds(tmp_path)
+def test_every_store_keeps_positions_and_peers(tmp_path: Path, store: Factories) -> None:
+    """The NodeStore part: every record once through `records_after` from any earlier
+    position, in causal order (each record after its prev and refs); authors after a
+    position; the peers table."""
+    _, other = worlds(tmp_path, store)
+    s = other.store_factory()
+    assert isinstance(s, NodeStore)
+    start = s.max_order()
+    r = Replica(other.network, s)
+    scene_src = script(make_world(devices=DEVICES)).replica
+    raws = everything(scene_src)
+    half = len(raws) // 2
+    with s.transaction():
+        r.receive_many(raws[:half], now_ms=T0)
+    middle = s.max_order()
+    with s.transaction():
+        r.receive_many(raws[half:], now_ms=T0)
+    end = s.max_order()
+    assert start <= middle <= end
+    rows = s.records_after(start)
+    assert sorted(rid for _, rid, _ in rows) == sorted(parse_record(x).id for x in raws)
+    seen: set[bytes] = set()
+    for _, rid, raw in rows:
+        rec = parse_record(raw).record
+        assert rec.prev is None or rec.prev in seen
+        assert all(ref in seen for ref in rec.refs)
+        seen.add(rid)
+    # From the middle: exactly the second half; in small steps: each record once.
+    later = {rid for _, rid, _ in s.records_after(middle)}
+    assert later == {parse_record(x).id for x in raws[half:]}
+    assert s.authors_after(middle) == {parse_record(x).record.author for x in raws[half:]}
+    stepped, at = [], start
+    while batch := s.records_after(at, limit=3):
+        stepped.extend(rid for _, rid, _ in batch)
+        at = max(order for order, _, _ in batch)
+    assert sorted(stepped) == sorted(rid for _, rid, _ in rows)
+    assert s.records_after(end) == []
+    peer = author(other, "alice")
+    assert s.synced_records(peer) is None
+    with s.transaction():
+        s.note_peer(peer, address="tcp://a:1", role="device", now_ms=5, state="live",
+                    synced=True)
+    with s.transaction():
+        s.note_peer(peer, address="tcp://a:2", role="device", now_ms=9, state="closed",
+                    synced=False)
+    assert s.synced_records(peer) == len(raws)
+    assert s.peers() == [(peer, "tcp://a:2", "device", 9, len(raws), "closed")]
+    s.close()
+
+
+def test_every_store_agrees_when_fed_by_sync_in_reverse(tmp_path: Path, store: Factories
+                                                        ) -> None:
+    memory, sqlite = worlds(tmp_path, store)
     src = script(memory).replica
     raws = everything(src)
     m, s = memory.replica(), sqlite.replica()
@@ -261,9 +347,10 @@ def test_sqlite_transaction_that_raises_stores_nothing(tmp_path: Path) -> None:
     assert again.record_id == paid.record_id  # same chain position, same bytes
 
 
-def test_sqlite_refused_record_inside_a_transaction_leaves_the_rest(tmp_path: Path) -> None:
+def test_sqlite_refused_record_inside_a_transaction_leaves_the_rest(tmp_path: Path,
+        store: Factories) -> None:
     """An InvalidRecord caught inside a batch does not poison the transaction."""
-    memory, sqlite = worlds(tmp_path)
+    memory, sqlite = worlds(tmp_path, store)
     src = script(memory).replica
     raws = everything(src)
     dst = sqlite.replica()
@@ -275,8 +362,9 @@ def test_sqlite_refused_record_inside_a_transaction_leaves_the_rest(tmp_path: Pa
     assert snapshot(sqlite, dst)["state_hash"] == src.state_hash()
 
 
-def test_sync_between_stores(tmp_path: Path) -> None:
-    memory, sqlite = worlds(tmp_path)
+def test_sync_between_stores(tmp_path: Path,
+        store: Factories) -> None:
+    memory, sqlite = worlds(tmp_path, store)
     m = script(memory).replica
     s = sqlite.replica()
     with s.store.transaction():
@@ -311,7 +399,8 @@ def test_memory_store_transaction_that_raises_undoes_what_it_applied() -> None:
     assert r.store.totals().records == records
 
 
-def test_transfer_to_the_payers_own_account_is_judged_alike_by_both_stores(tmp_path: Path) -> None:
+def test_transfer_to_the_payers_own_account_is_judged_alike_by_both_stores(tmp_path: Path,
+        store: Factories) -> None:
     """A transfer from alice/main to alice/main is a valid record (the Wallet signs it
     too). Its two movements have the same (device, name, ord), which is the primary
     key of SqliteStore's `movements` table, so applying it raises
@@ -321,7 +410,7 @@ def test_transfer_to_the_payers_own_account_is_judged_alike_by_both_stores(tmp_p
     (allow it in SQLite, or make such a transfer invalid or rejected), both stores
     must end in the same state."""
     answers = []
-    for world in worlds(tmp_path):
+    for world in worlds(tmp_path, store):
         scene = make_scene(world)
         scene.pay("alice", "alice", 10_00, "to-myself", scene.cash_in)
         assert scene.replica.conserved()
@@ -330,11 +419,12 @@ def test_transfer_to_the_payers_own_account_is_judged_alike_by_both_stores(tmp_p
         assert answers[0][name] == answers[1][name], name
 
 
-def test_equivocations_are_listed_in_the_same_order_by_both_stores(tmp_path: Path) -> None:
+def test_equivocations_are_listed_in_the_same_order_by_both_stores(tmp_path: Path,
+        store: Factories) -> None:
     """MemoryStore lists equivocations in arrival order, SqliteStore sorted by author:
     with two forked authors the lists differ. The interface does not say which order;
     one should be chosen (sorting by (author, seq, second) in MemoryStore matches)."""
-    memory, sqlite = worlds(tmp_path)
+    memory, sqlite = worlds(tmp_path, store)
     answers = []
     for world in (memory, sqlite):
         scene = make_scene(world)

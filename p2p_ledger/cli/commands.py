@@ -27,13 +27,12 @@ from ..core.ledger import IngestReport, Replica
 from ..core.money import format_amount, parse_amount
 from ..core.network import DEFAULT_TIERS, NetworkDescriptor, Tier
 from ..core.records import Admit, Role, Transfer, parse_record
-from ..core.store import Verdict
+from ..core.store import NodeStore, Verdict
 from ..core.wallet import PaymentResult, Wallet
 from ..errors import LocalError
 from ..node.verifier import shared_verifier
 from ..storage.bundle import read_bundle, read_summary, write_bundle, write_summary
 from ..storage.home import Home
-from ..storage.sqlite import SqliteStore
 from ..storage.verify import verify_replica
 from . import progress
 
@@ -114,9 +113,9 @@ def undone_on_failure(home: Home) -> Iterator[None]:
         raise
 
 
-def sqlite_store(replica: Replica) -> SqliteStore:
+def node_store(replica: Replica) -> NodeStore:
     store = replica.store
-    assert isinstance(store, SqliteStore)
+    assert isinstance(store, NodeStore)
     return store
 
 
@@ -128,7 +127,7 @@ def opened(home: Home, *, signs: bool = False) -> Iterator[Replica]:
     try:
         yield replica
     finally:
-        sqlite_store(replica).close()
+        node_store(replica).close()
 
 
 def wallet(home: Home, replica: Replica) -> Wallet:
@@ -153,10 +152,15 @@ def cmd_init(args: argparse.Namespace) -> int:
             f"{home.path} is already initialised (device {device_id(home.public_key())})")
     if network is not None and home.has_network():
         raise LocalError(f"{home.path} already belongs to a network")
+    if args.store is not None and network is None:
+        raise LocalError("--store goes with --network: the store is made when the home "
+                         "joins its network")
     with undone_on_failure(home):
         key = home.public_key() if home.has_key() else _new_key(home, args.no_passphrase)
         if network is not None:
             home.set_network(network)
+            if args.store is not None:
+                home.set_store_url(args.store)
             home.open_store().close()
     data: dict[str, object] = {"device_id": device_id(key), "home": str(home.path),
                                "network_id": network.network_id.hex() if network else None}
@@ -408,7 +412,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         peers: list[dict[str, object]] = [{"device_id": device_id(d), "address": a, "role": r,
                   "last_contact": _when_ms(ms), "state": st,
                   "lag_records": None if synced is None else max(0, t.records - synced)}
-                 for d, a, r, ms, synced, st in sqlite_store(replica).peers()]
+                 for d, a, r, ms, synced, st in node_store(replica).peers()]
         data = {"device_id": dev, "network_id": replica.network_id.hex(),
                 "network": replica.network.name, "currency": replica.network.currency,
                 "records": t.records, "authors": t.authors,

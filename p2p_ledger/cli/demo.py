@@ -23,12 +23,12 @@ from ..core.ids import Account, device_id
 from ..core.ledger import Replica
 from ..core.money import format_amount
 from ..core.network import NetworkDescriptor
+from ..core.store import NodeStore
 from ..core.wallet import Wallet
 from ..errors import PaymentRefused
 from ..node.links import Link, open_link
 from ..node.node import Node, SessionStats
 from ..storage.home import Home
-from ..storage.sqlite import SqliteStore
 from .commands import now_ms
 
 __all__ = ["run_demo"]
@@ -47,7 +47,7 @@ class _Member:
 
     def close(self) -> None:
         store = self.replica.store
-        assert isinstance(store, SqliteStore)
+        assert isinstance(store, NodeStore)
         store.close()
 
 

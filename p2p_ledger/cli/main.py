@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--network", type=Path, help="network descriptor file to join")
     s.add_argument("--no-passphrase", action="store_true",
                    help="store the key unencrypted (not recommended)")
+    s.add_argument("--store", metavar="URL",
+                   help="keep the records in this PostgreSQL database (postgresql://...) "
+                        "instead of the home's SQLite file: every `serve` on this home is "
+                        "then a front-end of one node (specs/cloud.md)")
     s.set_defaults(func=commands.cmd_init)
 
     s = sub.add_parser("id", help="print this device's id")

@@ -499,17 +499,21 @@ class Replica:
         if missing:
             refused.extend(self._pending.add(rec, missing, origin))
             return True
-        applied.append(self._apply(rec))
+        done = self._apply(rec)
+        if done is not None:
+            applied.append(done)
         if not self._pending.waiters:
             return False  # nothing waits for anything: nothing to release
         queue = self._pending.release(rec.id)
         while queue:
             nxt = queue.pop(0)
             try:
-                applied.append(self._apply(nxt))
+                done = self._apply(nxt)
             except InvalidRecord as exc:
                 refused.append(exc)
                 continue
+            if done is not None:
+                applied.append(done)
             queue.extend(self._pending.release(nxt.id))
         return False
 
@@ -521,7 +525,14 @@ class Replica:
             missing.add(r.prev)
         return missing
 
-    def _apply(self, rec: SignedRecord) -> Applied:
+    def _apply(self, rec: SignedRecord) -> Applied | None:
+        """Judge and store one record whose causal past is held; None if another writer
+        of the store (a front-end on the same database) stored it meanwhile. The
+        author's records are judged one at a time across writers (`lock_author`), so
+        a fork's branches, or one record, arriving at two writers at once are judged
+        as if they came one after the other."""
+        if self.store.lock_author(rec.record.author) and self.store.has(rec.id):
+            return None
         fx = self._judge(rec)
         self.store.apply(fx)
         return Applied(record=rec, verdict=fx.row.verdict, reason=fx.row.reason,

@@ -4,8 +4,19 @@
 record the replica hands the store one `Effects` value, and the store writes all of
 it or none of it. Lookups are by key, so a store of a million records never has to
 be loaded into memory. `MemoryStore` here is the reference implementation for tests
-and the simulator; `p2p_ledger.storage.sqlite.SqliteStore` is the durable one.
-Both must behave identically: tests run the same scenarios against each.
+and the simulator; `p2p_ledger.storage.sqlite.SqliteStore` is the durable one, and
+`p2p_ledger.storage.postgres.PostgresStore` the cloud tier's (many processes, one
+database). All must behave identically: tests/test_stores.py runs the same scenarios
+against each.
+
+Two protocols: `LedgerStore` is what the ledger rules (`Replica`, `Wallet`) need;
+`NodeStore` adds what a node, the CLI and the simulator need on top (store positions
+for pushing new records, the peers table, closing). `Node` depends on `NodeStore`
+only, so every store above serves a node.
+
+`lock_author` is the one concurrency hook: a store written by several processes at
+once (PostgreSQL) serializes the judging of one author's records there; the others
+have one writer and do nothing.
 """
 
 from __future__ import annotations
@@ -18,13 +29,14 @@ import struct
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from .ids import Account
 from .records import Kind
 
 __all__ = ["AdmitInfo", "ChainState", "Credit", "Effects", "HistoryEntry", "LedgerStore",
-           "MemoryStore", "Movement", "StoredRecord", "Tip", "Totals", "Verdict"]
+           "MemoryStore", "Movement", "NodeStore", "PeerRow", "StoredRecord", "Tip", "Totals",
+           "Verdict"]
 
 
 class Verdict(enum.Enum):
@@ -179,8 +191,20 @@ class HistoryEntry:
     delta: int
 
 
+# A row of the peers table: (device, address, role, last_contact_ms, records held at the
+# last sync or None, state).
+PeerRow = tuple[bytes, str, str, int, int | None, str]
+
+
 class LedgerStore(Protocol):
     def transaction(self) -> contextlib.AbstractContextManager[None]: ...
+    def lock_author(self, author: bytes) -> bool:
+        """Inside a transaction, before the replica judges or signs a record of
+        `author`: make other writers of this store wait for (or be waited for by) this
+        transaction for that author, until it ends. Returns whether records may have been
+        stored by another writer since this transaction last looked (the caller then
+        asks `has` again). A store with one writer does nothing and returns False."""
+        ...
     def has(self, rid: bytes) -> bool: ...
     def held_among(self, rids: list[bytes]) -> set[bytes]: ...
     def get(self, rid: bytes) -> StoredRecord | None: ...
@@ -225,6 +249,41 @@ class LedgerStore(Protocol):
     def history(self, account: Account) -> list[HistoryEntry]: ...
     def meta(self, account: Account) -> dict[str, str]: ...
     def all_ids_in_order(self) -> Iterator[bytes]: ...
+
+
+@runtime_checkable
+class NodeStore(LedgerStore, Protocol):
+    """What a `Node` (and the CLI around it) needs of its store beyond the ledger's:
+    positions, so that records stored by anyone (another session, another process on
+    the same home, another front-end of the same database) are found and pushed; and the
+    peers table. A position is an integer that only grows: every record stored at or
+    before `max_order()` is returned by `records_after(p)` for any p below its position,
+    exactly once across successive calls that each start from the last position
+    returned, and no record stored later ever gets a position at or below it."""
+
+    def max_order(self) -> int:
+        """The position up to which stored records are final (0 when empty)."""
+        ...
+    def records_after(self, order: int, limit: int = 10_000) -> list[tuple[int, bytes, bytes]]:
+        """(position, id, raw) of records after position `order`, up to `max_order()`,
+        by position and in causal order; at least `limit` rows if there are so many (a
+        store may return a few more so as not to split one position)."""
+        ...
+    def authors_after(self, order: int) -> set[bytes]:
+        """The authors of the records stored after position `order` (also those not
+        final yet)."""
+        ...
+    def note_peer(self, device: bytes, *, address: str, role: str, now_ms: int, state: str,
+                  synced: bool) -> None:
+        """Remember a peer's last contact; `synced` marks that it holds what we held."""
+        ...
+    def peers(self) -> list[PeerRow]:
+        """The peers table, latest contact first."""
+        ...
+    def synced_records(self, device: bytes) -> int | None:
+        """Records held here when we were last in sync with this peer (None: never)."""
+        ...
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -278,6 +337,9 @@ class MemoryStore:
                     step()
                 self._prune()
             self._undo = None
+
+    def lock_author(self, author: bytes) -> bool:
+        return False  # one writer: nothing to wait for
 
     def has(self, rid: bytes) -> bool:
         return rid in self._rows

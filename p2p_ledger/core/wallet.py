@@ -126,6 +126,9 @@ class Wallet:
 
     def unsigned(self, body: Body, *, now_ms: int, debit_from: str | None = None) -> Record:
         """The next record of this device's chain carrying `body`, not yet signed."""
+        # Another writer of the same store (a front-end on one database) must not sign
+        # the same seq meanwhile: that would fork this device's chain.
+        self.replica.store.lock_author(self.device)
         head = self.replica.head(self.device)
         next_seq = 1 if head is None else head.seq + 1
         cuts = [after for after, _ in self.replica.store.revocations(self.device)]

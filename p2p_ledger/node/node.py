@@ -38,7 +38,7 @@ import trio
 from ..core.ids import device_id
 from ..core.ledger import Frontier, Replica
 from ..core.records import Admit, SignedRecord
-from ..core.store import LedgerStore
+from ..core.store import LedgerStore, NodeStore
 from ..core.wallet import Wallet
 from ..errors import PendingFull, StoreError, TransportError
 from ..protocol._state import State
@@ -55,7 +55,6 @@ from ..protocol.session import (
     SyncComplete,
 )
 from ..protocol.sketch import CELL_BYTES, ELEMENT_BYTES, cells_for
-from ..storage.sqlite import SqliteStore
 from .discovery import DISCOVERY_PORT, Announcement, announce, listen, network_tag
 from .links import LATE_CONNECT_ERRORS, Link, cannot_reach, open_link
 from .verifier import shared_verifier
@@ -250,9 +249,9 @@ class Node:
         self.dial_pauses: list[float] = []  # what keep_dialing waited, for tests and status
 
     @property
-    def _store(self) -> SqliteStore:
+    def _store(self) -> NodeStore:
         store = self.replica.store
-        assert isinstance(store, SqliteStore)
+        assert isinstance(store, NodeStore), "a node needs a NodeStore (core/store.py)"
         return store
 
     def _newest_admit(self, device: bytes) -> Admission | None:
@@ -608,7 +607,8 @@ class Node:
         rows = self._store.records_after(self._pushed_up_to)
         if not rows:
             return 0
-        self._pushed_up_to = rows[-1][0]
+        self._pushed_up_to = max(order for order, _, _ in rows)  # causal order need not be
+        # position order (PostgresStore: positions are transactions)
         for peer in self.peers.values():
             if peer.session.state not in _PUSH_STATES:
                 continue

@@ -6,7 +6,7 @@ over the same `SimStore`. Every write goes through `transaction()`, whose rollba
 MemoryStore's, so a crash in the middle of a batch (`power_cut_after`) leaves the
 store exactly as it was before the batch.
 
-On top of `MemoryStore` this adds what `Node` uses of `SqliteStore`: store positions
+On top of `MemoryStore` this adds the rest of `NodeStore`: store positions
 (`max_order`, `records_after`) and the peer table (`note_peer`). After each commit it
 tells `observer` which records the transaction stored, so the simulator's checks see
 every batch of every replica. It never judges a record: the replica does.
@@ -19,7 +19,7 @@ import pickle
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from ..core.store import Effects, MemoryStore
+from ..core.store import Effects, MemoryStore, PeerRow
 
 __all__ = ["PowerCut", "SimStore"]
 
@@ -81,7 +81,10 @@ class SimStore(MemoryStore):
         records = self.totals().records if synced else (old[3] if old else None)
         self._peers[device] = (address, role, now_ms, records, state)
 
-    def peers(self) -> list[tuple[bytes, str, str, int, int | None, str]]:
+    def close(self) -> None:
+        return None  # a simulated disk stays until the world ends
+
+    def peers(self) -> list[PeerRow]:
         """As SqliteStore.peers: (device, address, role, last_contact_ms, records held at
         last sync, state), latest contact first."""
         return sorted(((d, *p) for d, p in self._peers.items()), key=lambda p: -p[3])

@@ -29,7 +29,6 @@ import logging
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import cast
 
 import nacl.signing
 import trio
@@ -44,7 +43,6 @@ from ..core.wallet import Wallet
 from ..errors import LocalError, PaymentRefused, TransportError
 from ..node.links import Link
 from ..node.node import Node, NodeConfig
-from ..storage.sqlite import SqliteStore
 from .accel import CheckCache, shared_record_checks
 from .checks import Checker
 from .faults import run_faults, run_mobility, run_workload
@@ -61,13 +59,7 @@ DISCOVERY_INTERVAL = 5.0  # radio peers find each other within this (LAN announc
 
 
 class SimNode(Node):
-    """A `Node` over a `SimStore`. `Node` asks its store for `max_order`,
-    `records_after` and `note_peer`, which `SimStore` has, but types it as
-    `SqliteStore`; this only widens that (see the report to the lead)."""
-
-    @property
-    def _store(self) -> SqliteStore:
-        return cast("SqliteStore", self.replica.store)
+    """A `Node` over a `SimStore` (a `NodeStore` like any other)."""
 
 
 @dataclass(eq=False)

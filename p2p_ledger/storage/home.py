@@ -2,7 +2,9 @@
 
     HOME/key.json        the device key (sealed under a passphrase unless asked not to)
     HOME/network.json    the network descriptor this node belongs to
-    HOME/ledger.sqlite3  the store
+    HOME/ledger.sqlite3  the store, or
+    HOME/store.url       the URL of a PostgreSQL store shared by every front-end on this
+                         home (`init --store postgresql://...`; specs/cloud.md)
 
 `Home` only finds and opens these; the CLI decides where passphrases come from.
 """
@@ -16,8 +18,10 @@ import nacl.signing
 
 from ..core.ledger import Replica
 from ..core.network import NetworkDescriptor
+from ..core.store import NodeStore
 from ..errors import LocalError, StoreError
 from .keys import key_device, key_protection, load_key, save_key, write_private
+from .postgres import PostgresStore, is_postgres_url
 from .sqlite import SqliteStore
 
 __all__ = ["Home"]
@@ -29,6 +33,7 @@ class Home:
         self.key_path = self.path / "key.json"
         self.network_path = self.path / "network.json"
         self.store_path = self.path / "ledger.sqlite3"
+        self.store_url_path = self.path / "store.url"
 
     # ------------------------------------------------------------ key
 
@@ -75,9 +80,30 @@ class Home:
 
     # ------------------------------------------------------------ store
 
-    def open_store(self, *, check: bool = False) -> SqliteStore:
-        """The store; with `check`, only if SQLite's quick_check finds it undamaged
-        (`StoreDamaged` otherwise): for whatever signs or stores records in it."""
+    def set_store_url(self, url: str) -> None:
+        """Keep this home's records in the PostgreSQL database at `url` (it may carry a
+        password: the file is private to its owner)."""
+        if not is_postgres_url(url):
+            raise LocalError(f"--store must be a postgresql:// URL, not {url!r}")
+        if self.store_url_path.exists() or self.store_path.exists():
+            raise LocalError(f"{self.path} already has a store")
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_private(self.store_url_path, url + "\n")
+
+    def store_url(self) -> str | None:
+        """The PostgreSQL URL of this home's store, or None for its SQLite file."""
+        try:
+            return self.store_url_path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+
+    def open_store(self, *, check: bool = False) -> NodeStore:
+        """The store; with `check`, a SQLite store only if its quick_check finds it
+        undamaged (`StoreDamaged` otherwise): for whatever signs or stores records in
+        it. (A PostgreSQL server checks its own pages as it reads them.)"""
+        url = self.store_url()
+        if url is not None:
+            return PostgresStore(url, self.network().network_id)
         store = SqliteStore(self.store_path, self.network().network_id)
         if check:
             try:

@@ -47,6 +47,7 @@ from ..core.store import (
     Credit,
     Effects,
     HistoryEntry,
+    PeerRow,
     StoredRecord,
     Tip,
     Totals,
@@ -307,6 +308,9 @@ class SqliteStore:
 
     # ------------------------------------------------------------ lookups
 
+    def lock_author(self, author: bytes) -> bool:
+        return False  # BEGIN IMMEDIATE: a transaction is the only writer of the file
+
     def has(self, rid: bytes) -> bool:
         return rid in self._cache or rid in self._open.raws or self._one(
             "SELECT 1 FROM records WHERE id=?", rid) is not None
@@ -545,7 +549,7 @@ class SqliteStore:
             "synced_records=coalesce(excluded.synced_records, peers.synced_records)",
             (device, address, role, now_ms, records, state))
 
-    def peers(self) -> list[tuple[bytes, str, str, int, int | None, str]]:
+    def peers(self) -> list[PeerRow]:
         """(device, address, role, last_contact_ms, records held at last sync, state)."""
         return list(self._db.execute(
             "SELECT device, address, role, last_contact_ms, synced_records, state FROM peers "

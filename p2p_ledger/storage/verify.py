@@ -22,7 +22,7 @@ from ..core.hlc import hlc_ms
 from ..core.ids import device_id
 from ..core.ledger import Replica
 from ..core.records import record_id
-from ..errors import InvalidRecord, StoreDamaged
+from ..errors import InvalidRecord, LocalError, StoreDamaged
 from .connection import damaged
 from .sqlite import DERIVED_TABLES, SqliteStore
 
@@ -38,7 +38,9 @@ def verify_replica(replica: Replica, scratch: Path, *, now_ms: int,
     Everything is read from one snapshot of the store, so a node that commits records
     meanwhile cannot make the stored views look different from the replay."""
     store = replica.store
-    assert isinstance(store, SqliteStore)
+    if not isinstance(store, SqliteStore):
+        raise LocalError("`verify` checks a home's SQLite store; this home's store is a "
+                         "PostgreSQL database, which `verify` does not check yet")
     with store.snapshot():
         damage = store.integrity_problems()
         if damage:

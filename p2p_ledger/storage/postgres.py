@@ -1,0 +1,607 @@
+"""The cloud tier's store: one PostgreSQL database shared by many front-end processes.
+
+Several `serve` processes on one home whose store is a PostgreSQL URL are one logical
+node: each has its own connection, and they meet only in the database. What keeps
+them correct (specs/cloud.md):
+
+- **Per-author serialization, nothing wider.** Validity depends only on a record's
+  causal past, which is stored before it, so two writers can judge records of
+  different authors at once. Records of one author are judged one writer at a time:
+  `lock_author` takes `pg_advisory_xact_lock` on a hash of the author before the
+  replica judges (or the wallet signs) one of its records, and the replica then asks
+  `has` again. So a fork's two branches arriving at two front-ends at once are both
+  stored and the second one records the equivocation, exactly once; the same record
+  arriving twice at once is stored once. A unique key cannot do this: forks must be
+  stored.
+- **No deadlock.** Locks are taken in increasing key order within a transaction; a
+  key below one already held is only *tried*; if another writer holds it, the
+  transaction so far is committed (every record in it is complete with its causal
+  past, so any prefix is a valid state) and a new one waits for the key holding
+  nothing else. Rows that writers of different authors share (a payee's balance,
+  metadata, the totals) are written only at commit, in key order, after the last lock.
+- **Positions that skip nothing.** A record's position for pushing (`max_order`,
+  `records_after`) is the id of the transaction that wrote it; positions up to the
+  oldest transaction still running anywhere (`pg_snapshot_xmin`) are final: no
+  transaction can commit a record there any more. So a front-end polling for new
+  records never skips a row of a transaction that was still in flight when it looked.
+  `ord`, from a sequence, orders records causally (a record is inserted only after its
+  past was visible).
+
+Calls are synchronous, on the caller's thread (for a node, trio's), like SqliteStore's:
+the ledger asks its store many small questions per record, and a thread hop per call
+would cost more than the query; a cloud tier scales by running more front-end
+processes, each on its own core.
+
+Tables are hash-partitioned by the author (or payee, device) key, and every unique key
+contains it, so the schema can be distributed by Citus as it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import psycopg
+from psycopg import conninfo
+
+from ..core.ids import Account
+from ..core.records import Kind
+from ..core.store import (
+    AdmitInfo,
+    ChainState,
+    Credit,
+    Effects,
+    HistoryEntry,
+    PeerRow,
+    StoredRecord,
+    Tip,
+    Totals,
+    Verdict,
+)
+from ..errors import StoreBusy, StoreDamaged, StoreError
+
+__all__ = ["PARTITIONS", "SCHEMA_VERSION", "PostgresStore", "is_postgres_url", "safe_url"]
+
+SCHEMA_VERSION = 1
+PARTITIONS = 8  # hash partitions of each partitioned table
+_TOTALS_SLOTS = 16  # writers add to the totals row of their slot: no shared hot row
+_CACHE_ROWS = 4096
+_INIT_LOCK = 0x7032_706C_6564_6772  # advisory lock key: one process creates the schema
+
+
+def _partitioned(table: str, columns: str, key: str) -> str:
+    parts = "".join(
+        f"CREATE TABLE {table}_p{i} PARTITION OF {table} "
+        f"FOR VALUES WITH (MODULUS {PARTITIONS}, REMAINDER {i});\n"
+        for i in range(PARTITIONS))
+    return f"CREATE TABLE {table} ({columns}) PARTITION BY HASH ({key});\n{parts}"
+
+
+_SCHEMA = "\n".join([
+    "CREATE TABLE info (key text PRIMARY KEY, value bytea NOT NULL);",
+    "CREATE TABLE totals (slot int PRIMARY KEY, records bigint NOT NULL, "
+    "issued bigint NOT NULL, redeemed bigint NOT NULL, max_hlc bigint NOT NULL);",
+    "CREATE SEQUENCE record_ord;",
+    _partitioned("records", "author bytea NOT NULL, id bytea NOT NULL, "
+                 "ord bigint NOT NULL DEFAULT nextval('record_ord'), "
+                 "tx bigint NOT NULL DEFAULT (pg_current_xact_id()::text::bigint), "
+                 "seq bigint NOT NULL, prev bytea, kind int NOT NULL, hlc bigint NOT NULL, "
+                 "verdict text NOT NULL, reason text, chain bytea NOT NULL, raw bytea NOT NULL, "
+                 "idem_key text COLLATE \"C\", PRIMARY KEY (author, id)", "author"),
+    "CREATE INDEX records_id ON records (id);",
+    "CREATE INDEX records_author_seq ON records (author, seq);",
+    "CREATE INDEX records_tx ON records (tx, ord);",
+    "CREATE INDEX records_ord ON records (ord);",
+    "CREATE INDEX records_idem ON records (author, idem_key) WHERE idem_key IS NOT NULL;",
+    _partitioned("admits", "device bytea NOT NULL, id bytea NOT NULL, role text NOT NULL, "
+                 "tier int NOT NULL, offline_limit bigint, expires bigint, ord bigint NOT NULL, "
+                 "PRIMARY KEY (device, id)", "device"),
+    "CREATE INDEX admits_id ON admits (id);",
+    _partitioned("credits", "device bytea NOT NULL, id bytea NOT NULL, "
+                 "name text COLLATE \"C\" NOT NULL, amount bigint NOT NULL, ord bigint NOT NULL, "
+                 "claimed boolean NOT NULL, claimer bytea, claimer_seq bigint, "
+                 "PRIMARY KEY (device, id)", "device"),
+    "CREATE INDEX credits_id ON credits (id);",
+    "CREATE INDEX credits_unclaimed ON credits (device, ord) WHERE NOT claimed;",
+    _partitioned("claims", "author bytea NOT NULL, credit bytea NOT NULL, "
+                 "claimer bytea NOT NULL, seq bigint NOT NULL, "
+                 "PRIMARY KEY (author, credit, claimer)", "author"),
+    _partitioned("tips", "author bytea NOT NULL, id bytea NOT NULL, seq bigint NOT NULL, "
+                 "PRIMARY KEY (author, id)", "author"),
+    _partitioned("balances", "device bytea NOT NULL, name text COLLATE \"C\" NOT NULL, "
+                 "minor bigint NOT NULL, PRIMARY KEY (device, name)", "device"),
+    _partitioned("movements", "device bytea NOT NULL, name text COLLATE \"C\" NOT NULL, "
+                 "ord bigint NOT NULL, idx int NOT NULL, delta bigint NOT NULL, "
+                 "PRIMARY KEY (device, name, ord, idx)", "device"),
+    _partitioned("equivocations", "author bytea NOT NULL, seq bigint NOT NULL, "
+                 "first bytea NOT NULL, second bytea NOT NULL, "
+                 "PRIMARY KEY (author, seq, first, second)", "author"),
+    _partitioned("covers", "author bytea NOT NULL, checkpoint bytea NOT NULL, "
+                 "seq bigint NOT NULL, id bytea NOT NULL, PRIMARY KEY (author, checkpoint)",
+                 "author"),
+    _partitioned("revocations", "device bytea NOT NULL, record bytea NOT NULL, "
+                 "after_seq bigint NOT NULL, PRIMARY KEY (device, record)", "device"),
+    _partitioned("metadata", "device bytea NOT NULL, name text COLLATE \"C\" NOT NULL, "
+                 "field text COLLATE \"C\" NOT NULL, value text NOT NULL, hlc bigint NOT NULL, "
+                 "author bytea NOT NULL, record bytea NOT NULL, "
+                 "PRIMARY KEY (device, name, field)", "device"),
+    # Small, read by every front-end: a reference table under Citus.
+    "CREATE TABLE peers (device bytea PRIMARY KEY, address text NOT NULL, role text NOT NULL, "
+    "last_contact_ms bigint NOT NULL, synced_records bigint, state text NOT NULL);",
+])
+
+_ROW_COLS = "id, author, seq, prev, kind, hlc, verdict, reason, chain"
+# The position up to which records are final: below the oldest running transaction.
+_FINAL = "(pg_snapshot_xmin(pg_current_snapshot())::text::bigint - 1)"
+
+
+def is_postgres_url(text: str) -> bool:
+    return text.startswith(("postgresql://", "postgres://"))
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        params = conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "postgresql://?"
+    params.pop("password", None)
+    return conninfo.make_conninfo("", **{k: v for k, v in params.items() if v is not None})
+
+
+def author_lock_key(author: bytes) -> int:
+    """The advisory lock key of an author: 64 bits of a hash (a collision only makes
+    two authors wait for each other)."""
+    digest = hashlib.blake2b(b"p2p-ledger/author-lock" + author, digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _row(t: Sequence[Any]) -> StoredRecord:
+    try:
+        return StoredRecord(id=bytes(t[0]), author=bytes(t[1]), seq=t[2],
+                            prev=None if t[3] is None else bytes(t[3]), kind=Kind(t[4]),
+                            hlc=t[5], verdict=Verdict(t[6]), reason=t[7],
+                            chain=ChainState.decode(bytes(t[8])))
+    except (ValueError, IndexError, TypeError) as exc:
+        raise StoreDamaged(f"a stored record row does not decode: {exc}") from exc
+
+
+class PostgresStore:
+    """`NodeStore` on PostgreSQL. Use `transaction()` around every batch of `apply`."""
+
+    def __init__(self, url: str, network_id: bytes) -> None:
+        self.url = url
+        self.path = safe_url(url)  # what messages name, as SqliteStore's path
+        try:
+            self._db = psycopg.connect(url, autocommit=True, connect_timeout=10)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot open the store {self.path}: "
+                             f"{str(exc).strip().splitlines()[0]}") from None
+        self._slot = self._db.info.backend_pid % _TOTALS_SLOTS
+        self._depth = 0
+        self._held: set[int] = set()
+        self._top_lock: int | None = None
+        self._cache: OrderedDict[bytes, StoredRecord] = OrderedDict()
+        self._balances: dict[tuple[bytes, str], int] = {}
+        self._metadata: dict[tuple[bytes, str, str], tuple[str, int, bytes, bytes]] = {}
+        self._totals = [0, 0, 0, 0]  # records, issued, redeemed, max_hlc of the open txn
+        try:
+            self._init(network_id)
+        except StoreError:
+            self._db.close()
+            raise
+
+    def _init(self, network_id: bytes) -> None:
+        with self.transaction():
+            self._q("SELECT pg_advisory_xact_lock(%s)", (_INIT_LOCK,))
+            have = self._one("SELECT to_regclass('info')")
+            if have is None or have[0] is None:
+                self._q(_SCHEMA)
+                self._q("INSERT INTO info VALUES ('schema', %s), ('network', %s)",
+                        (str(SCHEMA_VERSION).encode(), network_id))
+                return
+            info = {k: bytes(v) for k, v in self._q("SELECT key, value FROM info")}
+        if info.get("schema") != str(SCHEMA_VERSION).encode():
+            raise StoreError(f"store schema {info.get('schema')!r} is not {SCHEMA_VERSION}")
+        if info.get("network") != network_id:
+            raise StoreError("this store belongs to another network")
+
+    def close(self) -> None:
+        self._db.close()
+
+    # ------------------------------------------------------------ statements
+
+    def _q(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run one statement; its rows (none for a statement that returns none). Every
+        failure of the database becomes a StoreError naming the store."""
+        try:
+            cur = self._db.execute(sql.encode(), params, prepare=params is not None)
+            return cur.fetchall() if cur.description is not None else []
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected,
+                psycopg.errors.SerializationFailure) as exc:
+            raise StoreBusy(f"the store {self.path} is busy: {exc}") from exc
+        except (psycopg.errors.DataCorrupted, psycopg.errors.IndexCorrupted) as exc:
+            raise StoreDamaged(f"the store {self.path} is damaged: {exc}") from exc
+        except (psycopg.OperationalError, psycopg.DataError, psycopg.IntegrityError,
+                psycopg.InternalError) as exc:
+            raise StoreError(f"the store {self.path} failed: "
+                             f"{str(exc).strip().splitlines()[0]}") from exc
+
+    def _one(self, sql: str, params: Sequence[Any] | None = None) -> tuple[Any, ...] | None:
+        rows = self._q(sql, params)
+        return rows[0] if rows else None
+
+    # ------------------------------------------------------------ transactions
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All-or-nothing, except that a transaction that must wait for an author lock
+        out of key order commits what it has first (see the module's docstring)."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._q("BEGIN")
+        self._depth = 1
+        committed = False
+        try:
+            yield
+            self._flush_shared()
+            self._q("COMMIT")
+            committed = True
+        finally:
+            self._depth = 0
+            self._held.clear()
+            self._top_lock = None
+            if not committed:
+                self._cache.clear()  # it may hold rows that are being rolled back
+                self._balances.clear()
+                self._metadata.clear()
+                self._totals = [0, 0, 0, 0]
+                with contextlib.suppress(StoreError):
+                    self._q("ROLLBACK")
+
+    def lock_author(self, author: bytes) -> bool:
+        if not self._depth:
+            return False  # outside a transaction a lock would end with the statement
+        key = author_lock_key(author)
+        if key in self._held:
+            return False
+        if self._top_lock is None or key > self._top_lock:
+            self._q("SELECT pg_advisory_xact_lock(%s)", (key,))
+        else:
+            got = self._one("SELECT pg_try_advisory_xact_lock(%s)", (key,))
+            if not (got and got[0]):
+                # Waiting here while holding larger keys could deadlock: commit what is
+                # done (complete records only), then wait holding nothing.
+                self._flush_shared()
+                self._q("COMMIT")
+                self._q("BEGIN")
+                self._held.clear()
+                self._top_lock = None
+                self._q("SELECT pg_advisory_xact_lock(%s)", (key,))
+        self._held.add(key)
+        self._top_lock = key if self._top_lock is None else max(self._top_lock, key)
+        return True
+
+    def _flush_shared(self) -> None:
+        """Write the rows that writers of different authors share - balances, metadata,
+        this writer's totals slot - in key order, so two commits never wait on each
+        other's rows in opposite orders."""
+        if self._balances:
+            rows = sorted((d, n, v) for (d, n), v in self._balances.items())
+            self._many("INSERT INTO balances VALUES (%s, %s, %s) ON CONFLICT (device, name) "
+                       "DO UPDATE SET minor = balances.minor + excluded.minor", rows)
+            self._balances.clear()
+        if self._metadata:
+            meta = [(d, n, f, v, h, a, r) for (d, n, f), (v, h, a, r)
+                    in sorted(self._metadata.items())]
+            self._many(
+                "INSERT INTO metadata VALUES (%s,%s,%s,%s,%s,%s,%s) "
+                "ON CONFLICT (device, name, field) DO UPDATE SET value=excluded.value, "
+                "hlc=excluded.hlc, author=excluded.author, record=excluded.record "
+                "WHERE (excluded.hlc, excluded.author, excluded.record) "
+                "> (metadata.hlc, metadata.author, metadata.record)", meta)
+            self._metadata.clear()
+        if self._totals[0]:
+            records, issued, redeemed, max_hlc = self._totals
+            self._q("INSERT INTO totals VALUES (%s, %s, %s, %s, %s) ON CONFLICT (slot) DO "
+                    "UPDATE SET records = totals.records + excluded.records, "
+                    "issued = totals.issued + excluded.issued, "
+                    "redeemed = totals.redeemed + excluded.redeemed, "
+                    "max_hlc = greatest(totals.max_hlc, excluded.max_hlc)",
+                    (self._slot, records, issued, redeemed, max_hlc))
+            self._totals = [0, 0, 0, 0]
+
+    def _many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        try:
+            with self._db.cursor() as cur:
+                cur.executemany(sql.encode(), rows)
+        except psycopg.errors.DeadlockDetected as exc:
+            raise StoreBusy(f"the store {self.path} is busy: {exc}") from exc
+        except (psycopg.OperationalError, psycopg.DataError, psycopg.IntegrityError) as exc:
+            raise StoreError(f"the store {self.path} failed: {exc}") from exc
+
+    # ------------------------------------------------------------ lookups
+
+    def has(self, rid: bytes) -> bool:
+        return self._one("SELECT 1 FROM records WHERE id=%s", (rid,)) is not None
+
+    def held_among(self, rids: list[bytes]) -> set[bytes]:
+        if not rids:
+            return set()
+        return {bytes(t[0]) for t in self._q("SELECT id FROM records WHERE id = ANY(%s)",
+                                             (rids,))}
+
+    def get(self, rid: bytes) -> StoredRecord | None:
+        cached = self._cache.get(rid)
+        if cached is not None:
+            return cached
+        t = self._one(f"SELECT {_ROW_COLS} FROM records WHERE id=%s", (rid,))
+        if t is None:
+            return None
+        row = _row(t)
+        self._remember(row)
+        return row
+
+    def _remember(self, row: StoredRecord) -> None:
+        if len(self._cache) >= _CACHE_ROWS:
+            self._cache.popitem(last=False)
+        self._cache[row.id] = row
+
+    def raw(self, rid: bytes) -> bytes | None:
+        t = self._one("SELECT raw FROM records WHERE id=%s", (rid,))
+        return None if t is None else bytes(t[0])
+
+    @staticmethod
+    def _admit(t: Sequence[Any]) -> AdmitInfo:
+        return AdmitInfo(id=bytes(t[0]), device=bytes(t[1]), role=t[2], tier=t[3],
+                         offline_limit=t[4], expires=t[5])
+
+    def admit(self, rid: bytes) -> AdmitInfo | None:
+        t = self._one("SELECT id, device, role, tier, offline_limit, expires FROM admits "
+                      "WHERE id=%s", (rid,))
+        return None if t is None else self._admit(t)
+
+    def admits_for(self, device: bytes) -> list[AdmitInfo]:
+        return [self._admit(t) for t in self._q(
+            "SELECT id, device, role, tier, offline_limit, expires FROM admits "
+            "WHERE device=%s ORDER BY ord", (device,))]
+
+    def credit(self, rid: bytes) -> Credit | None:
+        t = self._one("SELECT device, name, amount, claimed FROM credits WHERE id=%s", (rid,))
+        if t is None:
+            return None
+        return Credit(id=rid, account=Account(device=bytes(t[0]), name=t[1]), amount=t[2],
+                      claimed=t[3])
+
+    def claims_of(self, credit: bytes, author: bytes) -> list[tuple[bytes, int]]:
+        # Only the claimer's (the payee's) partitions are read.
+        return [(bytes(c), s) for c, s in self._q(
+            "SELECT claimer, claimer_seq FROM credits WHERE device=%s AND id=%s "
+            "AND claimer IS NOT NULL UNION ALL "
+            "SELECT claimer, seq FROM claims WHERE author=%s AND credit=%s",
+            (author, credit, author, credit))]
+
+    def idem(self, author: bytes, key: str) -> list[tuple[bytes, int]]:
+        return [(bytes(i), s) for i, s in self._q(
+            "SELECT id, seq FROM records WHERE author=%s AND idem_key=%s ORDER BY ord",
+            (author, key))]
+
+    def prefetch_idem(self, pairs: list[tuple[bytes, str]]) -> None:
+        return None  # `idem` is one indexed query in the author's partition
+
+    def ids_at(self, author: bytes, seq: int) -> list[bytes]:
+        return [bytes(i) for (i,) in self._q(
+            "SELECT id FROM records WHERE author=%s AND seq=%s ORDER BY ord", (author, seq))]
+
+    def forked(self, author: bytes) -> bool:
+        return self._one("SELECT 1 FROM equivocations WHERE author=%s LIMIT 1",
+                         (author,)) is not None
+
+    def cover(self, checkpoint: bytes, author: bytes) -> tuple[int, bytes] | None:
+        t = self._one("SELECT seq, id FROM covers WHERE author=%s AND checkpoint=%s",
+                      (author, checkpoint))
+        return None if t is None else (t[0], bytes(t[1]))
+
+    def covered_seq(self, author: bytes) -> int:
+        t = self._one("SELECT max(seq) FROM covers WHERE author=%s", (author,))
+        return 0 if t is None or t[0] is None else int(t[0])
+
+    def latest_cover(self, author: bytes) -> tuple[bytes, int, bytes] | None:
+        t = self._one("SELECT checkpoint, seq, id FROM covers WHERE author=%s "
+                      "ORDER BY seq DESC, checkpoint DESC LIMIT 1", (author,))
+        return None if t is None else (bytes(t[0]), t[1], bytes(t[2]))
+
+    def revocations(self, device: bytes) -> list[tuple[int, bytes]]:
+        return [(a, bytes(r)) for a, r in self._q(
+            "SELECT after_seq, record FROM revocations WHERE device=%s "
+            "ORDER BY after_seq, record", (device,))]
+
+    def tips(self) -> list[Tip]:
+        return [Tip(author=bytes(a), seq=s, id=bytes(i)) for a, s, i in self._q(
+            "SELECT author, seq, id FROM tips ORDER BY author, seq, id")]
+
+    def tips_of(self, author: bytes) -> list[Tip]:
+        return [Tip(author=author, seq=s, id=bytes(i)) for s, i in self._q(
+            "SELECT seq, id FROM tips WHERE author=%s ORDER BY seq, id", (author,))]
+
+    def records_of(self, author: bytes, after_seq: int) -> list[tuple[int, StoredRecord]]:
+        return [(t[0], _row(t[1:])) for t in self._q(
+            f"SELECT ord, {_ROW_COLS} FROM records WHERE author=%s AND seq>%s "
+            "ORDER BY seq, ord", (author, after_seq))]
+
+    def raws_in_order(self, rids: list[bytes]) -> list[bytes]:
+        if not rids:
+            return []
+        return [bytes(raw) for (raw,) in self._q(
+            "SELECT raw FROM records WHERE id = ANY(%s) ORDER BY ord", (rids,))]
+
+    def all_ids_in_order(self) -> Iterator[bytes]:
+        for (rid,) in self._q("SELECT id FROM records ORDER BY ord"):
+            yield bytes(rid)
+
+    # ------------------------------------------------------------ positions and peers
+
+    def max_order(self) -> int:
+        t = self._one(f"SELECT {_FINAL}")
+        assert t is not None
+        return int(t[0])
+
+    def records_after(self, order: int, limit: int = 10_000) -> list[tuple[int, bytes, bytes]]:
+        """Whole transactions' records, of transactions after `order` that are final,
+        in causal order (by `ord`)."""
+        rows = self._q(f"SELECT tx, ord, id, raw FROM records WHERE tx > %s AND tx <= {_FINAL} "
+                       "ORDER BY tx, ord LIMIT %s", (order, limit))
+        if len(rows) == limit:  # never split a transaction: the next call starts after it
+            last_tx, last_ord = rows[-1][0], rows[-1][1]
+            rows += self._q("SELECT tx, ord, id, raw FROM records WHERE tx=%s AND ord>%s "
+                            "ORDER BY ord", (last_tx, last_ord))
+        rows.sort(key=lambda t: t[1])
+        return [(tx, bytes(rid), bytes(raw)) for tx, _, rid, raw in rows]
+
+    def authors_after(self, order: int) -> set[bytes]:
+        return {bytes(a) for (a,) in self._q(
+            "SELECT DISTINCT author FROM records WHERE tx > %s", (order,))}
+
+    def note_peer(self, device: bytes, *, address: str, role: str, now_ms: int, state: str,
+                  synced: bool) -> None:
+        records = self.totals().records if synced else None
+        self._q("INSERT INTO peers VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (device) DO UPDATE "
+                "SET address=excluded.address, role=excluded.role, "
+                "last_contact_ms=excluded.last_contact_ms, state=excluded.state, "
+                "synced_records=coalesce(excluded.synced_records, peers.synced_records)",
+                (device, address, role, now_ms, records, state))
+
+    def peers(self) -> list[PeerRow]:
+        return [(bytes(d), a, r, ms, s, st) for d, a, r, ms, s, st in self._q(
+            "SELECT device, address, role, last_contact_ms, synced_records, state FROM peers "
+            "ORDER BY last_contact_ms DESC")]
+
+    def synced_records(self, device: bytes) -> int | None:
+        t = self._one("SELECT synced_records FROM peers WHERE device=%s", (device,))
+        return None if t is None or t[0] is None else int(t[0])
+
+    # ------------------------------------------------------------ writing
+
+    def apply(self, fx: Effects) -> None:
+        if not self._depth:
+            with self.transaction():
+                self.apply(fx)
+            return
+        row = fx.row
+        rid, author, seq = row.id, row.author, row.seq
+        t = self._one("INSERT INTO records (author, id, seq, prev, kind, hlc, verdict, reason, "
+                      "chain, raw, idem_key) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+                      "RETURNING ord",
+                      (author, rid, seq, row.prev, row.kind.value, row.hlc, row.verdict.value,
+                       row.reason, row.chain.encode(), fx.raw, fx.idem_key))
+        assert t is not None
+        order = t[0]
+        self._remember(row)
+        if row.prev is not None:
+            self._q("DELETE FROM tips WHERE author=%s AND id=%s", (author, row.prev))
+        self._q("INSERT INTO tips VALUES (%s,%s,%s)", (author, rid, seq))
+        if fx.admit is not None:
+            a = fx.admit
+            self._q("INSERT INTO admits VALUES (%s,%s,%s,%s,%s,%s,%s)",
+                    (a.device, rid, a.role, a.tier, a.offline_limit, a.expires, order))
+        if fx.credit is not None:
+            c = fx.credit
+            self._q("INSERT INTO credits VALUES (%s,%s,%s,%s,%s,%s,NULL,NULL)",
+                    (c.account.device, rid, c.account.name, c.amount, order, c.claimed))
+        for credit in fx.claims:
+            # The claimer is the payee: its partition only, under its author lock.
+            first = self._q("UPDATE credits SET claimed=true, claimer=%s, claimer_seq=%s "
+                            "WHERE device=%s AND id=%s AND claimer IS NULL RETURNING 1",
+                            (rid, seq, author, credit))
+            if not first:
+                self._q("INSERT INTO claims VALUES (%s,%s,%s,%s)", (author, credit, rid, seq))
+        for idx, m in enumerate(fx.movements):
+            k = (m.account.device, m.account.name)
+            self._balances[k] = self._balances.get(k, 0) + m.delta
+            self._q("INSERT INTO movements VALUES (%s,%s,%s,%s,%s)", (*k, order, idx, m.delta))
+        for other in fx.equivocates_with:
+            first_id, second_id = sorted((other, rid))
+            self._q("INSERT INTO equivocations VALUES (%s,%s,%s,%s)",
+                    (author, seq, first_id, second_id))
+        for covered_author, covered_seq, covered in fx.covers:
+            self._q("INSERT INTO covers VALUES (%s,%s,%s,%s)",
+                    (covered_author, rid, covered_seq, covered))
+        if fx.revoke is not None:
+            self._q("INSERT INTO revocations VALUES (%s,%s,%s)",
+                    (fx.revoke[0], rid, fx.revoke[1]))
+        if fx.meta is not None:
+            account, name, value = fx.meta
+            key = (account.device, account.name, name)
+            new = (value, row.hlc, author, rid)
+            old = self._metadata.get(key)
+            if old is None or old[1:] < new[1:]:
+                self._metadata[key] = new
+        totals = self._totals
+        totals[0] += 1
+        totals[1] += fx.issued
+        totals[2] += fx.redeemed
+        totals[3] = max(totals[3], row.hlc)
+
+    # ------------------------------------------------------------ views
+
+    def balance(self, account: Account) -> int:
+        self._flush_if_open()
+        t = self._one("SELECT minor FROM balances WHERE device=%s AND name=%s",
+                      (account.device, account.name))
+        return 0 if t is None else int(t[0])
+
+    def _flush_if_open(self) -> None:
+        """A view read inside a transaction sees the transaction's own shared rows."""
+        if self._depth:
+            self._flush_shared()
+
+    def balances(self) -> dict[Account, int]:
+        self._flush_if_open()
+        return {Account(device=bytes(d), name=n): v for d, n, v in self._q(
+            "SELECT device, name, minor FROM balances ORDER BY device, name")}
+
+    def totals(self) -> Totals:
+        self._flush_if_open()
+        t = self._one("SELECT coalesce(sum(records), 0), coalesce(sum(issued), 0), "
+                      "coalesce(sum(redeemed), 0), coalesce(max(max_hlc), 0) FROM totals")
+        authors = self._one("SELECT count(DISTINCT author) FROM tips")
+        assert t is not None
+        assert authors is not None
+        return Totals(records=int(t[0]), issued=int(t[1]), redeemed=int(t[2]),
+                      max_hlc=int(t[3]), authors=int(authors[0]))
+
+    def max_hlc(self) -> int:
+        t = self._one("SELECT coalesce(max(max_hlc), 0) FROM totals")
+        assert t is not None
+        return max(int(t[0]), self._totals[3])
+
+    def unclaimed_credits(self, device: bytes) -> list[Credit]:
+        return [Credit(id=bytes(i), account=Account(device=device, name=n), amount=a)
+                for i, n, a in self._q(
+                    "SELECT id, name, amount FROM credits WHERE device=%s AND NOT claimed "
+                    "ORDER BY ord", (device,))]
+
+    def equivocations(self) -> list[tuple[bytes, int, bytes, bytes]]:
+        return [(bytes(a), s, bytes(f), bytes(x)) for a, s, f, x in self._q(
+            "SELECT author, seq, first, second FROM equivocations "
+            "ORDER BY author, seq, first, second")]
+
+    def history(self, account: Account) -> list[HistoryEntry]:
+        return [HistoryEntry(id=bytes(i), kind=Kind(k), hlc=h, author=bytes(a), seq=s, delta=d)
+                for i, k, h, a, s, d in self._q(
+                    "SELECT r.id, r.kind, r.hlc, r.author, r.seq, m.delta FROM movements m "
+                    "JOIN records r ON r.ord = m.ord WHERE m.device=%s AND m.name=%s "
+                    "ORDER BY m.ord, m.idx", (account.device, account.name))]
+
+    def meta(self, account: Account) -> dict[str, str]:
+        self._flush_if_open()
+        return dict(self._q("SELECT field, value FROM metadata WHERE device=%s AND name=%s "
+                            "ORDER BY field", (account.device, account.name)))
