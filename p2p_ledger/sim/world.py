@@ -10,8 +10,9 @@ links are in range or cut, which member is down, who pays whom and when.
 A run has two phases. Until `duration` the workload pays and the faults act
 (faults.py). At `duration` the faults stop: partitions heal, clogged links flow,
 crashed members restart, the convoy closes up. The run then goes on until every
-replica holds every created record with one state hash (converged) or `bound` more
-seconds pass. The checks (checks.py) watch every committed batch throughout.
+honest replica (its device not revoked) holds every record any honest replica holds,
+with one state hash (converged), or `bound` more seconds pass. The checks (checks.py)
+watch every committed batch throughout.
 
 Determinism: every random choice comes from a `random.Random` derived from the seed and
 a purpose ("workload", "link/7", ...), keys are derived from the seed, the clock is a
@@ -230,8 +231,7 @@ class World:
         self.members.append(m)
         self.edges_of.append([])
         self.position_of.append(position_of)
-        self.checker.grow(m.name, m.device)
-        self.checker.counts[m.index] = m.store.totals().records
+        self.checker.grow(m.name, m.device, m.store)
 
     # ------------------------------------------------------------ members
 
@@ -378,17 +378,24 @@ class World:
     def observe(self, store: SimStore, rids: list[bytes]) -> None:
         conserved = Replica(self.network, store).conserved()
         self.checker.on_commit(store.owner, store, rids, conserved)
-        if self.quiet and self.checker.counts[store.owner] == len(self.checker.created):
+        if self.quiet and self.checker.counts[store.owner] == self.checker.needed():
             self.check_converged()
 
+    def honest(self) -> list[Member]:
+        """The members that must converge: those whose device is not revoked (a revoked
+        device fails every handshake, so it is cut off by design)."""
+        return [m for m in self.members if self.checker.honest(m.index)]
+
     def check_converged(self) -> bool:
+        """Converged: every honest replica is up and holds every record any honest
+        replica holds (equal counts of that many, and one state hash, which commits to
+        the record set)."""
         if self.converged_at is not None:
             return True
-        total = len(self.checker.created)
-        if not all(m.up for m in self.members) or any(
-                c != total for c in self.checker.counts):
+        honest, needed = self.honest(), self.checker.needed()
+        if not all(m.up and self.checker.counts[m.index] == needed for m in honest):
             return False
-        hashes = {Replica(self.network, m.store).state_hash() for m in self.members}
+        hashes = {Replica(self.network, m.store).state_hash() for m in honest}
         if len(hashes) != 1:
             return False
         self.converged_at = trio.current_time()
@@ -396,13 +403,13 @@ class World:
         return True
 
     def sample(self) -> None:
-        total = len(self.checker.created)
-        counts = self.checker.counts
+        needed = self.checker.needed()
+        counts = [self.checker.counts[m.index] for m in self.honest()]
         n = len(counts)
         s = self.series
         s["t"].append(round(trio.current_time(), 3))
-        s["converged"].append(round(sum(1 for c in counts if c == total) / n, 4))
-        s["held"].append(round(sum(counts) / (n * total), 4))
+        s["converged"].append(round(sum(1 for c in counts if c == needed) / n, 4))
+        s["held"].append(round(sum(counts) / (n * needed), 4))
         s["bytes"].append(sum(e.stats.bytes for e in self.edges))
         s["messages"].append(sum(e.stats.frames for e in self.edges))
 
