@@ -13,7 +13,8 @@ crashed members restart, the convoy closes up.
 - crash: a member loses power; with probability `mid_batch` the cut comes inside its
   next store transaction (the store rolls it back). It restarts from its store.
 - mobility (convoy): every few seconds each vehicle drifts around its slot; links whose
-  ends are further apart than the radio range drop, and come back when in range.
+  ends are further apart than the radio range drop, and come back when in range. When
+  the faults stop the convoy closes up: every link of the topology is in range.
 - workload: payments at a rate, from a random up device to a random other device;
   `offline-burst` sends most payments from the side a partition isolated;
   `cloned-device` copies a device (key and store) onto a second vehicle elsewhere in
@@ -152,8 +153,13 @@ async def run_mobility(w: World) -> None:
     while True:
         await trio.sleep(MOBILITY_STEP)
         if trio.current_time() >= w.params.duration:
-            offsets = [0.0] * len(offsets)  # the convoy closes up at the depot
-            update()
+            # The convoy closes up at the depot: every link of the topology is in range
+            # again, as without mobility. Back in their driving slots only the next
+            # vehicle would be (two slots is beyond the radio range), and the convoy
+            # would be a line in which any revoked vehicle, which no honest one syncs
+            # with, cuts the honest vehicles behind it off for good.
+            for e in w.edges:
+                w.set_in_range(e, True)
             return
         for i in range(len(offsets)):
             offsets[i] = max(-0.5 * spacing, min(0.5 * spacing,
