@@ -67,6 +67,14 @@ def _convergence(w: World) -> CheckResult:
         return CheckResult(
             name="convergence", passed=False, checked=len(w.members), violations=wrong[:20],
             detail=f"{len(wrong)} records that must reach the honest replicas reached none")
+    counts = w.checker.counts
+    final = {w.final_hashes[m.index] for m in honest}
+    if w.converged_at is not None and (len(final) != 1 or any(
+            counts[m.index] != needed for m in honest)):
+        return CheckResult(
+            name="convergence", passed=False, checked=len(w.members),
+            detail=f"converged at {w.converged_at:.3f} s, but at the end the {len(honest)} "
+            "honest replicas no longer held one record set")
     if w.converged_at is not None:
         took = round(w.converged_at - p.duration, 3)
         return CheckResult(
@@ -74,14 +82,12 @@ def _convergence(w: World) -> CheckResult:
             detail=f"{who} hold the {needed} records any of them holds, with state hash "
             f"{w.final_hashes[honest[0].index].hex()[:16]}, {took} s after the faults "
             f"stopped (bound {p.bound:g} s){cut_off}")
-    counts = w.checker.counts
     behind = [{"node": m.name, "records": counts[m.index], "missing": needed - counts[m.index]}
               for m in honest if counts[m.index] != needed]
-    hashes = {w.final_hashes[m.index] for m in honest}
     return CheckResult(
         name="convergence", passed=False, checked=len(w.members), violations=behind[:20],
         detail=f"{len(behind)} of {len(honest)} honest replicas still lacked records any "
-        f"of them holds {p.bound:g} s after the faults stopped; {len(hashes)} distinct state "
+        f"of them holds {p.bound:g} s after the faults stopped; {len(final)} distinct state "
         "hashes among them")
 
 

@@ -386,21 +386,18 @@ class World:
         device fails every handshake, so it is cut off by design)."""
         return [m for m in self.members if self.checker.honest(m.index)]
 
-    def check_converged(self) -> bool:
-        """Converged: every honest replica is up and holds every record any honest
-        replica holds (equal counts of that many, and one state hash, which commits to
-        the record set)."""
-        if self.converged_at is not None:
-            return True
+    def converged_now(self) -> bool:
+        """Every honest replica is up and holds every record any honest replica holds
+        (equal counts of that many, and one state hash, which commits to the set)."""
         honest, needed = self.honest(), self.checker.needed()
         if not all(m.up and self.checker.counts[m.index] == needed for m in honest):
             return False
-        hashes = {Replica(self.network, m.store).state_hash() for m in honest}
-        if len(hashes) != 1:
-            return False
-        self.converged_at = trio.current_time()
-        self._converged.set()
-        return True
+        return len({Replica(self.network, m.store).state_hash() for m in honest}) == 1
+
+    def check_converged(self) -> None:
+        if self.converged_at is None and self.converged_now():
+            self.converged_at = trio.current_time()
+            self._converged.set()
 
     def sample(self) -> None:
         needed = self.checker.needed()
@@ -451,7 +448,15 @@ class World:
             await trio.lowlevel.checkpoint()  # let the fault tasks restore the world first
             self.check_converged()
             with trio.move_on_after(self.params.bound):
-                await self._converged.wait()
+                # The commit that completes the honest set may make its node sign more
+                # at once, before this task runs (the authority revoking the fork it
+                # has just seen): look again now, and wait on if the world moved on.
+                while True:
+                    await self._converged.wait()
+                    if self.converged_now():
+                        break
+                    self.converged_at, self._converged = None, trio.Event()
+                    self.check_converged()
             self.sample()
             self.end_at = trio.current_time()
             root.cancel_scope.cancel()
