@@ -195,12 +195,13 @@ def _md(report: dict[str, object]) -> str:
     lines = [f"# Simulation: {p['scenario']} ({p['nodes']} nodes, seed {p['seed']})", ""]
     verdict = "All checks passed" if r["passed"] else "**Some checks FAILED**"
     if t["time_to_convergence_s"] is not None:
-        lines.append(f"The replicas converged {t['time_to_convergence_s']} s (simulated) after "
+        lines.append(f"The honest replicas (those whose device is not revoked) converged "
+                     f"{t['time_to_convergence_s']} s (simulated) after "
                      f"the faults stopped at {t['faults_stop_s']:g} s; the bound was "
                      f"{t['bound_s']:g} s. {verdict}.")
     else:
-        lines.append(f"The replicas did **not** converge within {t['bound_s']:g} s after the "
-                     f"faults stopped. {verdict}.")
+        lines.append(f"The honest replicas did **not** converge within {t['bound_s']:g} s "
+                     f"after the faults stopped. {verdict}.")
     lines += ["", "## Checks", "", "| check | result | detail |", "|---|---|---|"]
     checks = r["checks"]
     assert isinstance(checks, list)
