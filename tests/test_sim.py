@@ -12,11 +12,15 @@ import trio
 import trio.testing
 
 from p2p_ledger.cli import simulate
+from p2p_ledger.core.ledger import Replica
 from p2p_ledger.errors import LocalError
+from p2p_ledger.sim.checks import Checker
 from p2p_ledger.sim.links import LinkProfile, LinkStats, SimConnection
 from p2p_ledger.sim.report import write_report
 from p2p_ledger.sim.scenarios import SCENARIOS, params_for
+from p2p_ledger.sim.store import SimStore
 from p2p_ledger.sim.world import World
+from tests.helpers import T0, make_world
 
 # ---------------------------------------------------------------- links
 
@@ -83,6 +87,57 @@ async def test_reordered_chunk_arrives_before_its_predecessor(
     assert conn.stats.corrupted == 1
 
 
+# ---------------------------------------------------------------- the convergence check
+
+def test_convergence_asks_honest_replicas_for_what_any_honest_replica_holds() -> None:
+    """Members: the authority, d0 (revoked below), d1. What the honest replicas must
+    each hold is what any of them holds; a record that only revoked replicas hold is
+    excused only above its device's cut-off."""
+    world = make_world(devices=("d0", "d1"), seed="sim-checks")
+    genesis = SimStore()
+    auth = world.wallet("authority", Replica(world.network, genesis))
+    with genesis.transaction():
+        for name in ("d0", "d1"):
+            auth.admit(world.device(name), now_ms=T0)
+        auth.issue(world.account("d0"), 100_00, key="cash-in-d0", now_ms=T0)
+    devices = [bytes(world.authority_key.verify_key), world.device("d0"), world.device("d1")]
+    checker = Checker(["authority", "d0", "d1"], devices, lambda: 1.0)
+    checker.genesis(genesis)
+    stores = [genesis.copy(owner=i) for i in range(3)]
+    for store in stores:
+        store.observer = lambda st, rids: checker.on_commit(st.owner, st, rids, True)
+    replicas = [Replica(world.network, store) for store in stores]
+    base = genesis.totals().records
+
+    d0 = world.wallet("d0", replicas[1])
+    paid = []
+    for n in (1, 2):
+        with stores[1].transaction():
+            paid.append(d0.pay(world.account("d1"), 10_00, key=f"p{n}",
+                                now_ms=T0 + n).record_id)
+    # d0 is honest so far: d1 and the authority must get its payments.
+    assert checker.needed() == base + 2
+    assert checker.stranded() == []
+
+    with stores[0].transaction():
+        auth = world.wallet("authority", replicas[0])
+        auth.revoke(world.device("d0"), after_seq=1, now_ms=T0 + 3)
+    assert [checker.honest(i) for i in range(3)] == [True, False, True]
+    # Only the revocation is needed now; d0's payments, held by d0 alone, are not,
+    # but the one at its cut-off (seq 1) should have reached an honest replica.
+    assert checker.needed() == base + 1
+    assert dict(checker.stranded()) == {
+        paid[0]: "a revoked device's record at seq 1, not above its cut-off 1, that no "
+                 "honest replica holds",
+        paid[1]: None}
+
+    with stores[2].transaction():
+        replicas[2].receive_many([stores[1].raw(paid[0]) or b""], now_ms=T0 + 4)
+    # d1, honest, accepted d0's first payment: every honest replica must hold it.
+    assert checker.needed() == base + 2
+    assert checker.stranded() == [(paid[1], None)]
+
+
 # ---------------------------------------------------------------- whole runs
 
 def _run(name: str, tmp: Path, **overrides: object) -> dict[str, object]:
@@ -134,6 +189,31 @@ def test_scenario_runs_small_and_passes(name: str, tmp_path: Path) -> None:
         workload = report["workload"]
         assert isinstance(workload, dict)
         assert workload["revoked_devices"] >= 1
+
+
+def test_revoked_clone_inside_the_convoy_leaves_the_honest_vehicles_converged(
+        tmp_path: Path) -> None:
+    """The cloned device's original sits inside the convoy and is revoked once the
+    authority sees the fork. On 50d1dbf this run failed as seed 7 of the full scenario
+    did: the check wanted the revoked pair to converge too, and the closed-up convoy
+    was a line, so the honest vehicles behind the revoked one never heard from the
+    front again."""
+    world = World(params_for("cloned-device", seed=0, nodes=10, duration=30.0, rate=2.0,
+                             bound=30.0))
+    world.run()
+    report = write_report(world, tmp_path, plot=False)
+    assert report["passed"], report["checks"]
+    twin = world.members[-1]
+    assert twin.clone_of is not None
+    original = world.members[twin.clone_of]
+    revoked = [m for m in world.members if not world.checker.honest(m.index)]
+    assert revoked == [original, twin]
+    assert 0 < original.index < len(world.topology.members) - 1  # honest trucks behind it
+    assert all(e.in_range for e in world.edges)  # the convoy closed up
+    honest = world.honest()
+    assert len({Replica(world.network, m.store).state_hash() for m in honest}) == 1
+    assert all(world.checker.counts[m.index] == world.checker.needed() for m in honest)
+    assert report["per_node"][original.index]["revoked"] is True  # type: ignore[index]
 
 
 # ---------------------------------------------------------------- the command

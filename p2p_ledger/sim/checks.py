@@ -9,8 +9,13 @@
 - validity: a replica stores only records some member created (signed with its own
   key, so valid by construction; anything else would be a forgery or a corruption that
   got in), and only once its `prev` is stored. At the end every stored record's refs are held too.
-- convergence: after the faults stop, every replica holds every created record and the
-  same `state_hash`, within the bound the parameters state.
+- convergence: after the faults stop, within the bound the parameters state, every
+  honest replica (one whose device key the authority has not revoked) holds every
+  record that any honest replica holds, with one `state_hash` among them. The records
+  no honest replica holds may only be a revoked device's records above its cut-off:
+  a revoked device fails every handshake, so what never left it stays there. The
+  checker tracks who holds what (`holders`) and which members are revoked (it sees
+  the authority's `revoke` records when they are created) to say exactly that.
 
 A violation is kept with where and when it happened (the first few of each kind go
 into the report). The checker also measures each record's lag: simulated seconds from
@@ -23,8 +28,8 @@ from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..core.records import parse_record
-from ..core.store import MemoryStore
+from ..core.records import Kind, Revoke, parse_record
+from ..core.store import MemoryStore, StoredRecord, Verdict
 
 __all__ = ["CheckResult", "Checker"]
 
@@ -55,6 +60,7 @@ class Checker:
         members = len(names)
         self.created: dict[bytes, float] = {}
         self.author_of: dict[bytes, bytes] = {}
+        self.seq_of: dict[bytes, int] = {}
         self.first_verdict: dict[bytes, tuple[str, str | None, str]] = {}
         self.counts = [0] * members
         self.lags: list[array[int]] = [array("l") for _ in range(members)]
@@ -67,13 +73,61 @@ class Checker:
         self.verdict_changes: list[dict[str, object]] = []
         self.invalid: list[dict[str, object]] = []
         self.counts_of = {"conservation": 0, "verdicts": 0, "validity": 0}
+        self.holders: dict[bytes, int] = {}  # record id -> bit mask of members holding it
+        self.cut_off: dict[bytes, int] = {}  # revoked device -> lowest revocation after_seq
+        self.revoked_mask = 0  # members whose device is revoked
+        self._needed = 0  # records some honest replica holds
 
-    def grow(self, name: str, device: bytes) -> None:
-        """A member joined (a cloned device)."""
+    def grow(self, name: str, device: bytes, store: MemoryStore) -> None:
+        """A member joined (a cloned device) with a copy of another's store."""
+        member = len(self.devices)
         self.devices.append(device)
-        self.counts.append(0)
+        self.counts.append(store.totals().records)
         self.lags.append(array("l"))
         self.names.append(name)
+        for rid in store.all_ids_in_order():
+            self.holders[rid] = self.holders.get(rid, 0) | 1 << member
+        self._recount()
+
+    # ------------------------------------------------------------ who must converge
+
+    def honest(self, member: int) -> bool:
+        return not self.revoked_mask >> member & 1
+
+    def needed(self) -> int:
+        """How many records the honest replicas must each hold: those any of them holds."""
+        return self._needed
+
+    def _revoked(self, device: bytes, after_seq: int) -> None:
+        self.cut_off[device] = min(after_seq, self.cut_off.get(device, after_seq))
+        self._recount()
+
+    def _recount(self) -> None:
+        self.revoked_mask = sum(1 << i for i, d in enumerate(self.devices) if d in self.cut_off)
+        honest = ~self.revoked_mask
+        self._needed = sum(1 for mask in self.holders.values() if mask & honest)
+
+    def _held(self, member: int, rid: bytes) -> None:
+        before = self.holders.get(rid, 0)
+        self.holders[rid] = before | 1 << member
+        if self.honest(member) and not before & ~self.revoked_mask:
+            self._needed += 1
+
+    def stranded(self) -> list[tuple[bytes, str | None]]:
+        """Created records no honest replica holds, each with what is wrong with that
+        (None: allowed, a revoked device's record above its cut-off)."""
+        out: list[tuple[bytes, str | None]] = []
+        for rid, mask in self.holders.items():
+            if mask & ~self.revoked_mask or rid not in self.created:
+                continue
+            author, seq = self.author_of[rid], self.seq_of[rid]
+            cut = self.cut_off.get(author)
+            problem = (None if cut is not None and seq > cut else
+                       "an honest author's record that no honest replica holds" if cut is None
+                       else f"a revoked device's record at seq {seq}, not above its cut-off "
+                       f"{cut}, that no honest replica holds")
+            out.append((rid, problem))
+        return out
 
     def _flag(self, kind: str, into: list[dict[str, object]], item: dict[str, object]) -> None:
         self.counts_of[kind] += 1
@@ -86,7 +140,10 @@ class Checker:
             assert row is not None
             self.created[rid] = 0.0
             self.author_of[rid] = row.author
+            self.seq_of[rid] = row.seq
             self.first_verdict[rid] = (row.verdict.value, row.reason, "genesis")
+            self.holders[rid] = (1 << len(self.devices)) - 1
+        self._recount()
 
     def on_commit(self, member: int, store: MemoryStore, rids: list[bytes],
                   conserved: bool) -> None:
@@ -101,6 +158,7 @@ class Checker:
         for rid in rids:
             row = store.get(rid)
             assert row is not None
+            self._held(member, rid)
             if rid not in self.created:
                 # New to the world: only its author's key can have signed it here (a
                 # wallet payment, or a node acting on its own, like the authority
@@ -108,6 +166,8 @@ class Checker:
                 if self.creating == member or row.author == self.devices[member]:
                     self.created[rid] = now
                     self.author_of[rid] = row.author
+                    self.seq_of[rid] = row.seq
+                    self._note_revocation(store, row)
                 else:
                     self._flag("validity", self.invalid, {
                         "node": name, "time": round(now, 3), "record": rid.hex(),
@@ -132,6 +192,16 @@ class Checker:
                     "node": name, "time": round(now, 3), "record": rid.hex(),
                     "first": f"{first[0]} at {first[2]}" + (f" ({first[1]})" if first[1] else ""),
                     "here": seen[0] + (f" ({seen[1]})" if seen[1] else "")})
+
+    def _note_revocation(self, store: MemoryStore, row: StoredRecord) -> None:
+        """An applied `revoke` can only be the authority's: its device is revoked."""
+        if row.kind != Kind.REVOKE or row.verdict != Verdict.APPLIED:
+            return
+        raw = store.raw(row.id)
+        assert raw is not None
+        body = parse_record(raw).record.body
+        assert isinstance(body, Revoke)
+        self._revoked(body.device, body.after_seq)
 
     # ------------------------------------------------------------ at the end
 

@@ -13,11 +13,13 @@ crashed members restart, the convoy closes up.
 - crash: a member loses power; with probability `mid_batch` the cut comes inside its
   next store transaction (the store rolls it back). It restarts from its store.
 - mobility (convoy): every few seconds each vehicle drifts around its slot; links whose
-  ends are further apart than the radio range drop, and come back when in range.
+  ends are further apart than the radio range drop, and come back when in range. When
+  the faults stop the convoy closes up: every link of the topology is in range.
 - workload: payments at a rate, from a random up device to a random other device;
   `offline-burst` sends most payments from the side a partition isolated;
   `cloned-device` copies a device (key and store) onto a second vehicle elsewhere in
-  the convoy; `revocations` has the authority revoke devices that go on paying.
+  the convoy, and both pay at once from the same state (a fork); `revocations` has
+  the authority revoke devices that go on paying.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import random
 from typing import TYPE_CHECKING
 
 import trio
+import trio.lowlevel
 
 from ..core.ids import Account
 from ..core.wallet import Wallet
@@ -152,8 +155,13 @@ async def run_mobility(w: World) -> None:
     while True:
         await trio.sleep(MOBILITY_STEP)
         if trio.current_time() >= w.params.duration:
-            offsets = [0.0] * len(offsets)  # the convoy closes up at the depot
-            update()
+            # The convoy closes up at the depot: every link of the topology is in range
+            # again, as without mobility. Back in their driving slots only the next
+            # vehicle would be (two slots is beyond the radio range), and the convoy
+            # would be a line in which any revoked vehicle, which no honest one syncs
+            # with, cuts the honest vehicles behind it off for good.
+            for e in w.edges:
+                w.set_in_range(e, True)
             return
         for i in range(len(offsets)):
             offsets[i] = max(-0.5 * spacing, min(0.5 * spacing,
@@ -202,7 +210,8 @@ def _payer(w: World, rng: random.Random) -> Member | None:
 
 async def _clone(w: World, rng: random.Random) -> None:
     """At a quarter of the run, a device's key and store are copied onto a second
-    vehicle elsewhere; both go on paying from the same account (equivocation)."""
+    vehicle elsewhere. The original and the copy each pay at once, from the same state,
+    so the chain forks (equivocation); both go on paying from the same account."""
     from .world import Member
 
     await trio.sleep_until(0.25 * w.params.duration)
@@ -223,6 +232,18 @@ async def _clone(w: World, rng: random.Random) -> None:
             w.add_edge(EdgeSpec(a=idx, b=other, kind=e.kind)).in_range = e.in_range
     w.add_edge(EdgeSpec(a=idx, b=y.index, kind=w.edges_of[y.index][0].kind))
     w.start(twin)
+    while not twin.up:
+        await trio.lowlevel.checkpoint()
+    # Both sign before either hears of the other (no await between them, and the copy
+    # has not connected yet). Left to the workload, the copy could hear of the
+    # original's payments before its own and simply extend the chain: no fork at all
+    # (seed 37 did so, and the evidence check had nothing to find).
+    payees = [Account(device=m.device) for m in w.members
+              if m.role == "device" and m.clone_of is None and m is not x]
+    for k, payer in enumerate((x, twin)):
+        payee, amount = rng.choice(payees), rng.randint(1_00, MAX_PAYMENT)
+        if payer.up:
+            w.pay(payer, payee, amount, f"cloned-{k}")
     now = trio.current_time()
     _episode(w, "clone", now, now, node=x.name, clone=twin.name, beside=y.name)
 

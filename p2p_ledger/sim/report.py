@@ -49,35 +49,60 @@ def _lag(values: list[int]) -> dict[str, float | int]:
 
 
 def _convergence(w: World) -> CheckResult:
+    """The convergence property of specs/simulator.md section 6: the honest replicas
+    converge on everything any of them holds, and the only records none of them holds
+    are revoked devices' records above their cut-off."""
     p = w.params
-    total = len(w.checker.created)
+    honest = w.honest()
+    needed = w.checker.needed()
+    revoked = [m.name for m in w.members if not w.checker.honest(m.index)]
+    stranded = w.checker.stranded()
+    wrong: list[dict[str, object]] = [{"record": rid.hex(), "problem": problem}
+                                      for rid, problem in stranded if problem is not None]
+    who = f"all {len(honest)} honest replicas" + (
+        f" (of {len(w.members)}; revoked: {', '.join(revoked)})" if revoked else "")
+    cut_off = (f"; {len(stranded)} records of revoked devices, above their cut-off, reached "
+               "no honest replica" if stranded and not wrong else "")
+    if wrong:
+        return CheckResult(
+            name="convergence", passed=False, checked=len(w.members), violations=wrong[:20],
+            detail=f"{len(wrong)} records that must reach the honest replicas reached none")
+    counts = w.checker.counts
+    final = {w.final_hashes[m.index] for m in honest}
+    if w.converged_at is not None and (len(final) != 1 or any(
+            counts[m.index] != needed for m in honest)):
+        return CheckResult(
+            name="convergence", passed=False, checked=len(w.members),
+            detail=f"converged at {w.converged_at:.3f} s, but at the end the {len(honest)} "
+            "honest replicas no longer held one record set")
     if w.converged_at is not None:
         took = round(w.converged_at - p.duration, 3)
         return CheckResult(
             name="convergence", passed=took <= p.bound, checked=len(w.members),
-            detail=f"all {len(w.members)} replicas hold the {total} records with state hash "
-            f"{w.final_hashes[0].hex()[:16]}, {took} s after the faults stopped "
-            f"(bound {p.bound:g} s)")
-    behind = [{"node": m.name, "records": c, "missing": total - c}
-              for m, c in zip(w.members, w.checker.counts, strict=True) if c != total]
+            detail=f"{who} hold the {needed} records any of them holds, with state hash "
+            f"{w.final_hashes[honest[0].index].hex()[:16]}, {took} s after the faults "
+            f"stopped (bound {p.bound:g} s){cut_off}")
+    behind = [{"node": m.name, "records": counts[m.index], "missing": needed - counts[m.index]}
+              for m in honest if counts[m.index] != needed]
     return CheckResult(
         name="convergence", passed=False, checked=len(w.members), violations=behind[:20],
-        detail=f"{len(behind)} of {len(w.members)} replicas still lacked records "
-        f"{p.bound:g} s after the faults stopped; {len(set(w.final_hashes))} distinct state "
-        "hashes")
+        detail=f"{len(behind)} of {len(honest)} honest replicas still lacked records any "
+        f"of them holds {p.bound:g} s after the faults stopped; {len(final)} distinct state "
+        "hashes among them")
 
 
 def _evidence(w: World) -> CheckResult | None:
-    """With a cloned device: every replica holds the same equivocation evidence."""
+    """With a cloned device: every honest replica holds the same equivocation evidence,
+    and it is there."""
     if not w.checker.forked_authors:
         return None
-    views = [tuple(m.store.equivocations()) for m in w.members]
+    views = [tuple(m.store.equivocations()) for m in w.honest()]
     same = len(set(views)) == 1
     pairs = len(views[0])
     return CheckResult(
         name="evidence", passed=same and pairs > 0, checked=len(views),
-        detail=f"every replica holds the same {pairs} equivocation pairs" if same else
-        "replicas hold different equivocation evidence")
+        detail=f"every honest replica holds the same {pairs} equivocation pairs" if same else
+        "honest replicas hold different equivocation evidence")
 
 
 def _revocations(w: World) -> dict[str, object]:
@@ -105,7 +130,9 @@ def build_report(w: World) -> dict[str, object]:
         checks.append(evidence)
     kinds: Counter[str] = Counter()
     for rid in w.checker.created:
-        raw = w.members[0].store.raw(rid)
+        holders = w.checker.holders.get(rid, 0)
+        holder = w.members[(holders & -holders).bit_length() - 1] if holders else None
+        raw = holder.store.raw(rid) if holder is not None else None
         kinds[parse_record(raw).record.kind.label if raw else "unheld"] += 1
     by_kind: dict[str, dict[str, int]] = {}
     for e in w.edges:
@@ -116,10 +143,12 @@ def build_report(w: World) -> dict[str, object]:
     per_node = []
     for m, lags, held in zip(w.members, w.checker.lags, w.checker.counts, strict=True):
         per_node.append({"node": m.name, "role": m.role, "device": device_id(m.device)[:16],
+                         "revoked": not w.checker.honest(m.index),
                          "records": held, "sessions": m.sessions,
                          "sessions_broken": m.session_errors, "crashes": m.crashes,
                          "skew_ms": m.skew_ms, "lag_s": _lag(list(lags))})
     converged = w.converged_at
+    honest_hashes = {w.final_hashes[m.index] for m in w.honest()}
     report: dict[str, object] = {
         "format": FORMAT, "version": 1, "package_version": _version(),
         "parameters": p.to_json(),
@@ -143,7 +172,7 @@ def build_report(w: World) -> dict[str, object]:
                     "records_refused": w.refused_records},
         "faults": [{"kind": e.kind, "start_s": e.start, "end_s": e.end, **e.detail}
                    for e in sorted(w.episodes, key=lambda e: (e.start, e.kind, e.end))],
-        "final_state_hash": (w.final_hashes[0].hex() if len(set(w.final_hashes)) == 1
+        "final_state_hash": (honest_hashes.pop().hex() if len(honest_hashes) == 1
                              else None),
         "checks": [c.to_json() for c in checks],
         "passed": all(c.passed for c in checks),
@@ -166,12 +195,13 @@ def _md(report: dict[str, object]) -> str:
     lines = [f"# Simulation: {p['scenario']} ({p['nodes']} nodes, seed {p['seed']})", ""]
     verdict = "All checks passed" if r["passed"] else "**Some checks FAILED**"
     if t["time_to_convergence_s"] is not None:
-        lines.append(f"The replicas converged {t['time_to_convergence_s']} s (simulated) after "
+        lines.append(f"The honest replicas (those whose device is not revoked) converged "
+                     f"{t['time_to_convergence_s']} s (simulated) after "
                      f"the faults stopped at {t['faults_stop_s']:g} s; the bound was "
                      f"{t['bound_s']:g} s. {verdict}.")
     else:
-        lines.append(f"The replicas did **not** converge within {t['bound_s']:g} s after the "
-                     f"faults stopped. {verdict}.")
+        lines.append(f"The honest replicas did **not** converge within {t['bound_s']:g} s "
+                     f"after the faults stopped. {verdict}.")
     lines += ["", "## Checks", "", "| check | result | detail |", "|---|---|---|"]
     checks = r["checks"]
     assert isinstance(checks, list)
@@ -209,7 +239,8 @@ def _md(report: dict[str, object]) -> str:
               "|---|---|---|---|---|---|---|---|"]
     for n in per_node:
         lag = n["lag_s"]
-        lines.append(f"| {n['node']} | {n['role']} | {n['records']} | {n['sessions']} "
+        role = f"{n['role']} (revoked)" if n["revoked"] else n["role"]
+        lines.append(f"| {n['node']} | {role} | {n['records']} | {n['sessions']} "
                      f"({n['sessions_broken']}) | {n['crashes']} | {lag.get('mean', '-')} | "
                      f"{lag.get('p95', '-')} | {lag.get('max', '-')} |")
     lines += ["", "Plot: `convergence.png`. Machine-readable: `report.json`.", ""]

@@ -10,8 +10,9 @@ links are in range or cut, which member is down, who pays whom and when.
 A run has two phases. Until `duration` the workload pays and the faults act
 (faults.py). At `duration` the faults stop: partitions heal, clogged links flow,
 crashed members restart, the convoy closes up. The run then goes on until every
-replica holds every created record with one state hash (converged) or `bound` more
-seconds pass. The checks (checks.py) watch every committed batch throughout.
+honest replica (its device not revoked) holds every record any honest replica holds,
+with one state hash (converged), or `bound` more seconds pass. The checks (checks.py)
+watch every committed batch throughout.
 
 Determinism: every random choice comes from a `random.Random` derived from the seed and
 a purpose ("workload", "link/7", ...), keys are derived from the seed, the clock is a
@@ -222,8 +223,7 @@ class World:
         self.members.append(m)
         self.edges_of.append([])
         self.position_of.append(position_of)
-        self.checker.grow(m.name, m.device)
-        self.checker.counts[m.index] = m.store.totals().records
+        self.checker.grow(m.name, m.device, m.store)
 
     # ------------------------------------------------------------ members
 
@@ -370,31 +370,35 @@ class World:
     def observe(self, store: SimStore, rids: list[bytes]) -> None:
         conserved = Replica(self.network, store).conserved()
         self.checker.on_commit(store.owner, store, rids, conserved)
-        if self.quiet and self.checker.counts[store.owner] == len(self.checker.created):
+        if self.quiet and self.checker.counts[store.owner] == self.checker.needed():
             self.check_converged()
 
-    def check_converged(self) -> bool:
-        if self.converged_at is not None:
-            return True
-        total = len(self.checker.created)
-        if not all(m.up for m in self.members) or any(
-                c != total for c in self.checker.counts):
+    def honest(self) -> list[Member]:
+        """The members that must converge: those whose device is not revoked (a revoked
+        device fails every handshake, so it is cut off by design)."""
+        return [m for m in self.members if self.checker.honest(m.index)]
+
+    def converged_now(self) -> bool:
+        """Every honest replica is up and holds every record any honest replica holds
+        (equal counts of that many, and one state hash, which commits to the set)."""
+        honest, needed = self.honest(), self.checker.needed()
+        if not all(m.up and self.checker.counts[m.index] == needed for m in honest):
             return False
-        hashes = {Replica(self.network, m.store).state_hash() for m in self.members}
-        if len(hashes) != 1:
-            return False
-        self.converged_at = trio.current_time()
-        self._converged.set()
-        return True
+        return len({Replica(self.network, m.store).state_hash() for m in honest}) == 1
+
+    def check_converged(self) -> None:
+        if self.converged_at is None and self.converged_now():
+            self.converged_at = trio.current_time()
+            self._converged.set()
 
     def sample(self) -> None:
-        total = len(self.checker.created)
-        counts = self.checker.counts
+        needed = self.checker.needed()
+        counts = [self.checker.counts[m.index] for m in self.honest()]
         n = len(counts)
         s = self.series
         s["t"].append(round(trio.current_time(), 3))
-        s["converged"].append(round(sum(1 for c in counts if c == total) / n, 4))
-        s["held"].append(round(sum(counts) / (n * total), 4))
+        s["converged"].append(round(sum(1 for c in counts if c == needed) / n, 4))
+        s["held"].append(round(sum(counts) / (n * needed), 4))
         s["bytes"].append(sum(e.stats.bytes for e in self.edges))
         s["messages"].append(sum(e.stats.frames for e in self.edges))
 
@@ -436,7 +440,15 @@ class World:
             await trio.lowlevel.checkpoint()  # let the fault tasks restore the world first
             self.check_converged()
             with trio.move_on_after(self.params.bound):
-                await self._converged.wait()
+                # The commit that completes the honest set may make its node sign more
+                # at once, before this task runs (the authority revoking the fork it
+                # has just seen): look again now, and wait on if the world moved on.
+                while True:
+                    await self._converged.wait()
+                    if self.converged_now():
+                        break
+                    self.converged_at, self._converged = None, trio.Event()
+                    self.check_converged()
             self.sample()
             self.end_at = trio.current_time()
             root.cancel_scope.cancel()
