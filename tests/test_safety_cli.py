@@ -207,7 +207,7 @@ def cloned(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         # Funds are left (40.00), but not offline limit: the device will not sign.
         before = records_in(net.home(copy))
         line = failed(net.home(copy), "pay", "--to", net.ids[payee], "--amount", "0.01")
-        assert "over the offline limit: 8000 unsettled + 1 > 8000" in line
+        assert "over the offline limit: 80.00 AED unsettled + 0.01 AED > 80.00 AED" in line
         assert records_in(net.home(copy)) == before
     return {"net": net, "paid": paid}
 
@@ -431,8 +431,9 @@ def crafted(tmp_path: Path) -> Crafted:
             auth.issue(acct[n], 900_00, key=f"in-{n}", now_ms=T0)
 
         def pay(payer: str, minor: int, at: int, *flags: str) -> None:
+            # force: carol pays bob after his revocation, which a wallet refuses unasked
             result = wallets[payer].pay(acct["bob" if payer != "bob" else "carol"], minor,
-                                        key=f"{payer}-{at}", now_ms=at)
+                                        key=f"{payer}-{at}", now_ms=at, force=True)
             assert result.verdict is Verdict.APPLIED
             expect[result.record_id.hex()] = list(flags)
 
@@ -457,7 +458,7 @@ def crafted(tmp_path: Path) -> Crafted:
     # carol's device is cloned: two records at her seq 2.
     twin = Wallet(Replica(network, MemoryStore()), keys["carol"])
     twin.replica.receive_many(replica.delta(twin.replica.frontier()), now_ms=T0 + HOUR)
-    fork = twin.pay(acct["bob"], 2_00, key="twin", now_ms=T0 + 36 * minute)
+    fork = twin.pay(acct["bob"], 2_00, key="twin", now_ms=T0 + 36 * minute, force=True)
     with store.transaction():
         pay("carol", 3_00, T0 + 37 * minute, "equivocation")
         expect[fork.record_id.hex()] = ["equivocation"]
@@ -487,7 +488,7 @@ def test_audit_flags_a_crafted_workload(crafted: Crafted, tmp_path: Path) -> Non
     assert row["settled"] is False
     assert [r["seq"] for r in rows if r["kind"] == "admit"] == [1, 3, 5]
     over = next(r for r in rows if r["flags"] == ["rejected"])
-    assert over["reason"] == "over the per-payment limit: 10001 > 10000"
+    assert over["reason"] == "over the per-payment limit: 100.01 AED > 100.00 AED"
 
     # The same rows as CSV, and the same flags whatever the store order.
     csv_out = tmp_path / "audit.csv"
