@@ -133,7 +133,8 @@ def site() -> Site:
 
 def test_per_payment_limit_refused_at_signing_and_rejected_on_receipt(site: Site) -> None:
     site.pay("alice", "bob", 60_00, T0 + 1)  # exactly the limit is allowed
-    site.refused("alice", "bob", 60_01, T0 + 2, match="over the per-payment limit: 60.01 AED > 60.00 AED")
+    site.refused("alice", "bob", 60_01, T0 + 2,
+                 match="over the per-payment limit: 60.01 AED > 60.00 AED")
     forged = site.forged("alice", site.transfer("bob", 60_01, "big"), T0 + 3)
     other = site.fresh()
     bring(other, site.wallets["alice"].replica)

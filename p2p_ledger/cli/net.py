@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 
 from ..node.discovery import DISCOVERY_PORT
+from .helptext import add_command
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -18,7 +19,12 @@ def _host_port(text: str) -> tuple[str, int]:
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                 data: argparse.ArgumentParser) -> None:
-    s = sub.add_parser("serve", help="run this node: accept and dial peers until stopped")
+    s = add_command(sub, "serve", help="run this node: accept and dial peers until stopped",
+                    description="Run this node: accept and dial peers until stopped (Ctrl-C). "
+                    "It logs to stderr; it prints no data, so it takes no --json.",
+                    example=["p2p-ledger --home HUB serve --listen 0.0.0.0:7700 --hub",
+                             "p2p-ledger --home D1 serve --listen 127.0.0.1:7701 "
+                             "--peer tcp://hub.local:7700"])
     s.add_argument("--listen", type=_host_port, metavar="HOST:PORT", help="TCP address")
     s.add_argument("--listen-ws", type=_host_port, metavar="HOST:PORT",
                    help="WebSocket address (peers dial ws://HOST:PORT/)")
@@ -38,8 +44,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     s.add_argument("--quiet", action="store_true", help="log warnings only")
     s.set_defaults(func=cmd_serve)
 
-    s = sub.add_parser("sync", parents=[data], help="connect once, reconcile both ways, exit")
-    s.add_argument("url", help="tcp://HOST:PORT, ws://HOST:PORT/PATH or exec:COMMAND")
+    s = add_command(sub, "sync", parents=[data], help="connect once, reconcile both ways, exit",
+                    example=["p2p-ledger --home D1 sync tcp://hub.local:7700",
+                             "p2p-ledger --home D1 sync exec:'ssh site p2p-ledger --home HUB "
+                             "serve --stdio'"])
+    s.add_argument("url", metavar="URL",
+                   help="the peer: tcp://HOST:PORT, ws://HOST:PORT/PATH or exec:COMMAND (a "
+                        "command whose stdin and stdout carry the session)")
     s.set_defaults(func=cmd_sync)
 
 
