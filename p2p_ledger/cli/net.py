@@ -10,11 +10,18 @@ from ..node.discovery import DISCOVERY_PORT
 from .helptext import add_command
 
 
+def _port(text: str) -> int:
+    """A TCP or UDP port. The socket layer would silently take 70000 as 4464."""
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0 to 65535)")
+    return int(text)
+
+
 def _host_port(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit():
         raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
-    return host, int(port)
+    return host, _port(port)
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -39,7 +46,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                    help="find peers of this network on the LAN by UDP multicast (needs --listen)")
     s.add_argument("--discover-iface", default="0.0.0.0", metavar="IP",
                    help="interface address for discovery (default: the system's choice)")
-    s.add_argument("--discover-port", type=int, default=DISCOVERY_PORT, metavar="PORT",
+    s.add_argument("--discover-port", type=_port, default=DISCOVERY_PORT, metavar="PORT",
                    help=f"UDP port for discovery (default {DISCOVERY_PORT})")
     s.add_argument("--quiet", action="store_true", help="log warnings only")
     s.set_defaults(func=cmd_serve)
