@@ -431,9 +431,8 @@ def crafted(tmp_path: Path) -> Crafted:
             auth.issue(acct[n], 900_00, key=f"in-{n}", now_ms=T0)
 
         def pay(payer: str, minor: int, at: int, *flags: str) -> None:
-            # force: carol pays bob after his revocation, which a wallet refuses unasked
             result = wallets[payer].pay(acct["bob" if payer != "bob" else "carol"], minor,
-                                        key=f"{payer}-{at}", now_ms=at, force=True)
+                                        key=f"{payer}-{at}", now_ms=at)
             assert result.verdict is Verdict.APPLIED
             expect[result.record_id.hex()] = list(flags)
 
@@ -458,7 +457,7 @@ def crafted(tmp_path: Path) -> Crafted:
     # carol's device is cloned: two records at her seq 2.
     twin = Wallet(Replica(network, MemoryStore()), keys["carol"])
     twin.replica.receive_many(replica.delta(twin.replica.frontier()), now_ms=T0 + HOUR)
-    fork = twin.pay(acct["bob"], 2_00, key="twin", now_ms=T0 + 36 * minute, force=True)
+    fork = twin.pay(acct["bob"], 2_00, key="twin", now_ms=T0 + 36 * minute)
     with store.transaction():
         pay("carol", 3_00, T0 + 37 * minute, "equivocation")
         expect[fork.record_id.hex()] = ["equivocation"]

@@ -141,7 +141,9 @@ def test_scenario_runs_small_and_passes(name: str, tmp_path: Path) -> None:
 def _cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="p2p-ledger")
     sub = parser.add_subparsers(dest="command", required=True)
-    simulate.add_parser(sub)
+    data = argparse.ArgumentParser(add_help=False)
+    data.add_argument("--json", action="store_true")
+    simulate.add_parser(sub, data)
     args = parser.parse_args(argv)
     code: int = args.func(args)
     return code

@@ -335,7 +335,7 @@ def cmd_pay(args: argparse.Namespace) -> int:
             warnings.append(f"--force: {problem}")
         with replica.store.transaction():
             result = w.pay(to, amount, key=_key(args), from_name=args.from_name,
-                           memo=args.memo, now_ms=now_ms(), force=args.force)
+                           memo=args.memo, now_ms=now_ms(), check_payee=not args.force)
         return _payment_out(args, result, f"paid {fmt(replica, amount)} to {to}", warnings)
 
 

@@ -274,15 +274,16 @@ class Wallet:
 
     def pay(self, to: Account, amount: int, *, key: str, now_ms: int,
             from_name: str = DEFAULT_ACCOUNT_NAME, memo: str | None = None,
-            force: bool = False) -> PaymentResult:
+            check_payee: bool = False) -> PaymentResult:
         """Pay `amount` minor units from this device's account `from_name` to `to`.
-        Refused when the payee could never spend it as far as this replica knows
-        (`payee_problem`), unless `force`: an offline device may not hold a new
-        member's admit yet."""
+        With `check_payee` (the CLI's `pay` without --force), refused when the payee
+        could never spend it as far as this replica knows (`payee_problem`). It is not
+        the default: an offline device may not hold a new member's admit yet, and a
+        program paying on its own has nobody to ask."""
         if to == self.account(from_name):
             raise PaymentRefused(f"{to} is the account being debited: nothing to move")
         check_amount(amount)
-        problem = None if force else self.payee_problem(to, amount)
+        problem = self.payee_problem(to, amount) if check_payee else None
         if problem is not None and not self._earlier_key(key):
             raise PaymentRefused(f"{problem}; nothing was signed (--force pays anyway)")
         return self._money(Transfer(from_=from_name, to=to, amount=amount, key=key, memo=memo),
