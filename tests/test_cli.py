@@ -285,6 +285,7 @@ def test_a_truncated_bundle_is_a_clear_error(site: Site, tmp_path: Path) -> None
 def test_a_bundle_from_another_network_is_refused(site: Site, tmp_path: Path) -> None:
     other = tmp_path / "other-authority"
     ok(other, "network", "create", "--name", "Other site", "--currency", "AED")
+    ok(other, "admit", site.d1_id)  # an issue to a device it has not admitted is refused
     ok(other, "issue", "--to", site.d1_id, "--amount", "1000.00")
     bundle = tmp_path / "other.bundle"
     ok(other, "export", "--out", str(bundle))

@@ -145,6 +145,21 @@ def test_a_port_out_of_range(work: Path, capsys: pytest.CaptureFixture[str]) -> 
     one_line(capsys, code, EXIT_ERROR, "the port must be a number from 1 to 65535")
 
 
+@pytest.mark.parametrize("option", [["--listen", "127.0.0.1:70000"],
+                                    ["--listen-ws", "127.0.0.1:99999"],
+                                    ["--listen", "127.0.0.1:0", "--discover",
+                                     "--discover-port", "65536"]])
+def test_serve_on_a_port_out_of_range_is_a_usage_error(
+        work: Path, capsys: pytest.CaptureFixture[str], option: list[str]) -> None:
+    """The socket layer took 70000 as 4464 (modulo 65536) and served on that port."""
+    with pytest.raises(SystemExit) as stop:
+        main(["--home", "A", "serve", *option])
+    assert stop.value.code == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "is not a port (0 to 65535)" in err
+    assert "Traceback" not in err
+
+
 @pytest.fixture
 def http_server() -> Iterator[int]:
     """A plain HTTP server (not a WebSocket) on 127.0.0.1: every path is 404."""

@@ -334,12 +334,21 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 WALKTHROUGH_PASSPHRASE = "correct horse battery staple"
 
 
-def readme_walkthrough() -> list[str]:
-    """The commands of README.md's hub walkthrough, in order (comments left out)."""
+def readme_block(after: str) -> list[str]:
+    """The commands of the first README.md `sh` block after the text `after`, in order
+    (comments left out)."""
     text = README.read_text(encoding="utf-8")
-    block = text.split("A site with a hub, step by step", 1)[1].split("```sh\n", 1)[1]
+    block = text.split(after, 1)[1].split("```sh\n", 1)[1]
     lines = block.split("```", 1)[0].splitlines()
     return [line for line in lines if line.strip() and not line.startswith("#")]
+
+
+def readme_walkthrough() -> list[str]:
+    """The commands of README.md's hub walkthrough, then of its offline exchange by
+    files, in order: every README block that needs no outside host (the others dial
+    hub.local, ssh or a proxy; the set-up blocks install the package)."""
+    return [*readme_block("A site with a hub, step by step"),
+            *readme_block("Without a network, files carry the same exchange")]
 
 
 def test_the_readme_hub_walkthrough_runs_as_written(tmp_path: Path) -> None:
@@ -372,6 +381,7 @@ def test_the_readme_hub_walkthrough_runs_as_written(tmp_path: Path) -> None:
 
     lines = readme_walkthrough()
     assert sum(line.endswith(" &") for line in lines) == 1
+    assert lines[-1] == "p2p-ledger --home D1 import for-d1.bundle"
     try:
         for line in lines:
             run(line)

@@ -133,12 +133,13 @@ def site() -> Site:
 
 def test_per_payment_limit_refused_at_signing_and_rejected_on_receipt(site: Site) -> None:
     site.pay("alice", "bob", 60_00, T0 + 1)  # exactly the limit is allowed
-    site.refused("alice", "bob", 60_01, T0 + 2, match="over the per-payment limit: 6001 > 6000")
+    site.refused("alice", "bob", 60_01, T0 + 2,
+                 match="over the per-payment limit: 60.01 AED > 60.00 AED")
     forged = site.forged("alice", site.transfer("bob", 60_01, "big"), T0 + 3)
     other = site.fresh()
     bring(other, site.wallets["alice"].replica)
     assert received(other, forged, T0 + 4) == (
-        Verdict.REJECTED, "over the per-payment limit: 6001 > 6000")
+        Verdict.REJECTED, "over the per-payment limit: 60.01 AED > 60.00 AED")
     assert other.balance(site.world.account("alice")) == 190_00
 
 
@@ -149,13 +150,13 @@ def test_offline_limit_refused_at_signing_and_rejected_on_receipt(site: Site) ->
     assert head is not None
     assert head.chain.exposure == 100_00
     # 150.00 is still in the account, but the device may not pay it out unsettled.
-    site.refused("alice", "bob", 1, T0 + 3, match="over the offline limit: 10000 unsettled")
+    site.refused("alice", "bob", 1, T0 + 3, match="over the offline limit: 100.00 AED unsettled")
     forged = site.forged("alice", site.transfer("bob", 1, "one-more"), T0 + 4)
     other = site.fresh()
     bring(other, site.wallets["alice"].replica)
     verdict, reason = received(other, forged, T0 + 5)
     assert verdict is Verdict.REJECTED
-    assert reason == "over the offline limit: 10000 unsettled + 1 > 10000"
+    assert reason == "over the offline limit: 100.00 AED unsettled + 0.01 AED > 100.00 AED"
 
 
 def test_an_admit_may_set_a_lower_offline_limit_than_its_tier(site: Site) -> None:
@@ -170,13 +171,13 @@ def test_an_admit_may_set_a_lower_offline_limit_than_its_tier(site: Site) -> Non
     assert site.wallets["dave"].replica.offline_limits(w.device("dave")) == dataclasses.replace(
         tier_limits, unsettled=70_00)
     site.pay("dave", "bob", 60_00, T0 + 11)
-    site.refused("dave", "bob", 10_01, T0 + 12, match="over the offline limit: 6000 unsettled")
+    site.refused("dave", "bob", 10_01, T0 + 12, match="over the offline limit: 60.00 AED unsettled")
     site.pay("dave", "bob", 10_00, T0 + 13)
     forged = site.forged("dave", site.transfer("bob", 1, "over"), T0 + 14)
     other = site.fresh()
     bring(other, site.wallets["dave"].replica)
     assert received(other, forged, T0 + 15) == (
-        Verdict.REJECTED, "over the offline limit: 7000 unsettled + 1 > 7000")
+        Verdict.REJECTED, "over the offline limit: 70.00 AED unsettled + 0.01 AED > 70.00 AED")
 
 
 def test_holding_limit_leaves_credits_unclaimed_at_signing_and_on_receipt(site: Site) -> None:
@@ -188,7 +189,7 @@ def test_holding_limit_leaves_credits_unclaimed_at_signing_and_on_receipt(site: 
     # the next record takes in the 250.00 and leaves alice's 60.00 for later.
     assert bob.replica.spendable(w.account("bob")) == 310_00
     assert bob.available() == 250_00
-    site.refused("bob", "carol", 250_01, T0 + 2, match="so 25000 can be spent now")
+    site.refused("bob", "carol", 250_01, T0 + 2, match="so 250.00 AED can be spent now")
     own = bob.unsigned(site.transfer("carol", 1, "x"), now_ms=T0 + 3).refs
     assert alice_pays not in own
     forged = site.forged("bob", site.transfer("carol", 260_00, "all-of-it"), T0 + 3,
@@ -198,7 +199,7 @@ def test_holding_limit_leaves_credits_unclaimed_at_signing_and_on_receipt(site: 
     verdict, reason = received(other, forged, T0 + 4)
     assert verdict is Verdict.REJECTED
     assert reason is not None
-    assert reason.startswith("insufficient funds: main holds 25000")
+    assert reason.startswith("insufficient funds: main holds 250.00 AED")
     assert [c.id for c in other.store.unclaimed_credits(w.device("bob"))] == [alice_pays]
     # Once bob has spent, the next record takes alice's payment in.
     site.pay("bob", "carol", 60_00, T0 + 5)
@@ -291,7 +292,7 @@ def test_a_checkpoint_resets_the_unsettled_exposure(site: Site) -> None:
                             drop=cp.record.id)
     assert cp.record.id not in unsettled.record.refs
     assert received(site.fresh(), unsettled, T0 + 5) == (
-        Verdict.REJECTED, "over the offline limit: 10000 unsettled + 5000 > 10000")
+        Verdict.REJECTED, "over the offline limit: 100.00 AED unsettled + 50.00 AED > 100.00 AED")
     # ...the wallet refs it, and the exposure starts again from zero.
     paid = site.pay("alice", "bob", 50_00, T0 + 6)
     raw = alice.replica.store.raw(paid)
@@ -305,7 +306,7 @@ def test_a_checkpoint_resets_the_unsettled_exposure(site: Site) -> None:
     assert (row.chain.debited, row.chain.settled_debited, row.chain.exposure) == (
         150_00, 100_00, 50_00)
     site.pay("alice", "bob", 50_00, T0 + 7)
-    site.refused("alice", "bob", 1, T0 + 8, match="over the offline limit: 10000 unsettled")
+    site.refused("alice", "bob", 1, T0 + 8, match="over the offline limit: 100.00 AED unsettled")
 
 
 def test_only_the_authority_or_a_hub_may_sign_a_checkpoint(site: Site) -> None:

@@ -207,7 +207,7 @@ def cloned(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         # Funds are left (40.00), but not offline limit: the device will not sign.
         before = records_in(net.home(copy))
         line = failed(net.home(copy), "pay", "--to", net.ids[payee], "--amount", "0.01")
-        assert "over the offline limit: 8000 unsettled + 1 > 8000" in line
+        assert "over the offline limit: 80.00 AED unsettled + 0.01 AED > 80.00 AED" in line
         assert records_in(net.home(copy)) == before
     return {"net": net, "paid": paid}
 
@@ -487,7 +487,7 @@ def test_audit_flags_a_crafted_workload(crafted: Crafted, tmp_path: Path) -> Non
     assert row["settled"] is False
     assert [r["seq"] for r in rows if r["kind"] == "admit"] == [1, 3, 5]
     over = next(r for r in rows if r["flags"] == ["rejected"])
-    assert over["reason"] == "over the per-payment limit: 10001 > 10000"
+    assert over["reason"] == "over the per-payment limit: 100.01 AED > 100.00 AED"
 
     # The same rows as CSV, and the same flags whatever the store order.
     csv_out = tmp_path / "audit.csv"

@@ -221,7 +221,9 @@ def test_revoked_clone_inside_the_convoy_leaves_the_honest_vehicles_converged(
 def _cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="p2p-ledger")
     sub = parser.add_subparsers(dest="command", required=True)
-    simulate.add_parser(sub)
+    data = argparse.ArgumentParser(add_help=False)
+    data.add_argument("--json", action="store_true")
+    simulate.add_parser(sub, data)
     args = parser.parse_args(argv)
     code: int = args.func(args)
     return code

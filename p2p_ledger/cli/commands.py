@@ -16,7 +16,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +31,7 @@ from ..core.store import NodeStore, Verdict
 from ..core.wallet import PaymentResult, Wallet
 from ..errors import LocalError
 from ..node.verifier import shared_verifier
-from ..storage.bundle import read_bundle, read_summary, write_bundle, write_summary
+from ..storage.bundle import STDIO, read_bundle, read_summary, write_bundle, write_summary
 from ..storage.home import Home
 from ..storage.verify import verify_replica
 from . import progress
@@ -44,10 +44,17 @@ def now_ms() -> int:
 
 
 def emit(args: argparse.Namespace, data: Mapping[str, object], text: str) -> None:
+    """The command's result: JSON with --json, else text; on stderr when stdout carries
+    the data itself (`--out -`)."""
+    out = sys.stderr if getattr(args, "out", None) == STDIO else sys.stdout
     if getattr(args, "json", False):
-        print(json.dumps(data, indent=2, sort_keys=True))
+        print(json.dumps(data, indent=2, sort_keys=True), file=out)
     else:
-        print(text)
+        print(text, file=out)
+
+
+def shown(path: Path) -> str:
+    return "stdout" if path == STDIO else str(path)
 
 
 def warn(message: str) -> None:
@@ -82,6 +89,8 @@ def _new_key(home: Home, no_passphrase: bool) -> bytes:
 def out_file(text: str) -> Path:
     """An --out argument: a file to write, in a folder that exists ("-" is stdout)."""
     path = Path(text)
+    if path == STDIO:
+        return STDIO
     parent = path.parent
     if not parent.is_dir():
         raise argparse.ArgumentTypeError(f"cannot write {text}: the folder {parent} does not "
@@ -174,6 +183,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def _read_text(path: Path) -> str:
     try:
+        if path == STDIO:
+            return sys.stdin.buffer.read().decode("utf-8")
         return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise LocalError(f"cannot read {path}: {exc.strerror or exc}") from None
@@ -183,7 +194,9 @@ def _read_text(path: Path) -> str:
 
 
 def cmd_id(args: argparse.Namespace) -> int:
-    print(device_id(Home(args.home).public_key()))
+    home = Home(args.home)
+    dev = device_id(home.public_key())
+    emit(args, {"device_id": dev, "home": str(home.path)}, dev)
     return 0
 
 
@@ -234,8 +247,14 @@ def _tiers(args: argparse.Namespace, currency: str) -> tuple[Tier, ...]:
 
 def cmd_network_export(args: argparse.Namespace) -> int:
     network = Home(args.home).network()
-    args.out.write_text(network.to_json(), encoding="utf-8")
-    print(f"wrote {args.out}")
+    if args.out == STDIO:
+        sys.stdout.write(network.to_json())
+        sys.stdout.flush()
+    else:
+        args.out.write_text(network.to_json(), encoding="utf-8")
+    emit(args, {"out": shown(args.out), "network_id": network.network_id.hex(),
+                "name": network.name, "currency": network.currency},
+         f"wrote {shown(args.out)}")
     return 0
 
 
@@ -263,15 +282,18 @@ def cmd_admit(args: argparse.Namespace) -> int:
         emit(args, {"record_id": applied.record.hex_id, "verdict": applied.verdict.value,
                     "device_id": device_id(device), "tier": args.tier, "expires": expires},
              f"admitted {device_id(device)} as {args.role} (record {applied.record.hex_id[:16]})"
-             + (f", expires {_when_ms(expires)} UTC" if expires is not None else ""))
+             + (f", expires {_when_ms(expires)}" if expires is not None else ""))
     return 0 if applied.verdict is Verdict.APPLIED else 1
 
 
 # ---------------------------------------------------------------- money
 
-def _payment_out(args: argparse.Namespace, result: PaymentResult, what: str) -> int:
+def _payment_out(args: argparse.Namespace, result: PaymentResult, what: str,
+                 warnings: Sequence[str] = ()) -> int:
     data: dict[str, object] = {"record_id": result.record_id.hex(),
-                               "verdict": result.verdict.value}
+                               "verdict": result.verdict.value, "warnings": list(warnings)}
+    for w in warnings:
+        warn(w)
     if result.reason:
         data["reason"] = result.reason
     if result.verdict is Verdict.DUPLICATE:
@@ -286,15 +308,25 @@ def _key(args: argparse.Namespace) -> str:
     return str(args.key) if args.key else secrets.token_hex(8)
 
 
+def _payee_warnings(w: Wallet, to: Account) -> list[str]:
+    """Money to an account name never seen before is not refused - its device can
+    spend from any of its own accounts - but it is said (a typo of the name?)."""
+    if not w.new_account(to):
+        return []
+    return [f"{to} has never received anything here: is {to.name!r} the account name the "
+            "payee meant? (its device can spend from it all the same)"]
+
+
 def cmd_issue(args: argparse.Namespace) -> int:
     home = Home(args.home)
     with opened(home, signs=True) as replica:
         to = Account.parse(args.to)
         amount = parse_amount(args.amount, replica.network.currency)
         w = wallet(home, replica)
+        warnings = _payee_warnings(w, to)
         with replica.store.transaction():
             result = w.issue(to, amount, key=_key(args), now_ms=now_ms())
-        return _payment_out(args, result, f"issued {fmt(replica, amount)} to {to}")
+        return _payment_out(args, result, f"issued {fmt(replica, amount)} to {to}", warnings)
 
 
 def cmd_pay(args: argparse.Namespace) -> int:
@@ -303,10 +335,13 @@ def cmd_pay(args: argparse.Namespace) -> int:
         to = Account.parse(args.to)
         amount = parse_amount(args.amount, replica.network.currency)
         w = wallet(home, replica)
+        warnings = _payee_warnings(w, to)
+        if args.force and (problem := w.payee_problem(to, amount)) is not None:
+            warnings.append(f"--force: {problem}")
         with replica.store.transaction():
             result = w.pay(to, amount, key=_key(args), from_name=args.from_name,
-                           memo=args.memo, now_ms=now_ms())
-        return _payment_out(args, result, f"paid {fmt(replica, amount)} to {to}")
+                           memo=args.memo, now_ms=now_ms(), check_payee=not args.force)
+        return _payment_out(args, result, f"paid {fmt(replica, amount)} to {to}", warnings)
 
 
 def cmd_redeem(args: argparse.Namespace) -> int:
@@ -334,8 +369,10 @@ def cmd_balance(args: argparse.Namespace) -> int:
         else:
             accounts = replica.balances()
         mine = home.public_key() if home.has_key() else None
+        names = {a: n for a in accounts if (n := display_name(replica, a))}
         data: dict[str, object] = {
-            "accounts": {str(a): amount_json(replica, v) for a, v in accounts.items()}}
+            "accounts": {str(a): amount_json(replica, v) for a, v in accounts.items()},
+            "names": {str(a): n for a, n in names.items()}}
         # Settled vs pending: of the one account asked for, else of this device's own
         # (reading every account's history would make `balance` slow on a big store).
         from .safety import Settlement, settled_split  # safety.py imports this module
@@ -345,7 +382,7 @@ def cmd_balance(args: argparse.Namespace) -> int:
                  if args.account or a.device == mine}
         lines = [f"{'*' if a.device == mine else ' '} {a}  {fmt(replica, v):>20}"
                  + (f"  settled {fmt(replica, split[a][0])}, pending {fmt(replica, split[a][1])}"
-                    if a in split else "")
+                    if a in split else "") + (f"  ({names[a]})" if a in names else "")
                  for a, v in sorted(accounts.items(), key=lambda kv: str(kv[0]))]
         if args.account:
             settled, pending = split[account]
@@ -361,8 +398,17 @@ def cmd_balance(args: argparse.Namespace) -> int:
     return 0
 
 
+DISPLAY_NAME_FIELD = "name"
+
+
+def display_name(replica: Replica, account: Account) -> str | None:
+    """The account's display name: its owner's `meta --field name`, if set."""
+    return replica.store.meta(account).get(DISPLAY_NAME_FIELD)
+
+
 def _when_ms(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+    """A time for people and programs alike: ISO 8601 in UTC, with its zone (Z)."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _when(hlc: int) -> str:
@@ -382,24 +428,42 @@ def cmd_history(args: argparse.Namespace) -> int:
             raw = replica.store.raw(e.id)
             assert raw is not None
             body = parse_record(raw).record.body
-            other = (device_id(e.author) if e.delta > 0 and e.author != account.device
-                     else str(body.to) if isinstance(body, Transfer) else "")
+            other = _counterparty(account, e.author, e.delta, body)
             done = settlement.settled(e)
             settled += e.delta if done else 0
+            memo = body.memo if isinstance(body, Transfer) else None
             rows.append({"record_id": e.id.hex(), "kind": e.kind.label, "time": _when(e.hlc),
                          "delta": e.delta, "display": fmt(replica, e.delta),
-                         "counterparty": other, "settled": done})
+                         "currency": replica.network.currency,
+                         "counterparty": ("" if other is None else device_id(other.device)
+                                          if e.delta > 0 else str(other)),
+                         "counterparty_name": other and display_name(replica, other),
+                         "memo": memo, "settled": done})
         text = "\n".join(f"{r['time']}  {r['kind']:<8} {r['display']:>18}  "
                          f"{'settled' if r['settled'] else 'pending'}  {r['counterparty']}"
+                         + (f" ({r['counterparty_name']})" if r["counterparty_name"] else "")
+                         + (f"  memo: {r['memo']}" if r["memo"] else "")
                          for r in rows) or f"no movements on {account}"
+        own = display_name(replica, account)
         balance = replica.balance(account)
-        emit(args, {"account": str(account), "movements": rows,
+        emit(args, {"account": str(account), "name": own, "movements": rows,
                     "balance": amount_json(replica, balance),
                     "settled": amount_json(replica, settled),
                     "pending": amount_json(replica, balance - settled)},
-             f"{account}\n{text}\nsettled {fmt(replica, settled)}, pending "
-             f"{fmt(replica, balance - settled)}\nbalance {fmt(replica, balance)}")
+             f"{account}{f' ({own})' if own else ''}\n{text}\nsettled "
+             f"{fmt(replica, settled)}, pending {fmt(replica, balance - settled)}"
+             f"\nbalance {fmt(replica, balance)}")
     return 0
+
+
+def _counterparty(account: Account, author: bytes, delta: int, body: object) -> Account | None:
+    """The other side of a movement: the payer of a credit (the authority's main
+    account for an issue), the payee of a debit; None for a redeem."""
+    if delta > 0 and isinstance(body, Transfer):
+        return Account(device=author, name=body.from_)
+    if delta > 0:
+        return Account(device=author)
+    return body.to if isinstance(body, Transfer) else None
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -455,8 +519,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_summary(args: argparse.Namespace) -> int:
     with opened(Home(args.home)) as replica:
-        write_summary(args.out, replica.network_id, replica.frontier())
-    print(f"wrote {args.out}")
+        frontier = replica.frontier()
+        write_summary(args.out, replica.network_id, frontier)
+    emit(args, {"out": shown(args.out), "authors": len(frontier.tips)},
+         f"wrote {shown(args.out)}")
     return 0
 
 
@@ -467,13 +533,15 @@ def cmd_export(args: argparse.Namespace) -> int:
         else:
             ids = list(replica.store.all_ids_in_order())
             raws = []
-            with progress.bar(args, "reading", len(ids)) as shown:
+            with progress.bar(args, "reading", len(ids)) as bar:
                 for at in range(0, len(ids), 2000):
                     raws += replica.store.raws_in_order(ids[at:at + 2000])
-                    shown.update(len(ids[at:at + 2000]))
+                    bar.update(len(ids[at:at + 2000]))
         write_bundle(args.out, replica.network_id, raws)
-    emit(args, {"records": len(raws), "bytes": args.out.stat().st_size, "out": str(args.out)},
-         f"wrote {len(raws)} records to {args.out}")
+    data: dict[str, object] = {"records": len(raws), "out": shown(args.out)}
+    if args.out != STDIO:
+        data["bytes"] = args.out.stat().st_size
+    emit(args, data, f"wrote {len(raws)} records to {shown(args.out)}")
     return 0
 
 

@@ -14,15 +14,19 @@ unwrapped and judged by what they hold.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import select
 import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
+from .. import __version__
 from ..errors import LocalError, P2PLedgerError, StoreBusy, StoreDamaged
-from . import commands, logs, net, safety, simulate
+from . import commands, helptext, logs, net, safety, simulate
+from .helptext import add_command
 
 __all__ = ["EXIT_CODES", "build_parser", "main"]
 
@@ -44,110 +48,188 @@ EXIT_CODES = {EXIT_OK: "success", EXIT_ERROR: "error (one line on stderr says wh
               EXIT_INTERRUPTED: "interrupted (Ctrl-C)"}
 
 
+def _exit_codes() -> str:
+    return "exit codes:\n" + "\n".join(f"  {code:>3}  {what}" for code, what in
+                                        EXIT_CODES.items())
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error under --json also prints the JSON error object."""
+
+    json_errors = False
+
+    def error(self, message: str) -> NoReturn:
+        if _Parser.json_errors:
+            _json_error(f"{self.prog}: {message}", EXIT_USAGE)
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="p2p-ledger",
-        description="Offline-first payment ledger: signed records that sync between devices.")
+    p: argparse.ArgumentParser = _Parser(
+        prog="p2p-ledger", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Offline-first payment ledger: signed records that sync between devices.",
+        epilog="Amounts are in major units (12.50); an account is a device id or "
+               "DEVICE_ID/NAME; - is stdout or stdin where a file is written or read.\n"
+               "`p2p-ledger COMMAND --help` describes each command, with an example.\n\n"
+               + _exit_codes())
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("--home", default=os.environ.get("P2P_LEDGER_HOME", DEFAULT_HOME),
                    help="node home directory (env P2P_LEDGER_HOME; default %(default)s)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     data = argparse.ArgumentParser(add_help=False)
-    data.add_argument("--json", action="store_true", help="print JSON instead of text")
+    data.add_argument("--json", action="store_true", help=helptext.JSON)
+    passless = argparse.ArgumentParser(add_help=False)
+    passless.add_argument("--no-passphrase", action="store_true",
+                          help="store the key unencrypted (not recommended)")
 
-    s = sub.add_parser("init", parents=[data], help="create this device's key; join a network")
-    s.add_argument("--network", type=Path, help="network descriptor file to join")
-    s.add_argument("--no-passphrase", action="store_true",
-                   help="store the key unencrypted (not recommended)")
+    s = add_command(sub, "init", parents=[data, passless],
+                    help="create this device's key; join a network",
+                    example="p2p-ledger --home D1 init --network site7.json")
+    s.add_argument("--network", type=Path, metavar="FILE",
+                   help="the network descriptor to join (from `network export`); "
+                        + helptext.IN_FILE)
     s.add_argument("--store", metavar="URL",
                    help="keep the records in this PostgreSQL database (postgresql://...) "
                         "instead of the home's SQLite file: every `serve` on this home is "
                         "then a front-end of one node (specs/cloud.md)")
     s.set_defaults(func=commands.cmd_init)
 
-    s = sub.add_parser("id", help="print this device's id")
+    s = add_command(sub, "id", parents=[data], help="print this device's id",
+                    example='p2p-ledger --home A admit "$(p2p-ledger --home D1 id)"')
     s.set_defaults(func=commands.cmd_id)
 
-    network = sub.add_parser("network", help="create or export the network descriptor")
+    network = add_command(sub, "network", help="create or export the network descriptor",
+                          example="p2p-ledger --home A network create --name 'Site 7'")
     nsub = network.add_subparsers(dest="network_command", required=True, metavar="ACTION")
-    s = nsub.add_parser("create", parents=[data], help="make this home the network authority")
-    s.add_argument("--name", required=True)
-    s.add_argument("--currency", default="AED")
-    s.add_argument("--no-passphrase", action="store_true",
-                   help="store the key unencrypted (not recommended)")
+    s = add_command(nsub, "create", parents=[data, passless],
+                    help="make this home the network authority",
+                    example=["p2p-ledger --home A network create --name 'Site 7' --currency AED",
+                             "p2p-ledger --home A network create --name Test --tier "
+                             "100.00:500.00:1000.00"])
+    s.add_argument("--name", required=True, help="the network's name, shown to its members")
+    s.add_argument("--currency", default="AED",
+                   help="ISO 4217 code of the network's one currency (default %(default)s)")
     tiers = s.add_mutually_exclusive_group()
     tiers.add_argument("--tier", action="append", default=[], metavar="PER:UNSETTLED:HOLDING",
-                       help="offline limits of the next KYC tier (0, 1, ...), as amounts: "
-                            "per payment, unsettled, holding (repeatable; default 3 tiers)")
+                       help="offline limits of the next KYC tier (0, 1, ...), as amounts "
+                            "(12.50): per payment, unsettled, held in one account "
+                            "(repeatable; default 3 tiers)")
     tiers.add_argument("--no-tiers", action="store_true",
                        help="a network without offline limits")
     s.set_defaults(func=commands.cmd_network_create)
-    s = nsub.add_parser("export", help="write the public network descriptor")
-    s.add_argument("--out", type=commands.out_file, required=True)
+    s = add_command(nsub, "export", parents=[data], help="write the public network descriptor",
+                    example="p2p-ledger --home A network export --out site7.json")
+    s.add_argument("--out", type=commands.out_file, required=True, metavar="FILE",
+                   help=helptext.OUT_FILE)
     s.set_defaults(func=commands.cmd_network_export)
 
-    s = sub.add_parser("admit", parents=[data], help="(authority) certify a device")
-    s.add_argument("device_id")
-    s.add_argument("--role", choices=["device", "hub"], default="device")
-    s.add_argument("--tier", type=int, default=0)
-    s.add_argument("--offline-limit", metavar="AMOUNT")
+    s = add_command(sub, "admit", parents=[data], help="(authority) certify a device",
+                    example='p2p-ledger --home A admit "$(p2p-ledger --home D1 id)" --tier 1')
+    s.add_argument("device_id", help="the device's id, as `p2p-ledger id` prints it there")
+    s.add_argument("--role", choices=["device", "hub"], default="device",
+                   help="a hub relays for many devices and may sign checkpoints "
+                        "(default %(default)s)")
+    s.add_argument("--tier", type=int, default=0,
+                   help="KYC tier: an index into the network's tier table, which sets the "
+                        "offline limits (default %(default)s)")
+    s.add_argument("--offline-limit", metavar="AMOUNT",
+                   help="a lower unsettled limit than the tier's, " + helptext.AMOUNT)
     s.add_argument("--expires", type=float, metavar="DAYS",
                    help="the certificate expires this many days from now (default: never)")
     s.set_defaults(func=commands.cmd_admit)
 
-    s = sub.add_parser("issue", parents=[data], help="(authority) put money into an account")
-    s.add_argument("--to", required=True, metavar="ACCOUNT")
-    s.add_argument("--amount", required=True)
-    s.add_argument("--key", help="idempotency key (default: a fresh random one)")
+    s = add_command(sub, "issue", parents=[data], help="(authority) put money into an account",
+                    example='p2p-ledger --home A issue --to "$(p2p-ledger --home D1 id)" '
+                            "--amount 250.00",
+                    description="(Authority) put money into an account: a cash-in or top-up. "
+                    "Refused if the payee is not admitted, is revoked, or its tier may never "
+                    "hold that much in one account (specs/ledger.md section 11).")
+    s.add_argument("--to", required=True, metavar="ACCOUNT", help=helptext.ACCOUNT)
+    s.add_argument("--amount", required=True, help=helptext.AMOUNT)
+    s.add_argument("--key", help="idempotency key: a retry with the same key signs nothing "
+                                 "new (default: a fresh random one)")
     s.set_defaults(func=commands.cmd_issue)
 
-    s = sub.add_parser("pay", parents=[data], help="pay from one of this device's accounts")
-    s.add_argument("--to", required=True, metavar="ACCOUNT")
-    s.add_argument("--amount", required=True)
-    s.add_argument("--from", dest="from_name", default="main", metavar="NAME")
-    s.add_argument("--key", help="idempotency key (default: a fresh random one)")
-    s.add_argument("--memo")
+    s = add_command(sub, "pay", parents=[data], help="pay from one of this device's accounts",
+                    example='p2p-ledger --home D1 pay --to "$(p2p-ledger --home D2 id)" '
+                            "--amount 12.50 --memo 'diesel, pump 3'",
+                    description="Pay from one of this device's accounts. Refused if this "
+                    "device knows of no admit of the payee, knows it is revoked, or knows its "
+                    "tier may never hold that much (--force pays anyway); a warning if the "
+                    "payee's account NAME has never received anything here.")
+    s.add_argument("--to", required=True, metavar="ACCOUNT", help=helptext.ACCOUNT)
+    s.add_argument("--amount", required=True, help=helptext.AMOUNT)
+    s.add_argument("--from", dest="from_name", default="main", metavar="NAME",
+                   help="the account of this device to debit (default %(default)s)")
+    s.add_argument("--key", help="idempotency key: a retry with the same key signs nothing "
+                                 "new (default: a fresh random one)")
+    s.add_argument("--memo", help="a note for the payee, signed into the record")
+    s.add_argument("--force", action="store_true",
+                   help="pay a device this one holds no admit of (a member too new to have "
+                        "reached it), or one its knowledge says cannot take the money")
     s.set_defaults(func=commands.cmd_pay)
 
-    s = sub.add_parser("redeem", parents=[data], help="cash out of one of this device's accounts")
-    s.add_argument("--amount", required=True)
-    s.add_argument("--from", dest="from_name", default="main", metavar="NAME")
-    s.add_argument("--key", help="idempotency key (default: a fresh random one)")
+    s = add_command(sub, "redeem", parents=[data],
+                    help="cash out of one of this device's accounts",
+                    example="p2p-ledger --home D1 redeem --amount 100.00")
+    s.add_argument("--amount", required=True, help=helptext.AMOUNT)
+    s.add_argument("--from", dest="from_name", default="main", metavar="NAME",
+                   help="the account of this device to debit (default %(default)s)")
+    s.add_argument("--key", help="idempotency key: a retry with the same key signs nothing "
+                                 "new (default: a fresh random one)")
     s.set_defaults(func=commands.cmd_redeem)
 
-    s = sub.add_parser("balance", parents=[data], help="balances (all accounts, or one)")
-    s.add_argument("account", nargs="?")
+    s = add_command(sub, "balance", parents=[data], help="balances (all accounts, or one)",
+                    example=["p2p-ledger --home D1 balance",
+                             'p2p-ledger --home D1 balance "$(p2p-ledger --home D1 id)/main"'])
+    s.add_argument("account", nargs="?", metavar="ACCOUNT",
+                   help=helptext.ACCOUNT + " (default: every account)")
     s.set_defaults(func=commands.cmd_balance)
 
-    s = sub.add_parser("history", parents=[data], help="an account's movements")
-    s.add_argument("account", nargs="?")
+    s = add_command(sub, "history", parents=[data], help="an account's movements",
+                    example="p2p-ledger --home D1 history")
+    s.add_argument("account", nargs="?", metavar="ACCOUNT",
+                   help=helptext.ACCOUNT + " (default: this device's main account)")
     s.set_defaults(func=commands.cmd_history)
 
-    s = sub.add_parser("status", parents=[data], help="what this node holds")
+    s = add_command(sub, "status", parents=[data], help="what this node holds",
+                    example="p2p-ledger --home D1 status --json")
     s.set_defaults(func=commands.cmd_status)
 
-    s = sub.add_parser("verify", parents=[data],
-                       help="re-verify every stored record and verdict from scratch")
+    s = add_command(sub, "verify", parents=[data],
+                    help="re-verify every stored record and verdict from scratch",
+                    example="p2p-ledger --home D1 verify")
     s.set_defaults(func=commands.cmd_verify)
 
-    s = sub.add_parser("summary", help="write this node's frontier for an offline exchange")
-    s.add_argument("--out", type=commands.out_file, required=True)
+    s = add_command(sub, "summary", parents=[data],
+                    help="write this node's frontier for an offline exchange",
+                    example="p2p-ledger --home D1 summary --out d1.summary")
+    s.add_argument("--out", type=commands.out_file, required=True, metavar="FILE",
+                   help=helptext.OUT_FILE)
     s.set_defaults(func=commands.cmd_summary)
 
-    s = sub.add_parser("export", parents=[data], help="write a bundle of records")
-    s.add_argument("--out", type=commands.out_file, required=True)
+    s = add_command(sub, "export", parents=[data], help="write a bundle of records",
+                    example=["p2p-ledger --home A export --since d1.summary --out for-d1.bundle",
+                             "p2p-ledger --home A export --out - | "
+                             "ssh site p2p-ledger --home HUB import -"])
+    s.add_argument("--out", type=commands.out_file, required=True, metavar="FILE",
+                   help=helptext.OUT_FILE)
     s.add_argument("--since", type=Path, metavar="SUMMARY",
-                   help="only what the node that wrote SUMMARY lacks")
+                   help="only what the node that wrote SUMMARY lacks; " + helptext.IN_FILE)
     s.set_defaults(func=commands.cmd_export)
 
-    s = sub.add_parser("import", parents=[data], help="verify and store a bundle's records")
-    s.add_argument("bundle", type=Path)
+    s = add_command(sub, "import", parents=[data], help="verify and store a bundle's records",
+                    example="p2p-ledger --home D1 import for-d1.bundle")
+    s.add_argument("bundle", type=Path, metavar="BUNDLE",
+                   help="a bundle written by `export`; " + helptext.IN_FILE)
     s.set_defaults(func=commands.cmd_import)
 
     net.add_parsers(sub, data)
-    simulate.add_parser(sub)
+    simulate.add_parser(sub, data)
     safety.add_parsers(sub, data)
 
-    s = sub.add_parser("demo", help="run a self-contained demonstration in temporary homes")
+    s = add_command(sub, "demo", help="run a self-contained demonstration in temporary homes",
+                    example="p2p-ledger demo")
     s.set_defaults(func=_demo)
     logs.add_options(p)  # -v, -q, --log-format: before or after any command name
     return p
@@ -160,7 +242,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    _Parser.json_errors = "--json" in words
+    args = build_parser().parse_args(words)
     args.home = Path(os.path.expanduser(args.home))
     logs.configure(logs.level_for(args), args.log_format)
     try:
@@ -197,6 +281,8 @@ def _failed(exc: BaseException, args: argparse.Namespace) -> int:
         # Ctrl-C, or an error raised while stopping because of it (a child process's
         # pipe closing under us): the user asked to stop.
         print("p2p-ledger: interrupted", file=sys.stderr)
+        if getattr(args, "json", False):
+            _json_error("interrupted", EXIT_INTERRUPTED)
         return EXIT_INTERRUPTED
     if isinstance(exc, SystemExit):
         raise exc
@@ -206,25 +292,37 @@ def _failed(exc: BaseException, args: argparse.Namespace) -> int:
         # The reader of our output went away (`p2p-ledger status | head`): not an error.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    as_json = bool(getattr(args, "json", False))
     if isinstance(first, StoreDamaged):
-        return _say(str(first), EXIT_STORE_DAMAGED)
+        return _say(str(first), EXIT_STORE_DAMAGED, as_json)
     if isinstance(first, StoreBusy):
-        return _say(str(first), EXIT_BUSY)
+        return _say(str(first), EXIT_BUSY, as_json)
     if isinstance(first, P2PLedgerError):
-        return _say(str(first), EXIT_ERROR)
+        return _say(str(first), EXIT_ERROR, as_json)
     if isinstance(first, OSError):
         where = f"{first.filename}: " if first.filename else ""
-        return _say(f"{where}{first.strerror or first}", EXIT_ERROR)
+        return _say(f"{where}{first.strerror or first}", EXIT_ERROR, as_json)
     if os.environ.get("P2P_LEDGER_DEBUG"):
         traceback.print_exception(exc)
     return _say(f"internal error ({type(first).__name__}: {first}); this is a bug in "
                 "p2p-ledger: please report it (P2P_LEDGER_DEBUG=1 shows the details)",
-                EXIT_INTERNAL)
+                EXIT_INTERNAL, as_json)
 
 
-def _say(message: str, code: int) -> int:
+def _say(message: str, code: int, as_json: bool = False) -> int:
+    """The one error line on stderr; under --json also the error object on stdout."""
     print(f"p2p-ledger: error: {message}", file=sys.stderr)
+    if as_json:
+        _json_error(message, code)
     return code
+
+
+def _json_error(message: str, code: int) -> None:
+    """With --json a failure is also one JSON object on stdout, so that a program reading
+    stdout always gets JSON: {"error": {"message", "exit_code", "meaning"}}."""
+    print(json.dumps({"error": {"message": message, "exit_code": code,
+                                "meaning": EXIT_CODES.get(code, "")}}, sort_keys=True),
+          flush=True)
 
 
 def _stdout_gone() -> bool:

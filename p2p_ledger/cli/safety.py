@@ -25,9 +25,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sys
 from collections import deque
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
 
 from ..core.hlc import hlc_ms
 from ..core.ids import Account, device_id, parse_device_id
@@ -46,9 +50,11 @@ from ..core.records import (
 )
 from ..core.store import HistoryEntry, LedgerStore, StoredRecord, Verdict
 from ..errors import LocalError
+from ..storage.bundle import STDIO
 from ..storage.home import Home
 from . import progress
-from .commands import _when, amount_json, emit, fmt, now_ms, opened, out_file, wallet
+from .commands import _when, amount_json, emit, fmt, now_ms, opened, out_file, shown, wallet
+from .helptext import OUT_FILE, add_command
 
 __all__ = ["AUDIT_FLAGS", "BURST_COUNT", "BURST_WINDOW_MS", "NEAR_CAP_PERCENT", "CheckResult",
            "Settlement", "add_parsers", "audit_rows", "check_record", "settled_split"]
@@ -58,37 +64,52 @@ BURST_COUNT = 5  # the 5th or later applied debit of one device ...
 BURST_WINDOW_MS = 10 * 60 * 1000  # ... within this much hlc time
 AUDIT_FLAGS = ("near_cap", "burst", "equivocation", "after_revocation", "rejected")
 _AUDIT_COLUMNS = ("record_id", "author", "seq", "kind", "hlc", "time", "verdict", "reason",
-                  "amount", "currency", "display", "from", "to", "device", "settled", "flags")
+                  "amount", "currency", "display", "from", "to", "memo", "device", "settled",
+                  "flags")
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                 data: argparse.ArgumentParser) -> None:
-    s = sub.add_parser("revoke", parents=[data],
-                       help="(authority) withdraw a device's certificate")
-    s.add_argument("device_id")
+    s = add_command(sub, "revoke", parents=[data],
+                    help="(authority) withdraw a device's certificate",
+                    example='p2p-ledger --home A revoke "$(p2p-ledger --home D1 id)"')
+    s.add_argument("device_id", help="the device's id, as `p2p-ledger id` prints it there")
     s.add_argument("--after-seq", type=int, metavar="N",
                    help="its records up to seq N stay valid (default: its highest seq held here)")
     s.set_defaults(func=cmd_revoke)
 
-    s = sub.add_parser("checkpoint", parents=[data],
-                       help="(authority or hub) settle every chain held here")
+    s = add_command(sub, "checkpoint", parents=[data],
+                    help="(authority or hub) settle every chain held here",
+                    example="p2p-ledger --home HUB checkpoint")
     s.set_defaults(func=cmd_checkpoint)
 
-    s = sub.add_parser("check", parents=[data],
-                       help="is this payment good? answered offline from this store")
+    s = add_command(sub, "check", parents=[data],
+                    help="is this payment good? answered offline from this store",
+                    example="p2p-ledger --home D2 check 3f9c2a71")
     s.add_argument("record_id", help="the record id (hex; a unique prefix of 8+ digits will do)")
     s.set_defaults(func=cmd_check)
 
-    s = sub.add_parser("audit", parents=[data],
-                       help="export every record with its verdict, settlement and flags")
-    s.add_argument("--out", type=out_file, required=True)
-    s.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    s = add_command(sub, "audit", parents=[data],
+                    help="export every record with its verdict, settlement and flags",
+                    example=["p2p-ledger --home A audit --out audit.jsonl",
+                             "p2p-ledger --home A audit --format csv --out - | less"])
+    s.add_argument("--out", type=out_file, required=True, metavar="FILE",
+                   help=OUT_FILE + " (the summary then goes to stderr)")
+    s.add_argument("--format", choices=["jsonl", "csv"], default="jsonl",
+                   help="one JSON object a line, or CSV with a header (default %(default)s)")
     s.set_defaults(func=cmd_audit)
 
-    s = sub.add_parser("meta", parents=[data], help="set metadata of one of this device's accounts")
-    s.add_argument("--field", required=True)
-    s.add_argument("--value", required=True)
-    s.add_argument("--account", default="main", metavar="NAME")
+    s = add_command(sub, "meta", parents=[data],
+                    help="set metadata of one of this device's accounts",
+                    description="Set metadata of one of this device's accounts (last writer "
+                    "wins). The field `name` is its display name, shown beside its id in "
+                    "`balance` and `history`.",
+                    example="p2p-ledger --home D2 meta --field name --value 'Fuel station 7'")
+    s.add_argument("--field", required=True,
+                   help="the field to set (`name` is the display name)")
+    s.add_argument("--value", required=True, help="its new value")
+    s.add_argument("--account", default="main", metavar="NAME",
+                   help="which of this device's accounts (default %(default)s)")
     s.set_defaults(func=cmd_meta)
 
 
@@ -261,6 +282,7 @@ class CheckResult:
     amount: int | None
     payer: str | None  # the debited account (or None: an issue, an admit...)
     payee: str | None
+    memo: str | None  # a transfer's memo
     limits: OfflineLimits | None  # the payer's limits now (None: no limits)
     forks: list[tuple[int, bytes, bytes]]  # the payer's known equivocations
     revoked: tuple[int, bytes] | None  # (after_seq, record) of its earliest cut-off
@@ -284,10 +306,12 @@ def check_record(replica: Replica, rid: bytes) -> CheckResult | None:
     row, raw = store.get(rid), store.raw(rid)
     if row is None or raw is None:
         return None
-    amount, payer, payee = _parties(row.author, parse_record(raw).record.body)
+    body = parse_record(raw).record.body
+    amount, payer, payee = _parties(row.author, body)
     revoked = store.revocations(row.author)
     return CheckResult(
         row=row, amount=amount, payer=payer, payee=payee,
+        memo=body.memo if isinstance(body, Transfer) else None,
         limits=replica.offline_limits(row.author),
         forks=[(seq, x, y) for a, seq, x, y in store.equivocations() if a == row.author],
         revoked=min(revoked) if revoked else None, settled=Settlement(store).settled(row))
@@ -313,7 +337,7 @@ def _check_json(replica: Replica, c: CheckResult) -> dict[str, object]:
         "reason": row.reason, "kind": row.kind.label, "author": device_id(row.author),
         "seq": row.seq, "time": _when(row.hlc),
         "amount": amount_json(replica, c.amount) if c.amount is not None else None,
-        "payer": c.payer, "payee": c.payee,
+        "payer": c.payer, "payee": c.payee, "memo": c.memo,
         "exposure": amount_json(replica, row.chain.exposure),
         "limits": None if limits is None else {
             "per_payment": amount_json(replica, limits.per_payment),
@@ -343,7 +367,8 @@ def _check_text(replica: Replica, c: CheckResult) -> str:
     return "\n".join([
         f"record    {row.id.hex()}",
         f"verdict   {row.verdict.value}" + (f": {row.reason}" if row.reason else ""),
-        f"payment   {what}", f"time      {_when(row.hlc)} (seq {row.seq})",
+        f"payment   {what}", *([f"memo      {c.memo}"] if c.memo else []),
+        f"time      {_when(row.hlc)} (seq {row.seq})",
         f"exposure  {exposure}", f"forks     {forks}", f"revoked   {revoked}",
         "settled   " + ("yes: a checkpoint covers it" if c.settled
                         else "no: pending until a checkpoint covers it"),
@@ -401,6 +426,7 @@ def audit_rows(replica: Replica) -> Iterator[tuple[dict[str, object], list[str]]
                "currency": replica.network.currency if amount is not None else None,
                "display": fmt(replica, amount) if amount is not None else None,
                "from": payer, "to": payee,
+               "memo": body.memo if isinstance(body, Transfer) else None,
                "device": device_id(subject) if subject is not None else None,
                "settled": settlement.settled(row)}, flags
 
@@ -426,17 +452,28 @@ def _bursts(replica: Replica) -> set[bytes]:
     return flagged
 
 
+@contextmanager
+def _opened_out(path: Path) -> Iterator[TextIO]:
+    """The file to write, or stdout for `-` (left open)."""
+    if path == STDIO:
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    with path.open("w", encoding="utf-8", newline="") as out:
+        yield out
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     counts = dict.fromkeys(AUDIT_FLAGS, 0)
     written = 0
     with opened(Home(args.home)) as replica:
         try:
-            with (args.out.open("w", encoding="utf-8", newline="") as out,
-                  progress.bar(args, "auditing", replica.store.totals().records) as shown):
+            with (_opened_out(args.out) as out,
+                  progress.bar(args, "auditing", replica.store.totals().records) as bar):
                 writer = csv.DictWriter(out, fieldnames=_AUDIT_COLUMNS)
                 if args.format == "csv":
                     writer.writeheader()
-                for fields, flags in progress.counted(audit_rows(replica), shown):
+                for fields, flags in progress.counted(audit_rows(replica), bar):
                     if args.format == "jsonl":
                         out.write(json.dumps({**fields, "flags": flags}, sort_keys=True) + "\n")
                     else:
@@ -448,9 +485,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise LocalError(f"cannot write {args.out}: {exc}") from None
     flagged = ", ".join(f"{n} {f}" for f, n in counts.items() if n) or "none"
-    emit(args, {"records": written, "out": str(args.out), "format": args.format,
+    emit(args, {"records": written, "out": shown(args.out), "format": args.format,
                 "flags": counts},
-         f"wrote {written} records to {args.out} ({args.format}); flags: {flagged}")
+         f"wrote {written} records to {shown(args.out)} ({args.format}); flags: {flagged}")
     return 0
 
 

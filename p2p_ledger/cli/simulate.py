@@ -12,12 +12,14 @@ module itself imports nothing heavy, so the CLI stays quick for other commands.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from ..errors import LocalError
+from .helptext import add_command
 
 __all__ = ["add_parser", "cmd_simulate"]
 
@@ -36,16 +38,20 @@ def _positive(text: str) -> float:
     return value
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    s = sub.add_parser(
-        "simulate", help="run a fault scenario in the deterministic simulator",
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+               data: argparse.ArgumentParser) -> None:
+    s = add_command(
+        sub, "simulate", parents=[data], help="run a fault scenario in the deterministic simulator",
+        example=["p2p-ledger simulate --list",
+                 "p2p-ledger simulate --scenario convoy --nodes 50 --seed 7 --report out/"],
         description="Run many nodes in one process on simulated time and links, with "
         "faults, and write a report (report.json, report.md, convergence.png). The same "
         "seed and version give the same report.json.")
     s.add_argument("--list", action="store_true", help="list the named scenarios")
     s.add_argument("--scenario", metavar="NAME", help="a scenario from --list")
     s.add_argument("--report", type=Path, metavar="DIR", help="where to write the report")
-    s.add_argument("--nodes", type=int, metavar="N")
+    s.add_argument("--nodes", type=int, metavar="N",
+                   help="how many nodes (at least 3; default: the scenario's)")
     s.add_argument("--seed", type=int, default=1, metavar="S", help="default %(default)s")
     s.add_argument("--duration", type=_positive, metavar="SECONDS",
                    help="simulated seconds of workload and faults")
@@ -54,7 +60,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="convergence must come this soon after the faults stop")
     f = s.add_argument_group("faults (override the scenario's)")
     f.add_argument("--latency", type=float, metavar="MS", help="one-way latency of every link")
-    f.add_argument("--jitter", type=float, metavar="MS")
+    f.add_argument("--jitter", type=float, metavar="MS",
+                   help="random extra latency, up to this much")
     f.add_argument("--bandwidth", type=_positive, metavar="KB_S",
                    help="kilobytes per second per direction")
     f.add_argument("--loss", type=_probability, metavar="P", help="packet loss (retransmitted)")
@@ -79,9 +86,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     s.set_defaults(func=cmd_simulate)
 
 
-def _list() -> int:
+def _list(json_out: bool) -> int:
     from ..sim.scenarios import SCENARIOS
 
+    if json_out:
+        print(json.dumps({"scenarios": [{"name": s.name, "nodes": s.nodes,
+                                         "duration": s.duration,
+                                         "description": s.description}
+                                        for s in SCENARIOS.values()]}, indent=2))
+        return 0
     width = max(len(n) for n in SCENARIOS)
     for s in SCENARIOS.values():
         print(f"{s.name:<{width}}  {s.nodes:>3} nodes  {s.duration:>4g} s  {s.description}")
@@ -132,7 +145,7 @@ class _Progress:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     if args.list:
-        return _list()
+        return _list(args.json)
     if not args.scenario or args.report is None:
         raise LocalError("simulate needs --scenario NAME and --report DIR (or --list)")
     if not args.no_plot:
@@ -155,6 +168,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     report = write_report(world, args.report, plot=not args.no_plot)
     checks = report["checks"]
     assert isinstance(checks, list)
+    if args.json:
+        print(json.dumps({"passed": report["passed"], "checks": checks,
+                          "report": str(args.report), "wall_seconds": round(wall, 3)},
+                         indent=2, sort_keys=True))
+        return 0 if report["passed"] else 1
     for c in checks:
         print(f"{'pass' if c['passed'] else 'FAIL'}  {c['name']}: {c['detail']}")
     events = world.events()

@@ -40,6 +40,7 @@ from ..errors import InvalidRecord, PendingFull
 from ..errors import RecordProblem as P
 from .hlc import hlc_ms
 from .ids import Account
+from .money import format_amount
 from .network import NetworkDescriptor
 from .records import (
     INT_LIMIT,
@@ -886,6 +887,10 @@ class _KindRule:
         self.limits = limits
         self.exposure = exposure
 
+    def _fmt(self, minor: int) -> str:
+        """Amounts in reasons are for people: major units and the currency."""
+        return format_amount(minor, self.replica.network.currency)
+
     def verdict(self) -> tuple[Verdict, str | None]:
         r = self.rec.record
         body = r.body
@@ -926,16 +931,18 @@ class _KindRule:
                     and body.to.name == body.from_):
                 return Verdict.REJECTED, "a transfer to the account it debits moves nothing"
             have = self.balances.get(body.from_, 0)
+            fmt = self._fmt
             if have < body.amount:
-                return Verdict.REJECTED, (f"insufficient funds: {body.from_} holds {have} over "
-                                          f"this record's causal past, needs {body.amount}")
+                return Verdict.REJECTED, (f"insufficient funds: {body.from_} holds {fmt(have)} "
+                                          f"over this record's causal past, needs "
+                                          f"{fmt(body.amount)}")
             if limits is not None and body.amount > limits.per_payment:
-                return Verdict.REJECTED, (f"over the per-payment limit: {body.amount} > "
-                                          f"{limits.per_payment}")
+                return Verdict.REJECTED, (f"over the per-payment limit: {fmt(body.amount)} > "
+                                          f"{fmt(limits.per_payment)}")
             if limits is not None and self.exposure + body.amount > limits.unsettled:
                 return Verdict.REJECTED, (
-                    f"over the offline limit: {self.exposure} unsettled + {body.amount} > "
-                    f"{limits.unsettled}")
+                    f"over the offline limit: {fmt(self.exposure)} unsettled + "
+                    f"{fmt(body.amount)} > {fmt(limits.unsettled)}")
             self.balances[body.from_] = have - body.amount
             self.debit = body.amount
             payer = Account(device=r.author, name=body.from_)

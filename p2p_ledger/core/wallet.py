@@ -21,7 +21,7 @@ from ..errors import LocalError, PaymentRefused
 from .hlc import next_hlc
 from .ids import DEFAULT_ACCOUNT_NAME, Account, device_id
 from .ledger import Applied, Replica
-from .money import check_amount
+from .money import check_amount, format_amount
 from .records import (
     MAX_REFS,
     Admit,
@@ -65,6 +65,49 @@ class Wallet:
 
     def account(self, name: str = DEFAULT_ACCOUNT_NAME) -> Account:
         return Account(device=self.device, name=name)
+
+    def fmt(self, minor: int) -> str:
+        """An amount for people: major units and the currency ("12.50 AED")."""
+        return format_amount(minor, self.replica.network.currency)
+
+    # ------------------------------------------------------------ the payee
+
+    def payee_problem(self, to: Account, amount: int) -> str | None:
+        """Why money paid or issued to `to` could never be spent, as far as this
+        replica knows (None: no reason known). The payee holds no admit here (not a
+        member, or a new member whose admit has not reached this replica yet); it has
+        been revoked; or its tier's holding limit is below `amount`, so that no record
+        of its chain could ever claim the credit (ledger.md section 12)."""
+        network = self.replica.network
+        store = self.replica.store
+        if to.device == network.authority:
+            return None
+        who = device_id(to.device)
+        admits = store.admits_for(to.device)
+        if not admits and self.is_authority:
+            return f"{who} is not a member of this network: admit it first"
+        if not admits:
+            return (f"{who} is not a member of this network as far as this device knows "
+                    "(no admit of it is held here; a new member's admit may not have "
+                    "reached this device yet: sync first)")
+        if store.revocations(to.device):
+            return f"{who} has been revoked: money paid to it could never be spent"
+        newest = max(admits, key=lambda a: self._admit_rank(a.id))
+        tier = network.tier(newest.tier) if network.limited else None
+        if newest.role != "device" or tier is None or amount <= tier.holding:
+            return None
+        bigger = [i for i, t in enumerate(network.tiers) if t.holding >= amount]
+        return (f"{who} is admitted at tier {newest.tier}, whose accounts can hold at most "
+                f"{self.fmt(tier.holding)}: a credit of {self.fmt(amount)} could never be "
+                f"claimed; move at most {self.fmt(tier.holding)} at a time"
+                + (f", or admit it at tier {bigger[0]} first" if bigger else ""))
+
+    def new_account(self, to: Account) -> bool:
+        """Whether `to` is an account name other than the default that has never
+        received anything here (nor been named by a `meta` record): a typo, or an
+        account its owner has not told anyone of. Its device can still spend from it."""
+        return (to.name != DEFAULT_ACCOUNT_NAME and not self.replica.store.history(to)
+                and not self.replica.store.meta(to))
 
     # ------------------------------------------------------------ building
 
@@ -160,6 +203,11 @@ class Wallet:
 
     # ------------------------------------------------------------ money
 
+    def _earlier_key(self, key: str) -> bool:
+        """Whether this device has signed a money record with this idempotency key
+        (a retry is answered by `_earlier`, whatever the payee's standing now)."""
+        return bool(self.replica.store.idem(self.device, key))
+
     def _earlier(self, key: str, body: Issue | Transfer | Redeem) -> PaymentResult | None:
         """The earlier record with this idempotency key, if it is the same payment."""
         for rid, _ in self.replica.store.idem(self.device, key):
@@ -189,18 +237,19 @@ class Wallet:
                 limits = self.replica.offline_limits(self.device)
                 if total >= body.amount and limits is not None and total > limits.holding:
                     raise PaymentRefused(
-                        f"{debit_from} has received {total} but can hold only "
-                        f"{limits.holding} (its holding limit), so {have} can be spent "
-                        "now; spend or settle first; nothing was signed")
+                        f"{debit_from} has received {self.fmt(total)} but can hold only "
+                        f"{self.fmt(limits.holding)} (its holding limit), so "
+                        f"{self.fmt(have)} can be spent now; spend or settle first; nothing "
+                        "was signed")
                 if total >= body.amount:
                     raise PaymentRefused(
-                        f"{debit_from} holds {total} but only {have} can be spent in one "
-                        f"record: the rest sits in more than {MAX_REFS} small incoming "
-                        "payments; pay a smaller amount first (every payment takes in up to "
-                        f"{MAX_REFS} of them); nothing was signed")
+                        f"{debit_from} holds {self.fmt(total)} but only {self.fmt(have)} can "
+                        f"be spent in one record: the rest sits in more than {MAX_REFS} small "
+                        "incoming payments; pay a smaller amount first (every payment takes "
+                        f"in up to {MAX_REFS} of them); nothing was signed")
                 raise PaymentRefused(
-                    f"insufficient funds in {debit_from}: {have} available, {body.amount} "
-                    "needed (minor units); nothing was signed")
+                    f"insufficient funds in {debit_from}: {self.fmt(have)} available, "
+                    f"{self.fmt(body.amount)} needed; nothing was signed")
         # Every other rule (offline limits, expiry, ...) is asked of the ledger itself,
         # on the unsigned record, so that the wallet never signs what it would reject.
         verdict, reason = self.replica.preview(
@@ -216,14 +265,30 @@ class Wallet:
         return PaymentResult(record_id=applied.record.id, verdict=applied.verdict)
 
     def issue(self, to: Account, amount: int, *, key: str, now_ms: int) -> PaymentResult:
+        """(Authority) put `amount` minor units into `to`. Refused when the payee could
+        never spend it (`payee_problem`): the authority holds every admit it signed."""
         if not self.is_authority:
             raise LocalError("only the network authority can issue money")
+        check_amount(amount)
+        problem = self.payee_problem(to, amount)
+        if problem is not None and not self._earlier_key(key):
+            raise PaymentRefused(f"{problem}; nothing was signed")
         return self._money(Issue(to=to, amount=amount, key=key), now_ms=now_ms)
 
     def pay(self, to: Account, amount: int, *, key: str, now_ms: int,
-            from_name: str = DEFAULT_ACCOUNT_NAME, memo: str | None = None) -> PaymentResult:
+            from_name: str = DEFAULT_ACCOUNT_NAME, memo: str | None = None,
+            check_payee: bool = False) -> PaymentResult:
+        """Pay `amount` minor units from this device's account `from_name` to `to`.
+        With `check_payee` (the CLI's `pay` without --force), refused when the payee
+        could never spend it as far as this replica knows (`payee_problem`). It is not
+        the default: an offline device may not hold a new member's admit yet, and a
+        program paying on its own has nobody to ask."""
         if to == self.account(from_name):
             raise PaymentRefused(f"{to} is the account being debited: nothing to move")
+        check_amount(amount)
+        problem = self.payee_problem(to, amount) if check_payee else None
+        if problem is not None and not self._earlier_key(key):
+            raise PaymentRefused(f"{problem}; nothing was signed (--force pays anyway)")
         return self._money(Transfer(from_=from_name, to=to, amount=amount, key=key, memo=memo),
                            now_ms=now_ms)
 
