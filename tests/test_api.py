@@ -163,6 +163,17 @@ async def test_sync_with_a_node_of_this_process_then_pay_offline(
     assert site.alice.balance() == 87_50
 
 
+async def test_sync_over_a_stream_the_application_connected(
+        autojump_clock: MockClock, site: Site) -> None:
+    auth, bob = site.authority.node(config=QUICK), site.bob.node(config=QUICK)
+    ours, theirs = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(auth.serve_stream, theirs, "mem://bob")
+        stats = await bob.sync(ours)
+    assert (stats.address, stats.records_in, stats.synced) == ("stream", 3, True)
+    assert site.bob.replica.balance(site.alice.account()) == 100_00
+
+
 async def test_sync_fails_unless_the_peer_stored_everything(
         autojump_clock: MockClock, site: Site) -> None:
     """Bob's clock is a day behind: the authority's records are from its future, so it

@@ -720,13 +720,16 @@ class Node:
         if other is self:
             raise ValueError("a node cannot sync with itself")
         ours, theirs = trio.testing.memory_stream_pair()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(functools.partial(
-                other.run_session, theirs, initiator=False,
-                address=f"mem://{device_id(self.device)[:12]}"))
-            return await self.run_session(ours, initiator=True,
-                                          address=f"mem://{device_id(other.device)[:12]}",
-                                          until_synced=True)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(functools.partial(
+                    other.run_session, theirs, initiator=False,
+                    address=f"mem://{device_id(self.device)[:12]}"))
+                return await self.run_session(
+                    ours, initiator=True, address=f"mem://{device_id(other.device)[:12]}",
+                    until_synced=True)
+        except* StoreError as group:  # either store failed: as from a sync over a link
+            raise group.exceptions[0] from None
 
     async def sync_once(self, link: Link) -> SessionStats:
         """Connect, reconcile both ways, close; the stats, whether or not in sync
