@@ -4,16 +4,32 @@ Layers, bottom up (each uses only those below it):
 
 - `p2p_ledger.core`: records, the replica and its ledger rules, money, ids. No I/O.
 - `p2p_ledger.storage`: the SQLite store, key files, bundles, node homes.
+- `p2p_ledger.node`: the node on trio: sessions over links, relaying, record feeds.
+- `p2p_ledger.api`: `open_home` and the `Ledger` it returns, for applications.
 - `p2p_ledger.cli`: the `p2p-ledger` command.
 
-What users of the library call is re-exported here.
+What users of the library call is re-exported here. A trio application starts with
+
+    with open_home("HOME", passphrase=...) as ledger:
+        ledger.pay(payee, 12_50, key="receipt-1041")
+        node = ledger.node()
+        ... await node.sync("tcp://hub.local:7700") ...
+
+(README.md, section "Python API", and examples/).
+
+The names that need trio (the node and what opens it) are imported on first use
+(PEP 562), so that the core and the commands that do not touch the network never
+import trio.
 """
+
+import importlib
+from typing import TYPE_CHECKING
 
 from .core.hlc import next_hlc
 from .core.ids import Account, device_id, parse_device_id
 from .core.ledger import Applied, Delivery, Frontier, IngestReport, Replica
 from .core.money import format_amount, parse_amount
-from .core.network import NetworkDescriptor
+from .core.network import DEFAULT_TIERS, NetworkDescriptor, Tier
 from .core.records import (
     Admit,
     Issue,
@@ -33,6 +49,7 @@ from .core.store import LedgerStore, MemoryStore, Verdict
 from .core.wallet import PaymentResult, Wallet
 from .errors import (
     AmountError,
+    FeedOverflow,
     InvalidRecord,
     KeyFileError,
     LocalError,
@@ -40,22 +57,58 @@ from .errors import (
     PaymentRefused,
     PendingFull,
     RecordProblem,
+    StoreBusy,
     StoreDamaged,
     StoreError,
+    SyncFailed,
+    TransportError,
     WrongPassphrase,
 )
 from .storage.home import Home
 from .storage.sqlite import SqliteStore
 
+if TYPE_CHECKING:
+    from .api import Ledger, create_network, join_network, open_home
+    from .node.feed import RecordFeed, RecordStored
+    from .node.node import Node, NodeConfig, SessionStats
+
 __version__ = "0.1.0"
 
+_ON_FIRST_USE = {
+    **dict.fromkeys(("Ledger", "create_network", "join_network", "open_home"), ".api"),
+    **dict.fromkeys(("RecordFeed", "RecordStored"), ".node.feed"),
+    **dict.fromkeys(("Node", "NodeConfig", "SessionStats"), ".node.node"),
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _ON_FIRST_USE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_ON_FIRST_USE))
+
 __all__ = [
-    "Account", "Admit", "AmountError", "Applied", "Delivery", "Frontier", "Home",
-    "IngestReport", "InvalidRecord", "Issue", "KeyFileError", "Kind", "LedgerStore",
-    "LocalError", "MemoryStore", "Meta", "NetworkDescriptor", "P2PLedgerError",
-    "PaymentRefused", "PaymentResult", "PendingFull", "Record", "RecordProblem", "Redeem",
-    "Replica", "Revoke", "Role", "SignedRecord", "SqliteStore", "StoreDamaged", "StoreError",
-    "Transfer", "Verdict", "Wallet", "WrongPassphrase", "__version__", "device_id",
-    "format_amount", "next_hlc", "open_record", "parse_amount", "parse_device_id",
-    "parse_record", "sign_record",
+    # opening a home, paying
+    "Ledger", "open_home", "create_network", "join_network",
+    # the node: syncing, serving, record feeds
+    "Node", "NodeConfig", "SessionStats", "RecordFeed", "RecordStored",
+    # values
+    "Account", "Admit", "Applied", "DEFAULT_TIERS", "Delivery", "Frontier",
+    "IngestReport", "Issue", "Kind", "Meta", "NetworkDescriptor", "PaymentResult", "Record",
+    "Redeem", "Revoke", "Role", "SignedRecord", "Tier", "Transfer", "Verdict",
+    # lower layers
+    "Home", "LedgerStore", "MemoryStore", "Replica", "SqliteStore", "Wallet",
+    # errors
+    "AmountError", "FeedOverflow", "InvalidRecord", "KeyFileError", "LocalError",
+    "P2PLedgerError", "PaymentRefused", "PendingFull", "RecordProblem", "StoreBusy",
+    "StoreDamaged", "StoreError", "SyncFailed", "TransportError", "WrongPassphrase",
+    # functions
+    "__version__", "device_id", "format_amount", "next_hlc", "open_record", "parse_amount",
+    "parse_device_id", "parse_record", "sign_record",
 ]

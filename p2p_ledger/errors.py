@@ -10,7 +10,9 @@
   is signed or stored into it.
 - `ProtocolError`: a sync session broke: `LocalProtocolError` if we misused it,
   `RemoteProtocolError` if the peer sent something wrong. `TransportError`: a link
-  failed underneath.
+  failed underneath. `SyncFailed`: a sync ended before the peer acknowledged storing
+  everything sent (it carries what did move).
+- `FeedOverflow`: an application did not read a node's record feed fast enough.
 
 Every class here derives from `P2PLedgerError`, so a caller that wants to catch all
 of ours can, without catching programming errors such as `TypeError`.
@@ -19,9 +21,14 @@ of ours can, without catching programming errors such as `TypeError`.
 from __future__ import annotations
 
 import enum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .node.node import SessionStats
 
 __all__ = [
     "AmountError",
+    "FeedOverflow",
     "InvalidRecord",
     "KeyFileError",
     "LocalError",
@@ -35,6 +42,7 @@ __all__ = [
     "StoreDamaged",
     "StoreBusy",
     "StoreError",
+    "SyncFailed",
     "TransportError",
     "WrongPassphrase",
 ]
@@ -95,6 +103,23 @@ class RemoteProtocolError(ProtocolError):
 
 class TransportError(P2PLedgerError):
     """A link failed: connection refused or reset, a process that exited."""
+
+
+class SyncFailed(P2PLedgerError):
+    """A sync ended without the peer acknowledging that it stored all we sent: the link
+    broke, the peer refused the session or some records, or closed it early. What was
+    committed on either side stays; a later sync sends only the rest. `stats` says
+    what moved and `stats.reason` why the session ended."""
+
+    def __init__(self, stats: SessionStats) -> None:
+        self.stats = stats
+        super().__init__(f"sync with {stats.address} failed: {stats.reason or 'no reason given'}")
+
+
+class FeedOverflow(LocalError):
+    """A record feed (`Node.subscribe`) held as many unread records as it may: the
+    application read too slowly. The feed is closed; records stored meanwhile are in
+    the store (read them there, then subscribe again)."""
 
 
 class RecordProblem(enum.Enum):

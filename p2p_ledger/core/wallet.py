@@ -54,6 +54,14 @@ class PaymentResult:
 
 
 class Wallet:
+    """This device's signer over a replica: builds, checks and applies its records.
+
+    Every method that writes signs at most one record (`freeze_equivocators` one per
+    forked device) and applies it to the replica, inside the caller's store
+    transaction: wrap the call in `store.transaction()` and treat the record as stored
+    only once that has committed (`Ledger` does both). `now_ms` is the wall clock in
+    milliseconds; the record's hlc is after it and after every record held."""
+
     def __init__(self, replica: Replica, key: nacl.signing.SigningKey) -> None:
         self.replica = replica
         self.key = key
@@ -64,6 +72,7 @@ class Wallet:
         return self.device == self.replica.network.authority
 
     def account(self, name: str = DEFAULT_ACCOUNT_NAME) -> Account:
+        """One of this device's accounts."""
         return Account(device=self.device, name=name)
 
     def fmt(self, minor: int) -> str:
@@ -195,6 +204,8 @@ class Wallet:
         return sign_record(record, self.key, self.replica.network_id)
 
     def submit(self, body: Body, *, now_ms: int, debit_from: str | None = None) -> Applied:
+        """Sign the next record carrying `body` and apply it, without the money checks
+        of `pay` and the rest: what the ledger decides is in the verdict."""
         signed = self.build(body, now_ms=now_ms, debit_from=debit_from)
         delivery = self.replica.receive(signed.raw, now_ms=now_ms)
         assert delivery.applied
@@ -265,8 +276,14 @@ class Wallet:
         return PaymentResult(record_id=applied.record.id, verdict=applied.verdict)
 
     def issue(self, to: Account, amount: int, *, key: str, now_ms: int) -> PaymentResult:
-        """(Authority) put `amount` minor units into `to`. Refused when the payee could
-        never spend it (`payee_problem`): the authority holds every admit it signed."""
+        """(Authority) sign an `issue` of `amount` minor units into `to`: a cash-in.
+
+        `key` is the idempotency key: the same key for the same issue returns the
+        earlier record with verdict `duplicate`, for a different one raises
+        `PaymentRefused`. `LocalError` on a device that is not the authority;
+        `PaymentRefused` (nothing signed) for an issue the ledger would reject, or one
+        the payee could never spend (`payee_problem`: the authority holds every admit
+        it signed)."""
         if not self.is_authority:
             raise LocalError("only the network authority can issue money")
         check_amount(amount)
@@ -278,11 +295,19 @@ class Wallet:
     def pay(self, to: Account, amount: int, *, key: str, now_ms: int,
             from_name: str = DEFAULT_ACCOUNT_NAME, memo: str | None = None,
             check_payee: bool = False) -> PaymentResult:
-        """Pay `amount` minor units from this device's account `from_name` to `to`.
-        With `check_payee` (the CLI's `pay` without --force), refused when the payee
-        could never spend it as far as this replica knows (`payee_problem`). It is not
-        the default: an offline device may not hold a new member's admit yet, and a
-        program paying on its own has nobody to ask."""
+        """Sign a `transfer` of `amount` minor units from this device's account
+        `from_name` to `to`, with an optional `memo`.
+
+        The record refs the credits to this device it has not claimed yet, so the
+        payee can check it offline. `key` is the idempotency key, as for `issue`.
+        `PaymentRefused`, with nothing signed, for anything the ledger would reject: a
+        payment over the funds available in one record, over the device's offline
+        limits, to the debited account itself, from a revoked or forked device;
+        `AmountError` for an amount out of range. With `check_payee` (the CLI's `pay`
+        without --force), also refused when the payee could never spend it as far as
+        this replica knows (`payee_problem`). It is not the default: an offline device
+        may not hold a new member's admit yet, and a program paying on its own has
+        nobody to ask."""
         if to == self.account(from_name):
             raise PaymentRefused(f"{to} is the account being debited: nothing to move")
         check_amount(amount)
@@ -294,12 +319,19 @@ class Wallet:
 
     def redeem(self, amount: int, *, key: str, now_ms: int,
                from_name: str = DEFAULT_ACCOUNT_NAME) -> PaymentResult:
+        """Sign a `redeem` (a cash-out) of `amount` minor units from account
+        `from_name`; `key` and the refusals as for `pay`."""
         return self._money(Redeem(from_=from_name, amount=amount, key=key), now_ms=now_ms)
 
     # ------------------------------------------------------------ authority
 
     def admit(self, device: bytes, *, now_ms: int, role: Role = Role.DEVICE, tier: int = 0,
               offline_limit: int | None = None, expires: int | None = None) -> Applied:
+        """(Authority) sign an `admit` certifying `device` (its public key): its role,
+        KYC tier (the tier's offline limits), an optional offline limit of its own in
+        minor units, and an optional expiry (milliseconds since the epoch). A newer
+        admit of the same device replaces the older. `LocalError` on a device that is
+        not the authority, or for a tier the network does not have."""
         if not self.is_authority:
             raise LocalError("only the network authority can admit devices")
         if self.replica.network.limited and self.replica.network.tier(tier) is None:
@@ -308,6 +340,8 @@ class Wallet:
                                  offline_limit=offline_limit, expires=expires), now_ms=now_ms)
 
     def revoke(self, device: bytes, *, after_seq: int, now_ms: int) -> Applied:
+        """(Authority) sign a `revoke`: `device`'s records after its seq `after_seq`
+        are not accepted. `LocalError` on a device that is not the authority."""
         if not self.is_authority:
             raise LocalError("only the network authority can revoke devices")
         return self.submit(Revoke(device=device, after_seq=after_seq), now_ms=now_ms)
@@ -328,4 +362,6 @@ class Wallet:
 
     def set_meta(self, field: str, value: str, *, now_ms: int,
                  account: str = DEFAULT_ACCOUNT_NAME) -> Applied:
+        """Sign a `meta` record setting `field` of this device's `account` (a display
+        name, say); conflicting writes resolve last-writer-wins by (hlc, author)."""
         return self.submit(Meta(account=account, field=field, value=value), now_ms=now_ms)

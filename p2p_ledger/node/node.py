@@ -11,6 +11,8 @@ so `sync`'s exit status) only once the peer has acknowledged storing all we sent
 
 Records written by other processes on the same home (`p2p-ledger pay` while `serve`
 runs) are found by polling the store's newest position and pushed like the rest.
+Every record newly stored, whoever wrote it, is also published to the application's
+record feeds (`subscribe`, node/feed.py) at the moment it is pushed.
 
 A session that misbehaves is closed with its reason logged, naming the peer; the
 others go on. That holds for any error raised while handling one peer's input, not
@@ -34,13 +36,14 @@ from dataclasses import dataclass, field
 
 import nacl.signing
 import trio
+import trio.testing
 
 from ..core.ids import device_id
 from ..core.ledger import Frontier, Replica
-from ..core.records import Admit, SignedRecord
+from ..core.records import Admit, SignedRecord, parse_record
 from ..core.store import LedgerStore, NodeStore
 from ..core.wallet import Wallet
-from ..errors import PendingFull, StoreError, TransportError
+from ..errors import PendingFull, StoreError, SyncFailed, TransportError
 from ..protocol._state import State
 from ..protocol.session import (
     Admission,
@@ -56,7 +59,8 @@ from ..protocol.session import (
 )
 from ..protocol.sketch import CELL_BYTES, ELEMENT_BYTES, cells_for
 from .discovery import DISCOVERY_PORT, Announcement, announce, listen, network_tag
-from .links import LATE_CONNECT_ERRORS, Link, cannot_reach, open_link
+from .feed import RecordFeed, RecordStored
+from .links import LATE_CONNECT_ERRORS, Link, cannot_reach, open_link, parse_link
 from .verifier import shared_verifier
 
 __all__ = ["Node", "NodeConfig", "NodeCounters", "SessionStats", "newest_admit", "reason_kind"]
@@ -80,6 +84,9 @@ MAX_REFUSING = 16
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NodeConfig:
+    """How a node runs its sessions; the defaults suit a device and a hub alike.
+    Times are in seconds, sizes in bytes."""
+
     session: SessionConfig = field(default_factory=lambda: SessionConfig(packed=True))
     poll_interval: float = 0.2
     max_invalid_records: int = 16
@@ -99,6 +106,10 @@ class NodeConfig:
 
 @dataclass(slots=True)
 class SessionStats:
+    """What one session moved, and how it ended. `synced` is the success of a sync:
+    both deltas were complete and the peer acknowledged storing everything we sent
+    (STORED, specs/sync-protocol.md section 7c); `reason` is why the session closed."""
+
     address: str
     peer: str | None = None
     records_in: int = 0
@@ -215,8 +226,27 @@ def newest_admit(store: LedgerStore, device: bytes) -> Admission | None:
 
 
 class Node:
-    """A replica served over sessions. `clock` is trio's (fake in tests);
-    `wall_ms` is the wall clock used to judge record timestamps."""
+    """A replica served over sync sessions, on trio.
+
+    An application usually gets one from `Ledger.node()`, which also pushes the
+    payments it signs to live sessions at once. Then, inside `trio.run`:
+
+    - `await node.sync(peer)`: one sync with a URL (tcp://HOST:PORT, ws://HOST:PORT/PATH,
+      exec:COMMAND) or another `Node` of this process; stats on success, `SyncFailed`
+      or `TransportError` otherwise;
+    - `await node.keep_dialing(url)`: stay connected to a peer, redialing with backoff,
+      pushing new records both ways while connected (until cancelled);
+    - `await nursery.start(node.serve_tcp, port)`: accept peers;
+    - `await node.watch_store()`: also push records other processes write to the home;
+    - `with node.subscribe() as feed: async for stored in feed`: each record as it is
+      stored here, with its verdict.
+
+    The node's timers run on trio's clock (fake in tests); `wall_ms` is the wall
+    clock, in milliseconds, that record timestamps are judged by (default: the system's).
+    `role` fixes the role claimed in handshakes (default: the one this device's own
+    newest admit gives). With `config.verify_in_process` (the default), constructing a
+    node starts the signature checker's child process, shared by the process's nodes.
+    """
 
     def __init__(self, replica: Replica, key: nacl.signing.SigningKey, *, role: str | None = None,
                  config: NodeConfig | None = None,
@@ -247,6 +277,7 @@ class Node:
         self.completed: list[SessionStats] = []
         self.counters = NodeCounters()
         self.dial_pauses: list[float] = []  # what keep_dialing waited, for tests and status
+        self._feeds: list[RecordFeed] = []
 
     @property
     def _store(self) -> NodeStore:
@@ -300,7 +331,14 @@ class Node:
 
     async def run_session(self, stream: trio.abc.Stream, *, initiator: bool, address: str,
                           until_synced: bool = False) -> SessionStats:
-        """Run one session to its end; returns what moved."""
+        """Run one session over `stream` to its end; returns what moved. `initiator` is
+        the side that dialed; `address` names the peer in logs and stats.
+
+        A session does not end when the two sides are in sync: it stays LIVE and pushes
+        new records both ways until the peer or the link closes it (that is how `serve`
+        and `keep_dialing` relay). With `until_synced` it closes as soon as the peer
+        has acknowledged storing our delta, as `sync` does. Most callers want `sync`,
+        `keep_dialing` or `serve_tcp` rather than this."""
         started = trio.current_time()
         busy = self._busy(address)
         if busy is not None and sum(p.refusing for p in self.peers.values()) >= MAX_REFUSING:
@@ -603,12 +641,15 @@ class Node:
 
     def push_new(self, now: float) -> int:
         """Send records stored since the last push to every session past its summary,
-        except the one each record came from. Returns how many records were new."""
+        except the one each record came from, and publish them to the record feeds.
+        Returns how many records were new. Call it (inside trio) after committing
+        records to this node's store yourself; `Ledger` does."""
         rows = self._store.records_after(self._pushed_up_to)
         if not rows:
             return 0
         self._pushed_up_to = max(order for order, _, _ in rows)  # causal order need not be
         # position order (PostgresStore: positions are transactions)
+        self._publish(rows)
         for peer in self.peers.values():
             if peer.session.state not in _PUSH_STATES:
                 continue
@@ -620,6 +661,38 @@ class Node:
             self._origin.pop(rid, None)
         self._bound_send_buffers(now)
         return len(rows)
+
+    def subscribe(self, *, max_buffered: int = 10_000) -> RecordFeed:
+        """A feed of every record stored in this node's home from now on - from peers,
+        signed through `Ledger`, or (while `watch_store` runs) by other processes -
+        each a `RecordStored` with its verdict, in store order, after its commit:
+
+            with node.subscribe() as feed:
+                async for stored in feed:
+                    if isinstance(stored.body, Transfer) and stored.body.to == mine: ...
+
+        Leaving the `with` unsubscribes. A feed holding `max_buffered` unread records
+        is closed on the next, and its reader gets `FeedOverflow`."""
+        self._feeds = [f for f in self._feeds if not f.closed]
+        feed = RecordFeed(max_buffered)
+        self._feeds.append(feed)
+        return feed
+
+    def _publish(self, rows: list[tuple[int, bytes, bytes]]) -> None:
+        self._feeds = [f for f in self._feeds if not f.closed]
+        if not self._feeds:
+            return
+        for _, rid, raw in rows:
+            row = self._store.get(rid)
+            if row is None:  # not possible for a row just read; nothing to tell
+                continue
+            origin = self.peers.get(self._origin.get(rid, 0))
+            peer = origin.session.peer if origin is not None else None
+            stored = RecordStored(record=parse_record(raw), verdict=row.verdict,
+                                  reason=row.reason,
+                                  from_peer=device_id(peer) if peer is not None else None)
+            for feed in self._feeds:
+                feed.publish(stored)
 
     def _freeze(self, forks: set[tuple[bytes, int]]) -> None:
         """The authority answers a fork by revoking the device from the fork point."""
@@ -642,7 +715,8 @@ class Node:
                 peer.wake()
 
     async def watch_store(self) -> None:
-        """Poll for records written by other processes on this home, and push them."""
+        """Poll for records written by other processes on this home, and push (and
+        publish) them; runs until cancelled."""
         while True:
             await trio.sleep(self.config.poll_interval)
             if found := self.push_new(trio.current_time()):
@@ -651,8 +725,47 @@ class Node:
 
     # ------------------------------------------------------------ dialing and serving
 
+    async def sync(self, peer: str | Link | Node | trio.abc.Stream) -> SessionStats:
+        """Sync once with `peer`: connect, send what it lacks, take what we lack, and
+        close once the peer has acknowledged storing everything we sent.
+
+        `peer` is a URL (tcp://HOST:PORT, ws://HOST:PORT/PATH or exec:COMMAND), a
+        `Link`, another `Node` of this process (joined by an in-memory stream, that
+        node answering), or a connected `trio.abc.Stream` whose other end runs a
+        node's session. Returns the session's stats (`synced` is True). Raises
+        `SyncFailed` (with the stats) if the session ended before that
+        acknowledgement, `TransportError` if the peer cannot be reached, and
+        `LocalError` for a malformed URL. Records received are stored, and published to
+        the feeds, as they arrive, also when the sync then fails."""
+        if isinstance(peer, Node):
+            stats = await self._sync_with_node(peer)
+        elif isinstance(peer, trio.abc.Stream):
+            stats = await self.run_session(peer, initiator=True, address="stream",
+                                           until_synced=True)
+        else:
+            stats = await self.sync_once(parse_link(peer) if isinstance(peer, str) else peer)
+        if not stats.synced:
+            raise SyncFailed(stats)
+        return stats
+
+    async def _sync_with_node(self, other: Node) -> SessionStats:
+        if other is self:
+            raise ValueError("a node cannot sync with itself")
+        ours, theirs = trio.testing.memory_stream_pair()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(functools.partial(
+                    other.run_session, theirs, initiator=False,
+                    address=f"mem://{device_id(self.device)[:12]}"))
+                return await self.run_session(
+                    ours, initiator=True, address=f"mem://{device_id(other.device)[:12]}",
+                    until_synced=True)
+        except* StoreError as group:  # either store failed: as from a sync over a link
+            raise group.exceptions[0] from None
+
     async def sync_once(self, link: Link) -> SessionStats:
-        """Connect, reconcile both ways, close. TransportError if unreachable."""
+        """Connect, reconcile both ways, close; the stats, whether or not in sync
+        (`sync` raises instead). TransportError if unreachable."""
         try:
             async with trio.open_nursery() as nursery:
                 stream = await self._connect(link, nursery)
@@ -665,10 +778,15 @@ class Node:
             raise cannot_reach(link, group.exceptions[0]) from None
         return stats
 
-    async def keep_dialing(self, link: Link, *, attempts: int | None = None) -> None:
-        """Stay connected to a peer: redial with exponential backoff and jitter
-        (forever, or `attempts` times). The delay starts again from the shortest after a
-        session that reached sync."""
+    async def keep_dialing(self, link: Link | str, *, attempts: int | None = None) -> None:
+        """Stay connected to a peer (a `Link` or a URL, as `sync` takes): each session
+        stays LIVE, pushing new records both ways, until the link drops; then redial
+        with exponential backoff and jitter (`NodeConfig.backoff_initial` up to
+        `backoff_max`), forever or `attempts` times. The delay starts again from the
+        shortest after a session that reached sync. An unreachable peer is logged, not
+        raised: this is how a device waits for a hub to appear."""
+        if isinstance(link, str):
+            link = parse_link(link)
         delay = self.config.backoff_initial
         for _ in itertools.count() if attempts is None else range(attempts):
             try:
@@ -718,6 +836,26 @@ class Node:
     async def serve_stream(self, stream: trio.abc.Stream, address: str) -> None:
         """Accept one incoming connection."""
         await self.run_session(stream, initiator=False, address=address)
+
+    async def serve_tcp(self, port: int, *, host: str = "127.0.0.1",
+                        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Accept peers on TCP `host`:`port` until cancelled, each session LIVE until
+        its peer leaves. Start it with `port = await nursery.start(node.serve_tcp, 0)`
+        to learn the port (0: any free one). OSError if the address cannot be listened
+        on (in use, not on this machine)."""
+
+        async def accept(stream: trio.SocketStream) -> None:
+            try:
+                name = stream.socket.getpeername()
+                address = f"tcp://{name[0]}:{name[1]}"
+            except OSError:
+                address = "tcp://?"
+            await self.serve_stream(stream, address)
+
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(functools.partial(trio.serve_tcp, accept, port,
+                                                              host=host))
+            task_status.started(listeners[0].socket.getsockname()[1])
 
 
 def _host(address: str) -> str:
