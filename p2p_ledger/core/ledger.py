@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 from ..errors import InvalidRecord, PendingFull
 from ..errors import RecordProblem as P
+from .collector import gc_paused
 from .hlc import hlc_ms
 from .ids import Account
 from .network import NetworkDescriptor
@@ -392,7 +393,14 @@ class Replica:
         The batch is cut in chunks (64 records, then twice as many each time up to
         1024); while one chunk is judged and stored, the signatures of the next two
         are being checked (`self.verifier`: a worker thread, or the node's child
-        process)."""
+        process). Python's cyclic garbage collector is paused meanwhile (`gc_paused`):
+        the batch keeps every record it handles alive, and each full collection would
+        walk them all."""
+        with gc_paused():
+            return self._receive_many(raws, now_ms=now_ms, origin=origin)
+
+    def _receive_many(self, raws: Iterable[bytes | SignedRecord], *, now_ms: int,
+                      origin: Hashable) -> IngestReport:
         report = IngestReport()
         chunk: list[tuple[int, SignedRecord]] = []
         size = _FIRST_VERIFY_CHUNK

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import nacl.signing
 import trio
 
+from ..core.collector import gc_paused
 from ..core.ids import device_id
 from ..core.ledger import Frontier, Replica
 from ..core.records import Admit, SignedRecord
@@ -482,7 +483,7 @@ class Node:
     def _take_records(self, peer: _Peer, raws: tuple[bytes | SignedRecord, ...],
                       now: float) -> None:
         store = self._store
-        with store.transaction():
+        with gc_paused(), store.transaction():  # the commit too: it writes the batch's rows
             report = self.replica.receive_many(raws, now_ms=self.now_ms(), origin=peer.id)
         # committed: from here on these records may be acknowledged to the peer
         peer.committed += len(raws)
