@@ -338,7 +338,7 @@ def ingest(bundle: Path, network: NetworkDescriptor, store_path: Path,
             t0 = time.perf_counter()
             raws = read_bundle(bundle, network.network_id)
             t1 = time.perf_counter()
-            with gc_paused(), store.transaction():  # as `p2p-ledger import`
+            with gc_paused(), store.transaction(bulk=True):  # as `p2p-ledger import`
                 report = replica.receive_many(raws, now_ms=now)
                 t2 = time.perf_counter()
             t3 = time.perf_counter()

@@ -491,7 +491,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     with opened(home, signs=True) as replica:
         raws = read_bundle(args.bundle, replica.network_id)
         replica.verifier = shared_verifier().start  # signatures on a second core
-        with gc_paused(), replica.store.transaction():  # the commit writes the batch's rows
+        # The commit too is in the pause (it writes the batch's rows), and in bulk.
+        with gc_paused(), sqlite_store(replica).transaction(bulk=True):
             report = replica.receive_many(raws, now_ms=now_ms())
         data, text = import_report(report, replica)
         if any(a.equivocates_with for a in report.applied) and (

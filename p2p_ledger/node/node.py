@@ -483,7 +483,8 @@ class Node:
     def _take_records(self, peer: _Peer, raws: tuple[bytes | SignedRecord, ...],
                       now: float) -> None:
         store = self._store
-        with gc_paused(), store.transaction():  # the commit too: it writes the batch's rows
+        # The commit too is in the pause: it writes the batch's rows.
+        with gc_paused(), store.transaction(bulk=True):
             report = self.replica.receive_many(raws, now_ms=self.now_ms(), origin=peer.id)
         # committed: from here on these records may be acknowledged to the peer
         peer.committed += len(raws)
