@@ -60,8 +60,8 @@ def test_a_collector_the_application_disabled_stays_disabled() -> None:
     with gc_paused():
         assert not gc.isenabled()
     assert not gc.isenabled()
-    with pytest.raises(ValueError), gc_paused():
-        raise ValueError
+    with pytest.raises(ValueError, match="boom"), gc_paused():
+        raise ValueError("boom")
     assert not gc.isenabled()
 
 
@@ -94,7 +94,8 @@ def test_receive_many_pauses_the_collector_and_restores_it() -> None:
     with replica.store.transaction():
         report = replica.receive_many(raws, now_ms=T0)
     assert len(report.applied) == len(raws)
-    assert seen and not any(seen)
+    assert seen
+    assert not any(seen)
     assert gc.isenabled()
 
 

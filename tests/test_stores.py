@@ -311,10 +311,17 @@ def test_sqlite_bulk_transaction_rolled_back_restores_the_page_cache(
     store = dst.store
     assert isinstance(store, SqliteStore)
     default = store.cache_kib()
-    with pytest.raises(failure), store.transaction(bulk=True):
-        dst.receive_many(raws, now_ms=T0)
-        assert store.cache_kib() > default
-        raise failure
+    inside: list[int] = []
+
+    def receive_then_fail() -> None:
+        with store.transaction(bulk=True):
+            dst.receive_many(raws, now_ms=T0)
+            inside.append(store.cache_kib())
+            raise failure
+
+    with pytest.raises(failure):
+        receive_then_fail()
+    assert inside[0] > default
     assert store.cache_kib() == default
     assert store.totals().records == 0  # rolled back whole
     sync_raws(dst, raws)  # and the store still works
