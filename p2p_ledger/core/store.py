@@ -180,7 +180,11 @@ class HistoryEntry:
 
 
 class LedgerStore(Protocol):
-    def transaction(self) -> contextlib.AbstractContextManager[None]: ...
+    def transaction(self, *, bulk: bool = False) -> contextlib.AbstractContextManager[None]:
+        """All or nothing. `bulk` is a hint (an import, a sync frame: many records in
+        one transaction) that a store may use, or ignore: SqliteStore raises SQLite's
+        page cache for it."""
+        ...
     def has(self, rid: bytes) -> bool: ...
     def held_among(self, rids: list[bytes]) -> set[bytes]: ...
     def get(self, rid: bytes) -> StoredRecord | None: ...
@@ -262,8 +266,9 @@ class MemoryStore:
     _undo: list[Callable[[], object]] | None = None
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        """All or nothing, like SQLite's: an exception undoes what the block applied."""
+    def transaction(self, *, bulk: bool = False) -> Iterator[None]:
+        """All or nothing, like SQLite's: an exception undoes what the block applied.
+        (`bulk` makes no difference in memory.)"""
         if self._undo is not None:
             yield  # nested: the outermost transaction decides
             return
