@@ -517,6 +517,42 @@ def test_pending_area_evicts_oldest_when_full(world: World) -> None:
     assert views(dst) == views(src)
 
 
+def _outcome(report: IngestReport) -> tuple[object, ...]:
+    return ([(a.record.id, a.verdict, a.reason) for a in report.applied],
+            sorted((i if i is not None else -1, e.problem.value) for i, e in report.refused),
+            report.waiting, report.already_held, report.unstored)
+
+
+def test_a_batch_checked_ahead_is_received_as_the_same_batch(world: World) -> None:
+    """`check_ahead` then `receive_many`: the same report and state as `receive_many`
+    alone, with held records, a record twice, a bad signature, bytes that do not parse
+    and a record waiting for its past; even when records are stored in between."""
+    src = busy_scene(make_scene(world)).replica
+    raws = everything(src)
+    bad = bytearray(raws[4])
+    bad[-1] ^= 1
+    batch = [raws[0], *raws[5:], raws[6], bytes(bad), b"\x00garbage", raws[2], raws[3]]
+    plain = Replica(world.network, world.store_factory())
+    ahead = Replica(world.network, world.store_factory())
+    for replica in (plain, ahead):
+        with replica.store.transaction():
+            replica.receive_many(raws[:2], now_ms=T0)
+    checking = ahead.check_ahead(batch)
+    assert len(checking) == len(batch)
+    for replica in (plain, ahead):  # stored after the checks began: held when judged
+        with replica.store.transaction():
+            replica.receive_many(raws[2:3], now_ms=T0)
+    with plain.store.transaction():
+        expected = plain.receive_many(batch, now_ms=T0)
+    with ahead.store.transaction():
+        got = ahead.receive_many(checking, now_ms=T0)
+    assert _outcome(got) == _outcome(expected)
+    assert expected.refused
+    assert expected.already_held
+    assert expected.waiting
+    assert views(ahead) == views(plain)
+
+
 def test_receive_many_reports_pending_full(world: World) -> None:
     src = busy_scene(make_scene(world)).replica
     raws = everything(src)

@@ -22,7 +22,7 @@ from p2p_ledger.core.ledger import Frontier, Replica
 from p2p_ledger.core.records import parse_record, record_id
 from p2p_ledger.errors import TransportError
 from p2p_ledger.node.links import Link, parse_link
-from p2p_ledger.node.node import Node, NodeConfig
+from p2p_ledger.node.node import MAX_FRAME_WAIT, Node, NodeConfig
 from p2p_ledger.protocol._state import State
 from p2p_ledger.protocol.session import PeerSummary, PeerSynced, SessionConfig
 from p2p_ledger.protocol.sketch import CELL_BYTES, ELEMENT_BYTES
@@ -483,6 +483,40 @@ async def test_misbehaving_peer_is_closed_and_others_go_on(
         end = await bad.closed_by_peer(answer=False)
         assert end.by_peer
         assert end.reason == reason[:200]
+
+
+# ---------------------------------------------------------------- frames checked ahead
+
+async def test_a_frame_is_judged_when_the_next_arrives_or_after_max_frame_wait(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    """A frame's signatures are checked while the frame before is judged; a frame
+    followed by part of the next is still stored within MAX_FRAME_WAIT, in order, and
+    acknowledged."""
+    hub = fleet.node("hub", role="hub")
+    scratch = fleet.replica("bob-scratch")
+    rids = [fleet.pay(scratch, "bob", "carol", 1_00, f"ahead-{i}") for i in range(3)]
+    async with trio.open_nursery() as nursery:
+        left, right = trio.testing.memory_stream_pair()
+        start_session(nursery, hub, right, initiator=False, address="mem://bob")
+        bob = HandDriven.device(fleet, "bob", left, admit_from=hub.replica)
+        await bob.handshake()
+        frames = []
+        for raw in scratch.store.raws_in_order(rids):  # one frame each
+            bob.session.send_records([raw], trio.current_time())
+            frames.append(bob.session.data_to_send())
+        # Two frames and the start of a third in one write: the second waits for the
+        # third, which does not come.
+        await left.send_all(frames[0] + frames[1] + frames[2][:10])
+        took = await wait_until(lambda: hub.replica.store.has(rids[1]))
+        assert MAX_FRAME_WAIT <= took <= MAX_FRAME_WAIT + 0.01  # fake time: exact
+        assert hub.replica.store.has(rids[0])
+        assert not hub.replica.store.has(rids[2])
+        await left.send_all(frames[2][10:])
+        await wait_until(lambda: hub.replica.store.has(rids[2]))
+        while bob.session.peer_received < 3:
+            await bob.receive()
+        assert bob.session.peer_unstored == 0
+        nursery.cancel_scope.cancel()
 
 
 # ---------------------------------------------------------------- slow and silent peers

@@ -362,6 +362,59 @@ def test_sqlite_refused_record_inside_a_transaction_leaves_the_rest(tmp_path: Pa
     assert snapshot(sqlite, dst)["state_hash"] == src.state_hash()
 
 
+def test_sqlite_bulk_transaction_raises_the_page_cache_and_restores_it(
+        tmp_path: Path) -> None:
+    memory, sqlite = worlds(tmp_path)
+    raws = everything(script(memory).replica)
+    dst = sqlite.replica()
+    store = dst.store
+    assert isinstance(store, SqliteStore)
+    default = store.cache_kib()
+    inside: list[int] = []
+    with store.transaction(bulk=True):
+        inside.append(store.cache_kib())
+        with store.transaction():  # nested: joins the bulk transaction, cache unchanged
+            dst.receive_many(raws, now_ms=T0)
+            inside.append(store.cache_kib())
+    assert inside[0] == inside[1] > default
+    assert store.cache_kib() == default
+    with store.transaction():  # an ordinary transaction leaves the cache alone
+        inside.append(store.cache_kib())
+    assert inside[2] == default
+    assert store.totals().records == len(raws)  # committed
+
+
+def sync_raws(replica: Replica, raws: list[bytes]) -> None:
+    with replica.store.transaction():
+        replica.receive_many(raws, now_ms=T0)
+
+
+@pytest.mark.parametrize("failure", [RuntimeError, KeyboardInterrupt])
+def test_sqlite_bulk_transaction_rolled_back_restores_the_page_cache(
+        tmp_path: Path, failure: type[BaseException]) -> None:
+    memory, sqlite = worlds(tmp_path)
+    raws = everything(script(memory).replica)
+    dst = sqlite.replica()
+    store = dst.store
+    assert isinstance(store, SqliteStore)
+    default = store.cache_kib()
+    inside: list[int] = []
+
+    def receive_then_fail() -> None:
+        with store.transaction(bulk=True):
+            dst.receive_many(raws, now_ms=T0)
+            inside.append(store.cache_kib())
+            raise failure
+
+    with pytest.raises(failure):
+        receive_then_fail()
+    assert inside[0] > default
+    assert store.cache_kib() == default
+    assert store.totals().records == 0  # rolled back whole
+    sync_raws(dst, raws)  # and the store still works
+    assert store.totals().records == len(raws)
+
+
 def test_sync_between_stores(tmp_path: Path,
         store: Factories) -> None:
     memory, sqlite = worlds(tmp_path, store)

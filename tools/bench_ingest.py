@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import hashlib
 import io
 import itertools
@@ -46,6 +47,7 @@ import cbor2
 import nacl.bindings
 import nacl.signing
 
+from p2p_ledger.core.collector import gc_paused
 from p2p_ledger.core.hlc import pack_hlc
 from p2p_ledger.core.ids import Account
 from p2p_ledger.core.ledger import IngestReport, Replica
@@ -275,12 +277,44 @@ def baseline_verify(raws: Sequence[bytes], network_id: bytes) -> float:
     return time.perf_counter() - t0
 
 
+class GcTimer:
+    """Python's cyclic collections in this process while the block runs, timed through
+    `gc.callbacks`: how many (and how many full, generation 2) and their seconds."""
+
+    def __init__(self) -> None:
+        self.collections = 0
+        self.full = 0
+        self.seconds = 0.0
+        self._started = 0.0
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        self.seconds += time.perf_counter() - self._started
+        self.collections += 1
+        self.full += info["generation"] == 2
+
+    def __enter__(self) -> GcTimer:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def text(self) -> str:
+        return f"GC {self.seconds:.2f} s in {self.collections} collections ({self.full} full)"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class IngestTiming:
     read_s: float
     receive_s: float
     commit_s: float
     cpu_s: float  # this process's CPU time over all three (not the verifier child's)
+    gc_s: float  # of which Python's cyclic garbage collector (`GcTimer`)
+    gc_collections: int
+    gc_full: int
 
     @property
     def total_s(self) -> float:
@@ -299,19 +333,21 @@ def ingest(bundle: Path, network: NetworkDescriptor, store_path: Path,
         # started within the timed part, as there.
         replica = Replica(network, store, verifier=shared_verifier().start)
         now = time.time_ns() // 1_000_000
-        c0 = time.process_time()
-        t0 = time.perf_counter()
-        raws = read_bundle(bundle, network.network_id)
-        t1 = time.perf_counter()
-        with store.transaction():
-            report = replica.receive_many(raws, now_ms=now)
-            t2 = time.perf_counter()
-        t3 = time.perf_counter()
-        cpu = time.process_time() - c0
+        with GcTimer() as collector:
+            c0 = time.process_time()
+            t0 = time.perf_counter()
+            raws = read_bundle(bundle, network.network_id)
+            t1 = time.perf_counter()
+            with gc_paused(), store.transaction(bulk=True):  # as `p2p-ledger import`
+                report = replica.receive_many(raws, now_ms=now)
+                t2 = time.perf_counter()
+            t3 = time.perf_counter()
+            cpu = time.process_time() - c0
     finally:
         store.close()
-    return IngestTiming(read_s=t1 - t0, receive_s=t2 - t1, commit_s=t3 - t2,
-                        cpu_s=cpu), report
+    return IngestTiming(read_s=t1 - t0, receive_s=t2 - t1, commit_s=t3 - t2, cpu_s=cpu,
+                        gc_s=collector.seconds, gc_collections=collector.collections,
+                        gc_full=collector.full), report
 
 
 def check_report(report: IngestReport, n: int) -> str | None:
@@ -437,7 +473,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ingest    read_bundle + receive_many + commit (fresh SqliteStore): "
               f"{timing.total_s:.2f} s = {rate:,.0f} records/s "
               f"(read {timing.read_s:.2f} s, receive {timing.receive_s:.2f} s, "
-              f"commit {timing.commit_s:.2f} s; CPU {timing.cpu_s:.2f} s)")
+              f"commit {timing.commit_s:.2f} s; CPU {timing.cpu_s:.2f} s, of which "
+              f"GC {timing.gc_s:.2f} s in {timing.gc_collections} collections, "
+              f"{timing.gc_full} full)")
         verdict = "ok" if ratio >= TARGET_RATIO else "BELOW TARGET"
         print(f"ratio     ingest/baseline = {ratio:.2f}x (target >= {TARGET_RATIO}x): {verdict}")
         if args.profile:
@@ -451,6 +489,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ingest_s": round(timing.total_s, 4), "ingest_per_s": round(rate, 1),
         "read_s": round(timing.read_s, 4), "receive_s": round(timing.receive_s, 4),
         "commit_s": round(timing.commit_s, 4), "cpu_s": round(timing.cpu_s, 4),
+        "gc_s": round(timing.gc_s, 4), "gc_collections": timing.gc_collections,
+        "gc_full": timing.gc_full,
         "ratio": round(ratio, 3),
         "target_ratio": TARGET_RATIO, "meets_target": ratio >= TARGET_RATIO}, sort_keys=True))
     return 0

@@ -28,7 +28,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import nacl.signing
@@ -36,9 +36,10 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_ingest import DEFAULT_CACHE, Workload, baseline_verify, devices_for
+from bench_ingest import DEFAULT_CACHE, GcTimer, Workload, baseline_verify, devices_for
 
-from p2p_ledger.core.ledger import Replica
+from p2p_ledger.core.ledger import Replica, Verifier
+from p2p_ledger.core.records import Failures, SignedRecord
 from p2p_ledger.node.links import Link
 from p2p_ledger.node.node import Node, newest_admit
 from p2p_ledger.node.verifier import shared_verifier
@@ -81,6 +82,27 @@ def close_replicas(*replicas: Replica) -> None:
         store = r.store
         assert isinstance(store, SqliteStore)
         store.close()
+
+
+class WaitTimer:
+    """Wraps a replica's verifier: the seconds its caller spent waiting for answers
+    (the judging thread idle while the signature checks catch up)."""
+
+    def __init__(self, verifier: Verifier) -> None:
+        self.verifier = verifier
+        self.seconds = 0.0
+
+    def __call__(self, records: Sequence[SignedRecord], network_id: bytes
+                 ) -> Callable[[], Failures]:
+        result = self.verifier(records, network_id)
+
+        def waited() -> Failures:
+            t0 = time.perf_counter()
+            try:
+                return result()
+            finally:
+                self.seconds += time.perf_counter() - t0
+        return waited
 
 
 async def tcp_sync(a: Node, b: Node) -> tuple[float, int, int]:
@@ -163,8 +185,11 @@ def run_case(name: str, work_dir: Path, work: Workload, shared: list[bytes],
 
     ra, rb = open_replica(case / "a.sqlite3", work), open_replica(case / "b.sqlite3", work)
     try:
-        took, up, down = trio.run(tcp_sync, Node(ra, key_a, role="authority"),
-                                  Node(rb, key_b))
+        node_a, node_b = Node(ra, key_a, role="authority"), Node(rb, key_b)
+        waits = WaitTimer(rb.verifier)
+        rb.verifier = waits
+        with GcTimer() as collector:
+            took, up, down = trio.run(tcp_sync, node_a, node_b)
         same = ra.state_hash() == rb.state_hash()
     finally:
         close_replicas(ra, rb)
@@ -184,6 +209,8 @@ def run_case(name: str, work_dir: Path, work: Workload, shared: list[bytes],
         "wire_bytes": up + down, "wire_bytes_down": down, "wire_bytes_up": up,
         "bytes_ratio": (up + down) / record_bytes, "wall_s": took,
         "verify_s": baseline, "wall_ratio": took / baseline,
+        "waited_for_checks_s": waits.seconds, "gc_s": collector.seconds,
+        "gc_collections": collector.collections, "gc_full": collector.full,
         "flights_after_handshake": flights, "round_trips_after_handshake": flights / 2,
     }
 
@@ -213,6 +240,10 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{r['bytes_ratio']:>6.3f} {r['wall_s']:>7.3f} {r['verify_s']:>8.3f} "
               f"{r['wall_ratio']:>8.2f} {r['round_trips_after_handshake']:>4}")
     print()
+    for r in results:
+        print(f"{r['case']}: B's receiver waited {r['waited_for_checks_s']:.3f} s for "
+              f"signature checks; GC (both nodes, one process) {r['gc_s']:.3f} s in "
+              f"{r['gc_collections']} collections ({r['gc_full']} full)")
     for r in results:
         ok_wall = r["wall_ratio"] <= TARGET_WALL_RATIO  # type: ignore[operator]
         ok_bytes = r["bytes_ratio"] <= TARGET_BYTES_RATIO  # type: ignore[operator]

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ..core.collector import gc_paused
 from ..core.hlc import hlc_ms
 from ..core.ids import Account, device_id, parse_device_id
 from ..core.ledger import IngestReport, Replica
@@ -574,8 +575,10 @@ def cmd_import(args: argparse.Namespace) -> int:
     with opened(home, signs=True) as replica:
         raws = read_bundle(args.bundle, replica.network_id)
         replica.verifier = shared_verifier().start  # signatures on a second core
-        with replica.store.transaction(), progress.bar(args, "importing", len(raws)) as shown:
-            report = replica.receive_many(progress.counted(raws, shown), now_ms=now_ms())
+        # The commit too is in the pause (it writes the batch's rows), and in bulk.
+        with (gc_paused(), replica.store.transaction(bulk=True),
+              progress.bar(args, "importing", len(raws)) as bar):
+            report = replica.receive_many(progress.counted(raws, bar), now_ms=now_ms())
         data, text = import_report(report, replica)
         if any(a.equivocates_with for a in report.applied) and (
                 home.public_key() == replica.network.authority):

@@ -33,11 +33,12 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import InvalidRecord, PendingFull
 from ..errors import RecordProblem as P
+from .collector import gc_paused
 from .hlc import hlc_ms
 from .ids import Account
 from .money import format_amount
@@ -73,7 +74,8 @@ from .store import (
     Verdict,
 )
 
-__all__ = ["Applied", "Delivery", "Frontier", "IngestReport", "OfflineLimits", "Replica"]
+__all__ = ["Applied", "CheckingAhead", "Delivery", "Frontier", "IngestReport", "OfflineLimits",
+           "Replica"]
 
 DEFAULT_MAX_PENDING = 10_000
 # The pending area's memory (`pending_cost`), in total and per origin (a session, for
@@ -171,10 +173,50 @@ Verifier = Callable[[Sequence[SignedRecord], bytes], Callable[[], Failures]]
 class _Chunk:
     """Records of a batch whose signatures are being checked elsewhere (`Verifier`)."""
 
-    def __init__(self, records: list[tuple[int, SignedRecord]], network_id: bytes,
-                 verifier: Verifier) -> None:
+    __slots__ = ("failures", "records")
+
+    def __init__(self, records: list[tuple[int, SignedRecord]],
+                 failures: Callable[[], Failures]) -> None:
         self.records = records
-        self.failures = verifier([rec for _, rec in records], network_id)
+        self.failures = failures
+
+    @classmethod
+    def started(cls, records: list[tuple[int, SignedRecord]], network_id: bytes,
+                verifier: Verifier) -> _Chunk:
+        return cls(records, verifier([rec for _, rec in records], network_id))
+
+    def narrowed(self, kept: list[tuple[int, SignedRecord]]) -> _Chunk:
+        """Only `kept` of the records (in order; the rest turned out held already),
+        with their answers out of the check under way for all of them."""
+        if len(kept) == len(self.records):
+            return self
+        keep = {index for index, _ in kept}
+        records, whole = self.records, self.failures
+        return _Chunk(kept, lambda: [failure for (index, _), failure
+                                     in zip(records, whole(), strict=True) if index in keep])
+
+
+def _chunk_sizes() -> Iterator[int]:
+    """64 records, then twice as many each time, up to 1024."""
+    size = _FIRST_VERIFY_CHUNK
+    while True:
+        yield size
+        size = min(2 * size, _VERIFY_CHUNK)
+
+
+class CheckingAhead:
+    """A batch parsed, whose signatures are being checked already (`Replica.check_ahead`):
+    give it to `receive_many` later, in place of its records. Nothing else about it is
+    decided until then: what is held, the clock, the verdicts."""
+
+    __slots__ = ("_chunks", "_ids", "_refused")
+
+    def __init__(self, chunks: list[_Chunk], ids: list[bytes],
+                 refused: list[tuple[int | None, InvalidRecord]]) -> None:
+        self._chunks, self._ids, self._refused = chunks, ids, refused
+
+    def __len__(self) -> int:
+        return len(self._ids) + len(self._refused)
 
 
 class _Waiting:
@@ -381,8 +423,32 @@ class Replica:
         verify_signature(rec, self.network_id)
         return self._accept(rec, origin)
 
-    def receive_many(self, raws: Iterable[bytes | SignedRecord], *, now_ms: int,
-                     origin: Hashable = None) -> IngestReport:
+    def check_ahead(self, raws: Iterable[bytes | SignedRecord]) -> CheckingAhead:
+        """Parse a batch and start checking its signatures now; `receive_many` takes it
+        later. The node hands each frame to the checks before it judges the frame before,
+        so the checks of one overlap the judging of the other. A record held by the time
+        it is received was checked for nothing (on the verifier's core)."""
+        ids: list[bytes] = []
+        refused: list[tuple[int | None, InvalidRecord]] = []
+        parsed: list[tuple[int, SignedRecord]] = []
+        for index, raw in enumerate(raws):
+            try:
+                rec = raw if isinstance(raw, SignedRecord) else parse_record(raw)
+            except InvalidRecord as exc:
+                refused.append((index, exc))
+                continue
+            ids.append(rec.id)
+            parsed.append((index, rec))
+        chunks = []
+        sizes = _chunk_sizes()
+        while parsed:
+            size = next(sizes)
+            chunks.append(_Chunk.started(parsed[:size], self.network_id, self.verifier))
+            del parsed[:size]
+        return CheckingAhead(chunks, ids, refused)
+
+    def receive_many(self, raws: Iterable[bytes | SignedRecord] | CheckingAhead, *,
+                     now_ms: int, origin: Hashable = None) -> IngestReport:
         """Receive a batch, collecting every outcome instead of raising.
 
         Items are record bytes, or records already decoded but not verified
@@ -393,7 +459,28 @@ class Replica:
         The batch is cut in chunks (64 records, then twice as many each time up to
         1024); while one chunk is judged and stored, the signatures of the next two
         are being checked (`self.verifier`: a worker thread, or the node's child
-        process)."""
+        process). Python's cyclic garbage collector is paused meanwhile (`gc_paused`):
+        the batch keeps every record it handles alive, and each full collection would
+        walk them all.
+
+        A batch from `check_ahead` gives the same result, except that records that do
+        not parse come first in `refused`."""
+        with gc_paused():
+            if isinstance(raws, CheckingAhead):
+                return self._receive_checked(raws, now_ms=now_ms, origin=origin)
+            return self._receive_many(raws, now_ms=now_ms, origin=origin)
+
+    def _receive_checked(self, batch: CheckingAhead, *, now_ms: int,
+                         origin: Hashable) -> IngestReport:
+        report = IngestReport(refused=list(batch._refused), unstored=len(batch._refused))
+        self._batch_applied = set()
+        for chunk in batch._chunks:
+            kept = self._unheld(chunk.records, report, now_ms, origin)
+            self._receive_chunk(chunk.narrowed(kept), report, origin)
+        return self._finish(report, batch._ids)
+
+    def _receive_many(self, raws: Iterable[bytes | SignedRecord], *, now_ms: int,
+                      origin: Hashable) -> IngestReport:
         report = IngestReport()
         chunk: list[tuple[int, SignedRecord]] = []
         size = _FIRST_VERIFY_CHUNK
@@ -414,15 +501,18 @@ class Replica:
             chunk.append((index, rec))
             if len(chunk) >= size:
                 size = min(2 * size, _VERIFY_CHUNK)
-                in_flight.append(_Chunk(self._unheld(chunk, report, now_ms, origin),
-                                        self.network_id, self.verifier))
+                in_flight.append(_Chunk.started(self._unheld(chunk, report, now_ms, origin),
+                                                self.network_id, self.verifier))
                 chunk = []
                 if len(in_flight) > _CHUNKS_AHEAD:
                     self._receive_chunk(in_flight.popleft(), report, origin)
-        in_flight.append(_Chunk(self._unheld(chunk, report, now_ms, origin), self.network_id,
-                                self.verifier))
+        in_flight.append(_Chunk.started(self._unheld(chunk, report, now_ms, origin),
+                                        self.network_id, self.verifier))
         while in_flight:
             self._receive_chunk(in_flight.popleft(), report, origin)
+        return self._finish(report, ids)
+
+    def _finish(self, report: IngestReport, ids: list[bytes]) -> IngestReport:
         report.waiting = len(self._pending)
         # Stored now: applied by this batch, or held in the store before it (a record
         # held only in the pending area, or refused, is not).

@@ -197,7 +197,10 @@ PeerRow = tuple[bytes, str, str, int, int | None, str]
 
 
 class LedgerStore(Protocol):
-    def transaction(self) -> contextlib.AbstractContextManager[None]: ...
+    def transaction(self, *, bulk: bool = False) -> contextlib.AbstractContextManager[None]:
+        """All or nothing. `bulk` is a hint (an import, a sync frame: many records in
+        one transaction) that a store may use, or ignore: SqliteStore raises SQLite's
+        page cache for it."""
     def lock_author(self, author: bytes) -> bool:
         """Inside a transaction, before the replica judges or signs a record of
         `author`: make other writers of this store wait for (or be waited for by) this
@@ -321,8 +324,9 @@ class MemoryStore:
     _undo: list[Callable[[], object]] | None = None
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        """All or nothing, like SQLite's: an exception undoes what the block applied."""
+    def transaction(self, *, bulk: bool = False) -> Iterator[None]:
+        """All or nothing, like SQLite's: an exception undoes what the block applied.
+        (`bulk` makes no difference in memory.)"""
         if self._undo is not None:
             yield  # nested: the outermost transaction decides
             return

@@ -38,8 +38,9 @@ import nacl.signing
 import trio
 import trio.testing
 
+from ..core.collector import gc_paused
 from ..core.ids import device_id
-from ..core.ledger import Frontier, Replica
+from ..core.ledger import CheckingAhead, Frontier, Replica
 from ..core.records import Admit, SignedRecord, parse_record
 from ..core.store import LedgerStore, NodeStore
 from ..core.wallet import Wallet
@@ -70,6 +71,9 @@ log = logging.getLogger("p2p_ledger.node")
 Connector = Callable[[Link, trio.Nursery], Awaitable[trio.abc.Stream]]
 _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 MAX_PUSH_DELAY = 2.0
+# A frame's records wait, their signatures being checked, to be judged while the next
+# frame is checked, if that frame is arriving; at most MAX_FRAME_WAIT (a slow link).
+MAX_FRAME_WAIT = 0.1
 MIN_BATCH_BYTES = 16 << 10
 DEFAULT_BATCH_BYTES = 256 << 10
 MAX_BATCH_BYTES = 512 << 10
@@ -177,6 +181,10 @@ class _Peer:
         self.sent_bytes = 0
         self.send_seconds = 0.0
         self.receiving: trio.CancelScope | None = None  # cancelled to stop the receiver
+        # The last frame's records, their signatures being checked while the frame
+        # before is judged (`Node._take_checked`), and since when they wait.
+        self.checking: CheckingAhead | None = None
+        self.checking_since = 0.0
 
     def push_delay(self) -> float:
         rtt = self.session.rtt
@@ -380,9 +388,11 @@ class Node:
         session = peer.session
         while not session.closed:
             deadline = session.deadline
+            until = deadline if deadline is not None else float("inf")
+            if peer.checking is not None:  # a frame waits for the next to be complete
+                until = min(until, peer.checking_since + MAX_FRAME_WAIT)
             data: bytes | None = None
-            with trio.move_on_at(deadline if deadline is not None else float("inf")
-                                 ) as peer.receiving:
+            with trio.move_on_at(until) as peer.receiving:
                 try:
                     data = bytes(await peer.stream.receive_some(self.config.receive_size))
                 except _STREAM_ERRORS:
@@ -390,6 +400,7 @@ class Node:
             now = trio.current_time()
             try:
                 if data is None:
+                    self._take_checked(peer, now)
                     session.tick(now)
                 else:
                     session.receive_data(data, now)
@@ -415,6 +426,7 @@ class Node:
                     type(exc).__name__, exc)
         log.debug("session %s: the error on its input", peer.label, exc_info=exc)
         reason = f"internal error on the peer's input ({type(exc).__name__})"
+        peer.checking = None  # not acknowledged: the peer sends it again
         session.close(reason, now)  # a no-op if the session had already ended
         while (ev := session.next_event()) is not None:  # the rest of the input is dropped
             if isinstance(ev, SessionClosed):
@@ -447,8 +459,19 @@ class Node:
                 return
 
     def _handle_events(self, peer: _Peer, now: float) -> None:
+        self._react(peer, now)
+        if peer.checking is not None and (not peer.session.pending_input
+                                          or now - peer.checking_since >= MAX_FRAME_WAIT):
+            self._take_checked(peer, now)  # no next frame arriving, or a slow link
+            self._react(peer, now)  # to what judging it queued (a CLOSE)
+        self._acknowledge(peer, now)
+        self._bound_send_buffers(now)
+
+    def _react(self, peer: _Peer, now: float) -> None:
         session = peer.session
         while (ev := session.next_event()) is not None:
+            if not isinstance(ev, RecordsReceived):
+                self._take_checked(peer, now)  # whatever follows records sees them stored
             match ev:
                 case HandshakeDone() | PeerSummary() if session.closed:
                     pass  # the same input also closed the session: nothing to answer
@@ -469,7 +492,11 @@ class Node:
                     session.send_records(delta, now, held=self._held_by(summary))
                     session.send_synced(len(delta), now)
                 case RecordsReceived():
-                    self._take_records(peer, ev.records, now)
+                    # This frame's signatures go to the checks first, then the frame
+                    # before is judged and stored meanwhile.
+                    checking = self.replica.check_ahead(ev.records)
+                    self._take_checked(peer, now)
+                    peer.checking, peer.checking_since = checking, now
                 case PeerSynced():
                     pass
                 case SyncComplete() if ev.peer_unstored:
@@ -495,8 +522,6 @@ class Node:
                             " by the peer" if ev.by_peer else "", ev.reason)
                     if session.peer is not None:
                         self._note(peer, "closed", synced=False)
-        self._acknowledge(peer, now)
-        self._bound_send_buffers(now)
 
     def _bound_send_buffers(self, now: float) -> None:
         """Close a session whose peer does not read what we queue for it, and, when all
@@ -544,10 +569,18 @@ class Node:
         if not peer.session.closed:
             peer.session.acknowledge(peer.committed, peer.unstored, now)
 
-    def _take_records(self, peer: _Peer, raws: tuple[bytes | SignedRecord, ...],
+    def _take_checked(self, peer: _Peer, now: float) -> None:
+        """Judge and store the frame whose signatures are being checked, if any."""
+        if peer.checking is not None:
+            checking, peer.checking = peer.checking, None
+            self._take_records(peer, checking, now)
+
+    def _take_records(self, peer: _Peer,
+                      raws: tuple[bytes | SignedRecord, ...] | CheckingAhead,
                       now: float) -> None:
         store = self._store
-        with store.transaction():
+        # The commit too is in the pause: it writes the batch's rows.
+        with gc_paused(), store.transaction(bulk=True):
             report = self.replica.receive_many(raws, now_ms=self.now_ms(), origin=peer.id)
         # committed: from here on these records may be acknowledged to the peer
         peer.committed += len(raws)

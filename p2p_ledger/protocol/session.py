@@ -338,6 +338,11 @@ class Session:
         return len(self._out)
 
     @property
+    def pending_input(self) -> int:
+        """Bytes received of a frame not yet complete."""
+        return self._reader.buffered
+
+    @property
     def closed(self) -> bool:
         return self.state is State.CLOSED
 

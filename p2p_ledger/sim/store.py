@@ -40,12 +40,12 @@ class SimStore(MemoryStore):
     _peers: dict[bytes, tuple[str, str, int, int | None, str]] = field(default_factory=dict)
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self, *, bulk: bool = False) -> Iterator[None]:
         if self._undo is not None:  # nested: the outermost transaction reports
             yield
             return
         start = len(self._log)
-        with super().transaction():
+        with super().transaction(bulk=bulk):
             yield
         if self.observer is not None and len(self._log) > start:
             self.observer(self, [rid for rid, _ in self._log[start:]])

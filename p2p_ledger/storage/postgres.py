@@ -237,9 +237,10 @@ class PostgresStore:
     # ------------------------------------------------------------ transactions
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self, *, bulk: bool = False) -> Iterator[None]:
         """All-or-nothing, except that a transaction that must wait for an author lock
-        out of key order commits what it has first (see the module's docstring)."""
+        out of key order commits what it has first (see the module's docstring).
+        `bulk` is ignored: the server's shared buffers serve every session."""
         if self._depth:
             self._depth += 1
             try:

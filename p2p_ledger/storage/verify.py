@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from ..core.collector import gc_paused
 from ..core.hlc import hlc_ms
 from ..core.ids import device_id
 from ..core.ledger import Replica
@@ -58,7 +59,9 @@ def _verify(replica: Replica, store: SqliteStore, scratch: Path, *, now_ms: int,
     problems: list[str] = []
     checked = 0
     try:
-        with fresh_store.transaction():
+        # One transaction keeps every replayed row alive until it ends: no collector
+        # passes over them meanwhile (core/collector.py).
+        with gc_paused(), fresh_store.transaction():
             for stored_id, raw in store.iter_raw_in_order():
                 checked += 1
                 _replay_one(store, fresh, stored_id, raw, clock, problems)
