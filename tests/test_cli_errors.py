@@ -12,6 +12,7 @@ import http.server
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -31,6 +32,7 @@ from p2p_ledger.cli.main import (
     EXIT_USAGE,
     main,
 )
+from p2p_ledger.core.ids import device_id
 from p2p_ledger.core.wallet import Wallet
 from p2p_ledger.errors import StoreBusy
 from p2p_ledger.storage.home import Home
@@ -211,6 +213,27 @@ def test_a_busy_home(work: Path, capsys: pytest.CaptureFixture[str],
     monkeypatch.setattr(commands, "cmd_import", locked)
     code = main(["--home", "A", "import", "all.bundle"])
     one_line(capsys, code, EXIT_BUSY, "is busy", "try again")
+
+
+@pytest.mark.slow
+def test_a_home_another_process_holds_is_busy(work: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Two writers on one home: the second waits SQLite's 10 s busy timeout, then says
+    the home is busy (exit 75), with nothing stored."""
+    assert main(["--home", "F", "init", "--network", "net.json"]) == 0
+    newcomer = device_id(Home(work / "F").public_key())
+    capsys.readouterr()
+    store = next(p for p in (work / "A").iterdir() if p.suffix == ".sqlite3")
+    holder = sqlite3.connect(store, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # the write lock, as a committing import holds it
+        code = main(["--home", "A", "admit", newcomer])
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    one_line(capsys, code, EXIT_BUSY, "is busy", "try again")
+    assert main(["--home", "A", "status", "--json"]) == 0
+    assert '"records": 0' in capsys.readouterr().out  # nothing was stored
 
 
 def test_a_bug_is_one_line_and_exit_70(work: Path, capsys: pytest.CaptureFixture[str],
