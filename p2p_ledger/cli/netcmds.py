@@ -81,7 +81,7 @@ async def _serve(node: Node, args: argparse.Namespace) -> None:
             host, port = args.listen
             with _listening("", host, port):
                 listeners = await nursery.start(functools.partial(
-                    trio.serve_tcp, functools.partial(_accept_tcp, node), port, host=host))
+                    trio.serve_tcp, node.accept_tcp, port, host=host))
             for lst in listeners:
                 addr = lst.socket.getsockname()
                 print(f"listening on tcp://{addr[0]}:{addr[1]} as "
@@ -124,15 +124,6 @@ def _listening(scheme: str, host: str, port: int) -> Iterator[None]:
         exc = group.exceptions[0]
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise LocalError(f"cannot listen on {scheme}{host}:{port}: {why}") from None
-
-
-async def _accept_tcp(node: Node, stream: trio.SocketStream) -> None:
-    try:
-        peer = stream.socket.getpeername()
-        address = f"tcp://{peer[0]}:{peer[1]}"
-    except OSError:
-        address = "tcp://?"
-    await node.serve_stream(stream, address)
 
 
 async def _accept_ws(node: Node, request: trio_websocket.WebSocketRequest) -> None:

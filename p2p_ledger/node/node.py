@@ -866,6 +866,15 @@ class Node:
                                                  port=port, interval=interval))
             await listen(heard, interface=interface, port=port)
 
+    async def accept_tcp(self, stream: trio.SocketStream) -> None:
+        """Serve one accepted TCP connection, named by the peer's address."""
+        try:
+            name = stream.socket.getpeername()
+            address = f"tcp://{name[0]}:{name[1]}"
+        except OSError:
+            address = "tcp://?"
+        await self.serve_stream(stream, address)
+
     async def serve_stream(self, stream: trio.abc.Stream, address: str) -> None:
         """Accept one incoming connection."""
         await self.run_session(stream, initiator=False, address=address)
@@ -877,17 +886,9 @@ class Node:
         to learn the port (0: any free one). OSError if the address cannot be listened
         on (in use, not on this machine)."""
 
-        async def accept(stream: trio.SocketStream) -> None:
-            try:
-                name = stream.socket.getpeername()
-                address = f"tcp://{name[0]}:{name[1]}"
-            except OSError:
-                address = "tcp://?"
-            await self.serve_stream(stream, address)
-
         async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(functools.partial(trio.serve_tcp, accept, port,
-                                                              host=host))
+            listeners = await nursery.start(functools.partial(trio.serve_tcp, self.accept_tcp,
+                                                              port, host=host))
             task_status.started(listeners[0].socket.getsockname()[1])
 
 
