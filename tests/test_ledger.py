@@ -24,8 +24,8 @@ from p2p_ledger.core.ledger import (
     Frontier,
     IngestReport,
     Replica,
-    pending_cost,
 )
+from p2p_ledger.core.pending import pending_cost
 from p2p_ledger.core.records import (
     Admit,
     Body,
