@@ -38,7 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_ingest import DEFAULT_CACHE, GcTimer, Workload, baseline_verify, devices_for
 
-from p2p_ledger.core.ledger import Replica, Verifier
+from p2p_ledger.core.checking import Verifier
+from p2p_ledger.core.ledger import Replica
 from p2p_ledger.core.records import Failures, SignedRecord
 from p2p_ledger.node.links import Link
 from p2p_ledger.node.node import Node, newest_admit

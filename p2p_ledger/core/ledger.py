@@ -34,11 +34,20 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ..errors import InvalidRecord
 from ..errors import RecordProblem as P
+from .checking import (
+    _CHUNKS_AHEAD,
+    _FIRST_VERIFY_CHUNK,
+    _VERIFY_CHUNK,
+    CheckingAhead,
+    Verifier,
+    _Chunk,
+    _chunk_sizes,
+)
 from .collector import gc_paused
 from .hlc import hlc_ms
 from .ids import Account
@@ -54,7 +63,6 @@ from .records import (
     INT_LIMIT,
     Admit,
     Checkpoint,
-    Failures,
     Issue,
     Kind,
     Meta,
@@ -85,12 +93,6 @@ __all__ = ["Applied", "CheckingAhead", "Delivery", "Frontier", "IngestReport", "
            "Replica"]
 
 DEFAULT_MAX_SKEW_MS = 5 * 60 * 1000
-# Signatures are checked up to two chunks ahead of judging. The first chunk is small,
-# so that judging starts soon (nothing overlaps the check of a batch's first chunk);
-# each next one is twice as large, up to the cap.
-_FIRST_VERIFY_CHUNK = 64
-_VERIFY_CHUNK = 1024
-_CHUNKS_AHEAD = 2  # chunks whose signatures are being checked while one is judged
 _MAX_REMEMBERED = 10_000  # admits whose offline limits are kept worked out
 _CREDIT_KINDS = (Kind.ISSUE, Kind.TRANSFER)
 _RefRows = list[tuple[bytes, StoredRecord]]
@@ -163,58 +165,6 @@ class Frontier:
                                  "id: 32 bytes]")
             tips.append(Tip(author=it[0], seq=it[1], id=it[2]))
         return cls.from_tips(tips)
-
-
-Verifier = Callable[[Sequence[SignedRecord], bytes], Callable[[], Failures]]
-
-
-class _Chunk:
-    """Records of a batch whose signatures are being checked elsewhere (`Verifier`)."""
-
-    __slots__ = ("failures", "records")
-
-    def __init__(self, records: list[tuple[int, SignedRecord]],
-                 failures: Callable[[], Failures]) -> None:
-        self.records = records
-        self.failures = failures
-
-    @classmethod
-    def started(cls, records: list[tuple[int, SignedRecord]], network_id: bytes,
-                verifier: Verifier) -> _Chunk:
-        return cls(records, verifier([rec for _, rec in records], network_id))
-
-    def narrowed(self, kept: list[tuple[int, SignedRecord]]) -> _Chunk:
-        """Only `kept` of the records (in order; the rest turned out held already),
-        with their answers out of the check under way for all of them."""
-        if len(kept) == len(self.records):
-            return self
-        keep = {index for index, _ in kept}
-        records, whole = self.records, self.failures
-        return _Chunk(kept, lambda: [failure for (index, _), failure
-                                     in zip(records, whole(), strict=True) if index in keep])
-
-
-def _chunk_sizes() -> Iterator[int]:
-    """64 records, then twice as many each time, up to 1024."""
-    size = _FIRST_VERIFY_CHUNK
-    while True:
-        yield size
-        size = min(2 * size, _VERIFY_CHUNK)
-
-
-class CheckingAhead:
-    """A batch parsed, whose signatures are being checked already (`Replica.check_ahead`):
-    give it to `receive_many` later, in place of its records. Nothing else about it is
-    decided until then: what is held, the clock, the verdicts."""
-
-    __slots__ = ("_chunks", "_ids", "_refused")
-
-    def __init__(self, chunks: list[_Chunk], ids: list[bytes],
-                 refused: list[tuple[int | None, InvalidRecord]]) -> None:
-        self._chunks, self._ids, self._refused = chunks, ids, refused
-
-    def __len__(self) -> int:
-        return len(self._ids) + len(self._refused)
 
 
 class Replica:
