@@ -1,13 +1,14 @@
 """The node: one replica, many sessions, over any link, on trio.
 
-Each session gets a receiver task (bytes in, events out) and a sender task (flushes
-what the session queued). The node reacts to events: after the handshake it sends its
-summary; on the peer's summary it sends exactly the delta the peer lacks and SYNCED;
-records received are applied in one store transaction per frame and acknowledged to the
-peer (STORED) only after that commit, then relayed to every other session (flooding; a
-record is never sent back to the session it came from, and receivers drop what they
-already hold). A session counts as in sync (`SessionStats.synced`, the peers table, and
-so `sync`'s exit status) only once the peer has acknowledged storing all we sent.
+Each session gets a receiver task (bytes in, events out) and a sender task (flushes what
+the session queued); what the node keeps per session is a `_Peer` (node/peer.py). The
+node reacts to events: after the handshake it sends its summary; on the peer's summary
+it sends exactly the delta the peer lacks and SYNCED; records received are applied in
+one store transaction per frame and acknowledged to the peer (STORED) only after that
+commit, then relayed to every other session (flooding; a record is never sent back to
+the session it came from, and receivers drop what they already hold). A session counts
+as in sync (`SessionStats.synced`, the peers table, and so `sync`'s exit status) only
+once the peer has acknowledged storing all we sent.
 
 Records written by other processes on the same home (`p2p-ledger pay` while `serve`
 runs) are found by polling the store's newest position and pushed like the rest.
@@ -62,6 +63,7 @@ from ..protocol.sketch import CELL_BYTES, ELEMENT_BYTES, cells_for
 from .discovery import DISCOVERY_PORT, Announcement, announce, listen, network_tag
 from .feed import RecordFeed, RecordStored
 from .links import LATE_CONNECT_ERRORS, Link, cannot_reach, open_link, parse_link
+from .peer import SessionStats, _Peer
 from .verifier import shared_verifier
 
 __all__ = ["Node", "NodeConfig", "NodeCounters", "SessionStats", "newest_admit", "reason_kind"]
@@ -70,13 +72,9 @@ log = logging.getLogger("p2p_ledger.node")
 
 Connector = Callable[[Link, trio.Nursery], Awaitable[trio.abc.Stream]]
 _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
-MAX_PUSH_DELAY = 2.0
 # A frame's records wait, their signatures being checked, to be judged while the next
 # frame is checked, if that frame is arriving; at most MAX_FRAME_WAIT (a slow link).
 MAX_FRAME_WAIT = 0.1
-MIN_BATCH_BYTES = 16 << 10
-DEFAULT_BATCH_BYTES = 256 << 10
-MAX_BATCH_BYTES = 512 << 10
 _PUSH_STATES = (State.SYNCING, State.WE_SYNCED, State.THEY_SYNCED, State.LIVE)
 # After a session ends, how long its sender may take to write what is still queued
 # (the CLOSE with the reason last) before the stream is closed regardless.
@@ -109,26 +107,6 @@ class NodeConfig:
 
 
 @dataclass(slots=True)
-class SessionStats:
-    """What one session moved, and how it ended. `synced` is the success of a sync:
-    both deltas were complete and the peer acknowledged storing everything we sent
-    (STORED, specs/sync-protocol.md section 7c); `reason` is why the session closed."""
-
-    address: str
-    peer: str | None = None
-    records_in: int = 0
-    records_out: int = 0
-    bytes_in: int = 0
-    bytes_out: int = 0
-    seconds: float = 0.0
-    synced: bool = False  # both deltas complete, ours acknowledged and all of it stored
-    reason: str = ""
-    error: bool = False
-    stored_by_peer: int = 0    # of records_out, how many the peer acknowledged (STORED)
-    unstored_by_peer: int = 0  # of those, how many it does not hold (refused or parked)
-
-
-@dataclass(slots=True)
 class NodeCounters:
     """What the node has done since it started, for `serve --metrics` (node/metrics.py):
     counts only, by a small fixed set of reasons, never a peer's free text."""
@@ -148,81 +126,6 @@ def reason_kind(reason: str) -> str:
     """A close reason's kind, the words before its first colon ("malformed frame: ..."
     -> "malformed frame"): few enough to be a metric's label."""
     return reason.split(":", 1)[0].strip()[:48] or "unknown"
-
-
-class _Peer:
-    """One session with its stream, its outbox of records to push, and what the node
-    has measured of its link.
-
-    Pushing adapts to the link: on a short round trip a new record goes out at once;
-    on a long one, records wait up to two round trips (at most MAX_PUSH_DELAY) so that
-    they travel in fewer, larger frames. Frames are sized to the link's bandwidth-delay
-    product (throughput seen by the sender times the round-trip time), within bounds.
-    """
-
-    def __init__(self, pid: int, session: Session, stream: trio.abc.Stream, address: str,
-                 until_synced: bool, refusing: bool = False) -> None:
-        self.id = pid
-        self.refusing = refusing  # admitted for its handshake only, to be told why not
-        self.session = session
-        self.stream = stream
-        self.address = address
-        self.until_synced = until_synced
-        self.invalid = 0
-        self.committed = 0  # records the peer sent whose frames are committed here
-        self.unstored = 0   # of those, not in the store (refused, or parked pending)
-        self.wakeup = trio.Event()
-        self.stats = SessionStats(address=address)
-        self.pushed_up_to = 0  # records up to this store position went in the delta
-        self.summary_order = 0  # the store position when our summary was taken
-        self.outbox: list[bytes] = []
-        self.outbox_bytes = 0
-        self.outbox_since: float | None = None
-        self.sent_bytes = 0
-        self.send_seconds = 0.0
-        self.receiving: trio.CancelScope | None = None  # cancelled to stop the receiver
-        # The last frame's records, their signatures being checked while the frame
-        # before is judged (`Node._take_checked`), and since when they wait.
-        self.checking: CheckingAhead | None = None
-        self.checking_since = 0.0
-
-    def push_delay(self) -> float:
-        rtt = self.session.rtt
-        return 0.0 if rtt is None else min(2 * rtt, MAX_PUSH_DELAY)
-
-    def batch_bytes(self) -> int:
-        rtt = self.session.rtt
-        if rtt is None or self.send_seconds <= 0 or self.sent_bytes < MIN_BATCH_BYTES:
-            return DEFAULT_BATCH_BYTES
-        throughput = self.sent_bytes / self.send_seconds
-        return int(min(max(throughput * rtt, MIN_BATCH_BYTES), MAX_BATCH_BYTES))
-
-    def outbox_due(self) -> float:
-        if self.outbox_since is None:
-            return float("inf")
-        return self.outbox_since + self.push_delay()
-
-    def enqueue(self, raws: list[bytes], now: float) -> None:
-        self.outbox.extend(raws)
-        self.outbox_bytes += sum(len(r) for r in raws)
-        if self.outbox_since is None:
-            self.outbox_since = now
-        if now >= self.outbox_due() or self.outbox_bytes >= self.batch_bytes():
-            self.flush_outbox(now)
-        self.wake()
-
-    def flush_outbox(self, now: float) -> None:
-        if self.outbox and not self.session.closed:
-            self.session.send_records(self.outbox, now, self.batch_bytes())
-        self.outbox, self.outbox_bytes, self.outbox_since = [], 0, None
-
-    @property
-    def label(self) -> str:
-        who = device_id(self.session.peer)[:12] if self.session.peer else "?"
-        return f"{who}@{self.address}"
-
-    def wake(self) -> None:
-        self.wakeup.set()
 
 
 def newest_admit(store: LedgerStore, device: bytes) -> Admission | None:
