@@ -10,7 +10,7 @@ that it does not hold its own admit yet shows none and claims `device`; it is ac
 if `known_admit` (the node's store) knows an admit of its key, and the admit reaches it
 in the delta. Of the admit shown and the one the node knows, the newer decides: it
 must not have expired by the wall clock (`wall_ms`, given, never read), and the peer
-never gets a role above the one it gives.
+never gets a role above the one it gives. That judgement is protocol/admission.py.
 
 What the session does not do is judge records: it hands the peer's records to the
 node as `RecordsReceived`, and sends what the node gives it (`send_summary`,
@@ -40,19 +40,17 @@ from typing import NoReturn
 
 import nacl.signing
 
-from ..core.ids import device_id
 from ..core.ledger import Frontier
 from ..core.network import NetworkDescriptor
-from ..core.records import Admit, SignedRecord, open_record
+from ..core.records import SignedRecord
 from ..core.store import Tip
 from ..errors import (
-    InvalidRecord,
-    LocalError,
     LocalProtocolError,
     ProtocolError,
     RemoteProtocolError,
 )
 from ._state import TRANSITIONS, State
+from .admission import Admission, admitted_role, claim_refused
 from .compact import Held, pack_records, unpack_records
 from .crypto import Channel, Ephemeral, auth_message, derive_keys, verify_auth_signature
 from .frames import (
@@ -91,8 +89,6 @@ __all__ = ["Admission", "Event", "HandshakeDone", "PeerSummary", "PeerSynced", "
 
 # A full summary's tips wait, until its last part, packed: author, seq (8 bytes), id.
 _PACKED_TIP = struct.Struct(">32sQ32s")
-# Roles by what they may do; a peer is never granted more than its newest admit gives.
-_ROLE_RANK = {"device": 0, "hub": 1, "authority": 2}
 
 
 # ---------------------------------------------------------------- events
@@ -148,22 +144,6 @@ class SessionClosed:
 
 
 Event = HandshakeDone | PeerSummary | RecordsReceived | PeerSynced | SyncComplete | SessionClosed
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Admission:
-    """An admit record as the handshake judges it: the admit shown in AUTH, or the
-    newest one the node holds for the key (`known_admit`). Of two, the newer by
-    (hlc, id) decides, as the ledger ranks admits."""
-
-    id: bytes
-    hlc: int
-    role: str  # `device` or `hub`: the roles an admit gives
-    expires: int | None = None  # Unix ms; None: never
-
-    def __post_init__(self) -> None:
-        if len(self.id) != 32 or self.role not in ("device", "hub"):
-            raise LocalError(f"not an admission: id of {len(self.id)} bytes, role {self.role!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -630,53 +610,16 @@ class Session:
         if msg.device_key == self.network.authority:
             role = "authority"
             if msg.role != role:
-                raise _claim_refused(msg.role, role)
+                raise claim_refused(msg.role, role)
         else:
-            role = self._admitted_role(msg, now)
+            wall = (None if self._wall_ms is None
+                    else self._wall_ms + round((now - self._started) * 1000))
+            role = admitted_role(msg, self.network, self._known_admit, wall)
         refusal = self._refuse_peer(msg.device_key) if self._refuse_peer else None
         if refusal:
             raise RemoteProtocolError(f"handshake failed: {refusal}")
         self.peer, self.peer_role = msg.device_key, role
         self._events.append(HandshakeDone(peer=msg.device_key, role=role))
-
-    def _admitted_role(self, msg: Auth, now: float) -> str:
-        """The role a peer other than the authority gets: its claim, checked against
-        the admit it shows and the newest one the node knows; RemoteProtocolError if
-        it is not admitted, its newest admit has expired, or the claim does not fit."""
-        shown = self._shown_admit(msg)
-        known = self._known_admit(msg.device_key) if self._known_admit else None
-        if shown is None and known is None:
-            raise RemoteProtocolError("handshake failed: the peer shows no admit record")
-        newest = max((a for a in (shown, known) if a is not None), key=lambda a: (a.hlc, a.id))
-        if newest.expires is not None and self._wall_ms is not None:
-            wall = self._wall_ms + round((now - self._started) * 1000)
-            if newest.expires < wall:
-                raise RemoteProtocolError(
-                    f"handshake failed: the certificate of {device_id(msg.device_key)} "
-                    f"expired at {newest.expires} (Unix ms)")
-        # An honest node claims what the admit it shows gives, or `device` while it holds
-        # none of its own; a node that knows a newer admit grants no more than that one.
-        if shown is not None and msg.role != shown.role:
-            raise _claim_refused(msg.role, shown.role)
-        if shown is None and known is not None and _ROLE_RANK[msg.role] > _ROLE_RANK[known.role]:
-            raise _claim_refused(msg.role, known.role)
-        return min(msg.role, newest.role, key=_ROLE_RANK.__getitem__)
-
-    def _shown_admit(self, msg: Auth) -> Admission | None:
-        """The admit record in the peer's AUTH, checked; RemoteProtocolError if bad."""
-        if msg.admit is None:
-            return None
-        try:
-            rec = open_record(msg.admit, self.network.network_id)
-        except InvalidRecord as exc:
-            raise RemoteProtocolError(f"handshake failed: bad admit record ({exc})") from None
-        body = rec.record.body
-        if (rec.record.author != self.network.authority or not isinstance(body, Admit)
-                or body.device != msg.device_key):
-            raise RemoteProtocolError(
-                f"handshake failed: {device_id(msg.device_key)} is not admitted to this network")
-        return Admission(id=rec.id, hlc=rec.record.hlc, role=body.role.value,
-                         expires=body.expires)
 
     def _die(self, error: ProtocolError, *, by_peer: bool) -> None:
         if self.state is State.CLOSED:
@@ -688,11 +631,6 @@ class Session:
         self.state = State.CLOSED
         self._give_back_summary_tips()
         self._events.append(SessionClosed(reason=str(error), by_peer=by_peer, error=error))
-
-
-def _claim_refused(claimed: str, admitted: str) -> RemoteProtocolError:
-    return RemoteProtocolError(f"handshake failed: the peer claims role {claimed!r} but is "
-                               f"admitted as {admitted!r}")
 
 
 def _nothing_held(author: bytes, seq: int) -> list[bytes]:
