@@ -362,13 +362,19 @@ def test_sqlite_refused_record_inside_a_transaction_leaves_the_rest(tmp_path: Pa
     assert snapshot(sqlite, dst)["state_hash"] == src.state_hash()
 
 
-def test_sqlite_bulk_transaction_raises_the_page_cache_and_restores_it(
-        tmp_path: Path) -> None:
+def bulk_target(tmp_path: Path) -> tuple[list[bytes], Replica, SqliteStore]:
+    """The scripted ledger's records, and an empty SQLite replica to receive them."""
     memory, sqlite = worlds(tmp_path)
     raws = everything(script(memory).replica)
     dst = sqlite.replica()
     store = dst.store
     assert isinstance(store, SqliteStore)
+    return raws, dst, store
+
+
+def test_sqlite_bulk_transaction_raises_the_page_cache_and_restores_it(
+        tmp_path: Path) -> None:
+    raws, dst, store = bulk_target(tmp_path)
     default = store.cache_kib()
     inside: list[int] = []
     with store.transaction(bulk=True):
@@ -392,11 +398,7 @@ def sync_raws(replica: Replica, raws: list[bytes]) -> None:
 @pytest.mark.parametrize("failure", [RuntimeError, KeyboardInterrupt])
 def test_sqlite_bulk_transaction_rolled_back_restores_the_page_cache(
         tmp_path: Path, failure: type[BaseException]) -> None:
-    memory, sqlite = worlds(tmp_path)
-    raws = everything(script(memory).replica)
-    dst = sqlite.replica()
-    store = dst.store
-    assert isinstance(store, SqliteStore)
+    raws, dst, store = bulk_target(tmp_path)
     default = store.cache_kib()
     inside: list[int] = []
 

@@ -251,7 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.home.exists() and not args.home.is_dir():
             raise LocalError(f"--home {args.home} is a file, not a home folder")
         code: int = args.func(args)
-    except BaseException as exc:  # noqa: BLE001 - the one boundary: judged in _failed
+    # The one boundary: what a command raises (through trio, in groups) and Ctrl-C.
+    # SystemExit (argparse's usage errors, `--version`) passes as Python means it to.
+    except (Exception, KeyboardInterrupt, BaseExceptionGroup) as exc:  # noqa: BLE001 - above
         return _failed(exc, args)
     return code
 
@@ -284,8 +286,6 @@ def _failed(exc: BaseException, args: argparse.Namespace) -> int:
         if getattr(args, "json", False):
             _json_error("interrupted", EXIT_INTERRUPTED)
         return EXIT_INTERRUPTED
-    if isinstance(exc, SystemExit):
-        raise exc
     ours = [e for e in leaves if isinstance(e, P2PLedgerError)]
     first = ours[0] if ours else leaves[0]
     if isinstance(first, BrokenPipeError) and _stdout_gone():
