@@ -402,18 +402,19 @@ class Node:
                     peer.checking, peer.checking_since = checking, now
                 case PeerSynced():
                     pass
-                case SyncComplete() if ev.peer_unstored:
-                    # The peer holds less than we sent: not in sync, whatever the states say.
-                    self._acknowledge(peer, now)
-                    session.close(f"the peer did not store {ev.peer_unstored} of the "
-                                  f"records sent (refused, or waiting for records it lacks)",
-                                  now)
                 case SyncComplete():
+                    self._acknowledge(peer, now)  # before any CLOSE below
+                    if ev.peer_unstored:
+                        # The peer holds less than we sent: not in sync, whatever the
+                        # states say.
+                        session.close(f"the peer did not store {ev.peer_unstored} of the "
+                                      f"records sent (refused, or waiting for records it "
+                                      f"lacks)", now)
+                        continue
                     peer.stats.synced = True
                     self._note(peer, "live", synced=True)
                     log.info("session %s: in sync", peer.label)
                     if peer.until_synced:
-                        self._acknowledge(peer, now)  # before the CLOSE
                         session.close("sync complete", now)
                 case SessionClosed():
                     if ev.error is not None and not ev.by_peer:
