@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from p2p_ledger import __version__
+from p2p_ledger.build import build_kind
 from p2p_ledger.cli.main import EXIT_CODES, EXIT_ERROR, EXIT_USAGE, build_parser, main
 from p2p_ledger.storage.bundle import read_bundle
 from p2p_ledger.storage.home import Home
@@ -127,7 +128,7 @@ def test_version(run: Run) -> None:
     with pytest.raises(SystemExit) as stop:
         run("--version")
     assert stop.value.code == 0
-    assert run.capsys.readouterr().out.strip() == f"p2p-ledger {__version__}"
+    assert run.capsys.readouterr().out.strip() == f"p2p-ledger {__version__} ({build_kind()})"
 
 
 # ---------------------------------------------------------------- --json

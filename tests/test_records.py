@@ -612,7 +612,7 @@ def test_non_bytes_input_is_malformed() -> None:
     good = signed_raw(enc(payload_items()))
     for wrong in (bytearray(good), memoryview(good), good.hex()):
         with pytest.raises(InvalidRecord) as info:
-            parse_record(wrong)  # type: ignore[arg-type]
+            parse_record(wrong)
         assert info.value.problem is RecordProblem.MALFORMED
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from .. import __version__
+from ..build import build_kind
 from ..errors import LocalError, P2PLedgerError, StoreBusy, StoreDamaged
 from . import commands, helptext, logs, net, safety, simulate
 from .helptext import add_command
@@ -72,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                "DEVICE_ID/NAME; - is stdout or stdin where a file is written or read.\n"
                "`p2p-ledger COMMAND --help` describes each command, with an example.\n\n"
                + _exit_codes())
-    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("--version", action="version",
+                   version=f"%(prog)s {__version__} ({build_kind()})")
     p.add_argument("--home", default=os.environ.get("P2P_LEDGER_HOME", DEFAULT_HOME),
                    help="node home directory (env P2P_LEDGER_HOME; default %(default)s)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")

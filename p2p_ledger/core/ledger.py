@@ -37,6 +37,8 @@ from collections import deque
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from mypy_extensions import mypyc_attr
+
 from ..errors import InvalidRecord
 from ..errors import RecordProblem as P
 from .checking import (
@@ -167,6 +169,7 @@ class Frontier:
         return cls.from_tips(tips)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # tests subclass it (specs/build.md)
 class Replica:
     """One replica of one network's ledger, over a `LedgerStore`."""
 

@@ -208,6 +208,16 @@ _AMOUNT = _Field("amount", _amount)
 _KEY = _Field("key", _text(MAX_KEY_CHARS))
 
 
+_Fields = tuple[_Field, ...]
+
+
+def _declare(body: type[Body], kind: Kind, *fields: _Field) -> None:
+    """A body's kind and CBOR fields, set on its class once it is made. Not assigned in
+    the class body: mypyc hands a dataclass's class-level assignments to @dataclass as
+    instance fields, ClassVar or not (mypyc#740), and the compiled build then fails."""
+    body.KIND, body.FIELDS = kind, fields
+
+
 # ---------------------------------------------------------------- bodies
 
 class Body:
@@ -215,7 +225,7 @@ class Body:
 
     __slots__ = ()
     KIND: ClassVar[Kind]
-    FIELDS: ClassVar[tuple[_Field, ...]]
+    FIELDS: ClassVar[_Fields]
 
     def to_cbor(self) -> dict[str, object]:
         out: dict[str, object] = {}
@@ -245,8 +255,8 @@ class Body:
                 continue
             try:
                 values[key] = check(raw[attr])
-            except _AmountField as exc:
-                raise InvalidRecord(P.BAD_AMOUNT, str(exc)) from None
+            except _AmountField as bad_amount:  # a name of its own: compiled, one type each
+                raise InvalidRecord(P.BAD_AMOUNT, str(bad_amount)) from None
             except (ValueError, LocalError) as exc:
                 raise InvalidRecord(P.BAD_FIELD, f"{cls.KIND.label}.{attr}: {exc}") from None
         return cls(**values)
@@ -263,10 +273,6 @@ class Body:
 class Admit(Body):
     """The network authority certifies a device (or hub) to take part."""
 
-    KIND = Kind.ADMIT
-    FIELDS = (_DEVICE, _Field("role", _role, encode=_encode_role), _Field("tier", _uint),
-              _Field("offline_limit", _amount, optional=True),
-              _Field("expires", _uint, optional=True))
     device: bytes
     role: Role = Role.DEVICE
     tier: int = 0
@@ -274,33 +280,39 @@ class Admit(Body):
     expires: int | None = None
 
 
+_declare(Admit, Kind.ADMIT,
+         _DEVICE, _Field("role", _role, encode=_encode_role), _Field("tier", _uint),
+         _Field("offline_limit", _amount, optional=True),
+         _Field("expires", _uint, optional=True))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Revoke(Body):
     """The network authority withdraws a device's certificate after `after_seq`."""
 
-    KIND = Kind.REVOKE
-    FIELDS = (_DEVICE, _Field("after_seq", _uint))
     device: bytes
     after_seq: int
+
+
+_declare(Revoke, Kind.REVOKE, _DEVICE, _Field("after_seq", _uint))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Issue(Body):
     """The network authority puts new money into an account (cash-in)."""
 
-    KIND = Kind.ISSUE
-    FIELDS = (_TO, _AMOUNT, _KEY)
     to: Account
     amount: int
     key: str
+
+
+_declare(Issue, Kind.ISSUE, _TO, _AMOUNT, _KEY)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Transfer(Body):
     """The author pays from its own account `from_` to any account `to`."""
 
-    KIND = Kind.TRANSFER
-    FIELDS = (_FROM, _TO, _AMOUNT, _KEY, _Field("memo", _text(MAX_MEMO_CHARS), optional=True))
     from_: str
     to: Account
     amount: int
@@ -308,27 +320,34 @@ class Transfer(Body):
     memo: str | None = None
 
 
+_declare(Transfer, Kind.TRANSFER,
+         _FROM, _TO, _AMOUNT, _KEY, _Field("memo", _text(MAX_MEMO_CHARS), optional=True))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Redeem(Body):
     """The author takes money out of its own account and out of the network (cash-out)."""
 
-    KIND = Kind.REDEEM
-    FIELDS = (_FROM, _AMOUNT, _KEY)
     from_: str
     amount: int
     key: str
+
+
+_declare(Redeem, Kind.REDEEM, _FROM, _AMOUNT, _KEY)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Meta(Body):
     """Last-writer-wins metadata of one of the author's accounts (a display name, say)."""
 
-    KIND = Kind.META
-    FIELDS = (_Field("account", _name), _Field("field", _text(32)),
-              _Field("value", _text(MAX_META_CHARS)))
     account: str
     field: str
     value: str
+
+
+_declare(Meta, Kind.META,
+         _Field("account", _name), _Field("field", _text(32)),
+         _Field("value", _text(MAX_META_CHARS)))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -337,11 +356,13 @@ class Checkpoint(Body):
     author's chain up to (seq, id), and its state hash when it signed. Devices ref it
     to settle: what it covers no longer counts against their offline limit."""
 
-    KIND = Kind.CHECKPOINT
-    FIELDS = (_Field("covers", _covers, encode=_encode_covers),
-              _Field("state_hash", _bytes32))
     covers: tuple[tuple[bytes, int, bytes], ...]
     state_hash: bytes
+
+
+_declare(Checkpoint, Kind.CHECKPOINT,
+         _Field("covers", _covers, encode=_encode_covers),
+         _Field("state_hash", _bytes32))
 
 
 BODY_TYPES: dict[Kind, type[Body]] = {
@@ -471,8 +492,10 @@ def _loads(data: bytes, what: str) -> object:
         raise InvalidRecord(P.MALFORMED, f"{what} is not valid CBOR: {exc}") from None
 
 
-def parse_record(raw: bytes) -> SignedRecord:
-    """Decode and check a signed record's form, without checking the signature."""
+def parse_record(raw: object) -> SignedRecord:
+    """Decode and check a signed record's form, without checking the signature.
+    Anything but `bytes` is malformed (typed `object` so that the compiled build
+    refuses it the same way, not with a TypeError at the call)."""
     if type(raw) is not bytes:
         raise InvalidRecord(P.MALFORMED, "a record is a byte string")
     if len(raw) > MAX_RECORD_BYTES:
@@ -599,3 +622,4 @@ def open_record(raw: bytes, network_id: bytes) -> SignedRecord:
     signed = parse_record(raw)
     verify_signature(signed, network_id)
     return signed
+

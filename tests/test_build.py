@@ -1,0 +1,51 @@
+"""Which build runs (p2p_ledger/build.py, specs/build.md): compiled or pure Python.
+
+.ci/run installs the package twice - as README says (compiled when a C compiler is
+present) and with no working C compiler (pure Python) - and sets
+P2P_LEDGER_EXPECT_BUILD to the build each install must give, so that a compile that
+quietly fell back to pure Python, or tests that imported the checkout's sources
+instead of the installed package, fail here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+
+from p2p_ledger.build import COMPILED_MODULES, build_kind, compiled_modules
+from p2p_ledger.core.store import MemoryStore, NodeStore
+from p2p_ledger.sim.store import SimStore
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_build_is_all_compiled_or_all_pure() -> None:
+    kind = build_kind()
+    assert kind in ("compiled", "pure Python"), kind
+    expected = os.environ.get("P2P_LEDGER_EXPECT_BUILD")
+    if expected:
+        assert kind == expected
+
+
+def test_compiled_modules_are_the_listed_ones_that_are_extension_modules() -> None:
+    compiled = compiled_modules()
+    assert set(compiled) <= set(COMPILED_MODULES)
+    for name in COMPILED_MODULES:
+        path = importlib.import_module(name).__file__
+        assert path is not None
+        assert (name in compiled) == (not path.endswith(".py")), path
+
+
+def test_every_listed_module_has_its_source_in_the_checkout() -> None:
+    for name in COMPILED_MODULES:
+        assert (ROOT / Path(*name.split("."))).with_suffix(".py").is_file(), name
+
+
+def test_the_store_protocols_stay_checkable_and_subclassable() -> None:
+    # NodeStore lives in an interpreted module so that isinstance works in both
+    # builds; MemoryStore accepts the simulator's interpreted subclass.
+    assert not isinstance(MemoryStore(), NodeStore)  # no positions, no peers table
+    store = SimStore()
+    assert isinstance(store, NodeStore)
+    assert store.max_order() == 0
