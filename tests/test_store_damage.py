@@ -369,17 +369,18 @@ def test_verify_reads_one_snapshot_while_another_process_commits(
     replica, writer = home.replica(), home.replica()
     store = replica.store
     assert isinstance(store, SqliteStore)
-    replayed = store.iter_raw_in_order
+    replayed = SqliteStore.iter_raw_in_order
     committed = []
 
-    def replay_then_commit() -> object:
-        yield from replayed()
+    def replay_then_commit(self: SqliteStore) -> object:
+        yield from replayed(self)
         with writer.store.transaction():
             committed.append(_wallet(home, writer).pay(
                 Account(device=parse_device_id(homes.device_id)), 7_00, key="meanwhile",
                 now_ms=time.time_ns() // 1_000_000))
 
-    monkeypatch.setattr(store, "iter_raw_in_order", replay_then_commit)
+    # On the class: an instance of the compiled build takes no attribute of its own.
+    monkeypatch.setattr(SqliteStore, "iter_raw_in_order", replay_then_commit)
     try:
         problems, checked = verify_replica(replica, tmp_path / "scratch.sqlite3",
                                            now_ms=time.time_ns() // 1_000_000)

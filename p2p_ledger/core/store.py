@@ -22,6 +22,7 @@ have one writer and do nothing.
 from __future__ import annotations
 
 import contextlib
+import copyreg
 import dataclasses
 import enum
 import functools
@@ -196,6 +197,22 @@ class HistoryEntry:
     delta: int
 
 
+# Rows pickle through their constructor (the simulator copies a store with pickle):
+# compiled by mypyc, a frozen dataclass's default unpickling sets its fields one by one,
+# which `frozen` refuses (specs/build.md). The pure build pickles them the same way.
+def _rebuilt(cls: type[Any], fields: dict[str, Any]) -> Any:
+    return cls(**fields)
+
+
+def _reduced(row: Any) -> tuple[Callable[..., Any], tuple[type[Any], dict[str, Any]]]:
+    return _rebuilt, (type(row), {f.name: getattr(row, f.name) for f in dataclasses.fields(row)})
+
+
+for _row in (Account, ChainState, StoredRecord, Credit, Movement, AdmitInfo, Effects, Tip,
+             Totals, HistoryEntry):
+    copyreg.pickle(_row, _reduced)
+
+
 # A row of the peers table: (device, address, role, last_contact_ms, records held at the
 # last sync or None, state).
 PeerRow = tuple[bytes, str, str, int, int | None, str]
@@ -235,6 +252,11 @@ class MemoryStore:
     _max_hlc: int = 0
 
     _undo: list[Callable[[], object]] | None = None
+
+    def __reduce__(self) -> tuple[Callable[..., Any], tuple[type[Any], dict[str, Any]]]:
+        """Pickled by its fields, as the rows: compiled, the default pickling would
+        leave out an interpreted subclass's own fields (SimStore.copy pickles)."""
+        return _reduced(self)
 
     @contextlib.contextmanager
     def transaction(self, *, bulk: bool = False) -> Iterator[None]:
