@@ -47,6 +47,7 @@ import cbor2
 import nacl.bindings
 import nacl.signing
 
+from p2p_ledger.build import build_kind
 from p2p_ledger.core.collector import gc_paused
 from p2p_ledger.core.hlc import pack_hlc
 from p2p_ledger.core.ids import Account
@@ -452,6 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bundle, network, cached = cached_bundle(n, devices, args.cache_dir)
     raws = read_bundle(bundle, network.network_id)
     kinds = kind_counts(raws)
+    print(f"build     p2p-ledger {build_kind()} (p2p_ledger/build.py)")
     print(f"workload  {n} records, {devices} devices, "
           f"{', '.join(f'{k} {v}' for k, v in kinds.items())}; "
           f"bundle {bundle.stat().st_size / 1e6:.1f} MB{' (cached)' if cached else ''}")

@@ -53,6 +53,7 @@ import report  # noqa: E402
 from bench_ingest import DEFAULT_CACHE, cached_bundle, devices_for  # noqa: E402
 from bench_store import run_child  # noqa: E402
 
+from p2p_ledger.build import build_kind  # noqa: E402
 from p2p_ledger.storage.bundle import read_bundle  # noqa: E402
 
 FULL = {"records": 10_000, "delta": 1_000, "ingest": 100_000, "store": 1_000_000,
@@ -131,7 +132,8 @@ def machine_info(automerge: dict[str, str] | None) -> dict[str, object]:
         "cpu": _cpu_model(), "nproc": os.cpu_count() or 0,
         "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "os": f"{platform.system()} {platform.release()}",
-        "python": platform.python_version(), "p2p-ledger": _version("p2p-ledger"),
+        "python": platform.python_version(),
+        "p2p-ledger": f"{_version('p2p-ledger')} ({build_kind()})",
         "commit": _git_commit(), "PyNaCl": _version("PyNaCl"),
         "SQLite": sqlite3.sqlite_version, "pycrdt (Yjs)": _version("pycrdt"),
         "node": automerge["node"] if automerge else "absent or skipped",
