@@ -74,7 +74,8 @@ class CompiledCore(build_ext):
             # in full (mypy strict, from pyproject.toml).
             options = ["--follow-imports=silent", "--ignore-missing-imports"]
             return list(mypycify([*options, *paths], opt_level="3", group_name=GROUP))
-        except (Exception, SystemExit) as exc:  # mypyc exits on type errors
+        # Anything at all: the install must not fail for want of the compiled core.
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 (mypyc exits on type errors)
             self._why_pure = f"mypyc could not translate the core ({exc!r})"
             return []
 
@@ -82,7 +83,8 @@ class CompiledCore(build_ext):
         if self._why_pure is None:
             try:
                 super().run()
-            except (Exception, SystemExit) as exc:  # no compiler, compile or link error
+            # Anything at all: a missing compiler, a compile or link error, a tool's crash.
+            except (Exception, SystemExit) as exc:  # noqa: BLE001
                 self._why_pure = f"the C compiler failed ({exc!r})"
         if self._why_pure is not None:
             self._remove_compiled()
