@@ -88,6 +88,15 @@ def _reachable_bin_dir(bin_dir: Path, user: pwd.struct_passwd) -> Path:
     return copy / install.parent.name / install.name / bin_dir.name
 
 
+def _alive(pid: int) -> bool:
+    """Whether the process runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 class LocalServer:
     """One PostgreSQL server in its own temporary directory. `port=None`: unix socket
     only; else also 127.0.0.1:port. `settings` are extra `-c` options."""
@@ -175,11 +184,7 @@ class LocalServer:
         except ProcessLookupError:
             return
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
+        while time.monotonic() < deadline and _alive(pid):
             time.sleep(0.01)
         # the server's children notice their postmaster is gone and exit by themselves
 
