@@ -27,6 +27,12 @@ them correct (specs/cloud.md):
   `ord`, from a sequence, orders records causally (a record is inserted only after its
   past was visible).
 
+- **Failover.** The connection (`pg_connection.py`) comes back by itself: a lost one
+  raises `StoreUnavailable` (a transaction then was not committed, or, lost during its
+  COMMIT, may have been: either way nothing of it was acknowledged, and a re-sent
+  record that is held is simply dropped), and the next statement connects again with
+  the same URL, which may list several hosts (`target_session_attrs=read-write`).
+
 Calls are synchronous, on the caller's thread (for a node, trio's), like SqliteStore's:
 the ledger asks its store many small questions per record, and a thread hop per call
 would cost more than the query; a cloud tier scales by running more front-end
