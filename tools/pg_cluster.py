@@ -1,6 +1,6 @@
 """A replicated PostgreSQL on loopback: a primary and two quorum-synchronous standbys.
 
-    python tools/pg_cluster.py start [--dir DIR]     # prints the multi-host URL
+    python tools/pg_cluster.py start [--dir DIR] [--no-fsync]  # prints the URL
     python tools/pg_cluster.py kill-primary [--dir DIR]
     python tools/pg_cluster.py promote [--dir DIR]
     python tools/pg_cluster.py stop [--dir DIR]
@@ -25,7 +25,9 @@ first pointed at it (`primary_conninfo`, reloaded), so that the new primary has 
 synchronous standby at once and its commits do not wait. The dead primary is not
 brought back (it would need `pg_rewind`: it may hold commits nobody acknowledged).
 
-The state (ports, which server is what) is kept in DIR/cluster.json, so the commands
+DIR's parent folders must be open to others (the default under /tmp is): run as root,
+the servers run as `nobody` (tools/pg_server.py). The state (ports, which server is
+what) is kept in DIR/cluster.json, so the commands
 can run one by one; `Cluster` is the same as a class, which the failover test and
 `tools/bench_failover.py` use.
 """
@@ -268,12 +270,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["start", "kill-primary", "promote", "stop"])
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "p2p-cluster",
                         help="where the servers live (default: %(default)s)")
+    parser.add_argument("--no-fsync", action="store_true",
+                        help="start: fsync off (tests: a killed process, not a power cut)")
     args = parser.parse_args(argv)
     if args.command == "start":
         if (args.dir / "cluster.json").exists():
             print(f"a cluster is already in {args.dir}: stop it first", file=sys.stderr)
             return 1
-        cluster = Cluster(root=args.dir)
+        cluster = Cluster(root=args.dir, durable=not args.no_fsync)
         print(cluster.start())
         return 0
     cluster = Cluster.load(args.dir)
