@@ -82,6 +82,7 @@ class FailoverRun:
     promoted_at: float = 0.0
     first_ack_after_kill: float | None = None  # seconds after the kill, of a sync begun
     # after it (one begun before may end with a commit made before the death)
+    first_ack_after_kill_at: float | None = None  # the same moment, time.monotonic()
 
     def close(self) -> None:
         """Close the front-ends' database connections."""
@@ -200,6 +201,7 @@ async def _device(run: FailoverRun, name: str, keys: dict[str, nacl.signing.Sign
                     if (new and run.killed_at and run.first_ack_after_kill is None
                             and started > run.killed_at):  # wholly after the death
                         run.first_ack_after_kill = trio.current_time() - run.killed_at
+                        run.first_ack_after_kill_at = time.monotonic()
                     await trio.sleep(0.01)
                     continue
         except TransportError:

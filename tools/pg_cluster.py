@@ -106,6 +106,7 @@ class Cluster:
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="p2p-cluster-")))
     durable: bool = True
     nodes: list[Node] = field(default_factory=list)
+    promote_began: float | None = None  # time.monotonic() just before `pg_ctl promote`
 
     # ------------------------------------------------------------ life cycle
 
@@ -195,6 +196,7 @@ class Cluster:
                     db.execute(f"ALTER SYSTEM SET primary_conninfo = "
                                f"'{self._conninfo(other, chosen)}'".encode())
                     db.execute(b"SELECT pg_reload_conf()")
+        self.promote_began = time.monotonic()  # before this, no server accepts writes
         chosen.server.run("pg_ctl", "-D", str(chosen.server.data), "-w", "-t", "60", "promote")
         chosen.role = "primary"
         self._wait_streaming(chosen, [s.name for s in standbys if s is not chosen],
