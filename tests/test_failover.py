@@ -121,8 +121,10 @@ def _admin(server: LocalServer, dbname: str = "postgres"
 
 
 def _terminate(server: LocalServer, pid: int) -> None:
+    """End a backend, and return once it has exited (the timeout form waits)."""
     with _admin(server) as db:
-        db.execute(b"SELECT pg_terminate_backend(%s)", (pid,))
+        assert db.execute(b"SELECT pg_terminate_backend(%s, 10000)", (pid,)).fetchone() == (
+            True,)
 
 
 def test_a_transaction_cut_off_before_commit_stores_nothing_and_the_store_reconnects(
@@ -165,8 +167,8 @@ def _cut_off_the_commit_of_records(server: LocalServer, done: list[int],
                     b"AND l.locktype = 'advisory') FROM pg_stat_activity a "
                     b"WHERE a.wait_event = 'SyncRep'").fetchall():
                 if locks and not done:
+                    done.append(int(str(pid)))  # first: the test reads it once cut off
                     db.execute(b"SELECT pg_terminate_backend(%s)", (pid,))
-                    done.append(int(str(pid)))
                 else:
                     db.execute(b"SELECT pg_cancel_backend(%s)", (pid,))
             time.sleep(0.01)
