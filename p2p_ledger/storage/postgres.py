@@ -27,6 +27,12 @@ them correct (specs/cloud.md):
   `ord`, from a sequence, orders records causally (a record is inserted only after its
   past was visible).
 
+- **Failover.** The connection (`pg_connection.py`) comes back by itself: a lost one
+  raises `StoreUnavailable` (a transaction then was not committed, or, lost during its
+  COMMIT, may have been: either way nothing of it was acknowledged, and a re-sent
+  record that is held is simply dropped), and the next statement connects again with
+  the same URL, which may list several hosts (`target_session_attrs=read-write`).
+
 Calls are synchronous, on the caller's thread (for a node, trio's), like SqliteStore's:
 the ledger asks its store many small questions per record, and a thread hop per call
 would cost more than the query; a cloud tier scales by running more front-end
@@ -44,9 +50,6 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import psycopg
-from psycopg import conninfo
-
 from ..core.ids import Account
 from ..core.records import Kind
 from ..core.store import (
@@ -61,7 +64,8 @@ from ..core.store import (
     Totals,
     Verdict,
 )
-from ..errors import StoreBusy, StoreDamaged, StoreError
+from ..errors import StoreDamaged, StoreError
+from .pg_connection import PgConnection, safe_url
 
 __all__ = ["PARTITIONS", "SCHEMA_VERSION", "PostgresStore", "is_postgres_url", "safe_url"]
 
@@ -142,16 +146,6 @@ def is_postgres_url(text: str) -> bool:
     return text.startswith(("postgresql://", "postgres://"))
 
 
-def safe_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    try:
-        params = conninfo.conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
-        return "postgresql://?"
-    params.pop("password", None)
-    return conninfo.make_conninfo("", **{k: v for k, v in params.items() if v is not None})
-
-
 def author_lock_key(author: bytes) -> int:
     """The advisory lock key of an author: 64 bits of a hash (a collision only makes
     two authors wait for each other)."""
@@ -174,13 +168,9 @@ class PostgresStore:
 
     def __init__(self, url: str, network_id: bytes) -> None:
         self.url = url
-        self.path = safe_url(url)  # what messages name, as SqliteStore's path
-        try:
-            self._db = psycopg.connect(url, autocommit=True, connect_timeout=10)
-        except psycopg.Error as exc:
-            raise StoreError(f"cannot open the store {self.path}: "
-                             f"{str(exc).strip().splitlines()[0]}") from None
-        self._slot = self._db.info.backend_pid % _TOTALS_SLOTS
+        self._db = PgConnection(url)  # reconnects by itself after a failover
+        self.path = self._db.path  # what messages name, as SqliteStore's path
+        self._slot = self._db.backend_pid % _TOTALS_SLOTS
         self._depth = 0
         self._held: set[int] = set()
         self._top_lock: int | None = None
@@ -212,23 +202,18 @@ class PostgresStore:
     def close(self) -> None:
         self._db.close()
 
+    @property
+    def reconnects(self) -> int:
+        """Connections made after the first: failovers (or restarts) lived through."""
+        return self._db.reconnects
+
     # ------------------------------------------------------------ statements
 
     def _q(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         """Run one statement; its rows (none for a statement that returns none). Every
-        failure of the database becomes a StoreError naming the store."""
-        try:
-            cur = self._db.execute(sql.encode(), params, prepare=params is not None)
-            return cur.fetchall() if cur.description is not None else []
-        except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected,
-                psycopg.errors.SerializationFailure) as exc:
-            raise StoreBusy(f"the store {self.path} is busy: {exc}") from exc
-        except (psycopg.errors.DataCorrupted, psycopg.errors.IndexCorrupted) as exc:
-            raise StoreDamaged(f"the store {self.path} is damaged: {exc}") from exc
-        except (psycopg.OperationalError, psycopg.DataError, psycopg.IntegrityError,
-                psycopg.InternalError) as exc:
-            raise StoreError(f"the store {self.path} failed: "
-                             f"{str(exc).strip().splitlines()[0]}") from exc
+        failure of the database becomes a StoreError naming the store; a lost
+        connection StoreUnavailable (pg_connection.py)."""
+        return self._db.rows(sql, params)
 
     def _one(self, sql: str, params: Sequence[Any] | None = None) -> tuple[Any, ...] | None:
         rows = self._q(sql, params)
@@ -250,6 +235,7 @@ class PostgresStore:
             return
         self._q("BEGIN")
         self._depth = 1
+        self._db.in_transaction = True
         committed = False
         try:
             yield
@@ -265,8 +251,9 @@ class PostgresStore:
                 self._balances.clear()
                 self._metadata.clear()
                 self._totals = [0, 0, 0, 0]
-                with contextlib.suppress(StoreError):
+                with contextlib.suppress(StoreError):  # a lost connection rolled it back
                     self._q("ROLLBACK")
+            self._db.in_transaction = False
 
     def lock_author(self, author: bytes) -> bool:
         if not self._depth:
@@ -321,13 +308,7 @@ class PostgresStore:
             self._totals = [0, 0, 0, 0]
 
     def _many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        try:
-            with self._db.cursor() as cur:
-                cur.executemany(sql.encode(), rows)
-        except psycopg.errors.DeadlockDetected as exc:
-            raise StoreBusy(f"the store {self.path} is busy: {exc}") from exc
-        except (psycopg.OperationalError, psycopg.DataError, psycopg.IntegrityError) as exc:
-            raise StoreError(f"the store {self.path} failed: {exc}") from exc
+        self._db.many(sql, rows)
 
     # ------------------------------------------------------------ lookups
 
