@@ -105,10 +105,20 @@ class PostgresStore:
             raise StoreError(f"cannot open the store {self.path}: "
                              f"{str(exc).strip().splitlines()[0]}") from None
         self._slot = self._db.info.backend_pid % _TOTALS_SLOTS
+        try:
+            # Every query names its partition key as a parameter: a generic plan prunes
+            # partitions when it runs. The default (custom plans while they look cheaper,
+            # which with 8 partitions each is always) plans every execution again: half
+            # the server's CPU per stored record, measured (specs/cloud.md section 8).
+            self._db.execute(b"SET plan_cache_mode = force_generic_plan")
+        except psycopg.Error as exc:
+            self._db.close()
+            raise StoreError(f"cannot open the store {self.path}: {exc}") from None
         self._depth = 0
         self._held: set[int] = set()
         self._top_lock: int | None = None
         self._cache: OrderedDict[bytes, StoredRecord] = OrderedDict()
+        self._admits: dict[bytes, AdmitInfo] = {}
         self._balances: dict[tuple[bytes, str], int] = {}
         self._metadata: dict[tuple[bytes, str, str], tuple[str, int, bytes, bytes]] = {}
         self._totals = [0, 0, 0, 0]  # records, issued, redeemed, max_hlc of the open txn
@@ -120,11 +130,13 @@ class PostgresStore:
 
     def _init(self, network_id: bytes) -> None:
         with self.transaction():
-            self._q("SELECT pg_advisory_xact_lock(%s)", (_INIT_LOCK,))
+            self._w("SELECT pg_advisory_xact_lock(%s)", (_INIT_LOCK,))
             have = self._one("SELECT to_regclass('info')")
             if have is None or have[0] is None:
-                self._q(SCHEMA)
-                self._q("INSERT INTO info VALUES ('schema', %s), ('network', %s)",
+                for statement in SCHEMA.split(";\n"):  # a pipeline takes one at a time
+                    if statement.strip():
+                        self._w(statement)
+                self._w("INSERT INTO info VALUES ('schema', %s), ('network', %s)",
                         (str(SCHEMA_VERSION).encode(), network_id))
                 return
             info = {k: bytes(v) for k, v in self._q("SELECT key, value FROM info")}
@@ -143,12 +155,11 @@ class PostgresStore:
 
     # ------------------------------------------------------------ statements
 
-    def _q(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
-        """Run one statement; its rows (none for a statement that returns none). Every
-        failure of the database becomes a StoreError naming the store."""
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Every failure of the database becomes a StoreError naming the store."""
         try:
-            cur = self._db.execute(sql.encode(), params, prepare=params is not None)
-            return cur.fetchall() if cur.description is not None else []
+            yield
         except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected,
                 psycopg.errors.SerializationFailure) as exc:
             raise StoreBusy(f"the store {self.path} is busy: {exc}") from exc
@@ -158,6 +169,23 @@ class PostgresStore:
                 psycopg.InternalError) as exc:
             raise StoreError(f"the store {self.path} failed: "
                              f"{str(exc).strip().splitlines()[0]}") from exc
+
+    def _q(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run one statement and wait for its rows (none for a statement that returns
+        none; inside a transaction only statements that return rows come here)."""
+        with self._errors():
+            cur = self._db.execute(sql.encode(), params, prepare=params is not None)
+            if self._depth:  # pipelined: the rows come when asked for
+                return cur.fetchall()
+            return cur.fetchall() if cur.description is not None else []
+
+    def _w(self, sql: str, params: Sequence[Any] | None = None) -> None:
+        """Send one statement whose result nobody waits for: inside a transaction (a
+        pipeline) it is sent at once and its outcome comes with the next read or the
+        COMMIT, so writes cost no round trip each. The server runs statements in the
+        order sent: a read after it sees it, a lock taken by it is held for the next."""
+        with self._errors():
+            self._db.execute(sql.encode(), params, prepare=params is not None)
 
     def _one(self, sql: str, params: Sequence[Any] | None = None) -> tuple[Any, ...] | None:
         rows = self._q(sql, params)
@@ -177,20 +205,22 @@ class PostgresStore:
             finally:
                 self._depth -= 1
             return
-        self._q("BEGIN")
-        self._depth = 1
+        self._w("BEGIN")
         committed = False
         try:
-            yield
-            self._flush_shared()
-            self._q("COMMIT")
-            committed = True
+            with self._errors(), self._db.pipeline():
+                self._depth = 1
+                yield
+                self._flush_shared()
+                self._w("COMMIT")
+            committed = True  # the pipeline's end waited for every result, COMMIT's too
         finally:
             self._depth = 0
             self._held.clear()
             self._top_lock = None
             if not committed:
-                self._cache.clear()  # it may hold rows that are being rolled back
+                self._cache.clear()  # they may hold rows that are being rolled back
+                self._admits.clear()
                 self._balances.clear()
                 self._metadata.clear()
                 self._totals = [0, 0, 0, 0]
@@ -204,18 +234,19 @@ class PostgresStore:
         if key in self._held:
             return False
         if self._top_lock is None or key > self._top_lock:
-            self._q("SELECT pg_advisory_xact_lock(%s)", (key,))
+            # Pipelined: the server waits for the lock before it runs what follows.
+            self._w("SELECT pg_advisory_xact_lock(%s)", (key,))
         else:
             got = self._one("SELECT pg_try_advisory_xact_lock(%s)", (key,))
             if not (got and got[0]):
                 # Waiting here while holding larger keys could deadlock: commit what is
                 # done (complete records only), then wait holding nothing.
                 self._flush_shared()
-                self._q("COMMIT")
-                self._q("BEGIN")
+                self._w("COMMIT")
+                self._w("BEGIN")
                 self._held.clear()
                 self._top_lock = None
-                self._q("SELECT pg_advisory_xact_lock(%s)", (key,))
+                self._w("SELECT pg_advisory_xact_lock(%s)", (key,))
         self._held.add(key)
         self._top_lock = key if self._top_lock is None else max(self._top_lock, key)
         return True
@@ -242,9 +273,9 @@ class PostgresStore:
         if self._totals[0]:
             # Records were stored: the other front-ends' listeners hear it at COMMIT
             # (pg_listen.py); one notice per transaction however often this runs.
-            self._q(f"NOTIFY {CHANNEL}")
+            self._w(f"NOTIFY {CHANNEL}")
             records, issued, redeemed, max_hlc = self._totals
-            self._q("INSERT INTO totals VALUES (%s, %s, %s, %s, %s) ON CONFLICT (slot) DO "
+            self._w("INSERT INTO totals VALUES (%s, %s, %s, %s, %s) ON CONFLICT (slot) DO "
                     "UPDATE SET records = totals.records + excluded.records, "
                     "issued = totals.issued + excluded.issued, "
                     "redeemed = totals.redeemed + excluded.redeemed, "
@@ -253,17 +284,14 @@ class PostgresStore:
             self._totals = [0, 0, 0, 0]
 
     def _many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        try:
-            with self._db.cursor() as cur:
-                cur.executemany(sql.encode(), rows)
-        except psycopg.errors.DeadlockDetected as exc:
-            raise StoreBusy(f"the store {self.path} is busy: {exc}") from exc
-        except (psycopg.OperationalError, psycopg.DataError, psycopg.IntegrityError) as exc:
-            raise StoreError(f"the store {self.path} failed: {exc}") from exc
+        with self._errors(), self._db.cursor() as cur:
+            cur.executemany(sql.encode(), rows)
 
     # ------------------------------------------------------------ lookups
 
     def has(self, rid: bytes) -> bool:
+        if rid in self._cache:  # a record, once stored, stays (a rollback clears the cache)
+            return True
         return self._one("SELECT 1 FROM records WHERE id=%s", (rid,)) is not None
 
     def held_among(self, rids: list[bytes]) -> set[bytes]:
@@ -298,9 +326,17 @@ class PostgresStore:
                          offline_limit=t[4], expires=t[5])
 
     def admit(self, rid: bytes) -> AdmitInfo | None:
+        cached = self._admits.get(rid)
+        if cached is not None:  # an admit never changes (a rollback clears the cache)
+            return cached
         t = self._one("SELECT id, device, role, tier, offline_limit, expires FROM admits "
                       "WHERE id=%s", (rid,))
-        return None if t is None else self._admit(t)
+        if t is None:
+            return None
+        if len(self._admits) >= _CACHE_ROWS:
+            self._admits.clear()
+        info = self._admits[rid] = self._admit(t)
+        return info
 
     def admits_for(self, device: bytes) -> list[AdmitInfo]:
         return [self._admit(t) for t in self._q(
@@ -406,7 +442,7 @@ class PostgresStore:
     def note_peer(self, device: bytes, *, address: str, role: str, now_ms: int, state: str,
                   synced: bool) -> None:
         records = self.totals().records if synced else None
-        self._q("INSERT INTO peers VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (device) DO UPDATE "
+        self._w("INSERT INTO peers VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (device) DO UPDATE "
                 "SET address=excluded.address, role=excluded.role, "
                 "last_contact_ms=excluded.last_contact_ms, state=excluded.state, "
                 "synced_records=coalesce(excluded.synced_records, peers.synced_records)",
@@ -430,45 +466,47 @@ class PostgresStore:
             return
         row = fx.row
         rid, author, seq = row.id, row.author, row.seq
-        t = self._one("INSERT INTO records (author, id, seq, prev, kind, hlc, verdict, reason, "
-                      "chain, raw, idem_key) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
-                      "RETURNING ord",
-                      (author, rid, seq, row.prev, row.kind.value, row.hlc, row.verdict.value,
-                       row.reason, row.chain.encode(), fx.raw, fx.idem_key))
-        assert t is not None
-        order = t[0]
+        # Every write is pipelined (`_w`); the rows that hang off the record take its
+        # `ord` with currval: this session's last nextval, the record's insert's.
+        self._w("INSERT INTO records (author, id, seq, prev, kind, hlc, verdict, reason, "
+                "chain, raw, idem_key) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                (author, rid, seq, row.prev, row.kind.value, row.hlc, row.verdict.value,
+                 row.reason, row.chain.encode(), fx.raw, fx.idem_key))
         self._remember(row)
         if row.prev is not None:
-            self._q("DELETE FROM tips WHERE author=%s AND id=%s", (author, row.prev))
-        self._q("INSERT INTO tips VALUES (%s,%s,%s)", (author, rid, seq))
+            self._w("DELETE FROM tips WHERE author=%s AND id=%s", (author, row.prev))
+        self._w("INSERT INTO tips VALUES (%s,%s,%s)", (author, rid, seq))
         if fx.admit is not None:
             a = fx.admit
-            self._q("INSERT INTO admits VALUES (%s,%s,%s,%s,%s,%s,%s)",
-                    (a.device, rid, a.role, a.tier, a.offline_limit, a.expires, order))
+            self._w("INSERT INTO admits VALUES (%s,%s,%s,%s,%s,%s,currval('record_ord'))",
+                    (a.device, rid, a.role, a.tier, a.offline_limit, a.expires))
         if fx.credit is not None:
             c = fx.credit
-            self._q("INSERT INTO credits VALUES (%s,%s,%s,%s,%s,%s,NULL,NULL)",
-                    (c.account.device, rid, c.account.name, c.amount, order, c.claimed))
+            self._w("INSERT INTO credits VALUES (%s,%s,%s,%s,currval('record_ord'),%s,NULL,NULL)",
+                    (c.account.device, rid, c.account.name, c.amount, c.claimed))
         for credit in fx.claims:
-            # The claimer is the payee: its partition only, under its author lock.
-            first = self._q("UPDATE credits SET claimed=true, claimer=%s, claimer_seq=%s "
-                            "WHERE device=%s AND id=%s AND claimer IS NULL RETURNING 1",
-                            (rid, seq, author, credit))
-            if not first:
-                self._q("INSERT INTO claims VALUES (%s,%s,%s,%s)", (author, credit, rid, seq))
+            # The claimer is the payee: its partition only, under its author lock. The
+            # first claim marks the credit; a further one (a forked payee) is a row of
+            # `claims` - one statement, so that nothing waits for the first's answer.
+            self._w("WITH first AS (UPDATE credits SET claimed=true, claimer=%s, "
+                    "claimer_seq=%s WHERE device=%s AND id=%s AND claimer IS NULL "
+                    "RETURNING 1) INSERT INTO claims SELECT %s, %s, %s, %s "
+                    "WHERE NOT EXISTS (SELECT 1 FROM first)",
+                    (rid, seq, author, credit, author, credit, rid, seq))
         for idx, m in enumerate(fx.movements):
             k = (m.account.device, m.account.name)
             self._balances[k] = self._balances.get(k, 0) + m.delta
-            self._q("INSERT INTO movements VALUES (%s,%s,%s,%s,%s)", (*k, order, idx, m.delta))
+            self._w("INSERT INTO movements VALUES (%s,%s,currval('record_ord'),%s,%s)",
+                    (*k, idx, m.delta))
         for other in fx.equivocates_with:
             first_id, second_id = sorted((other, rid))
-            self._q("INSERT INTO equivocations VALUES (%s,%s,%s,%s)",
+            self._w("INSERT INTO equivocations VALUES (%s,%s,%s,%s)",
                     (author, seq, first_id, second_id))
         for covered_author, covered_seq, covered in fx.covers:
-            self._q("INSERT INTO covers VALUES (%s,%s,%s,%s)",
+            self._w("INSERT INTO covers VALUES (%s,%s,%s,%s)",
                     (covered_author, rid, covered_seq, covered))
         if fx.revoke is not None:
-            self._q("INSERT INTO revocations VALUES (%s,%s,%s)",
+            self._w("INSERT INTO revocations VALUES (%s,%s,%s)",
                     (fx.revoke[0], rid, fx.revoke[1]))
         if fx.meta is not None:
             account, name, value = fx.meta
