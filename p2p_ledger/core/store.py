@@ -27,16 +27,16 @@ import enum
 import functools
 import struct
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from .ids import Account
 from .records import Kind
 
-__all__ = ["AdmitInfo", "ChainState", "Credit", "Effects", "HistoryEntry", "LedgerStore",
-           "MemoryStore", "Movement", "NodeStore", "NotifyingStore", "PeerRow", "StoreListener",
-           "StoredRecord", "Tip", "Totals", "Verdict"]
+__all__ = ["AdmitInfo", "BatchDelta", "ChainState", "Credit", "Effects", "HistoryEntry",
+           "LedgerStore", "MemoryStore", "Movement", "NodeStore", "NotifyingStore", "PeerRow",
+           "StoreListener", "StoredRecord", "Tip", "Totals", "Verdict"]
 
 
 class Verdict(enum.Enum):
@@ -287,6 +287,17 @@ class NodeStore(LedgerStore, Protocol):
         """Records held here when we were last in sync with this peer (None: never)."""
         ...
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class BatchDelta(Protocol):
+    """A store that answers the fork-free part of a delta in one query (PostgresStore:
+    a question per author is a round trip each). `Replica.delta` uses it when there."""
+
+    def ids_after(self, after: Mapping[bytes, int]) -> list[bytes]:
+        """The ids of the records of each author in `after` whose seq is above the
+        author's value there (any order)."""
+        ...
 
 
 class StoreListener(Protocol):

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -405,6 +405,16 @@ class PostgresStore:
         return [(t[0], _row(t[1:])) for t in self._q(
             f"SELECT ord, {_ROW_COLS} FROM records WHERE author=%s AND seq>%s "
             "ORDER BY seq, ord", (author, after_seq))]
+
+    def ids_after(self, after: Mapping[bytes, int]) -> list[bytes]:
+        """`BatchDelta`: one query for every fork-free author of a delta, each in its
+        own partition (pruned per author as the join runs)."""
+        if not after:
+            return []
+        authors, seqs = list(after), list(after.values())
+        return [bytes(i) for (i,) in self._q(
+            "SELECT r.id FROM unnest(%s::bytea[], %s::bigint[]) AS w(author, seq) "
+            "JOIN records r ON r.author = w.author AND r.seq > w.seq", (authors, seqs))]
 
     def raws_in_order(self, rids: list[bytes]) -> list[bytes]:
         if not rids:
