@@ -174,6 +174,21 @@ def test_forks_racing_freely_at_two_front_ends_always_leave_one_evidence_each(
     assert one.conserved()
 
 
+def test_both_branches_of_a_fork_in_one_frame_leave_one_evidence(
+        cloud: Callable[[World], Cloud]) -> None:
+    """Within one transaction the store answers `ids_at` from what it stored itself
+    (it holds the author's lock): the second branch must still meet the first."""
+    world, src = source(("alice", "bob"))
+    c = cloud(world)
+    one = c.front_end()
+    receive(one, src.delta(Frontier({})))
+    left, right = fork(world, src, "alice", "same-frame")
+    report = receive(one, [left, right])
+    assert [a.equivocates_with for a in report.applied] == [(), (parse_record(left).id,)]
+    (evidence,) = one.store.equivocations()
+    assert evidence[0] == world.device("alice")
+
+
 # ---------------------------------------------------------------- duplicates
 
 

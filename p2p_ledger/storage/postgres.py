@@ -119,6 +119,10 @@ class PostgresStore:
         self._top_lock: int | None = None
         self._cache: OrderedDict[bytes, StoredRecord] = OrderedDict()
         self._admits: dict[bytes, AdmitInfo] = {}
+        # Under the author locks of the open transaction (`ids_at`): each author's
+        # highest seq when first asked, and the ids this transaction stored per seq.
+        self._top_seq: dict[bytes, int] = {}
+        self._new_at: dict[tuple[bytes, int], list[bytes]] = {}
         self._balances: dict[tuple[bytes, str], int] = {}
         self._metadata: dict[tuple[bytes, str, str], tuple[str, int, bytes, bytes]] = {}
         self._totals = [0, 0, 0, 0]  # records, issued, redeemed, max_hlc of the open txn
@@ -216,8 +220,7 @@ class PostgresStore:
             committed = True  # the pipeline's end waited for every result, COMMIT's too
         finally:
             self._depth = 0
-            self._held.clear()
-            self._top_lock = None
+            self._release()
             if not committed:
                 self._cache.clear()  # they may hold rows that are being rolled back
                 self._admits.clear()
@@ -244,12 +247,18 @@ class PostgresStore:
                 self._flush_shared()
                 self._w("COMMIT")
                 self._w("BEGIN")
-                self._held.clear()
-                self._top_lock = None
+                self._release()
                 self._w("SELECT pg_advisory_xact_lock(%s)", (key,))
         self._held.add(key)
         self._top_lock = key if self._top_lock is None else max(self._top_lock, key)
         return True
+
+    def _release(self) -> None:
+        """The transaction ended: its author locks, and what they made knowable, are gone."""
+        self._held.clear()
+        self._top_lock = None
+        self._top_seq.clear()
+        self._new_at.clear()
 
     def _flush_shared(self) -> None:
         """Write the rows that writers of different authors share - balances, metadata,
@@ -367,6 +376,17 @@ class PostgresStore:
         return None  # `idem` is one indexed query in the author's partition
 
     def ids_at(self, author: bytes, seq: int) -> list[bytes]:
+        if author_lock_key(author) in self._held:
+            # While this transaction holds the author's lock, only it stores the author's
+            # records: above the highest seq stored when it first asked, the answer is
+            # what it stored itself. One query per author per transaction, not per record.
+            top = self._top_seq.get(author)
+            if top is None:
+                t = self._one("SELECT coalesce(max(seq), 0) FROM records WHERE author=%s",
+                              (author,))
+                top = self._top_seq[author] = 0 if t is None else int(t[0])
+            if seq > top:
+                return list(self._new_at.get((author, seq), ()))
         return [bytes(i) for (i,) in self._q(
             "SELECT id FROM records WHERE author=%s AND seq=%s ORDER BY ord", (author, seq))]
 
@@ -483,6 +503,7 @@ class PostgresStore:
                 (author, rid, seq, row.prev, row.kind.value, row.hlc, row.verdict.value,
                  row.reason, row.chain.encode(), fx.raw, fx.idem_key))
         self._remember(row)
+        self._new_at.setdefault((author, seq), []).append(rid)
         if row.prev is not None:
             self._w("DELETE FROM tips WHERE author=%s AND id=%s", (author, row.prev))
         self._w("INSERT INTO tips VALUES (%s,%s,%s)", (author, rid, seq))
