@@ -39,6 +39,7 @@ contains it, so the schema can be distributed by Citus as it is.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -123,6 +124,9 @@ class PostgresStore:
         # highest seq when first asked, and the ids this transaction stored per seq.
         self._top_seq: dict[bytes, int] = {}
         self._new_at: dict[tuple[bytes, int], list[bytes]] = {}
+        # Credits this transaction created: nobody else sees them before it commits, so
+        # only it can claim them (`credit`).
+        self._new_credits: dict[bytes, Credit] = {}
         self._balances: dict[tuple[bytes, str], int] = {}
         self._metadata: dict[tuple[bytes, str, str], tuple[str, int, bytes, bytes]] = {}
         self._totals = [0, 0, 0, 0]  # records, issued, redeemed, max_hlc of the open txn
@@ -259,6 +263,7 @@ class PostgresStore:
         self._top_lock = None
         self._top_seq.clear()
         self._new_at.clear()
+        self._new_credits.clear()
 
     def _flush_shared(self) -> None:
         """Write the rows that writers of different authors share - balances, metadata,
@@ -353,6 +358,9 @@ class PostgresStore:
             "WHERE device=%s ORDER BY ord", (device,))]
 
     def credit(self, rid: bytes) -> Credit | None:
+        new = self._new_credits.get(rid)
+        if new is not None:
+            return new
         t = self._one("SELECT device, name, amount, claimed FROM credits WHERE id=%s", (rid,))
         if t is None:
             return None
@@ -513,9 +521,13 @@ class PostgresStore:
                     (a.device, rid, a.role, a.tier, a.offline_limit, a.expires))
         if fx.credit is not None:
             c = fx.credit
+            self._new_credits[rid] = Credit(id=rid, account=c.account, amount=c.amount,
+                                            claimed=c.claimed)
             self._w("INSERT INTO credits VALUES (%s,%s,%s,%s,currval('record_ord'),%s,NULL,NULL)",
                     (c.account.device, rid, c.account.name, c.amount, c.claimed))
         for credit in fx.claims:
+            if (made := self._new_credits.get(credit)) is not None:
+                self._new_credits[credit] = dataclasses.replace(made, claimed=True)
             # The claimer is the payee: its partition only, under its author lock. The
             # first claim marks the credit; a further one (a forked payee) is a row of
             # `claims` - one statement, so that nothing waits for the first's answer.
