@@ -679,10 +679,9 @@ class Replica:
                 wanted.extend(row.id for _, row in store.records_of(author, 0)
                               if row.id not in known)
         if isinstance(store, BatchDelta):
-            wanted.extend(store.ids_after(after))
-        else:
-            for author, seq in after.items():
-                wanted.extend(row.id for _, row in store.records_of(author, seq))
+            return store.delta_raws(after, wanted)
+        for author, seq in after.items():
+            wanted.extend(row.id for _, row in store.records_of(author, seq))
         return store.raws_in_order(wanted)
 
     def _ancestors(self, ids: set[bytes]) -> set[bytes]:

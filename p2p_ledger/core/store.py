@@ -294,9 +294,10 @@ class BatchDelta(Protocol):
     """A store that answers the fork-free part of a delta in one query (PostgresStore:
     a question per author is a round trip each). `Replica.delta` uses it when there."""
 
-    def ids_after(self, after: Mapping[bytes, int]) -> list[bytes]:
-        """The ids of the records of each author in `after` whose seq is above the
-        author's value there (any order)."""
+    def delta_raws(self, after: Mapping[bytes, int], also: list[bytes]) -> list[bytes]:
+        """The records of each author in `after` whose seq is above the author's value
+        there, and the records `also` names (of other authors), in causal order as
+        `raws_in_order` gives them."""
         ...
 
 

@@ -434,15 +434,21 @@ class PostgresStore:
             f"SELECT ord, {_ROW_COLS} FROM records WHERE author=%s AND seq>%s "
             "ORDER BY seq, ord", (author, after_seq))]
 
-    def ids_after(self, after: Mapping[bytes, int]) -> list[bytes]:
-        """`BatchDelta`: one query for every fork-free author of a delta, each in its
-        own partition (pruned per author as the join runs)."""
-        if not after:
-            return []
-        authors, seqs = list(after), list(after.values())
-        return [bytes(i) for (i,) in self._q(
-            "SELECT r.id FROM unnest(%s::bytea[], %s::bigint[]) AS w(author, seq) "
-            "JOIN records r ON r.author = w.author AND r.seq > w.seq", (authors, seqs))]
+    def delta_raws(self, after: Mapping[bytes, int], also: list[bytes]) -> list[bytes]:
+        """`BatchDelta`: one query for every fork-free author of a delta - per author an
+        index range on `records (author, seq)` in its own partition (the LATERAL with
+        OFFSET 0 keeps the planner from a hash join over the whole table) - and one for
+        the ids of the others."""
+        rows: list[tuple[Any, ...]] = []
+        if after:
+            rows = self._q(
+                "SELECT x.ord, x.raw FROM unnest(%s::bytea[], %s::bigint[]) AS w(author, seq), "
+                "LATERAL (SELECT ord, raw FROM records r WHERE r.author = w.author "
+                "AND r.seq > w.seq OFFSET 0) AS x", (list(after), list(after.values())))
+        if also:
+            rows += self._q("SELECT ord, raw FROM records WHERE id = ANY(%s)", (also,))
+        rows.sort(key=lambda t: t[0])
+        return [bytes(raw) for _, raw in rows]
 
     def raws_in_order(self, rids: list[bytes]) -> list[bytes]:
         if not rids:
