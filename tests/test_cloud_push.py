@@ -19,6 +19,7 @@ import trio
 from p2p_ledger.core.ledger import Frontier, Replica
 from p2p_ledger.core.records import Role
 from p2p_ledger.core.wallet import Wallet
+from p2p_ledger.node.feed import RecordFeed
 from p2p_ledger.node.node import Node, NodeConfig
 from p2p_ledger.protocol._state import State
 from p2p_ledger.sim.store import SimStore
@@ -69,20 +70,25 @@ class Fleet:
 
     async def pay_through_a(self, port_a: int, n: int) -> float:
         """Bob pays alice and syncs with A; seconds from A storing the payment (its
-        record feed, published right after its commit) to alice holding it."""
+        record feed, published right after its commit) to alice holding it (hers).
+        Each feed is read by its own task, which notes the time as the record comes."""
         paid = self.bob_wallet.pay(self.world.account("alice"), 1_00 + n, key=f"push-{n}",
                                    now_ms=T0 + 100 + n)
-        with self.front_a.subscribe() as stored_at_a, self.alice.subscribe() as at_alice:
-            await self.bob.sync(f"tcp://127.0.0.1:{port_a}")
-            with trio.fail_after(10):
-                async for stored in stored_at_a:
-                    if stored.record.id == paid.record_id:
-                        break
-                stored_time = trio.current_time()
-                async for got in at_alice:
-                    if got.record.id == paid.record_id:
-                        break
-                return trio.current_time() - stored_time
+        seen: dict[str, float] = {}
+
+        async def note(feed: RecordFeed, name: str) -> None:
+            async for stored in feed:
+                if stored.record.id == paid.record_id:
+                    seen[name] = trio.current_time()
+                    return
+
+        with self.front_a.subscribe() as at_a, self.alice.subscribe() as at_alice, \
+                trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(note, at_a, "a")
+                nursery.start_soon(note, at_alice, "alice")
+                await self.bob.sync(f"tcp://127.0.0.1:{port_a}")
+        return seen["alice"] - seen["a"]
 
 
 def with_hub(make: Callable[[World], Cloud]) -> Cloud:
