@@ -27,16 +27,16 @@ import enum
 import functools
 import struct
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from .ids import Account
 from .records import Kind
 
-__all__ = ["AdmitInfo", "ChainState", "Credit", "Effects", "HistoryEntry", "LedgerStore",
-           "MemoryStore", "Movement", "NodeStore", "PeerRow", "StoredRecord", "Tip", "Totals",
-           "Verdict"]
+__all__ = ["AdmitInfo", "BatchDelta", "ChainState", "Credit", "Effects", "HistoryEntry",
+           "LedgerStore", "MemoryStore", "Movement", "NodeStore", "NotifyingStore", "PeerRow",
+           "StoreListener", "StoredRecord", "Tip", "Totals", "Verdict"]
 
 
 class Verdict(enum.Enum):
@@ -287,6 +287,39 @@ class NodeStore(LedgerStore, Protocol):
         """Records held here when we were last in sync with this peer (None: never)."""
         ...
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class BatchDelta(Protocol):
+    """A store that answers the fork-free part of a delta in one query (PostgresStore:
+    a question per author is a round trip each). `Replica.delta` uses it when there."""
+
+    def delta_raws(self, after: Mapping[bytes, int], also: list[bytes]) -> list[bytes]:
+        """The records of each author in `after` whose seq is above the author's value
+        there, and the records `also` names (of other authors), in causal order as
+        `raws_in_order` gives them."""
+        ...
+
+
+class StoreListener(Protocol):
+    """A connection that hears when records are committed to a shared store. Both
+    calls are non-blocking: wait until `fileno()` is readable, then `drain()` (how
+    many notices came; StoreError when the connection failed)."""
+
+    def fileno(self) -> int: ...
+    def drain(self) -> int: ...
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class NotifyingStore(Protocol):
+    """A store that several processes write at once and that tells them when one of
+    them committed records (PostgresStore: LISTEN/NOTIFY). A hint only: a node still
+    polls `max_order`, for the notices it misses (specs/cloud.md section 2)."""
+
+    def listen(self) -> StoreListener:
+        """A new listener (connects: blocking; StoreError when it cannot)."""
+        ...
 
 
 @dataclass

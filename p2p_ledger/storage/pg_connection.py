@@ -26,7 +26,8 @@ caller (a node's session, its store poll) simply tries again later.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -69,7 +70,17 @@ class PgConnection:
             raise StoreError(f"cannot open the store {self.path}: {_first_line(exc)}") from None
 
     def _connect(self) -> psycopg.Connection[Any]:
-        return psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+        db = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+        try:
+            # Every query names its partition key as a parameter: a generic plan prunes
+            # partitions when it runs. The default (custom plans while they look cheaper,
+            # which with 8 partitions each is always) plans every execution again: half
+            # the server's CPU per stored record, measured (specs/cloud.md section 9).
+            db.execute(b"SET plan_cache_mode = force_generic_plan")
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     @property
     def backend_pid(self) -> int:
@@ -113,6 +124,25 @@ class PgConnection:
                 if not retry:
                     raise self._unavailable(exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> psycopg.Cursor[Any]:
+        """Send one statement inside the store's pipeline (never retried); its outcome
+        comes with the next read or the pipeline's end. Call it under `errors()`."""
+        return self._live().execute(sql.encode(), params, prepare=params is not None)
+
+    def pipeline(self) -> contextlib.AbstractContextManager[psycopg.Pipeline]:
+        return self._live().pipeline()
+
+    @contextlib.contextmanager
+    def errors(self) -> Iterator[None]:
+        """Map what psycopg raises inside: a lost connection to StoreUnavailable, every
+        other failure of the database to a StoreError naming the store."""
+        try:
+            yield
+        except psycopg.Error as exc:
+            if self._lost():
+                raise self._unavailable(exc) from exc
+            raise self._mapped(exc) from exc
 
     def many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         """`executemany`, inside a transaction (never retried)."""
