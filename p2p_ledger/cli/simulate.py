@@ -2,9 +2,13 @@
 
     p2p-ledger simulate --list
     p2p-ledger simulate --scenario convoy --nodes 50 --seed 7 --partitions 3 --report out/
+    p2p-ledger simulate --scenario chaos --report out/ --trace out/trace.jsonl
+    p2p-ledger simulate check out/trace.jsonl
 
 Writes report.json, report.md and convergence.png into the report directory and exits
-0 when every check passed, 1 when one failed. A progress bar shows on a terminal. The
+0 when every check passed, 1 when one failed. `simulate check FILE` re-checks a trace
+offline (sim/tracecheck.py): exit 0 when every invariant holds, 1 with one line per
+violation, 2 when the file is not a readable trace. A progress bar shows on a terminal. The
 simulator (and trio, and matplotlib) are imported only when the command runs; this
 module itself imports nothing heavy, so the CLI stays quick for other commands.
 """
@@ -47,6 +51,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser],
         description="Run many nodes in one process on simulated time and links, with "
         "faults, and write a report (report.json, report.md, convergence.png). The same "
         "seed and version give the same report.json.")
+    s.add_argument("action", nargs="?", choices=["check"],
+                   help="`check FILE`: re-check the invariants from a trace file alone")
+    s.add_argument("file", nargs="?", type=Path, help="the trace file to check")
     s.add_argument("--list", action="store_true", help="list the named scenarios")
     s.add_argument("--scenario", metavar="NAME", help="a scenario from --list")
     s.add_argument("--report", type=Path, metavar="DIR", help="where to write the report")
@@ -83,6 +90,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     s.add_argument("--no-shared-checks", dest="shared_checks", action="store_false",
                    default=None, help="every replica parses and verifies every record itself")
     s.add_argument("--no-plot", action="store_true", help="skip convergence.png")
+    s.add_argument("--trace", type=Path, metavar="FILE",
+                   help="write every event of the run to FILE, one JSON object a line")
     s.set_defaults(func=cmd_simulate)
 
 
@@ -143,7 +152,32 @@ class _Progress:
         sys.stderr.write("\n")
 
 
+def _check(args: argparse.Namespace) -> int:
+    from ..sim.tracecheck import TraceError, check_trace_file
+
+    if args.file is None:
+        raise LocalError("simulate check needs the trace FILE")
+    try:
+        result = check_trace_file(args.file)
+    except TraceError as exc:
+        print(f"p2p-ledger: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"passed": result.passed, "events": result.events,
+                          "applies": result.applies, "violations": result.counts,
+                          "lines": result.lines()}, indent=2, sort_keys=True))
+    else:
+        for line in result.lines():
+            print(line)
+        if result.passed:
+            print(f"all invariants hold ({result.events:,} events, "
+                  f"{result.applies:,} records stored)")
+    return 0 if result.passed else 1
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
+    if args.action == "check":
+        return _check(args)
     if args.list:
         return _list(args.json)
     if not args.scenario or args.report is None:
@@ -160,8 +194,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     params = _params(args)
     progress = _Progress() if sys.stderr.isatty() else None
     started = time.monotonic()
-    world = World(params, progress=progress)
-    world.run()
+    if args.trace is not None:
+        args.trace.parent.mkdir(parents=True, exist_ok=True)
+        with args.trace.open("w", encoding="utf-8", buffering=1 << 20) as trace:
+            world = World(params, progress=progress, trace=trace)
+            world.run()
+    else:
+        world = World(params, progress=progress)
+        world.run()
     wall = time.monotonic() - started
     if progress is not None:
         progress.done()

@@ -30,6 +30,7 @@ import logging
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import IO
 
 import nacl.signing
 import trio
@@ -47,9 +48,10 @@ from ..node.node import Node, NodeConfig
 from .accel import CheckCache, shared_record_checks
 from .checks import Checker
 from .faults import run_faults, run_mobility, run_workload
-from .links import LinkProfile, LinkStats, SimConnection, SimStream
+from .links import LinkProfile, LinkStats, SimConnection
 from .scenarios import PROFILES, EdgeSpec, MemberSpec, SimParams, Topology, build_topology
 from .store import PowerCut, SimStore
+from .trace import Tracer, TracingReplica, TracingStream
 
 __all__ = ["CASH_IN", "T0_MS", "Edge", "Member", "SimNode", "World"]
 
@@ -124,9 +126,11 @@ class World:
     """One simulation run. `run()` once; then read the fields (report.py does)."""
 
     def __init__(self, params: SimParams,
-                 progress: Callable[[float, float, float], None] | None = None) -> None:
+                 progress: Callable[[float, float, float], None] | None = None,
+                 trace: IO[str] | None = None) -> None:
         self.params = params
         self.progress = progress
+        self.tracer = None if trace is None else Tracer(trace)  # simulate --trace
         self.topology: Topology = build_topology(params.topology, params.nodes,
                                                  self.rng("topology"))
         self.authority_key = self._key("authority")
@@ -186,6 +190,10 @@ class World:
         self.checker.genesis(genesis)
         for m in self.members:
             self.checker.counts[m.index] = m.store.totals().records
+        if self.tracer is not None:
+            self.tracer.start(self, genesis)
+            for m in self.members:
+                m.store.on_apply = self.tracer.on_apply
 
     def _genesis(self) -> SimStore:
         """The records every member holds at time 0: the authority admits everyone and
@@ -224,6 +232,9 @@ class World:
         self.edges_of.append([])
         self.position_of.append(position_of)
         self.checker.grow(m.name, m.device, m.store)
+        if self.tracer is not None:
+            m.store.on_apply = self.tracer.on_apply
+            self.tracer.join(m, None if m.clone_of is None else self.members[m.clone_of].name)
 
     # ------------------------------------------------------------ members
 
@@ -233,11 +244,13 @@ class World:
     def start(self, m: Member) -> None:
         assert self._root is not None
         m.crashed = trio.Event()
+        if self.tracer is not None and m.crashes:
+            self.tracer.fault("crash", False, n=m.name)
         self._root.start_soon(self._member_task, m)
 
     async def _member_task(self, m: Member) -> None:
         config = NodeConfig(backoff_max=self.params.backoff_max)
-        node = SimNode(Replica(self.network, m.store), m.key, config=config,
+        node = SimNode(self._replica(m), m.key, config=config,
                        wall_ms=lambda: self.now_ms(m), rng=m.rng,
                        connect=lambda link, _nursery: self._connect(m, link))
         try:
@@ -257,6 +270,13 @@ class World:
             if m.node is node:
                 m.node, m.nursery, m.scope = None, None, None
 
+    def _replica(self, m: Member) -> Replica:
+        if self.tracer is None:
+            return Replica(self.network, m.store)
+        replica = TracingReplica(self.network, m.store)
+        replica.tracer, replica.member = self.tracer, m.name
+        return replica
+
     def crash(self, m: Member, *, mid_batch: bool = False) -> None:
         """Power off: the node, its replica, pending area and sessions are gone; its
         peers' connections reset; the store stays as the last commit left it."""
@@ -266,6 +286,8 @@ class World:
         m.down_since = trio.current_time()
         m.crashes += 1
         m.store.power_cut_after = None
+        if self.tracer is not None:
+            self.tracer.fault("crash", True, n=m.name, mid_batch=mid_batch)
         if m.scope is not None:
             m.scope.cancel()
         for e in self.edges_of[m.index]:
@@ -296,6 +318,8 @@ class World:
         if e.in_range == up:
             return
         e.in_range = up
+        if self.tracer is not None:
+            self.tracer.fault("out-of-range", not up, link=self._link_names(e))
         if up:
             self.start_dialer(e)
             return
@@ -306,9 +330,14 @@ class World:
             c.reset()
         e.conns = []
 
+    def _link_names(self, e: Edge) -> list[str]:
+        return [self.members[e.a].name, self.members[e.b].name]
+
     def stall(self, e: Edge, on: bool) -> None:
         e.stalls += 1 if on else -1
         assert e.stalls >= 0
+        if self.tracer is not None and e.stalls == (1 if on else 0):
+            self.tracer.fault("stall", on, link=self._link_names(e))
         for c in e.conns:
             c.stall(e.stalls > 0)
 
@@ -325,10 +354,16 @@ class World:
         conn = SimConnection(profile, e.rng, e.stats)
         e.conns = [c for c in e.conns if not c.finished]
         e.conns.append(conn)
+        if self.tracer is not None:
+            c = self.tracer.open(m.name, other.name)
+            other.nursery.start_soon(self._serve, other,
+                                     TracingStream(conn.b, self.tracer, other.name, m.name, c),
+                                     m.name)
+            return TracingStream(conn.a, self.tracer, m.name, other.name, c)
         other.nursery.start_soon(self._serve, other, conn.b, m.name)
         return conn.a
 
-    async def _serve(self, m: Member, stream: SimStream, address: str) -> None:
+    async def _serve(self, m: Member, stream: trio.abc.Stream, address: str) -> None:
         assert m.node is not None
         await m.node.serve_stream(stream, f"sim:{address}")
 
@@ -368,6 +403,8 @@ class World:
     # ------------------------------------------------------------ watching
 
     def observe(self, store: SimStore, rids: list[bytes]) -> None:
+        if self.tracer is not None:
+            self.tracer.on_commit(store, rids, self.checker.creating == store.owner)
         conserved = Replica(self.network, store).conserved()
         self.checker.on_commit(store.owner, store, rids, conserved)
         if self.quiet and self.checker.counts[store.owner] == self.checker.needed():
@@ -451,6 +488,8 @@ class World:
                     self.check_converged()
             self.sample()
             self.end_at = trio.current_time()
+            if self.tracer is not None:
+                self.tracer.end(self)
             root.cancel_scope.cancel()
 
     def events(self) -> int:
