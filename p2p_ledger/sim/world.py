@@ -149,7 +149,8 @@ class World:
         self.end_at = 0.0
         self.final_hashes: list[bytes] = []
         self.series: dict[str, list[float]] = {"t": [], "converged": [], "held": [],
-                                               "bytes": [], "messages": []}
+                                               "missing_p50": [], "missing_p95": [],
+                                               "missing_max": [], "bytes": [], "messages": []}
         self.payments = {"attempted": 0, "made": 0, "refused": 0, "revoked": 0,
                          "no_payer": 0}
         self.revoked: dict[bytes, int] = {}  # device -> after_seq
@@ -436,6 +437,11 @@ class World:
         s["t"].append(round(trio.current_time(), 3))
         s["converged"].append(round(sum(1 for c in counts if c == needed) / n, 4))
         s["held"].append(round(sum(counts) / (n * needed), 4))
+        # How far behind the honest replicas are, in records (the plot's lag percentiles).
+        missing = sorted(needed - c for c in counts)
+        s["missing_p50"].append(missing[n // 2])
+        s["missing_p95"].append(missing[min(n - 1, (95 * n) // 100)])
+        s["missing_max"].append(missing[-1])
         s["bytes"].append(sum(e.stats.bytes for e in self.edges))
         s["messages"].append(sum(e.stats.frames for e in self.edges))
 
