@@ -44,6 +44,7 @@ __all__ = [
     "StoreError",
     "SyncFailed",
     "TransportError",
+    "UsageError",
     "WrongPassphrase",
 ]
 
@@ -54,6 +55,11 @@ class P2PLedgerError(Exception):
 
 class LocalError(P2PLedgerError):
     """Our own side asked for something impossible; nothing was changed."""
+
+
+class UsageError(LocalError):
+    """The command line (or an API call's arguments) names something that cannot be
+    used: the CLI exits 2, as for argparse's own usage errors."""
 
 
 class AmountError(LocalError, ValueError):

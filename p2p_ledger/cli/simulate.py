@@ -92,6 +92,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     s.add_argument("--no-plot", action="store_true", help="skip convergence.png")
     s.add_argument("--trace", type=Path, metavar="FILE",
                    help="write every event of the run to FILE, one JSON object a line")
+    g = s.add_argument_group("the system under test (specs/simulator.md section 10)")
+    g.add_argument("--replica", metavar="MODULE:FACTORY",
+                   help="build every replica with FACTORY(network, store) instead of the "
+                   "real Replica (MODULE may be a path to a .py file)")
+    g.add_argument("--check", action="append", default=[], metavar="MODULE:FUNCTION",
+                   help="also run FUNCTION(world) -> CheckResult after the run (repeatable)")
+    g.add_argument("--workload", metavar="MODULE:FUNCTION",
+                   help="run the async FUNCTION(world) instead of the scenario's workload")
     s.set_defaults(func=cmd_simulate)
 
 
@@ -129,6 +137,21 @@ def _params(args: argparse.Namespace) -> Any:
     return params_for(args.scenario, seed=args.seed, nodes=args.nodes, duration=args.duration,
                       rate=args.rate, bound=args.bound, shared_checks=args.shared_checks,
                       faults=faults)
+
+
+def _plugins(args: argparse.Namespace) -> dict[str, Any]:
+    """The callables --replica, --check and --workload name, loaded (not yet run); a
+    bad spec is a usage error (exit 2) in one line."""
+    from ..sim.plugins import load
+
+    out: dict[str, Any] = {}
+    if args.replica is not None:
+        out["replica_factory"] = load(args.replica, "--replica")
+    if args.check:
+        out["checks"] = [load(spec, "--check") for spec in args.check]
+    if args.workload is not None:
+        out["workload"] = load(args.workload, "--workload")
+    return out
 
 
 class _Progress:
@@ -192,15 +215,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from ..sim.world import World
 
     params = _params(args)
+    plugins = _plugins(args)
     progress = _Progress() if sys.stderr.isatty() else None
     started = time.monotonic()
     if args.trace is not None:
         args.trace.parent.mkdir(parents=True, exist_ok=True)
         with args.trace.open("w", encoding="utf-8", buffering=1 << 20) as trace:
-            world = World(params, progress=progress, trace=trace)
+            world = World(params, progress=progress, trace=trace, **plugins)
             world.run()
     else:
-        world = World(params, progress=progress)
+        world = World(params, progress=progress, **plugins)
         world.run()
     wall = time.monotonic() - started
     if progress is not None:

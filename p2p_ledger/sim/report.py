@@ -128,6 +128,7 @@ def build_report(w: World) -> dict[str, object]:
     evidence = _evidence(w)
     if evidence is not None:
         checks.append(evidence)
+    checks.extend(w.check_results)  # the plugin checks (--check), run after the run
     kinds: Counter[str] = Counter()
     for rid in w.checker.created:
         holders = w.checker.holders.get(rid, 0)
@@ -149,9 +150,10 @@ def build_report(w: World) -> dict[str, object]:
                          "skew_ms": m.skew_ms, "lag_s": _lag(list(lags))})
     converged = w.converged_at
     honest_hashes = {w.final_hashes[m.index] for m in w.honest()}
+    plugins = w.plugins()
     report: dict[str, object] = {
         "format": FORMAT, "version": 1, "package_version": _version(),
-        "parameters": p.to_json(),
+        "parameters": {**p.to_json(), **({"plugins": plugins} if plugins else {})},
         "topology": {"members": len(w.members), "links": len(w.edges),
                      "by_kind": dict(sorted(by_kind.items()))},
         "timeline": {

@@ -1,6 +1,6 @@
 """The event trace of a run (`simulate --trace FILE`): one JSON object per line.
 
-The schema (version 1) is in specs/simulator.md section 10; `tracecheck.py` re-checks
+The schema (version 1) is in specs/simulator.md section 11; `tracecheck.py` re-checks
 the invariants from a trace alone. Every event has `e` (its type) and, except the
 header, `t` (simulated seconds, to the microsecond). Record ids and device keys are
 the first 12 bytes of the real ones, in hex (`short`): enough to tell apart
@@ -8,9 +8,10 @@ the first 12 bytes of the real ones, in hex (`short`): enough to tell apart
 
 How the simulator produces it, from hooks that cost nothing when no trace is asked
 for (each is one `is None` test): `World` writes the header, the genesis, the
-membership changes, faults and the end; `TracingReplica` (the replica the nodes run
-on while tracing) writes what arrives; the store's `on_apply` stages each record's
-effects and the commit observer writes them with their batch; `TracingStream` wraps
+membership changes, faults and the end; `trace_arrivals` (wrapping each replica's
+`receive_many`, the real one's or a plugin's) writes what arrives; the store's
+`on_apply` stages each record's effects and the commit observer writes them with
+their batch; `TracingStream` wraps
 both ends of each connection and writes every write sent and every read delivered.
 
 It only watches. It never changes what a node does or draws a random number, so a
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from .store import SimStore
     from .world import Member, World
 
-__all__ = ["TRACE_VERSION", "Tracer", "TracingReplica", "TracingStream", "short"]
+__all__ = ["TRACE_VERSION", "Tracer", "TracingStream", "short", "trace_arrivals"]
 
 TRACE_VERSION = 1
 _SHORT = 12  # bytes of a record id or device key kept in the trace
@@ -161,22 +162,23 @@ class Tracer:
         self.emit({"e": "close", "t": _now(), "n": name, "c": conn})
 
 
-class TracingReplica(Replica):
-    """A `Replica` that writes an `arrive` event for each batch handed to it."""
+def trace_arrivals(replica: Replica, tracer: Tracer, name: str) -> None:
+    """Make `replica` (the real one or a plugin's) write an `arrive` event for each
+    batch handed to it: its `receive_many`, wrapped on this instance only."""
+    inner = replica.receive_many
 
-    tracer: Tracer
-    member: str
-
-    def receive_many(self, raws: Iterable[bytes | SignedRecord] | CheckingAhead, *,
-                     now_ms: int, origin: Hashable = None) -> IngestReport:
+    def receive_many(raws: Iterable[bytes | SignedRecord] | CheckingAhead, *, now_ms: int,
+                     origin: Hashable = None) -> IngestReport:
         if isinstance(raws, CheckingAhead):
             ids = list(raws._ids)
         else:
             raws = list(raws)
             ids = [r.id if isinstance(r, SignedRecord) else record_id(r) for r in raws]
-        report = super().receive_many(raws, now_ms=now_ms, origin=origin)
-        self.tracer.arrive(self.member, ids, origin, report)
+        report = inner(raws, now_ms=now_ms, origin=origin)
+        tracer.arrive(name, ids, origin, report)
         return report
+
+    replica.receive_many = receive_many  # type: ignore[method-assign]
 
 
 class TracingStream(trio.abc.Stream):

@@ -1,6 +1,6 @@
 """Re-check a run's invariants from its event trace alone (`p2p-ledger simulate check`).
 
-The trace (schema in specs/simulator.md section 10, written by trace.py) says, per
+The trace (schema in specs/simulator.md section 11, written by trace.py) says, per
 node, which records it stored, in which order, with which verdict and which effects
 on balances. From that alone, with no store, no keys and no simulator, this checks:
 

@@ -28,7 +28,7 @@ import contextlib
 import hashlib
 import logging
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -46,12 +46,13 @@ from ..errors import LocalError, PaymentRefused, TransportError
 from ..node.links import Link
 from ..node.node import Node, NodeConfig
 from .accel import CheckCache, shared_record_checks
-from .checks import Checker
+from .checks import Checker, CheckResult
 from .faults import run_faults, run_mobility, run_workload
 from .links import LinkProfile, LinkStats, SimConnection
+from .plugins import CheckFn, ReplicaFactory, WorkloadFn, describe, make_replica, run_check
 from .scenarios import PROFILES, EdgeSpec, MemberSpec, SimParams, Topology, build_topology
 from .store import PowerCut, SimStore
-from .trace import Tracer, TracingReplica, TracingStream
+from .trace import Tracer, TracingStream, trace_arrivals
 
 __all__ = ["CASH_IN", "T0_MS", "Edge", "Member", "SimNode", "World"]
 
@@ -126,10 +127,21 @@ class World:
     """One simulation run. `run()` once; then read the fields (report.py does)."""
 
     def __init__(self, params: SimParams,
-                 progress: Callable[[float, float, float], None] | None = None,
+                 progress: Callable[[float, float, float], None] | None = None, *,
+                 replica_factory: ReplicaFactory | None = None,
+                 checks: Iterable[CheckFn] = (),
+                 workload: WorkloadFn | None = None,
                  trace: IO[str] | None = None) -> None:
+        """`replica_factory`, `checks` and `workload` plug in the system under test
+        (plugins.py, specs/simulator.md section 10); by default the real `Replica`,
+        the built-in checks only and the scenario's workload. `trace`: where
+        `simulate --trace` writes the run's events (trace.py)."""
         self.params = params
         self.progress = progress
+        self.replica_factory: ReplicaFactory = replica_factory or Replica
+        self.checks = list(checks)
+        self.workload = workload
+        self.check_results: list[CheckResult] = []  # the plugin checks', after the run
         self.tracer = None if trace is None else Tracer(trace)  # simulate --trace
         self.topology: Topology = build_topology(params.topology, params.nodes,
                                                  self.rng("topology"))
@@ -272,10 +284,9 @@ class World:
                 m.node, m.nursery, m.scope = None, None, None
 
     def _replica(self, m: Member) -> Replica:
-        if self.tracer is None:
-            return Replica(self.network, m.store)
-        replica = TracingReplica(self.network, m.store)
-        replica.tracer, replica.member = self.tracer, m.name
+        replica = make_replica(self.replica_factory, self.network, m.store)
+        if self.tracer is not None:
+            trace_arrivals(replica, self.tracer, m.name)
         return replica
 
     def crash(self, m: Member, *, mid_batch: bool = False) -> None:
@@ -473,7 +484,7 @@ class World:
             self._root = root
             for m in self.members:
                 self.start(m)
-            root.start_soon(run_workload, self)
+            root.start_soon(self._workload)
             root.start_soon(run_faults, self)
             if self.topology.radio_range is not None:
                 root.start_soon(run_mobility, self)
@@ -498,6 +509,24 @@ class World:
                 self.tracer.end(self)
             root.cancel_scope.cancel()
 
+    async def _workload(self) -> None:
+        if self.workload is None:
+            await run_workload(self)
+            return
+        with trio.move_on_at(self.params.duration):
+            await self.workload(self)
+
+    def plugins(self) -> dict[str, object]:
+        """Which plugins ran (for the report's parameters); empty when none did."""
+        out: dict[str, object] = {}
+        if self.replica_factory is not Replica:
+            out["replica"] = describe(self.replica_factory)
+        if self.checks:
+            out["checks"] = [describe(c) for c in self.checks]
+        if self.workload is not None:
+            out["workload"] = describe(self.workload)
+        return out
+
     def events(self) -> int:
         """Simulated events: link writes delivered, records stored, payments tried."""
         return (sum(e.stats.chunks for e in self.edges) + sum(self.checker.counts)
@@ -507,6 +536,7 @@ class World:
         self.final_hashes = [Replica(self.network, m.store).state_hash() for m in self.members]
         for m in self.members:
             m.store.observer = None
+        self.check_results = [run_check(check, self) for check in self.checks]
 
 
 @contextlib.contextmanager
