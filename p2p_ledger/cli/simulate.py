@@ -56,6 +56,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     s.add_argument("file", nargs="?", type=Path, help="the trace file to check")
     s.add_argument("--list", action="store_true", help="list the named scenarios")
     s.add_argument("--scenario", metavar="NAME", help="a scenario from --list")
+    s.add_argument("--swarm", action="store_true",
+                   help="instead of a scenario, draw the topology, workload, size, rate "
+                   "and every fault's strength (or absence) from the seed")
     s.add_argument("--report", type=Path, metavar="DIR", help="where to write the report")
     s.add_argument("--nodes", type=int, metavar="N",
                    help="how many nodes (at least 3; default: the scenario's)")
@@ -79,6 +82,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     f.add_argument("--partitions", type=int, metavar="N", help="split-and-heal episodes")
     f.add_argument("--bridge", action="store_true", default=None,
                    help="one node keeps its links across each split")
+    f.add_argument("--no-bridge", dest="bridge", action="store_false",
+                   help="no node keeps its links across a split")
     f.add_argument("--clogs", type=int, metavar="N",
                    help="episodes of links stopped one by one and restored in random order")
     f.add_argument("--crashes", type=int, metavar="N", help="node crashes (restart from store)")
@@ -87,6 +92,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     f.add_argument("--skew", type=float, metavar="SECONDS", help="clock offsets up to +-this")
     f.add_argument("--no-mobility", dest="mobility", action="store_false", default=None,
                    help="convoy vehicles keep their places")
+    f.add_argument("--mobility", dest="mobility", action="store_true",
+                   help="convoy vehicles drift around their slots")
     s.add_argument("--no-shared-checks", dest="shared_checks", action="store_false",
                    default=None, help="every replica parses and verifies every record itself")
     s.add_argument("--no-plot", action="store_true", help="skip convergence.png")
@@ -119,10 +126,18 @@ def _list(json_out: bool) -> int:
 
 
 def _params(args: argparse.Namespace) -> Any:
-    from ..sim.scenarios import SCENARIOS, params_for
+    from ..sim.scenarios import SCENARIOS, Scenario, params_for
+    from ..sim.swarm import swarm_scenario
 
-    if args.scenario not in SCENARIOS:
+    base: str | Scenario
+    if args.swarm:
+        if args.scenario:
+            raise LocalError("give --scenario NAME or --swarm, not both")
+        base = swarm_scenario(args.seed)
+    elif args.scenario not in SCENARIOS:
         raise LocalError(f"no scenario {args.scenario!r}; see `p2p-ledger simulate --list`")
+    else:
+        base = args.scenario
     if args.nodes is not None and args.nodes < 3:
         raise LocalError("--nodes must be at least 3")
     def ms(value: float | None) -> float | None:
@@ -134,7 +149,7 @@ def _params(args: argparse.Namespace) -> Any:
               "partitions": args.partitions, "bridge": args.bridge, "clogs": args.clogs,
               "crashes": args.crashes, "mid_batch": args.mid_batch, "skew": args.skew,
               "mobility": args.mobility}
-    return params_for(args.scenario, seed=args.seed, nodes=args.nodes, duration=args.duration,
+    return params_for(base, seed=args.seed, nodes=args.nodes, duration=args.duration,
                       rate=args.rate, bound=args.bound, shared_checks=args.shared_checks,
                       faults=faults)
 
@@ -203,8 +218,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         return _check(args)
     if args.list:
         return _list(args.json)
-    if not args.scenario or args.report is None:
-        raise LocalError("simulate needs --scenario NAME and --report DIR (or --list)")
+    if not (args.scenario or args.swarm) or args.report is None:
+        raise LocalError("simulate needs --scenario NAME (or --swarm) and --report DIR "
+                         "(or --list)")
     if not args.no_plot:
         try:
             import matplotlib  # noqa: F401
@@ -212,6 +228,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             raise LocalError("the plot needs matplotlib: pip install 'p2p-ledger[sim]' "
                              "(or pass --no-plot)") from None
     from ..sim.report import write_report
+    from ..sim.swarm import swarm_summary
     from ..sim.world import World
 
     params = _params(args)
@@ -237,8 +254,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                           "report": str(args.report), "wall_seconds": round(wall, 3)},
                          indent=2, sort_keys=True))
         return 0 if report["passed"] else 1
+    if args.swarm:
+        print(f"swarm seed {params.seed}: {swarm_summary(params)}")
     for c in checks:
         print(f"{'pass' if c['passed'] else 'FAIL'}  {c['name']}: {c['detail']}")
+    if not report["passed"]:
+        print(f"replay: {report['replay']}")
     events = world.events()
     print(f"simulated {world.end_at:.1f} s in {wall:.1f} s of wall time "
           f"({events / wall:,.0f} events per wall second); report in {args.report}/")
