@@ -97,6 +97,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     s.add_argument("--no-shared-checks", dest="shared_checks", action="store_false",
                    default=None, help="every replica parses and verifies every record itself")
     s.add_argument("--no-plot", action="store_true", help="skip convergence.png")
+    s.add_argument("--shrink", action="store_true",
+                   help="when the run fails, look for the smallest run that fails the same "
+                   "check and print the command that replays it")
+    s.add_argument("--shrink-runs", type=int, default=60, metavar="N",
+                   help="at most this many runs while shrinking (default %(default)s)")
     s.add_argument("--trace", type=Path, metavar="FILE",
                    help="write every event of the run to FILE, one JSON object a line")
     g = s.add_argument_group("the system under test (specs/simulator.md section 10)")
@@ -263,4 +268,42 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     events = world.events()
     print(f"simulated {world.end_at:.1f} s in {wall:.1f} s of wall time "
           f"({events / wall:,.0f} events per wall second); report in {args.report}/")
+    if args.shrink and not report["passed"]:
+        _shrink(args, params, plugins, report)
     return 0 if report["passed"] else 1
+
+
+def _shrink(args: argparse.Namespace, params: Any, plugins: dict[str, Any],
+            report: dict[str, object]) -> None:
+    """Shrink the failed run (sim/shrink.py); write the smallest failing run's report
+    into REPORT/smallest and print the one command that replays it."""
+    from ..sim.replay import command_for
+    from ..sim.report import build_report, write_report
+    from ..sim.shrink import failing_checks, shrink, still_fails
+    from ..sim.world import World
+
+    def run(p: Any) -> dict[str, object]:
+        world = World(p, **plugins)
+        world.run()
+        return build_report(world)
+
+    checks = failing_checks(report)
+    print(f"shrinking: looking for a smaller run that still fails {', '.join(sorted(checks))}",
+          file=sys.stderr)
+    found = shrink(params, still_fails(checks, run), max_runs=args.shrink_runs,
+                   log=lambda line: print(line, file=sys.stderr, flush=True))
+    where = args.report / "smallest"
+    smallest = World(found.params, **plugins)
+    smallest.run()
+    write_report(smallest, where, plot=not args.no_plot)
+    extra: list[str] = []
+    if args.replica is not None:
+        extra += ["--replica", args.replica]
+    for check in args.check:
+        extra += ["--check", check]
+    if args.workload is not None:
+        extra += ["--workload", args.workload]
+    budget = " (the budget of runs ran out first)" if found.exhausted else ""
+    print(f"smallest failing run after {found.runs} tries and {len(found.steps)} "
+          f"reductions{budget}:")
+    print(command_for(found.params, report=str(where), extra=extra))
