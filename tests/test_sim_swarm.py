@@ -83,3 +83,20 @@ def test_swarm_and_a_scenario_together_are_refused(tmp_path: Path) -> None:
 
     with pytest.raises(LocalError, match="not both"):
         _cli(["simulate", "--swarm", "--scenario", "chaos", "--report", str(tmp_path)])
+
+
+def test_soak_runs_swarm_seeds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "tools"))
+    soak = importlib.import_module("soak")
+    assert soak.main(["--swarm", "--skip-properties", "--seeds", "2", "--first-seed", "21",
+                      "--out", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("swarm seed 21: ok")
+    assert lines[1].startswith("swarm seed 22: ok")
+    summary = json.loads(lines[-1])
+    assert summary["swarm_runs"] == 2
+    assert summary["failed_seeds"] == []
+    assert sum(summary["combinations"].values()) == 2
