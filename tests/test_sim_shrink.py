@@ -3,16 +3,22 @@ one command that replays it."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 from pathlib import Path
 
 import pytest
 
+from p2p_ledger.core.ledger import Replica
+from p2p_ledger.core.network import NetworkDescriptor
+from p2p_ledger.core.records import SignedRecord
+from p2p_ledger.core.store import Effects, Movement
 from p2p_ledger.sim.checks import CheckResult
 from p2p_ledger.sim.report import build_report
 from p2p_ledger.sim.scenarios import SimParams, params_for
 from p2p_ledger.sim.shrink import failing_checks, shrink, still_fails
+from p2p_ledger.sim.store import SimStore
 from p2p_ledger.sim.world import World
 from tests.test_sim import _cli
 from tests.test_sim_swarm import _parse
@@ -24,6 +30,22 @@ def no_partition(world: World) -> CheckResult:
     cut = [e for e in world.episodes if e.kind == "partition"]
     return CheckResult(name="no-partition", passed=not cut, checked=1,
                        detail=f"{len(cut)} partitions")
+
+
+class DoubleCredit(Replica):
+    """A broken replica: the payee of a transfer is credited twice."""
+
+    def _judge(self, rec: SignedRecord) -> Effects:
+        fx = super()._judge(rec)
+        if len(fx.movements) != 2:
+            return fx
+        payer, payee = fx.movements
+        return dataclasses.replace(fx, movements=(payer, Movement(
+            account=payee.account, delta=2 * payee.delta)))
+
+
+def double_credit(network: NetworkDescriptor, store: SimStore) -> Replica:
+    return DoubleCredit(network, store)
 
 
 def _run(params: SimParams) -> dict[str, object]:
@@ -86,3 +108,27 @@ def test_simulate_shrink_prints_a_command_that_replays_the_smallest_failure(
     assert [c["name"] for c in report["checks"] if not c["passed"]] == ["no-partition"]
     # The printed command itself runs and fails the same way.
     assert _cli([*shlex.split(command)[1:], "--no-plot"]) == 1
+
+
+def test_a_broken_replica_fails_shrinks_and_its_trace_fails_offline(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The end-to-end path a researcher takes: a broken replica plugged in fails the run,
+    `--shrink` prints a smaller run that still fails, and `simulate check` finds the
+    same violation in the trace alone."""
+    trace = tmp_path / "trace.jsonl"
+    code = _cli(["simulate", "--scenario", "convoy", "--seed", "2", "--nodes", "6",
+                 "--duration", "15", "--rate", "1", "--no-plot", "--shrink",
+                 "--replica", "tests.test_sim_shrink:double_credit",
+                 "--trace", str(trace), "--report", str(tmp_path / "r")])
+    assert code == 1
+    out = capsys.readouterr().out
+    assert "FAIL  conservation" in out
+    command = out.splitlines()[-1]
+    assert "--replica tests.test_sim_shrink:double_credit" in command
+    smallest = _parse(command)
+    assert smallest.nodes == 3
+    assert smallest.duration < 15
+    assert _cli(["simulate", "check", str(trace)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines
+    assert all(line.startswith("conservation: ") for line in lines)

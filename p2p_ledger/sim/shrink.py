@@ -113,6 +113,11 @@ def _off(name: str, off: object = 0.0) -> Reducer:
     return reduce
 
 
+def _mid_batch(p: SimParams) -> list[tuple[str, SimParams]]:
+    """Only where a crash happens: otherwise the share changes nothing but the command."""
+    return _off("mid_batch")(p) if p.faults.crashes else []
+
+
 def _mobility(p: SimParams) -> list[tuple[str, SimParams]]:
     if p.topology != "convoy" or not p.faults.mobility:
         return []
@@ -123,7 +128,7 @@ def _mobility(p: SimParams) -> list[tuple[str, SimParams]]:
 REDUCERS: tuple[Reducer, ...] = (
     _nodes, _duration, _rate, _episodes("partitions"), _episodes("crashes"),
     _episodes("clogs"), _off("loss"), _off("reorder"), _off("duplicate"), _off("skew"),
-    _off("jitter"), _off("mid_batch"), _mobility)
+    _off("jitter"), _mid_batch, _mobility)
 
 
 def shrink(params: SimParams, fails: Callable[[SimParams], bool], *, max_runs: int = 60,

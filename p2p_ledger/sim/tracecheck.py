@@ -172,8 +172,8 @@ class _Checker:
     def conserved(self, n: _Node, event: dict[str, Any], line: int) -> None:
         if n.balance != n.issued - n.redeemed:
             self.result.flag("conservation", f"{event.get('n')} at {event.get('t')}: "
-                             f"balances sum to {n.balance}, issued - redeemed is "
-                             f"{n.issued - n.redeemed}")
+                             f"its balance changes since genesis sum to {n.balance}, "
+                             f"its issued minus redeemed to {n.issued - n.redeemed}")
 
     def finish(self) -> TraceResult:
         r = self.result
