@@ -47,13 +47,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     s = add_command(
         sub, "simulate", parents=[data], help="run a fault scenario in the deterministic simulator",
         example=["p2p-ledger simulate --list",
-                 "p2p-ledger simulate --scenario convoy --nodes 50 --seed 7 --report out/"],
+                 "p2p-ledger simulate --scenario convoy --nodes 50 --seed 7 --report out/",
+                 "p2p-ledger simulate --swarm --seed 12 --shrink --report out/",
+                 "p2p-ledger simulate --scenario chaos --trace out/trace.jsonl --report out/",
+                 "p2p-ledger simulate check out/trace.jsonl"],
         description="Run many nodes in one process on simulated time and links, with "
         "faults, and write a report (report.json, report.md, convergence.png). The same "
         "seed and version give the same report.json.")
-    s.add_argument("action", nargs="?", choices=["check"],
-                   help="`check FILE`: re-check the invariants from a trace file alone")
-    s.add_argument("file", nargs="?", type=Path, help="the trace file to check")
+    s.add_argument("action", nargs="?", choices=["check"], metavar="check",
+                   help="`simulate check FILE`: re-check the invariants from a trace "
+                   "(--trace) alone; exit 0 when they hold, 1 with one line per "
+                   "violation, 2 when FILE is not a trace")
+    s.add_argument("file", nargs="?", type=Path, metavar="FILE",
+                   help="the trace file to check")
     s.add_argument("--list", action="store_true", help="list the named scenarios")
     s.add_argument("--scenario", metavar="NAME", help="a scenario from --list")
     s.add_argument("--swarm", action="store_true",
