@@ -132,3 +132,21 @@ def test_a_broken_replica_fails_shrinks_and_its_trace_fails_offline(
     lines = capsys.readouterr().out.splitlines()
     assert lines
     assert all(line.startswith("conservation: ") for line in lines)
+
+
+def test_simulate_shrink_under_json_says_the_same(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    code = _cli(["simulate", "--json", "--scenario", "chaos", "--seed", "5", "--nodes", "6",
+                 "--duration", "20", "--rate", "2", "--no-plot", "--shrink",
+                 "--check", "tests.test_sim_shrink:no_partition",
+                 "--report", str(tmp_path)])
+    assert code == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["passed"] is False
+    assert out["replay"].startswith("p2p-ledger simulate --scenario chaos --seed 5 --nodes 6 ")
+    shrunk = out["shrunk"]
+    assert shrunk["command"].startswith("p2p-ledger simulate --scenario chaos --seed 5 "
+                                        "--nodes 3 ")
+    assert shrunk["steps"][0] == "nodes 6 -> 3"
+    assert shrunk["runs"] >= len(shrunk["steps"])
+    assert shrunk["report"] == str(tmp_path / "smallest")

@@ -238,6 +238,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         except ImportError:
             raise LocalError("the plot needs matplotlib: pip install 'p2p-ledger[sim]' "
                              "(or pass --no-plot)") from None
+    from ..sim.replay import command_for
     from ..sim.report import write_report
     from ..sim.swarm import swarm_summary
     from ..sim.world import World
@@ -260,9 +261,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     report = write_report(world, args.report, plot=not args.no_plot)
     checks = report["checks"]
     assert isinstance(checks, list)
+    shrunk = (_shrink(args, params, plugins, report)
+              if args.shrink and not report["passed"] else None)
     if args.json:
         print(json.dumps({"passed": report["passed"], "checks": checks,
-                          "report": str(args.report), "wall_seconds": round(wall, 3)},
+                          "report": str(args.report), "wall_seconds": round(wall, 3),
+                          "replay": command_for(params, report=str(args.report),
+                                                extra=_plugin_options(args)),
+                          **({"shrunk": shrunk} if shrunk is not None else {})},
                          indent=2, sort_keys=True))
         return 0 if report["passed"] else 1
     if args.swarm:
@@ -270,19 +276,35 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     for c in checks:
         print(f"{'pass' if c['passed'] else 'FAIL'}  {c['name']}: {c['detail']}")
     if not report["passed"]:
-        print(f"replay: {report['replay']}")
+        print("replay: " + command_for(params, report=str(args.report),
+                                       extra=_plugin_options(args)))
     events = world.events()
     print(f"simulated {world.end_at:.1f} s in {wall:.1f} s of wall time "
           f"({events / wall:,.0f} events per wall second); report in {args.report}/")
-    if args.shrink and not report["passed"]:
-        _shrink(args, params, plugins, report)
+    if shrunk is not None:
+        budget = " (the budget of runs ran out first)" if shrunk["exhausted"] else ""
+        print(f"smallest failing run after {shrunk['runs']} tries and "
+              f"{len(shrunk['steps'])} reductions{budget}:")
+        print(shrunk["command"])
     return 0 if report["passed"] else 1
 
 
+def _plugin_options(args: argparse.Namespace) -> list[str]:
+    """The plugin options as given, for a replay command."""
+    out: list[str] = []
+    if args.replica is not None:
+        out += ["--replica", args.replica]
+    for check in args.check:
+        out += ["--check", check]
+    if args.workload is not None:
+        out += ["--workload", args.workload]
+    return out
+
+
 def _shrink(args: argparse.Namespace, params: Any, plugins: dict[str, Any],
-            report: dict[str, object]) -> None:
+            report: dict[str, object]) -> dict[str, Any]:
     """Shrink the failed run (sim/shrink.py); write the smallest failing run's report
-    into REPORT/smallest and print the one command that replays it."""
+    into REPORT/smallest; return the command that replays it, and how it was found."""
     from ..sim.replay import command_for
     from ..sim.report import build_report, write_report
     from ..sim.shrink import failing_checks, shrink, still_fails
@@ -302,14 +324,7 @@ def _shrink(args: argparse.Namespace, params: Any, plugins: dict[str, Any],
     smallest = World(found.params, **plugins)
     smallest.run()
     write_report(smallest, where, plot=not args.no_plot)
-    extra: list[str] = []
-    if args.replica is not None:
-        extra += ["--replica", args.replica]
-    for check in args.check:
-        extra += ["--check", check]
-    if args.workload is not None:
-        extra += ["--workload", args.workload]
-    budget = " (the budget of runs ran out first)" if found.exhausted else ""
-    print(f"smallest failing run after {found.runs} tries and {len(found.steps)} "
-          f"reductions{budget}:")
-    print(command_for(found.params, report=str(where), extra=extra))
+    return {"command": command_for(found.params, report=str(where),
+                                   extra=_plugin_options(args)),
+            "runs": found.runs, "steps": found.steps, "exhausted": found.exhausted,
+            "report": str(where)}
