@@ -100,3 +100,25 @@ def test_soak_runs_swarm_seeds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert summary["swarm_runs"] == 2
     assert summary["failed_seeds"] == []
     assert sum(summary["combinations"].values()) == 2
+
+
+def test_every_fault_parameter_survives_the_replay_command() -> None:
+    """A fault added to `Faults` without a way to say it in the replay command fails
+    here: each field is changed on its own and must parse back."""
+    from p2p_ledger.sim.scenarios import Faults
+
+    base = params_for("convoy", seed=1)
+    for name in Faults.__dataclass_fields__:
+        value = getattr(base.faults, name)
+        new: object
+        if isinstance(value, bool):
+            new = not value
+        elif isinstance(value, int):
+            new = value + 1
+        elif value is None:
+            new = 0.004 if name != "bandwidth" else 32_000.0
+        else:
+            new = 0.125 if value != 0.125 else 0.25
+        changed = dataclasses.replace(base, faults=dataclasses.replace(
+            base.faults, **{name: new}))
+        assert _parse(command_for(changed)) == changed, name

@@ -82,9 +82,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                    help="kilobytes per second per direction")
     f.add_argument("--loss", type=_probability, metavar="P", help="packet loss (retransmitted)")
     f.add_argument("--reorder", type=_probability, metavar="P",
-                   help="chunks delivered out of order (breaks the session: it reconnects)")
+                   help="each record a node stores also goes alone, with probability P, "
+                   "over a shortcut to a random node: often before its causal past")
     f.add_argument("--duplicate", type=_probability, metavar="P",
-                   help="chunks delivered twice (breaks the session: it reconnects)")
+                   help="a delivery over a second path (shortcut, courier) is made again "
+                   "1-30 s later, with probability P")
+    f.add_argument("--couriers", type=int, metavar="N",
+                   help="people carrying bundles of records from node to node (sneakernet), "
+                   "handing them over late and out of order")
     f.add_argument("--partitions", type=int, metavar="N", help="split-and-heal episodes")
     f.add_argument("--bridge", action="store_true", default=None,
                    help="one node keeps its links across each split")
@@ -157,7 +162,8 @@ def _params(args: argparse.Namespace) -> Any:
     faults = {"latency": ms(args.latency), "jitter": ms(args.jitter),
               "bandwidth": None if args.bandwidth is None else args.bandwidth * 1000,
               "loss": args.loss, "reorder": args.reorder, "duplicate": args.duplicate,
-              "partitions": args.partitions, "bridge": args.bridge, "clogs": args.clogs,
+              "couriers": args.couriers, "partitions": args.partitions,
+              "bridge": args.bridge, "clogs": args.clogs,
               "crashes": args.crashes, "mid_batch": args.mid_batch, "skew": args.skew,
               "mobility": args.mobility}
     return params_for(base, seed=args.seed, nodes=args.nodes, duration=args.duration,

@@ -202,6 +202,13 @@ class Replica:
         """What the records `origin` delivered and that still wait hold (`pending_cost`)."""
         return self._pending.used.get(origin, 0)
 
+    def pending_totals(self) -> tuple[int, int, int]:
+        """Records (parked, released, dropped) by this replica's pending area since it
+        was made: parked for want of their causal past, released to be judged once it
+        arrived, let go unreleased (their session ended, or evicted)."""
+        p = self._pending
+        return p.parked, p.released, p.dropped
+
     def pending(self) -> list[tuple[bytes, frozenset[bytes]]]:
         """Records waiting for their causal past, with the ids each still lacks."""
         return [(rid, frozenset(w.missing)) for rid, w in self._pending.records.items()]

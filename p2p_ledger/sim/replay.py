@@ -36,8 +36,8 @@ def _fault_options(f: Faults, base: Faults) -> list[str]:
         value = getattr(f, name)
         if value != getattr(base, name) and value is not None:
             out += [f"--{name}", _number(round(value * scale, 6))]
-    for name in ("loss", "reorder", "duplicate", "partitions", "clogs", "crashes",
-                 "mid_batch", "skew"):
+    for name in ("loss", "reorder", "duplicate", "couriers", "partitions", "clogs",
+                 "crashes", "mid_batch", "skew"):
         value = getattr(f, name)
         if value != getattr(base, name):
             out += [f"--{name.replace('_', '-')}", _number(value)]

@@ -127,8 +127,8 @@ def _mobility(p: SimParams) -> list[tuple[str, SimParams]]:
 # Cheapest-to-run first: fewer nodes and a shorter run make every later try faster.
 REDUCERS: tuple[Reducer, ...] = (
     _nodes, _duration, _rate, _episodes("partitions"), _episodes("crashes"),
-    _episodes("clogs"), _off("loss"), _off("reorder"), _off("duplicate"), _off("skew"),
-    _off("jitter"), _mid_batch, _mobility)
+    _episodes("clogs"), _episodes("couriers"), _off("loss"), _off("reorder"),
+    _off("duplicate"), _off("skew"), _off("jitter"), _mid_batch, _mobility)
 
 
 def shrink(params: SimParams, fails: Callable[[SimParams], bool], *, max_runs: int = 60,

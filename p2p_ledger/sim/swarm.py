@@ -49,8 +49,9 @@ def swarm_scenario(seed: int) -> Scenario:
         jitter=round(rng.uniform(0.0, 0.05), 3) if on() else None,
         bandwidth=float(rng.choice((32_000, 64_000, 250_000, 1_000_000))) if on() else None,
         loss=round(rng.uniform(0.001, 0.08), 4) if on() else 0.0,
-        reorder=round(rng.uniform(0.0005, 0.01), 4) if on() else 0.0,
-        duplicate=round(rng.uniform(0.0005, 0.01), 4) if on() else 0.0,
+        reorder=round(rng.uniform(0.002, 0.05), 4) if on() else 0.0,
+        duplicate=round(rng.uniform(0.02, 0.5), 3) if on() else 0.0,
+        couriers=rng.randint(1, 3) if on() else 0,
         partitions=rng.randint(1, 3) if on() else 0,
         bridge=on(),
         clogs=rng.randint(1, 2) if on() else 0,
@@ -70,7 +71,8 @@ def swarm_summary(params: SimParams) -> str:
     f = params.faults
     on = [name for name, value in (
         ("loss", f.loss), ("jitter", f.jitter), ("bandwidth", f.bandwidth),
-        ("reorder", f.reorder), ("duplicate", f.duplicate), ("partitions", f.partitions),
+        ("reorder", f.reorder), ("duplicate", f.duplicate), ("couriers", f.couriers),
+        ("partitions", f.partitions),
         ("clogs", f.clogs), ("crashes", f.crashes), ("skew", f.skew)) if value]
     if f.bridge and f.partitions:
         on.append("bridge")

@@ -45,6 +45,12 @@ def short(key: bytes) -> str:
     return key[:_SHORT].hex()
 
 
+def _path(origin: object) -> str:
+    if isinstance(origin, tuple):
+        return "/".join(_path(part) for part in origin)
+    return origin.hex() if isinstance(origin, bytes) else str(origin)
+
+
 def _now() -> float:
     return round(trio.current_time(), 6)
 
@@ -142,8 +148,10 @@ class Tracer:
                report: IngestReport) -> None:
         event: dict[str, object] = {"e": "arrive", "t": _now(), "n": name,
                                     "r": [short(r) for r in ids]}
-        if isinstance(origin, bytes):
-            event["from"] = short(origin)
+        if isinstance(origin, int):  # a node's session
+            event["session"] = origin
+        elif origin is not None:  # a second path (paths.py): ("courier", 2), ...
+            event["via"] = _path(origin)
         if report.refused:
             event["refused"] = len(report.refused)
         if report.waiting:

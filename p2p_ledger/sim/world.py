@@ -42,13 +42,14 @@ from ..core.ledger import Replica
 from ..core.network import NetworkDescriptor
 from ..core.records import Role
 from ..core.wallet import Wallet
-from ..errors import LocalError, PaymentRefused, TransportError
+from ..errors import PaymentRefused, TransportError
 from ..node.links import Link
 from ..node.node import Node, NodeConfig
 from .accel import CheckCache, shared_record_checks
 from .checks import Checker, CheckResult
 from .faults import run_faults, run_mobility, run_workload
 from .links import LinkProfile, LinkStats, SimConnection
+from .paths import SecondPaths, run_couriers
 from .plugins import CheckFn, ReplicaFactory, WorkloadFn, describe, make_replica, run_check
 from .scenarios import PROFILES, EdgeSpec, MemberSpec, SimParams, Topology, build_topology
 from .store import PowerCut, SimStore
@@ -163,14 +164,17 @@ class World:
         self.series: dict[str, list[float]] = {"t": [], "converged": [], "held": [],
                                                "missing_p50": [], "missing_p95": [],
                                                "missing_max": [], "bytes": [], "messages": []}
+        # refused: by the payer's wallet for want of funds; revoked: by the wallet of a
+        # revoked payer; tampered: signed anyway by a revoked device (revoking.py)
         self.payments = {"attempted": 0, "made": 0, "refused": 0, "revoked": 0,
-                         "no_payer": 0}
+                         "tampered": 0, "no_payer": 0}
         self.revoked: dict[bytes, int] = {}  # device -> after_seq
         self.bursting: list[list[int]] = []  # members a partition isolated (offline-burst)
         self.refused_records = 0
         self.cache: CheckCache | None = None
         self._converged = trio.Event()
         self._root: trio.Nursery | None = None
+        self.paths = SecondPaths(self)  # records beside the sessions (paths.py)
         self._build()
 
     # ------------------------------------------------------------ set-up
@@ -232,7 +236,7 @@ class World:
             latency=base.latency if f.latency is None else f.latency,
             jitter=base.jitter if f.jitter is None else f.jitter,
             bandwidth=base.bandwidth if f.bandwidth is None else f.bandwidth,
-            loss=f.loss, reorder=f.reorder, duplicate=f.duplicate)
+            loss=f.loss)
         edge = Edge(index=len(self.edges), a=spec.a, b=spec.b, kind=spec.kind, profile=profile,
                     stats=LinkStats(), rng=self.rng(f"link/{len(self.edges)}"))
         self.edges.append(edge)
@@ -278,6 +282,7 @@ class World:
         except* PowerCut:
             self.crash(m, mid_batch=True)
         finally:
+            self.paths.replica_ended(m, node.replica)
             m.sessions += len(node.completed)
             m.session_errors += sum(1 for s in node.completed if s.error)
             if m.node is node:
@@ -398,6 +403,9 @@ class World:
 
     def pay(self, payer: Member, payee: Account, amount: int, key: str) -> None:
         self.payments["attempted"] += 1
+        if payer.replica.store.revocations(payer.device):
+            self.payments["revoked"] += 1  # its wallet refuses: it knows it is revoked
+            return
         wallet = Wallet(payer.replica, payer.key)
         have = wallet.available()
         if have < 1_00:
@@ -409,8 +417,6 @@ class World:
                 self.payments["made"] += 1
             except PaymentRefused:
                 self.payments["refused"] += 1
-            except LocalError:  # the payer's certificate was revoked: it signs nothing
-                self.payments["revoked"] += 1
 
     # ------------------------------------------------------------ watching
 
@@ -419,6 +425,7 @@ class World:
             self.tracer.on_commit(store, rids, self.checker.creating == store.owner)
         conserved = Replica(self.network, store).conserved()
         self.checker.on_commit(store.owner, store, rids, conserved)
+        self.paths.on_stored(store.owner, rids)
         if self.quiet and self.checker.counts[store.owner] == self.checker.needed():
             self.check_converged()
 
@@ -489,6 +496,8 @@ class World:
             if self.topology.radio_range is not None:
                 root.start_soon(run_mobility, self)
             root.start_soon(self._sampler)
+            root.start_soon(self.paths.run)
+            root.start_soon(run_couriers, self, self.paths)
             await trio.sleep_until(self.params.duration)
             self.quiet = True
             await trio.lowlevel.checkpoint()  # let the fault tasks restore the world first
