@@ -111,4 +111,5 @@ class SimStore(MemoryStore):
             self.observer, self.on_apply = observer, on_apply
         twin.owner = owner
         twin._peers = {}
+        twin.power_cut_after = None  # a power cut armed in the original is not the copy's
         return twin
