@@ -154,3 +154,43 @@ def test_simulate_trace_option_writes_a_checkable_trace(
                  "--trace", str(trace)]) == 0
     capsys.readouterr()
     assert _cli(["simulate", "check", str(trace)]) == 0
+
+
+def test_a_chain_state_judged_on_another_past_is_caught(
+        traced: tuple[Events, dict[str, object]]) -> None:
+    events = [dict(e) for e in traced[0]]
+    seen: set[object] = set()
+    for i in _applies(events):
+        if events[i]["r"] in seen:
+            events[i]["cs"] = "0" * 16
+            break
+        seen.add(events[i]["r"])
+    result = check_trace(_lines(events))
+    assert result.counts == {"verdict stability": 1}
+    assert "its chain state at" in result.lines()[0]
+
+
+def test_the_broken_merge_fails_offline_as_it_fails_in_the_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """examples/broken_merge.py under a small sneakernet run (the run `--shrink` found
+    from the default one): the simulator's checks and the trace alone find the same
+    records stored before a credit they ref, judged on another past."""
+    trace = tmp_path / "trace.jsonl"
+    assert _cli(["simulate", "--scenario", "sneakernet", "--seed", "1", "--nodes", "5",
+                 "--rate", "0.1", "--duplicate", "0", "--couriers", "0", "--partitions", "1",
+                 "--replica", "examples.broken_merge:factory", "--no-plot",
+                 "--trace", str(trace), "--report", str(tmp_path / "r")]) == 1
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    failed = {c["name"]: c for c in report["checks"] if not c["passed"]}
+    assert set(failed) == {"verdicts", "validity"}
+    capsys.readouterr()
+    assert _cli(["simulate", "check", str(trace)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    causal = [line for line in lines if line.startswith("causal delivery: ")]
+    verdicts = [line for line in lines if line.startswith("verdict stability: ")]
+    assert len(causal) == len(failed["validity"]["violations"])
+    assert len(verdicts) == len(failed["verdicts"]["violations"])
+    assert len(causal) + len(verdicts) == len(lines)
+    # The same records, by their short ids.
+    assert {v["record"][:24] for v in failed["validity"]["violations"]} == {
+        line.split(" applied ")[1].split()[0] for line in causal}

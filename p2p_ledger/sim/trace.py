@@ -20,6 +20,7 @@ traced run is the same run (the same report bytes) as an untraced one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Hashable, Iterable
 from typing import IO, TYPE_CHECKING
@@ -125,7 +126,8 @@ class Tracer:
         refs = parse_record(fx.raw).record.refs
         event: dict[str, object] = {
             "e": "apply", "t": t, "n": name, "r": short(row.id), "a": short(row.author),
-            "s": row.seq, "k": row.kind.name.lower(), "v": row.verdict.value}
+            "s": row.seq, "k": row.kind.name.lower(), "v": row.verdict.value,
+            "cs": hashlib.blake2b(row.chain.encode(), digest_size=8).hexdigest()}
         if row.prev is not None:
             event["p"] = short(row.prev)
         if refs:

@@ -7,7 +7,9 @@ on balances. From that alone, with no store, no keys and no simulator, this chec
 - conservation: at every commit (and at the end), the sum of the balance changes a
   node applied equals what it issued minus what it redeemed (sim/checks.py checks the
   same on the live store);
-- verdict stability: a record gets one verdict (and reason) wherever it is applied;
+- verdict stability: a record gets one verdict (and reason) wherever it is applied,
+  and establishes one chain state (the digest `cs`: its author's balances and totals
+  over its causal past), as sim/checks.py compares;
 - causal delivery: a node applies a record only when it already holds the record's
   `prev` and every record it `refs` (and never stores one record twice);
 - convergence (specs/simulator.md section 6): at the end, every honest node (whose
@@ -88,6 +90,7 @@ class _Checker:
         nodes = _field(header, "nodes", dict, 1)
         self.nodes = {str(n): _Node(device=str(d)) for n, d in nodes.items()}
         self.verdict: dict[str, tuple[str, str | None, str]] = {}  # record -> first
+        self.chain: dict[str, tuple[str, str]] = {}  # record -> first (chain digest, node)
         self.author: dict[str, tuple[str, int]] = {}  # record -> (device, seq)
         self.cut_off: dict[str, int] = {}  # revoked device -> lowest after_seq
         self.end: dict[str, Any] | None = None
@@ -149,13 +152,19 @@ class _Checker:
         if missing:
             r.flag("causal delivery", f"{name} applied {rid} at {t} before "
                    f"{', '.join(missing)} of its causal past")
-        reason = event.get("why")
+        reason, chain = event.get("why"), event.get("cs")
         first = self.verdict.get(rid)
         if first is None:
             self.verdict[rid] = (verdict, reason, name)
+            if chain is not None:
+                self.chain[rid] = (chain, name)
         elif first[:2] != (verdict, reason):
             r.flag("verdict stability", f"record {rid}: {_verdict(first[0], first[1])} at "
                    f"{first[2]}, {_verdict(verdict, reason)} at {name} ({t})")
+        elif chain is not None and rid in self.chain and self.chain[rid][0] != chain:
+            r.flag("verdict stability", f"record {rid}: {_verdict(verdict, reason)} "
+                   f"everywhere, but its chain state at {name} ({t}) differs from the "
+                   f"one at {self.chain[rid][1]} (judged on another causal past)")
         self.author.setdefault(rid, (author, seq))
         n.held.add(rid)
         n.last_apply = t
