@@ -271,8 +271,10 @@ class Checker:
             CheckResult(name="verdicts", passed=c["verdicts"] == 0,
                         checked=self.verdicts_checked,
                         detail=(f"{self.verdicts_checked} later applications agreed with the "
-                                f"first verdict{forked}") if c["verdicts"] == 0 else
-                        f"{c['verdicts']} verdicts differed from the first one",
+                                f"first verdict and chain state{forked}")
+                        if c["verdicts"] == 0 else
+                        f"{c['verdicts']} verdicts or chain states differed from the first "
+                        "one",
                         violations=self.verdict_changes),
             CheckResult(name="validity", passed=c["validity"] == 0, checked=checked_records,
                         detail="only created records were stored, each after its causal "

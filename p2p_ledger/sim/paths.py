@@ -45,7 +45,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import trio
@@ -82,7 +82,6 @@ class PathStats:
     dropped: int = 0
     lost_in_crashes: int = 0
     waiting_at_end: int = 0
-    per_member: dict[int, list[int]] = field(default_factory=dict)  # parked, released
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -202,9 +201,6 @@ class SecondPaths:
         s.parked += parked
         s.released += released
         s.dropped += dropped
-        mine = s.per_member.setdefault(m.index, [0, 0])
-        mine[0] += parked
-        mine[1] += released
         if m.up:
             s.waiting_at_end += replica.pending_count
         else:
