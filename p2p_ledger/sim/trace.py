@@ -29,7 +29,7 @@ import trio
 
 from ..core.checking import CheckingAhead
 from ..core.ledger import IngestReport, Replica
-from ..core.records import SignedRecord, record_id
+from ..core.records import SignedRecord, parse_record, record_id
 from ..core.store import Effects, MemoryStore
 
 if TYPE_CHECKING:
@@ -120,8 +120,6 @@ class Tracer:
 
     @staticmethod
     def apply_event(t: float, name: str, fx: Effects, *, creating: bool) -> dict[str, object]:
-        from ..core.records import parse_record
-
         row = fx.row
         refs = parse_record(fx.raw).record.refs
         event: dict[str, object] = {

@@ -112,6 +112,10 @@ class _Checker:
                     raise TraceError(f"line {line}: a genesis record is not "
                                      "[id, author, seq, verdict]")
                 rid, author, seq, verdict = row
+                if not (isinstance(rid, str) and isinstance(author, str)
+                        and isinstance(seq, int) and isinstance(verdict, str)):
+                    raise TraceError(f"line {line}: a genesis record is not "
+                                     "[id, author, seq, verdict]")
                 self.verdict[rid] = (verdict, None, "genesis")
                 self.author[rid] = (author, seq)
                 for n in self.nodes.values():
