@@ -88,6 +88,7 @@ def test_revoked_devices_sign_and_their_records_get_verdicts() -> None:
     assert after["rejected (knew the revocation)"] == workload["tampered"] > 0
     assert workload["records_after_revocation_held_by_no_honest_replica"] == 0
     assert workload["revoked"] >= workload["tampered"]  # wallets refused first
+    assert workload["refused"] == 0  # up to 50d1dbf revoked refusals were counted here
     kinds = [f["kind"] for f in report["faults"]]  # type: ignore[union-attr]
     assert kinds == ["cut-off", "revoke"]
     cut = report["faults"][0]  # type: ignore[index]
