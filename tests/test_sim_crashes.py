@@ -43,3 +43,22 @@ def test_a_copied_disk_does_not_inherit_an_armed_power_cut() -> None:
     twin = store.copy(owner=1)
     assert twin.power_cut_after is None
     assert store.power_cut_after == 2
+
+
+def test_a_member_restarted_in_the_instant_it_crashed_dials_again() -> None:
+    """Shrunk from swarm seed 217 (`simulate --swarm --seed 217 --shrink`): the hub
+    crashes as the faults stop and restarts in the same instant; its old dialer to the
+    cloud was cancelled but not yet gone, so the new node started none, and the hub never
+    synced with the cloud again (the honest replicas did not converge in 180 s)."""
+    from p2p_ledger.sim.scenarios import Faults, SimParams
+
+    params = SimParams(scenario="swarm", topology="hub-tree", workload="revocations",
+                       nodes=4, seed=217, duration=5.0, rate=0.1, bound=180.0,
+                       faults=Faults(bandwidth=250_000.0, bridge=True, crashes=1,
+                                     mid_batch=0.92, mobility=False))
+    world = World(params)
+    world.run()
+    crashes = [e for e in world.episodes if e.kind == "crash"]
+    assert [(e.start, e.end) for e in crashes] == [(5.0, 5.0)]  # down for no time at all
+    assert world.converged_at is not None
+    assert world.converged_at - params.duration < 10.0

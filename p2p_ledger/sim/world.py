@@ -311,6 +311,11 @@ class World:
             for c in e.conns:
                 c.reset()
             e.conns = []
+            if e.a == m.index:
+                # Its dialers die with the node, but their tasks see the cancellation
+                # only later: a restart in the same instant must not take the old
+                # dialer for a live one (swarm seed 217: the hub never dialled again).
+                e.dialer = None
         m.crashed.set()
 
     def start_dialer(self, e: Edge) -> None:
