@@ -67,9 +67,11 @@ async def run_faults(w: World) -> None:
             nursery.start_soon(_partition, w, start, end, rng(f"partition/{k}"))
         for k in range(f.clogs):
             nursery.start_soon(_clog, w, plan.uniform(0.1, 0.5) * d, rng(f"clog/{k}"))
+        held: set[int] = set()  # members a crash task has taken and not restarted yet
         for k in range(f.crashes):
             at = plan.uniform(0.1, 0.8) * d
-            nursery.start_soon(_crash, w, at, plan.uniform(5.0, 30.0), rng(f"crash/{k}"))
+            nursery.start_soon(_crash, w, at, plan.uniform(5.0, 30.0), rng(f"crash/{k}"),
+                               held)
 
 
 async def _partition(w: World, start: float, end: float, rng: random.Random) -> None:
@@ -118,13 +120,18 @@ async def _clog(w: World, start: float, rng: random.Random) -> None:
     _episode(w, "clog", start, trio.current_time(), links=count)
 
 
-async def _crash(w: World, at: float, down: float, rng: random.Random) -> None:
+async def _crash(w: World, at: float, down: float, rng: random.Random,
+                 held: set[int]) -> None:
     d = w.params.duration
     await trio.sleep_until(at)
-    candidates = [m for m in w.members if m.role != "authority" and m.up]
+    # Not a member another crash task holds (waiting for the power cut it armed, or to
+    # restart it): both would restart it, two nodes over one store.
+    candidates = [m for m in w.members if m.role != "authority" and m.up
+                  and m.index not in held]
     if not candidates or trio.current_time() >= d:
         return
     m = rng.choice(candidates)
+    held.add(m.index)
     mid_batch = rng.random() < w.params.faults.mid_batch
     if mid_batch:
         m.store.power_cut_after = rng.randint(0, 3)
@@ -135,6 +142,7 @@ async def _crash(w: World, at: float, down: float, rng: random.Random) -> None:
     crashed_at = trio.current_time()
     await trio.sleep_until(min(crashed_at + down, d))
     w.start(m)
+    held.discard(m.index)
     _episode(w, "crash", crashed_at, trio.current_time(), node=m.name, mid_batch=mid_batch)
 
 

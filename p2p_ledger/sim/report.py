@@ -48,6 +48,21 @@ def _lag(values: list[int]) -> dict[str, float | int]:
             "max": _seconds(ordered[-1])}
 
 
+def _replay(w: World) -> str:
+    """The command that replays this run (replay.py), plugins named as `module:name`."""
+    from .replay import command_for
+
+    plugins = w.plugins()
+    extra: list[str] = []
+    if "replica" in plugins:
+        extra += ["--replica", str(plugins["replica"])]
+    for check in plugins.get("checks", []):  # type: ignore[attr-defined]
+        extra += ["--check", str(check)]
+    if "workload" in plugins:
+        extra += ["--workload", str(plugins["workload"])]
+    return command_for(w.params, extra=extra)
+
+
 def _convergence(w: World) -> CheckResult:
     """The convergence property of specs/simulator.md section 6: the honest replicas
     converge on everything any of them holds, and the only records none of them holds
@@ -165,6 +180,7 @@ def build_report(w: World) -> dict[str, object]:
     report: dict[str, object] = {
         "format": FORMAT, "version": 1, "package_version": _version(),
         "parameters": {**p.to_json(), **({"plugins": plugins} if plugins else {})},
+        "replay": _replay(w),
         "topology": {"members": len(w.members), "links": len(w.edges),
                      "by_kind": dict(sorted(by_kind.items()))},
         "timeline": {
@@ -271,7 +287,8 @@ def _md(report: dict[str, object]) -> str:
         lines.append(f"| {n['node']} | {role} | {n['records']} | {n['sessions']} "
                      f"({n['sessions_broken']}) | {n['crashes']} | {lag.get('mean', '-')} | "
                      f"{lag.get('p95', '-')} | {lag.get('max', '-')} |")
-    lines += ["", "Plot: `convergence.png`. Machine-readable: `report.json`.", ""]
+    lines += ["", f"Replay: `{r['replay']}`", "",
+              "Plot: `convergence.png`. Machine-readable: `report.json`.", ""]
     return "\n".join(lines)
 
 

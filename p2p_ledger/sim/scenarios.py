@@ -164,10 +164,10 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
 )}
 
 
-def params_for(name: str, *, seed: int = 1, **overrides: object) -> SimParams:
-    """A scenario's parameters with `overrides` (None values are ignored); fault
-    overrides go in `faults` as a dict."""
-    s = SCENARIOS[name]
+def params_for(name: str | Scenario, *, seed: int = 1, **overrides: object) -> SimParams:
+    """A scenario's parameters (by name, or a `Scenario` such as the swarm's draw) with
+    `overrides` (None values are ignored); fault overrides go in `faults` as a dict."""
+    s = name if isinstance(name, Scenario) else SCENARIOS[name]
     faults = s.faults
     fault_overrides = overrides.pop("faults", None)
     if isinstance(fault_overrides, dict):
