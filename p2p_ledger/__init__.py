@@ -60,6 +60,7 @@ from .errors import (
     StoreBusy,
     StoreDamaged,
     StoreError,
+    StoreUnavailable,
     SyncFailed,
     TransportError,
     WrongPassphrase,
@@ -107,7 +108,8 @@ __all__ = [
     # errors
     "AmountError", "FeedOverflow", "InvalidRecord", "KeyFileError", "LocalError",
     "P2PLedgerError", "PaymentRefused", "PendingFull", "RecordProblem", "StoreBusy",
-    "StoreDamaged", "StoreError", "SyncFailed", "TransportError", "WrongPassphrase",
+    "StoreDamaged", "StoreError", "StoreUnavailable", "SyncFailed", "TransportError",
+    "WrongPassphrase",
     # functions
     "__version__", "device_id", "format_amount", "next_hlc", "open_record", "parse_amount",
     "parse_device_id", "parse_record", "sign_record",

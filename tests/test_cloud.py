@@ -23,8 +23,8 @@ import trio
 
 from p2p_ledger.core.ids import Account
 from p2p_ledger.core.ledger import Frontier, IngestReport, Replica
-from p2p_ledger.core.records import Meta, Role, parse_record, sign_record
-from p2p_ledger.core.store import MemoryStore
+from p2p_ledger.core.records import Meta, Record, Role, Transfer, parse_record, sign_record
+from p2p_ledger.core.store import MemoryStore, Verdict
 from p2p_ledger.core.wallet import Wallet
 from p2p_ledger.node.node import Node, NodeConfig
 from p2p_ledger.protocol._state import State
@@ -172,6 +172,50 @@ def test_forks_racing_freely_at_two_front_ends_always_leave_one_evidence_each(
         assert one.store.has(parse_record(left).id)
         assert one.store.has(parse_record(right).id)
     assert one.conserved()
+
+
+def test_both_branches_of_a_fork_in_one_frame_leave_one_evidence(
+        cloud: Callable[[World], Cloud]) -> None:
+    """Within one transaction the store answers `ids_at` from what it stored itself
+    (it holds the author's lock): the second branch must still meet the first."""
+    world, src = source(("alice", "bob"))
+    c = cloud(world)
+    one = c.front_end()
+    receive(one, src.delta(Frontier({})))
+    left, right = fork(world, src, "alice", "same-frame")
+    report = receive(one, [left, right])
+    assert [a.equivocates_with for a in report.applied] == [(), (parse_record(left).id,)]
+    (evidence,) = one.store.equivocations()
+    assert evidence[0] == world.device("alice")
+
+
+def test_a_credit_made_and_claimed_in_one_frame_is_not_claimed_twice(
+        cloud: Callable[[World], Cloud]) -> None:
+    """The store answers `credit` for credits its open transaction made from memory;
+    a claim in the same frame must show there, or a second claim of the same credit
+    (a crafted record) would count it twice."""
+    world, src = source(("alice", "bob"))
+    c = cloud(world)
+    one = c.front_end()
+    receive(one, src.delta(Frontier({})))
+    paid = world.wallet("bob", src).pay(world.account("alice"), 5_00, key="c", now_ms=T0 + 5)
+    alice = world.wallet("alice", src)
+    first = alice.build(Meta(account="main", field="f", value="v"), now_ms=T0 + 6)
+    assert paid.record_id in first.record.refs  # it claims the credit
+    if not src.store.has(first.id):
+        receive(src, [first.raw])
+    again = sign_record(Record(author=world.device("alice"), seq=first.record.seq + 1,
+                               prev=first.id, refs=(paid.record_id,), hlc=first.record.hlc + 1,
+                               body=Transfer(from_="main", to=world.account("bob"),
+                                             amount=110_00, key="twice")),
+                        world.device_keys["alice"], world.network.network_id)
+    expected = receive(src, [again.raw]).applied[0].verdict
+    assert expected is Verdict.REJECTED  # 105.00 held: the credit counts once
+    raw = src.store.raw(paid.record_id)
+    assert raw is not None
+    report = receive(one, [raw, first.raw, again.raw])
+    assert [a.verdict for a in report.applied] == [Verdict.APPLIED, Verdict.APPLIED, expected]
+    assert one.balance(world.account("alice")) == 105_00
 
 
 # ---------------------------------------------------------------- duplicates

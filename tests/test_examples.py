@@ -21,8 +21,8 @@ def run(args: list[str], cwd: Path) -> str:
 
 
 def test_every_example_is_run_here() -> None:
-    assert sorted(p.name for p in EXAMPLES.glob("*.py")) == ["pay_and_sync.py",
-                                                             "point_of_sale.py"]
+    assert sorted(p.name for p in EXAMPLES.glob("*.py")) == [
+        "broken_merge.py", "pay_and_sync.py", "point_of_sale.py"]  # the first: test_sim_paths
 
 
 def test_pay_and_sync(tmp_path: Path) -> None:

@@ -267,6 +267,8 @@ def test_broken_merge_is_caught_and_shrunk() -> None:
     # safety property tests), so the bound leaves room for that.
     assert len(steps) <= 10, notes
     assert any("pay(" in s for s in steps), notes
+    # The failure prints a runnable reproduction (print_blob in the conftest profiles).
+    assert "@reproduce_failure(" in notes, notes
 
 
 def test_memorystore_rollback_leaves_no_empty_entries() -> None:

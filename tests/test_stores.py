@@ -20,7 +20,7 @@ import pytest
 from p2p_ledger.core.ids import Account
 from p2p_ledger.core.ledger import Frontier, Replica
 from p2p_ledger.core.network import NetworkDescriptor
-from p2p_ledger.core.records import Issue, Meta, Redeem, Transfer, parse_record
+from p2p_ledger.core.records import Issue, Meta, Redeem, SignedRecord, Transfer, parse_record
 from p2p_ledger.core.store import LedgerStore, MemoryStore, NodeStore, Verdict
 from p2p_ledger.core.wallet import PaymentResult
 from p2p_ledger.errors import StoreError
@@ -148,6 +148,26 @@ def snapshot(world: World, replica: Replica) -> dict[str, object]:
         "spendable": {a: replica.spendable(a) for a in accounts},
         "conserved": replica.conserved(),
         "missing_from_empty": everything(replica),
+        "deltas": deltas(replica, records),
+    }
+
+
+def deltas(replica: Replica, records: list[SignedRecord]) -> dict[str, list[bytes]]:
+    """`Replica.delta` towards peers that hold each author's chain up to half its
+    length (a fork-free author then gets the rest, a forked one all), that name a tip
+    we do not hold, and that hold all: PostgresStore answers through `BatchDelta`."""
+    half: dict[bytes, tuple[tuple[int, bytes], ...]] = {}
+    for rec in records:
+        chain = [r for r in records if r.record.author == rec.record.author]
+        mid = chain[(len(chain) - 1) // 2]
+        half[rec.record.author] = ((mid.record.seq, mid.id),)
+    unknown = {a: ((t[0][0] + 5, bytes(32)),) for a, t in half.items()}
+    return {
+        "half": replica.delta(Frontier(half)),
+        "half, live": replica.delta(Frontier(half), complete=False),
+        "unknown tips": replica.delta(Frontier(unknown)),
+        "unknown tips, live": replica.delta(Frontier(unknown), complete=False),
+        "all": replica.delta(replica.frontier()),
     }
 
 
@@ -166,6 +186,13 @@ def test_the_script_exercises_what_it_should(tmp_path: Path) -> None:
     savings = Account(device=author(memory, "alice"), name="savings")
     assert snap["balance"][savings] == 5_00  # type: ignore[index]
     assert snap["conserved"] is True
+    shown = snap["deltas"]
+    assert isinstance(shown, dict)
+    assert shown["all"] == []
+    held = len(snap["ids"])  # type: ignore[arg-type]
+    assert 0 < len(shown["half"]) < held
+    # A tip we do not hold: the whole chain is sent, unless live and above ours.
+    assert len(shown["unknown tips, live"]) < len(shown["unknown tips"]) == held
 
 
 def test_every_store_gives_the_memory_stores_answers(tmp_path: Path, store: Factories

@@ -74,3 +74,22 @@ def test_bench_store_main(tools: dict[str, ModuleType], tmp_path: Path,
     homes = list(tmp_path.glob("store-*"))
     assert len(homes) == 1
     assert (homes[0] / "complete.json").exists()
+
+
+def test_bench_cloud_main(tools: dict[str, ModuleType], tmp_path: Path,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A throwaway PostgreSQL (tools/pg_local.py), 300 records through the SQLite node and
+    1 and 2 front-ends - the run fails unless all are applied and the stores agree - and
+    the delta query on a bulk-built 2,000-record store, checked against the ledger's."""
+    bench = importlib.import_module("bench_cloud")
+    argv = ["--records", "300", "--frame", "100", "--store", "2000", "--lacking", "100",
+            "--cache", str(tmp_path)]
+    assert bench.main(argv) == 0
+    result = last_json(capsys.readouterr().out)
+    assert result["records"] == 300
+    rates = result["rates"]
+    assert isinstance(rates, dict)
+    assert set(rates) == {"verify", "sqlite node", "1 front-end", "2 front-ends"}
+    delta = result["delta"]
+    assert isinstance(delta, dict)
+    assert (delta["records"], delta["lacking"]) == (2000, 100)

@@ -25,7 +25,7 @@ from typing import NoReturn
 
 from .. import __version__
 from ..build import build_kind
-from ..errors import LocalError, P2PLedgerError, StoreBusy, StoreDamaged
+from ..errors import LocalError, P2PLedgerError, StoreBusy, StoreDamaged, UsageError
 from . import commands, helptext, logs, net, safety, simulate
 from .helptext import add_command
 
@@ -299,6 +299,8 @@ def _failed(exc: BaseException, args: argparse.Namespace) -> int:
         return _say(str(first), EXIT_STORE_DAMAGED, as_json)
     if isinstance(first, StoreBusy):
         return _say(str(first), EXIT_BUSY, as_json)
+    if isinstance(first, UsageError):
+        return _say(str(first), EXIT_USAGE, as_json)
     if isinstance(first, P2PLedgerError):
         return _say(str(first), EXIT_ERROR, as_json)
     if isinstance(first, OSError):

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from mypy_extensions import mypyc_attr
@@ -81,6 +81,7 @@ from .records import (
 )
 from .store import (
     AdmitInfo,
+    BatchDelta,
     ChainState,
     Credit,
     Effects,
@@ -204,6 +205,13 @@ class Replica:
     def pending_bytes_of(self, origin: Hashable) -> int:
         """What the records `origin` delivered and that still wait hold (`pending_cost`)."""
         return self._pending.used.get(origin, 0)
+
+    def pending_totals(self) -> tuple[int, int, int]:
+        """Records (parked, released, dropped) by this replica's pending area since it
+        was made: parked for want of their causal past, released to be judged once it
+        arrived, let go unreleased (their session ended, or evicted)."""
+        p = self._pending
+        return p.parked, p.released, p.dropped
 
     def pending(self) -> list[tuple[bytes, frozenset[bytes]]]:
         """Records waiting for their causal past, with the ids each still lacks."""
@@ -656,23 +664,35 @@ class Replica:
         of that author is sent; if it had forked, the peer's own delta brings its
         branch here, and the node then pushes ours as evidence."""
         wanted: list[bytes] = []
-        ours = ({t.author for t in self.store.tips()} if authors is None
-                else {a for a in authors if self.store.tips_of(a)})
+        store = self.store
+        ours = ({t.author for t in store.tips()} if authors is None
+                else {a for a in authors if store.tips_of(a)})
+        forked: Callable[[bytes], bool] = store.forked
+        has: Callable[[bytes], bool] = store.has
+        if isinstance(store, BatchDelta):  # the same questions, a few queries in all
+            forks = {author for author, _, _, _ in store.equivocations()}
+            held = store.held_among([since.tips[a][0][1] for a in ours
+                                     if len(since.tips.get(a, ())) == 1])
+            forked, has = forks.__contains__, held.__contains__
+        after: dict[bytes, int] = {}  # fork-free authors: what is above this seq
         for author in ours:
             theirs = since.tips.get(author, ())
             if not theirs:
-                wanted.extend(row.id for _, row in self.store.records_of(author, 0))
-            elif (len(theirs) == 1 and not self.store.forked(author)
-                  and self.store.has(theirs[0][1])):
-                wanted.extend(row.id for _, row in self.store.records_of(author, theirs[0][0]))
-            elif (not complete and len(theirs) == 1 and not self.store.forked(author)
-                  and theirs[0][0] > max(t.seq for t in self.store.tips_of(author))):
+                after[author] = 0
+            elif len(theirs) == 1 and not forked(author) and has(theirs[0][1]):
+                after[author] = theirs[0][0]
+            elif (not complete and len(theirs) == 1 and not forked(author)
+                  and theirs[0][0] > max(t.seq for t in store.tips_of(author))):
                 continue
             else:
                 known = self._ancestors({rid for _, rid in theirs})
-                wanted.extend(row.id for _, row in self.store.records_of(author, 0)
+                wanted.extend(row.id for _, row in store.records_of(author, 0)
                               if row.id not in known)
-        return self.store.raws_in_order(wanted)
+        if isinstance(store, BatchDelta):
+            return store.delta_raws(after, wanted)
+        for author, seq in after.items():
+            wanted.extend(row.id for _, row in store.records_of(author, seq))
+        return store.raws_in_order(wanted)
 
     def _ancestors(self, ids: set[bytes]) -> set[bytes]:
         seen: set[bytes] = set()

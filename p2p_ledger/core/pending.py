@@ -76,6 +76,12 @@ class _Pending:
         self.bytes = 0
         self.used: dict[Hashable, int] = {}  # bytes held, per origin
         self._by_origin: dict[Hashable, OrderedDict[bytes, None]] = {}  # oldest first
+        # Since this area was made: records parked, released to be judged, and let go
+        # unreleased (their origins forgotten, or evicted). For metrics and the
+        # simulator's report; they never decide anything.
+        self.parked = 0
+        self.released = 0
+        self.dropped = 0
 
     def __contains__(self, rid: bytes) -> bool:
         return rid in self.records
@@ -91,6 +97,7 @@ class _Pending:
         for dep in missing:
             self.waiters.setdefault(dep, set()).add(rec.id)
         self._charge(origin, rec.id, entry.cost)
+        self.parked += 1
         return self._trim(origin)
 
     def also_from(self, rid: bytes, origin: Hashable) -> list[InvalidRecord]:
@@ -129,6 +136,7 @@ class _Pending:
         if entry.origins:
             return 0
         self._remove(rid)
+        self.dropped += 1
         return 1
 
     def _trim(self, origin: Hashable) -> list[InvalidRecord]:
@@ -169,4 +177,5 @@ class _Pending:
             if not entry.missing:
                 self._remove(rid)
                 ready.append(entry.rec)
+        self.released += len(ready)
         return ready

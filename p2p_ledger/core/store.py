@@ -37,12 +37,12 @@ from mypy_extensions import mypyc_attr
 from .ids import Account
 from .records import Kind
 
-# The two protocols live in an interpreted module of their own (store_protocols.py).
-from .store_protocols import LedgerStore, NodeStore
+# The protocols live in an interpreted module of their own (store_protocols.py).
+from .store_protocols import BatchDelta, LedgerStore, NodeStore, NotifyingStore, StoreListener
 
-__all__ = ["AdmitInfo", "ChainState", "Credit", "Effects", "HistoryEntry", "LedgerStore",
-           "MemoryStore", "Movement", "NodeStore", "PeerRow", "StoredRecord", "Tip", "Totals",
-           "Verdict"]
+__all__ = ["AdmitInfo", "BatchDelta", "ChainState", "Credit", "Effects", "HistoryEntry",
+           "LedgerStore", "MemoryStore", "Movement", "NodeStore", "NotifyingStore", "PeerRow",
+           "StoreListener", "StoredRecord", "Tip", "Totals", "Verdict"]
 
 
 class Verdict(enum.Enum):

@@ -1,5 +1,6 @@
-"""The two store protocols: `LedgerStore` (what the ledger rules need) and `NodeStore`
-(what a node, the CLI and the simulator need on top). core/store.py describes both and
+"""The store protocols: `LedgerStore` (what the ledger rules need), `NodeStore`
+(what a node, the CLI and the simulator need on top), and the optional capabilities
+`BatchDelta`, `NotifyingStore` and `StoreListener`. core/store.py describes them and
 re-exports them; they live here, in a module that is never compiled, because mypyc
 (which compiles core/store.py, p2p_ledger/build.py) drops `Protocol` from a compiled
 class's bases, and `NodeStore` is checked with isinstance (`runtime_checkable`). The
@@ -10,7 +11,7 @@ store.py at run time.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
         Totals,
     )
 
-__all__ = ["LedgerStore", "NodeStore"]
+__all__ = ["BatchDelta", "LedgerStore", "NodeStore", "NotifyingStore", "StoreListener"]
 
 
 class LedgerStore(Protocol):
@@ -120,3 +121,36 @@ class NodeStore(LedgerStore, Protocol):
         """Records held here when we were last in sync with this peer (None: never)."""
         ...
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class BatchDelta(Protocol):
+    """A store that answers the fork-free part of a delta in one query (PostgresStore:
+    a question per author is a round trip each). `Replica.delta` uses it when there."""
+
+    def delta_raws(self, after: Mapping[bytes, int], also: list[bytes]) -> list[bytes]:
+        """The records of each author in `after` whose seq is above the author's value
+        there, and the records `also` names (of other authors), in causal order as
+        `raws_in_order` gives them."""
+        ...
+
+
+class StoreListener(Protocol):
+    """A connection that hears when records are committed to a shared store. Both
+    calls are non-blocking: wait until `fileno()` is readable, then `drain()` (how
+    many notices came; StoreError when the connection failed)."""
+
+    def fileno(self) -> int: ...
+    def drain(self) -> int: ...
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class NotifyingStore(Protocol):
+    """A store that several processes write at once and that tells them when one of
+    them committed records (PostgresStore: LISTEN/NOTIFY). A hint only: a node still
+    polls `max_order`, for the notices it misses (specs/cloud.md section 2)."""
+
+    def listen(self) -> StoreListener:
+        """A new listener (connects: blocking; StoreError when it cannot)."""
+        ...

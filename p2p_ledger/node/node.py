@@ -43,9 +43,9 @@ from ..core.collector import gc_paused
 from ..core.ids import device_id
 from ..core.ledger import CheckingAhead, Frontier, Replica
 from ..core.records import Admit, SignedRecord, parse_record
-from ..core.store import LedgerStore, NodeStore
+from ..core.store import LedgerStore, NodeStore, NotifyingStore
 from ..core.wallet import Wallet
-from ..errors import PendingFull, StoreError, SyncFailed, TransportError
+from ..errors import PendingFull, StoreError, StoreUnavailable, SyncFailed, TransportError
 from ..protocol._state import State
 from ..protocol.session import (
     Admission,
@@ -63,6 +63,7 @@ from ..protocol.sketch import CELL_BYTES, ELEMENT_BYTES, cells_for
 from .discovery import DISCOVERY_PORT, Announcement, announce, listen, network_tag
 from .feed import RecordFeed, RecordStored
 from .links import LATE_CONNECT_ERRORS, Link, cannot_reach, open_link, parse_link
+from .notices import hear_notices
 from .peer import SessionStats, _Peer
 from .verifier import shared_verifier
 
@@ -189,6 +190,7 @@ class Node:
         self.counters = NodeCounters()
         self.dial_pauses: list[float] = []  # what keep_dialing waited, for tests and status
         self._feeds: list[RecordFeed] = []
+        self._store_unavailable = False  # the store poll found it unreachable (logged once)
 
     @property
     def _store(self) -> NodeStore:
@@ -313,7 +315,11 @@ class Node:
             # other sessions with it. Only Exception: trio.Cancelled and KeyboardInterrupt
             # are BaseExceptions and propagate; no await in the try. A StoreError is not
             # the peer's doing but our store's (damaged, disk full): it stops the node,
-            # which must not go on serving from a store it cannot trust.
+            # which must not go on serving from a store it cannot trust - except a store
+            # that is only unreachable for now (a PostgreSQL failover): that ends this
+            # session, unacknowledged, and the store reconnects on its next call.
+            except StoreUnavailable as exc:
+                self._store_lost(peer, exc, now)
             except StoreError:
                 raise
             except Exception as exc:  # noqa: BLE001 - see above: one peer, one session
@@ -335,6 +341,17 @@ class Node:
             if isinstance(ev, SessionClosed):
                 reason = ev.reason
         peer.stats.reason = peer.stats.reason or reason
+        peer.stats.error = True
+
+    def _store_lost(self, peer: _Peer, exc: StoreUnavailable, now: float) -> None:
+        """End a session whose store went away under it: what it was storing is not
+        acknowledged (the peer sends it again to whichever front-end it reaches)."""
+        log.warning("session %s: closed, the store is unavailable: %s", peer.label, exc)
+        peer.checking = None
+        peer.session.close("the store is unavailable for now; sync again", now)
+        while (ev := peer.session.next_event()) is not None:  # the rest is dropped
+            if isinstance(ev, SessionClosed):
+                peer.stats.reason = peer.stats.reason or ev.reason
         peer.stats.error = True
 
     async def _sender(self, peer: _Peer) -> None:
@@ -653,12 +670,34 @@ class Node:
 
     async def watch_store(self) -> None:
         """Poll for records written by other processes on this home, and push (and
-        publish) them; runs until cancelled."""
-        while True:
-            await trio.sleep(self.config.poll_interval)
-            if found := self.push_new(trio.current_time()):
-                self.counters.add(self.counters.records_stored, "home", found)
+        publish) them; runs until cancelled. Found by polling every `poll_interval`
+        and, on a store shared by front-ends (PostgreSQL), as soon as its change notice
+        arrives (node/notices.py); the poll is then the fallback for a missed notice.
+        A store that is unreachable (a failover) is logged once; the next poll
+        reconnects."""
+        async with trio.open_nursery() as nursery:
+            store = self._store
+            if isinstance(store, NotifyingStore):
+                nursery.start_soon(hear_notices, store, self._push_found)
+            while True:
+                await trio.sleep(self.config.poll_interval)
+                self._push_found()
+
+    def _push_found(self) -> None:
+        try:
+            found = self.push_new(trio.current_time())
+            if found:
                 self._learn_admission()  # `import` may have brought this node's admit
+        except StoreUnavailable as exc:  # a failover: the next poll reconnects
+            if not self._store_unavailable:
+                log.warning("store poll: %s", exc)
+            self._store_unavailable = True
+            return
+        if self._store_unavailable:
+            log.info("store poll: the store is reachable again")
+            self._store_unavailable = False
+        if found:
+            self.counters.add(self.counters.records_stored, "home", found)
 
     # ------------------------------------------------------------ dialing and serving
 

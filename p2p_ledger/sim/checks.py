@@ -3,12 +3,16 @@
 - conservation: after each batch the replica's `conserved()` holds (the sum of all
   balances equals issued minus redeemed).
 - verdicts: the verdict (and reason) a record gets when first applied anywhere is the
-  verdict it has in every replica, at every later moment. Records of a cloned
+  verdict it has in every replica, at every later moment; so is the chain state it
+  establishes (its author's balances after it), which is also a function of its
+  causal past. Records of a cloned
   (equivocating) device are held to the same rule and counted apart, since the issue
   only promises it for honest records.
 - validity: a replica stores only records some member created (signed with its own
   key, so valid by construction; anything else would be a forgery or a corruption that
-  got in), and only once its `prev` is stored. At the end every stored record's refs are held too.
+  got in), and only once its causal past is stored: its `prev` and every record it
+  `refs` (as the checker saw them when the record was created). At the end every
+  stored record's refs and prev are checked again.
 - convergence: after the faults stop, within the bound the parameters state, every
   honest replica (one whose device key the authority has not revoked) holds every
   record that any honest replica holds, with one `state_hash` among them. The records
@@ -29,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..core.records import Kind, Revoke, parse_record
-from ..core.store import MemoryStore, StoredRecord, Verdict
+from ..core.store import ChainState, MemoryStore, StoredRecord, Verdict
 
 __all__ = ["CheckResult", "Checker"]
 
@@ -61,7 +65,9 @@ class Checker:
         self.created: dict[bytes, float] = {}
         self.author_of: dict[bytes, bytes] = {}
         self.seq_of: dict[bytes, int] = {}
+        self.refs_of: dict[bytes, tuple[bytes, ...]] = {}  # of created records with refs
         self.first_verdict: dict[bytes, tuple[str, str | None, str]] = {}
+        self.first_chain: dict[bytes, ChainState] = {}  # what the record's chain established
         self.counts = [0] * members
         self.lags: list[array[int]] = [array("l") for _ in range(members)]
         self.creating: int | None = None  # the member whose wallet is signing right now
@@ -142,6 +148,7 @@ class Checker:
             self.author_of[rid] = row.author
             self.seq_of[rid] = row.seq
             self.first_verdict[rid] = (row.verdict.value, row.reason, "genesis")
+            self.first_chain[rid] = row.chain
             self.holders[rid] = (1 << len(self.devices)) - 1
         self._recount()
 
@@ -155,7 +162,14 @@ class Checker:
             self._flag("conservation", self.conservation, {
                 "node": name, "time": round(now, 3), "batch": len(rids)})
         lags = self.lags[member]
+        # Stored before a record of this batch: held before it, or earlier in it (the
+        # store reports a batch in the order it applied it).
+        batch, earlier = set(rids), set()
+
+        def stored_before(dep: bytes) -> bool:
+            return dep in earlier or (dep not in batch and store.has(dep))
         for rid in rids:
+            earlier.add(rid)
             row = store.get(rid)
             assert row is not None
             self._held(member, rid)
@@ -167,6 +181,10 @@ class Checker:
                     self.created[rid] = now
                     self.author_of[rid] = row.author
                     self.seq_of[rid] = row.seq
+                    raw = store.raw(rid)
+                    assert raw is not None
+                    if refs := parse_record(raw).record.refs:
+                        self.refs_of[rid] = tuple(refs)
                     self._note_revocation(store, row)
                 else:
                     self._flag("validity", self.invalid, {
@@ -175,14 +193,19 @@ class Checker:
                     continue
             else:
                 lags.append(round((now - self.created[rid]) * 1000))
-            if row.prev is not None and not store.has(row.prev):
+            if row.prev is not None and not stored_before(row.prev):
                 self._flag("validity", self.invalid, {
                     "node": name, "time": round(now, 3), "record": rid.hex(),
                     "problem": "stored before its prev"})
+            elif any(not stored_before(ref) for ref in self.refs_of.get(rid, ())):
+                self._flag("validity", self.invalid, {
+                    "node": name, "time": round(now, 3), "record": rid.hex(),
+                    "problem": "stored before a record it refs"})
             seen = (row.verdict.value, row.reason)
             first = self.first_verdict.get(rid)
             if first is None:
                 self.first_verdict[rid] = (*seen, name)
+                self.first_chain[rid] = row.chain
                 continue
             if row.author in self.forked_authors:
                 self.forked_checked += 1
@@ -192,6 +215,13 @@ class Checker:
                     "node": name, "time": round(now, 3), "record": rid.hex(),
                     "first": f"{first[0]} at {first[2]}" + (f" ({first[1]})" if first[1] else ""),
                     "here": seen[0] + (f" ({seen[1]})" if seen[1] else "")})
+            elif row.chain != self.first_chain[rid]:
+                # Judged on another causal past: the balances the chain established
+                # (what the author may spend next) differ, whatever the verdict says.
+                self._flag("verdicts", self.verdict_changes, {
+                    "node": name, "time": round(now, 3), "record": rid.hex(),
+                    "first": f"chain balances {dict(self.first_chain[rid].balances)} at "
+                    f"{first[2]}", "here": f"chain balances {dict(row.chain.balances)}"})
 
     def _note_revocation(self, store: MemoryStore, row: StoredRecord) -> None:
         """An applied `revoke` can only be the authority's: its device is revoked."""
@@ -241,8 +271,10 @@ class Checker:
             CheckResult(name="verdicts", passed=c["verdicts"] == 0,
                         checked=self.verdicts_checked,
                         detail=(f"{self.verdicts_checked} later applications agreed with the "
-                                f"first verdict{forked}") if c["verdicts"] == 0 else
-                        f"{c['verdicts']} verdicts differed from the first one",
+                                f"first verdict and chain state{forked}")
+                        if c["verdicts"] == 0 else
+                        f"{c['verdicts']} verdicts or chain states differed from the first "
+                        "one",
                         violations=self.verdict_changes),
             CheckResult(name="validity", passed=c["validity"] == 0, checked=checked_records,
                         detail="only created records were stored, each after its causal "

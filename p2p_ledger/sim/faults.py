@@ -19,7 +19,7 @@ crashed members restart, the convoy closes up.
   `offline-burst` sends most payments from the side a partition isolated;
   `cloned-device` copies a device (key and store) onto a second vehicle elsewhere in
   the convoy, and both pay at once from the same state (a fork); `revocations` has
-  the authority revoke devices that go on paying.
+  the authority revoke devices cut off from it, that go on signing (revoking.py).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import trio
 import trio.lowlevel
 
 from ..core.ids import Account
-from ..core.wallet import Wallet
+from .revoking import run_revocations
 from .scenarios import EdgeSpec
 
 if TYPE_CHECKING:
@@ -54,17 +54,24 @@ def _episode(w: World, kind: str, start: float, end: float, **detail: object) ->
 
 async def run_faults(w: World) -> None:
     f, d = w.params.faults, w.params.duration
-    plan = w.rng("faults")
+
+    def rng(purpose: str) -> random.Random:
+        # Drawn from the seed and the scenario's name: one seed does not put every
+        # scenario's partitions, clogs and crashes at the same moments.
+        return w.rng(f"{purpose}/{w.params.scenario}")
+    plan = rng("faults")
     async with trio.open_nursery() as nursery:
         for k in range(f.partitions):
             start = plan.uniform(0.1, 0.6) * d
             end = min(start + plan.uniform(0.12, 0.25) * d, d)
-            nursery.start_soon(_partition, w, start, end, w.rng(f"partition/{k}"))
+            nursery.start_soon(_partition, w, start, end, rng(f"partition/{k}"))
         for k in range(f.clogs):
-            nursery.start_soon(_clog, w, plan.uniform(0.1, 0.5) * d, w.rng(f"clog/{k}"))
+            nursery.start_soon(_clog, w, plan.uniform(0.1, 0.5) * d, rng(f"clog/{k}"))
+        held: set[int] = set()  # members a crash task has taken and not restarted yet
         for k in range(f.crashes):
             at = plan.uniform(0.1, 0.8) * d
-            nursery.start_soon(_crash, w, at, plan.uniform(5.0, 30.0), w.rng(f"crash/{k}"))
+            nursery.start_soon(_crash, w, at, plan.uniform(5.0, 30.0), rng(f"crash/{k}"),
+                               held)
 
 
 async def _partition(w: World, start: float, end: float, rng: random.Random) -> None:
@@ -113,13 +120,18 @@ async def _clog(w: World, start: float, rng: random.Random) -> None:
     _episode(w, "clog", start, trio.current_time(), links=count)
 
 
-async def _crash(w: World, at: float, down: float, rng: random.Random) -> None:
+async def _crash(w: World, at: float, down: float, rng: random.Random,
+                 held: set[int]) -> None:
     d = w.params.duration
     await trio.sleep_until(at)
-    candidates = [m for m in w.members if m.role != "authority" and m.up]
+    # Not a member another crash task holds (waiting for the power cut it armed, or to
+    # restart it): both would restart it, two nodes over one store.
+    candidates = [m for m in w.members if m.role != "authority" and m.up
+                  and m.index not in held]
     if not candidates or trio.current_time() >= d:
         return
     m = rng.choice(candidates)
+    held.add(m.index)
     mid_batch = rng.random() < w.params.faults.mid_batch
     if mid_batch:
         m.store.power_cut_after = rng.randint(0, 3)
@@ -130,6 +142,7 @@ async def _crash(w: World, at: float, down: float, rng: random.Random) -> None:
     crashed_at = trio.current_time()
     await trio.sleep_until(min(crashed_at + down, d))
     w.start(m)
+    held.discard(m.index)
     _episode(w, "crash", crashed_at, trio.current_time(), node=m.name, mid_batch=mid_batch)
 
 
@@ -178,7 +191,7 @@ async def run_workload(w: World) -> None:
         if p.workload == "cloned-device":
             nursery.start_soon(_clone, w, w.rng("clone"))
         elif p.workload == "revocations":
-            nursery.start_soon(_revocations, w, w.rng("revocations"))
+            nursery.start_soon(run_revocations, w, w.rng("revocations"))
         payees = [Account(device=m.device) for m in w.members
                   if m.role == "device" and m.clone_of is None]
         t, n = 0.0, 0
@@ -246,24 +259,3 @@ async def _clone(w: World, rng: random.Random) -> None:
             w.pay(payer, payee, amount, f"cloned-{k}")
     now = trio.current_time()
     _episode(w, "clone", now, now, node=x.name, clone=twin.name, beside=y.name)
-
-
-async def _revocations(w: World, rng: random.Random) -> None:
-    """The authority revokes about one device in ten, at even intervals; the revoked
-    devices go on paying."""
-    devices = [m for m in w.members if m.role == "device"]
-    count = max(1, len(devices) // 10)
-    auth = next(m for m in w.members if m.role == "authority")
-    for k in range(count):
-        await trio.sleep_until(w.params.duration * (k + 1) / (count + 1))
-        target = rng.choice([m for m in devices if m.device not in w.revoked])
-        if not auth.up:
-            continue
-        head = auth.replica.head(target.device)
-        after = head.seq if head is not None else 0
-        with w.creating(auth):
-            Wallet(auth.replica, auth.key).revoke(target.device, after_seq=after,
-                                                  now_ms=w.now_ms(auth))
-        w.revoked[target.device] = after
-        now = trio.current_time()
-        _episode(w, "revoke", now, now, node=target.name, after_seq=after)

@@ -17,10 +17,10 @@ Faults, and how each is modelled on a stream that must deliver every byte in ord
   A session may time out meanwhile (its idle timeout): that is part of what is studied.
 - *break* (out of radio range, a crashed peer): the connection resets at once; both
   ends see `BrokenResourceError`; bytes in flight are lost.
-- *reorder* and *duplicate* (a faulty middlebox): a chunk is delivered before the one
-  ahead of it, or twice. The sealed channel detects this by design (its nonces are a
-  counter), so the session closes and the node dials again. Record-level reordering and
-  duplication, which the ledger must tolerate, are exercised by the property tests.
+
+A stream never reorders or duplicates bytes: on a sealed channel that could only break
+the session (its nonces are a counter). Records delivered late, twice and out of
+causal order travel by second paths beside the sessions (paths.py).
 
 Every random choice comes from the `random.Random` handed in, so a seed replays a run.
 This module never reads the wall clock; all times are trio's (a MockClock in the
@@ -46,23 +46,20 @@ SEND_WINDOW = 256 << 10
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LinkProfile:
     """What a link is like. Times in seconds, bandwidth in bytes per second per
-    direction (None: unlimited), probabilities per packet (loss) or per chunk."""
+    direction (None: unlimited), the probability of losing a packet."""
 
     latency: float = 0.02
     jitter: float = 0.0
     bandwidth: float | None = None
     loss: float = 0.0
-    reorder: float = 0.0
-    duplicate: float = 0.0
 
     def __post_init__(self) -> None:
         if self.latency < 0 or self.jitter < 0:
             raise ValueError("latency and jitter are not negative")
         if self.bandwidth is not None and self.bandwidth <= 0:
             raise ValueError("bandwidth is positive")
-        for p in (self.loss, self.reorder, self.duplicate):
-            if not 0 <= p < 1:
-                raise ValueError("a probability is in [0, 1)")
+        if not 0 <= self.loss < 1:
+            raise ValueError("a probability is in [0, 1)")
 
     @property
     def rto(self) -> float:
@@ -77,7 +74,6 @@ class LinkStats:
     chunks: int = 0
     frames: int = 0
     retransmissions: int = 0
-    corrupted: int = 0  # chunks reordered or duplicated
     connections: int = 0
     resets: int = 0
 
@@ -196,17 +192,7 @@ class SimConnection:
         counted = pipe.counter.frames
         pipe.counter.feed(data)
         self.stats.frames += pipe.counter.frames - counted
-        if prof.duplicate and rng.random() < prof.duplicate:
-            pipe.queue.append((at, data))
-            pipe.queued += len(data)
-            self.stats.corrupted += 1
-        if prof.reorder and pipe.queue and rng.random() < prof.reorder:
-            before_at, before = pipe.queue.pop()
-            pipe.queue.append((before_at, data))
-            pipe.queue.append((at, before))
-            self.stats.corrupted += 1
-        else:
-            pipe.queue.append((at, data))
+        pipe.queue.append((at, data))
         pipe.queued += len(data)
         pipe.notify()
         return pipe.busy_until

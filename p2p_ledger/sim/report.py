@@ -48,6 +48,21 @@ def _lag(values: list[int]) -> dict[str, float | int]:
             "max": _seconds(ordered[-1])}
 
 
+def _replay(w: World) -> str:
+    """The command that replays this run (replay.py), plugins named as `module:name`."""
+    from .replay import command_for
+
+    plugins = w.plugins()
+    extra: list[str] = []
+    if "replica" in plugins:
+        extra += ["--replica", str(plugins["replica"])]
+    for check in plugins.get("checks", []):  # type: ignore[attr-defined]
+        extra += ["--check", str(check)]
+    if "workload" in plugins:
+        extra += ["--workload", str(plugins["workload"])]
+    return command_for(w.params, extra=extra)
+
+
 def _convergence(w: World) -> CheckResult:
     """The convergence property of specs/simulator.md section 6: the honest replicas
     converge on everything any of them holds, and the only records none of them holds
@@ -106,18 +121,29 @@ def _evidence(w: World) -> CheckResult | None:
 
 
 def _revocations(w: World) -> dict[str, object]:
+    """The revoked devices' records above their cut-off: how many reached the honest
+    replicas, by the verdict (and reason) they got there, and how many reached none."""
     if not w.revoked:
         return {}
-    m = w.members[0]
-    after: Counter[str] = Counter()
-    for rid in m.store.all_ids_in_order():
-        row = m.store.get(rid)
-        assert row is not None
-        limit = w.revoked.get(row.author)
-        if limit is not None and row.seq > limit:
-            after[row.verdict.value] += 1
+    cut_off = w.checker.cut_off
+    honest = w.honest()
+    view = honest[0].store if honest else w.members[0].store
+    verdicts: Counter[str] = Counter()
+    unheld = 0
+    for rid, author in w.checker.author_of.items():
+        cut = cut_off.get(author)
+        if cut is None or w.checker.seq_of[rid] <= cut:
+            continue
+        row = view.get(rid)
+        if row is None:
+            unheld += 1
+            continue
+        knew = row.reason is not None and "this record knew it" in row.reason
+        verdicts[f"{row.verdict.value} (knew the revocation)" if knew else
+                 f"{row.verdict.value} (did not know it)"] += 1
     return {"revoked_devices": len(w.revoked),
-            "records_after_revocation": dict(sorted(after.items()))}
+            "records_after_revocation": dict(sorted(verdicts.items())),
+            "records_after_revocation_held_by_no_honest_replica": unheld}
 
 
 def build_report(w: World) -> dict[str, object]:
@@ -128,6 +154,7 @@ def build_report(w: World) -> dict[str, object]:
     evidence = _evidence(w)
     if evidence is not None:
         checks.append(evidence)
+    checks.extend(w.check_results)  # the plugin checks (--check), run after the run
     kinds: Counter[str] = Counter()
     for rid in w.checker.created:
         holders = w.checker.holders.get(rid, 0)
@@ -149,9 +176,11 @@ def build_report(w: World) -> dict[str, object]:
                          "skew_ms": m.skew_ms, "lag_s": _lag(list(lags))})
     converged = w.converged_at
     honest_hashes = {w.final_hashes[m.index] for m in w.honest()}
+    plugins = w.plugins()
     report: dict[str, object] = {
         "format": FORMAT, "version": 1, "package_version": _version(),
-        "parameters": p.to_json(),
+        "parameters": {**p.to_json(), **({"plugins": plugins} if plugins else {})},
+        "replay": _replay(w),
         "topology": {"members": len(w.members), "links": len(w.edges),
                      "by_kind": dict(sorted(by_kind.items()))},
         "timeline": {
@@ -168,10 +197,10 @@ def build_report(w: World) -> dict[str, object]:
                     "connections": sum(e.stats.connections for e in w.edges),
                     "resets": sum(e.stats.resets for e in w.edges),
                     "retransmitted_packets": sum(e.stats.retransmissions for e in w.edges),
-                    "corrupted_chunks": sum(e.stats.corrupted for e in w.edges),
                     "records_refused": w.refused_records},
         "faults": [{"kind": e.kind, "start_s": e.start, "end_s": e.end, **e.detail}
                    for e in sorted(w.episodes, key=lambda e: (e.start, e.kind, e.end))],
+        **w.paths.stats.to_json(),
         "final_state_hash": (honest_hashes.pop().hex() if len(honest_hashes) == 1
                              else None),
         "checks": [c.to_json() for c in checks],
@@ -217,11 +246,26 @@ def _md(report: dict[str, object]) -> str:
               f"- wire: {tr['bytes']:,} bytes in {tr['messages']:,} messages "
               f"({tr['chunks']:,} writes) over {tr['connections']:,} connections; "
               f"{tr['resets']:,} resets, {tr['retransmitted_packets']:,} packets "
-              f"retransmitted, {tr['corrupted_chunks']} chunks reordered or duplicated, "
-              f"{tr['records_refused']} records refused by receivers"]
+              f"retransmitted, {tr['records_refused']} records refused by receivers"]
+    sp, pend = r["second_paths"], r["pending"]
+    assert isinstance(sp, dict)
+    assert isinstance(pend, dict)
+    lines.append(f"- second paths: {sp['shortcut_records']} records sent over a shortcut, "
+                 f"{sp['bundles_handed_over']} courier bundles ({sp['bundle_records']} "
+                 f"records) handed over at {sp['courier_stops']} stops, "
+                 f"{sp['duplicate_deliveries']} deliveries made twice, "
+                 f"{sp['missed_member_down']} missed (member down)")
+    lines.append(f"- pending areas: {pend['parked']} records parked for want of their "
+                 f"causal past, {pend['released']} released when it came, "
+                 f"{pend['dropped']} dropped unreleased, {pend['lost_in_crashes']} lost "
+                 f"in crashes, {pend['waiting_at_end']} still waiting at the end")
     if "revoked_devices" in wl:
-        lines.append(f"- revocations: {wl['revoked_devices']} devices revoked; their later "
-                     f"records: {wl['records_after_revocation']}")
+        lines.append(f"- revocations: {wl['revoked_devices']} devices revoked; their records "
+                     f"above the cut-off, by verdict in the honest replicas: "
+                     f"{wl['records_after_revocation']}, and "
+                     f"{wl['records_after_revocation_held_by_no_honest_replica']} that "
+                     f"reached no honest replica; {wl['tampered']} signed by a tampered "
+                     "wallet after the device knew")
     faults = r["faults"]
     assert isinstance(faults, list)
     if faults:
@@ -243,7 +287,8 @@ def _md(report: dict[str, object]) -> str:
         lines.append(f"| {n['node']} | {role} | {n['records']} | {n['sessions']} "
                      f"({n['sessions_broken']}) | {n['crashes']} | {lag.get('mean', '-')} | "
                      f"{lag.get('p95', '-')} | {lag.get('max', '-')} |")
-    lines += ["", "Plot: `convergence.png`. Machine-readable: `report.json`.", ""]
+    lines += ["", f"Replay: `{r['replay']}`", "",
+              "Plot: `convergence.png`. Machine-readable: `report.json`.", ""]
     return "\n".join(lines)
 
 

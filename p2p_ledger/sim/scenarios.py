@@ -71,8 +71,9 @@ class Faults:
     jitter: float | None = None
     bandwidth: float | None = None  # bytes/s
     loss: float = 0.0
-    reorder: float = 0.0
-    duplicate: float = 0.0
+    reorder: float = 0.0  # records also sent alone over a shortcut (paths.py)
+    duplicate: float = 0.0  # second-path deliveries made twice (paths.py)
+    couriers: int = 0  # carriers of bundles between members, sneakernet (paths.py)
     partitions: int = 0  # split-and-heal episodes
     bridge: bool = False  # one member keeps its links across every split
     clogs: int = 0  # episodes of links stopped one by one, restored in random order
@@ -122,11 +123,13 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario(name="convoy", description="a moving line of vehicles; the convoy splits and "
              "rejoins twice", topology="convoy", workload="payments", nodes=30,
              duration=120.0, rate=5.0, bound=120.0, faults=Faults(partitions=2)),
-    Scenario(name="site", description="device clusters around hubs on a site LAN; a hub "
-             "crashes and links clog", topology="site", workload="payments", nodes=40,
+    Scenario(name="site", description="device clusters around hubs on a site LAN; two "
+             "members drawn from the hubs and devices crash (half of them with the power cut "
+             "inside a store transaction) and restart, and links clog", topology="site",
+             workload="payments", nodes=40,
              duration=120.0, rate=5.0, bound=120.0, faults=Faults(crashes=2, clogs=1)),
     Scenario(name="hub-tree", description="devices, site hubs and regional hubs up to the "
-             "cloud over satellite; a region is cut off once", topology="hub-tree",
+             "cloud over satellite; the network splits once between its sites", topology="hub-tree",
              workload="payments", nodes=40, duration=120.0, rate=5.0, bound=180.0,
              faults=Faults(partitions=1)),
     Scenario(name="geometric", description="devices at random points linked within radio "
@@ -141,21 +144,30 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              topology="convoy", workload="cloned-device", nodes=20, duration=90.0, rate=4.0,
              bound=120.0, faults=Faults()),
     Scenario(name="revocations", description="a hub tree where the authority revokes "
-             "devices that go on paying", topology="hub-tree", workload="revocations",
+             "devices while they are cut off with their site; they go on signing (with a "
+             "tampered wallet once they know) and reconnect", topology="hub-tree",
+             workload="revocations",
              nodes=30, duration=90.0, rate=4.0, bound=180.0, faults=Faults()),
+    Scenario(name="sneakernet", description="site clusters cut off from each other twice; "
+             "couriers carry bundles of records across, handed over late, twice and out of "
+             "order, and some records take a shortcut ahead of their causal past",
+             topology="site", workload="payments", nodes=20, duration=60.0, rate=4.0,
+             bound=120.0, faults=Faults(partitions=2, couriers=3, reorder=0.02,
+                                        duplicate=0.2)),
     Scenario(name="chaos", description="random geometric network with every fault: loss, "
-             "reordering and duplicating links, partitions with a bridge, clogging, crashes "
-             "(half mid-batch) and clock skew", topology="geometric", workload="payments",
-             nodes=30, duration=150.0, rate=4.0, bound=180.0,
-             faults=Faults(loss=0.02, jitter=0.01, reorder=0.002, duplicate=0.002,
+             "records reordered and duplicated over second paths and carried by couriers, "
+             "partitions with a bridge, clogging, crashes (half mid-batch) and clock skew",
+             topology="geometric", workload="payments", nodes=30, duration=150.0, rate=4.0,
+             bound=180.0,
+             faults=Faults(loss=0.02, jitter=0.01, reorder=0.01, duplicate=0.2, couriers=2,
                            partitions=2, bridge=True, clogs=1, crashes=3, skew=2.0)),
 )}
 
 
-def params_for(name: str, *, seed: int = 1, **overrides: object) -> SimParams:
-    """A scenario's parameters with `overrides` (None values are ignored); fault
-    overrides go in `faults` as a dict."""
-    s = SCENARIOS[name]
+def params_for(name: str | Scenario, *, seed: int = 1, **overrides: object) -> SimParams:
+    """A scenario's parameters (by name, or a `Scenario` such as the swarm's draw) with
+    `overrides` (None values are ignored); fault overrides go in `faults` as a dict."""
+    s = name if isinstance(name, Scenario) else SCENARIOS[name]
     faults = s.faults
     fault_overrides = overrides.pop("faults", None)
     if isinstance(fault_overrides, dict):

@@ -36,6 +36,7 @@ class SimStore(MemoryStore):
     owner: int = -1  # the member index, for the observer
     observer: Observer | None = None
     power_cut_after: int | None = None  # raise PowerCut at this many more applies
+    on_apply: Callable[[SimStore, Effects], None] | None = None  # the trace (trace.py)
     _log: list[tuple[bytes, bytes]] = field(default_factory=list)  # (id, raw) by position
     _peers: dict[bytes, tuple[str, str, int, int | None, str]] = field(default_factory=dict)
 
@@ -57,6 +58,8 @@ class SimStore(MemoryStore):
                 raise PowerCut("power lost in the middle of a batch")
             self.power_cut_after -= 1
         super().apply(fx)
+        if self.on_apply is not None:
+            self.on_apply(self, fx)
         self._log.append((fx.row.id, fx.raw))
         if self._undo is not None:
             self._undo.append(self._log.pop)
@@ -99,12 +102,14 @@ class SimStore(MemoryStore):
         return [raw for _, raw in self._log]
 
     def copy(self, owner: int) -> SimStore:
-        """A copy of this disk (for a cloned device), with no observer attached."""
+        """A copy of this disk (for a cloned device), with no observer or trace attached."""
         observer, self.observer = self.observer, None
+        on_apply, self.on_apply = self.on_apply, None
         try:
             twin: SimStore = pickle.loads(pickle.dumps(self))  # faster than deepcopy
         finally:
-            self.observer = observer
+            self.observer, self.on_apply = observer, on_apply
         twin.owner = owner
         twin._peers = {}
+        twin.power_cut_after = None  # a power cut armed in the original is not the copy's
         return twin

@@ -28,8 +28,9 @@ import contextlib
 import hashlib
 import logging
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import IO
 
 import nacl.signing
 import trio
@@ -41,15 +42,18 @@ from ..core.ledger import Replica
 from ..core.network import NetworkDescriptor
 from ..core.records import Role
 from ..core.wallet import Wallet
-from ..errors import LocalError, PaymentRefused, TransportError
+from ..errors import PaymentRefused, TransportError
 from ..node.links import Link
 from ..node.node import Node, NodeConfig
 from .accel import CheckCache, shared_record_checks
-from .checks import Checker
+from .checks import Checker, CheckResult
 from .faults import run_faults, run_mobility, run_workload
-from .links import LinkProfile, LinkStats, SimConnection, SimStream
+from .links import LinkProfile, LinkStats, SimConnection
+from .paths import SecondPaths, run_couriers
+from .plugins import CheckFn, ReplicaFactory, WorkloadFn, describe, make_replica, run_check
 from .scenarios import PROFILES, EdgeSpec, MemberSpec, SimParams, Topology, build_topology
 from .store import PowerCut, SimStore
+from .trace import Tracer, TracingStream, trace_arrivals
 
 __all__ = ["CASH_IN", "T0_MS", "Edge", "Member", "SimNode", "World"]
 
@@ -124,9 +128,22 @@ class World:
     """One simulation run. `run()` once; then read the fields (report.py does)."""
 
     def __init__(self, params: SimParams,
-                 progress: Callable[[float, float, float], None] | None = None) -> None:
+                 progress: Callable[[float, float, float], None] | None = None, *,
+                 replica_factory: ReplicaFactory | None = None,
+                 checks: Iterable[CheckFn] = (),
+                 workload: WorkloadFn | None = None,
+                 trace: IO[str] | None = None) -> None:
+        """`replica_factory`, `checks` and `workload` plug in the system under test
+        (plugins.py, specs/simulator.md section 10); by default the real `Replica`,
+        the built-in checks only and the scenario's workload. `trace`: where
+        `simulate --trace` writes the run's events (trace.py)."""
         self.params = params
         self.progress = progress
+        self.replica_factory: ReplicaFactory = replica_factory or Replica
+        self.checks = list(checks)
+        self.workload = workload
+        self.check_results: list[CheckResult] = []  # the plugin checks', after the run
+        self.tracer = None if trace is None else Tracer(trace)  # simulate --trace
         self.topology: Topology = build_topology(params.topology, params.nodes,
                                                  self.rng("topology"))
         self.authority_key = self._key("authority")
@@ -145,15 +162,19 @@ class World:
         self.end_at = 0.0
         self.final_hashes: list[bytes] = []
         self.series: dict[str, list[float]] = {"t": [], "converged": [], "held": [],
-                                               "bytes": [], "messages": []}
+                                               "missing_p50": [], "missing_p95": [],
+                                               "missing_max": [], "bytes": [], "messages": []}
+        # refused: by the payer's wallet for want of funds; revoked: by the wallet of a
+        # revoked payer; tampered: signed anyway by a revoked device (revoking.py)
         self.payments = {"attempted": 0, "made": 0, "refused": 0, "revoked": 0,
-                         "no_payer": 0}
+                         "tampered": 0, "no_payer": 0}
         self.revoked: dict[bytes, int] = {}  # device -> after_seq
         self.bursting: list[list[int]] = []  # members a partition isolated (offline-burst)
         self.refused_records = 0
         self.cache: CheckCache | None = None
         self._converged = trio.Event()
         self._root: trio.Nursery | None = None
+        self.paths = SecondPaths(self)  # records beside the sessions (paths.py)
         self._build()
 
     # ------------------------------------------------------------ set-up
@@ -186,6 +207,10 @@ class World:
         self.checker.genesis(genesis)
         for m in self.members:
             self.checker.counts[m.index] = m.store.totals().records
+        if self.tracer is not None:
+            self.tracer.start(self, genesis)
+            for m in self.members:
+                m.store.on_apply = self.tracer.on_apply
 
     def _genesis(self) -> SimStore:
         """The records every member holds at time 0: the authority admits everyone and
@@ -211,7 +236,7 @@ class World:
             latency=base.latency if f.latency is None else f.latency,
             jitter=base.jitter if f.jitter is None else f.jitter,
             bandwidth=base.bandwidth if f.bandwidth is None else f.bandwidth,
-            loss=f.loss, reorder=f.reorder, duplicate=f.duplicate)
+            loss=f.loss)
         edge = Edge(index=len(self.edges), a=spec.a, b=spec.b, kind=spec.kind, profile=profile,
                     stats=LinkStats(), rng=self.rng(f"link/{len(self.edges)}"))
         self.edges.append(edge)
@@ -224,6 +249,9 @@ class World:
         self.edges_of.append([])
         self.position_of.append(position_of)
         self.checker.grow(m.name, m.device, m.store)
+        if self.tracer is not None:
+            m.store.on_apply = self.tracer.on_apply
+            self.tracer.join(m, None if m.clone_of is None else self.members[m.clone_of].name)
 
     # ------------------------------------------------------------ members
 
@@ -233,11 +261,13 @@ class World:
     def start(self, m: Member) -> None:
         assert self._root is not None
         m.crashed = trio.Event()
+        if self.tracer is not None and m.crashes:
+            self.tracer.fault("crash", False, n=m.name)
         self._root.start_soon(self._member_task, m)
 
     async def _member_task(self, m: Member) -> None:
         config = NodeConfig(backoff_max=self.params.backoff_max)
-        node = SimNode(Replica(self.network, m.store), m.key, config=config,
+        node = SimNode(self._replica(m), m.key, config=config,
                        wall_ms=lambda: self.now_ms(m), rng=m.rng,
                        connect=lambda link, _nursery: self._connect(m, link))
         try:
@@ -252,10 +282,17 @@ class World:
         except* PowerCut:
             self.crash(m, mid_batch=True)
         finally:
+            self.paths.replica_ended(m, node.replica)
             m.sessions += len(node.completed)
             m.session_errors += sum(1 for s in node.completed if s.error)
             if m.node is node:
                 m.node, m.nursery, m.scope = None, None, None
+
+    def _replica(self, m: Member) -> Replica:
+        replica = make_replica(self.replica_factory, self.network, m.store)
+        if self.tracer is not None:
+            trace_arrivals(replica, self.tracer, m.name)
+        return replica
 
     def crash(self, m: Member, *, mid_batch: bool = False) -> None:
         """Power off: the node, its replica, pending area and sessions are gone; its
@@ -266,12 +303,19 @@ class World:
         m.down_since = trio.current_time()
         m.crashes += 1
         m.store.power_cut_after = None
+        if self.tracer is not None:
+            self.tracer.fault("crash", True, n=m.name, mid_batch=mid_batch)
         if m.scope is not None:
             m.scope.cancel()
         for e in self.edges_of[m.index]:
             for c in e.conns:
                 c.reset()
             e.conns = []
+            if e.a == m.index:
+                # Its dialers die with the node, but their tasks see the cancellation
+                # only later: a restart in the same instant must not take the old
+                # dialer for a live one (swarm seed 217: the hub never dialled again).
+                e.dialer = None
         m.crashed.set()
 
     def start_dialer(self, e: Edge) -> None:
@@ -296,6 +340,8 @@ class World:
         if e.in_range == up:
             return
         e.in_range = up
+        if self.tracer is not None:
+            self.tracer.fault("out-of-range", not up, link=self._link_names(e))
         if up:
             self.start_dialer(e)
             return
@@ -306,9 +352,14 @@ class World:
             c.reset()
         e.conns = []
 
+    def _link_names(self, e: Edge) -> list[str]:
+        return [self.members[e.a].name, self.members[e.b].name]
+
     def stall(self, e: Edge, on: bool) -> None:
         e.stalls += 1 if on else -1
         assert e.stalls >= 0
+        if self.tracer is not None and e.stalls == (1 if on else 0):
+            self.tracer.fault("stall", on, link=self._link_names(e))
         for c in e.conns:
             c.stall(e.stalls > 0)
 
@@ -325,10 +376,16 @@ class World:
         conn = SimConnection(profile, e.rng, e.stats)
         e.conns = [c for c in e.conns if not c.finished]
         e.conns.append(conn)
+        if self.tracer is not None:
+            c = self.tracer.open(m.name, other.name)
+            other.nursery.start_soon(self._serve, other,
+                                     TracingStream(conn.b, self.tracer, other.name, m.name, c),
+                                     m.name)
+            return TracingStream(conn.a, self.tracer, m.name, other.name, c)
         other.nursery.start_soon(self._serve, other, conn.b, m.name)
         return conn.a
 
-    async def _serve(self, m: Member, stream: SimStream, address: str) -> None:
+    async def _serve(self, m: Member, stream: trio.abc.Stream, address: str) -> None:
         assert m.node is not None
         await m.node.serve_stream(stream, f"sim:{address}")
 
@@ -351,6 +408,9 @@ class World:
 
     def pay(self, payer: Member, payee: Account, amount: int, key: str) -> None:
         self.payments["attempted"] += 1
+        if payer.replica.store.revocations(payer.device):
+            self.payments["revoked"] += 1  # its wallet refuses: it knows it is revoked
+            return
         wallet = Wallet(payer.replica, payer.key)
         have = wallet.available()
         if have < 1_00:
@@ -362,14 +422,15 @@ class World:
                 self.payments["made"] += 1
             except PaymentRefused:
                 self.payments["refused"] += 1
-            except LocalError:  # the payer's certificate was revoked: it signs nothing
-                self.payments["revoked"] += 1
 
     # ------------------------------------------------------------ watching
 
     def observe(self, store: SimStore, rids: list[bytes]) -> None:
+        if self.tracer is not None:
+            self.tracer.on_commit(store, rids, self.checker.creating == store.owner)
         conserved = Replica(self.network, store).conserved()
         self.checker.on_commit(store.owner, store, rids, conserved)
+        self.paths.on_stored(store.owner, rids)
         if self.quiet and self.checker.counts[store.owner] == self.checker.needed():
             self.check_converged()
 
@@ -399,6 +460,11 @@ class World:
         s["t"].append(round(trio.current_time(), 3))
         s["converged"].append(round(sum(1 for c in counts if c == needed) / n, 4))
         s["held"].append(round(sum(counts) / (n * needed), 4))
+        # How far behind the honest replicas are, in records (the plot's lag percentiles).
+        missing = sorted(needed - c for c in counts)
+        s["missing_p50"].append(missing[n // 2])
+        s["missing_p95"].append(missing[min(n - 1, (95 * n) // 100)])
+        s["missing_max"].append(missing[-1])
         s["bytes"].append(sum(e.stats.bytes for e in self.edges))
         s["messages"].append(sum(e.stats.frames for e in self.edges))
 
@@ -430,11 +496,13 @@ class World:
             self._root = root
             for m in self.members:
                 self.start(m)
-            root.start_soon(run_workload, self)
+            root.start_soon(self._workload)
             root.start_soon(run_faults, self)
             if self.topology.radio_range is not None:
                 root.start_soon(run_mobility, self)
             root.start_soon(self._sampler)
+            root.start_soon(self.paths.run)
+            root.start_soon(run_couriers, self, self.paths)
             await trio.sleep_until(self.params.duration)
             self.quiet = True
             await trio.lowlevel.checkpoint()  # let the fault tasks restore the world first
@@ -451,7 +519,27 @@ class World:
                     self.check_converged()
             self.sample()
             self.end_at = trio.current_time()
+            if self.tracer is not None:
+                self.tracer.end(self)
             root.cancel_scope.cancel()
+
+    async def _workload(self) -> None:
+        if self.workload is None:
+            await run_workload(self)
+            return
+        with trio.move_on_at(self.params.duration):
+            await self.workload(self)
+
+    def plugins(self) -> dict[str, object]:
+        """Which plugins ran (for the report's parameters); empty when none did."""
+        out: dict[str, object] = {}
+        if self.replica_factory is not Replica:
+            out["replica"] = describe(self.replica_factory)
+        if self.checks:
+            out["checks"] = [describe(c) for c in self.checks]
+        if self.workload is not None:
+            out["workload"] = describe(self.workload)
+        return out
 
     def events(self) -> int:
         """Simulated events: link writes delivered, records stored, payments tried."""
@@ -462,6 +550,7 @@ class World:
         self.final_hashes = [Replica(self.network, m.store).state_hash() for m in self.members]
         for m in self.members:
             m.store.observer = None
+        self.check_results = [run_check(check, self) for check in self.checks]
 
 
 @contextlib.contextmanager

@@ -27,6 +27,12 @@ them correct (specs/cloud.md):
   `ord`, from a sequence, orders records causally (a record is inserted only after its
   past was visible).
 
+- **Failover.** The connection (`pg_connection.py`) comes back by itself: a lost one
+  raises `StoreUnavailable` (a transaction then was not committed, or, lost during its
+  COMMIT, may have been: either way nothing of it was acknowledged, and a re-sent
+  record that is held is simply dropped), and the next statement connects again with
+  the same URL, which may list several hosts (`target_session_attrs=read-write`).
+
 Calls are synchronous, on the caller's thread (for a node, trio's), like SqliteStore's:
 the ledger asks its store many small questions per record, and a thread hop per call
 would cost more than the query; a cloud tier scales by running more front-end
@@ -39,13 +45,10 @@ contains it, so the schema can be distributed by Citus as it is.
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import dataclasses
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
-
-import psycopg
-from psycopg import conninfo
 
 from ..core.ids import Account
 from ..core.records import Kind
@@ -61,102 +64,29 @@ from ..core.store import (
     Totals,
     Verdict,
 )
-from ..errors import StoreBusy, StoreDamaged, StoreError
+from ..errors import StoreDamaged, StoreError
+from .pg_connection import PgConnection
+from .pg_listen import CHANNEL, ChangeListener
+from .pg_schema import (
+    PARTITIONS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    author_lock_key,
+    is_postgres_url,
+    safe_url,
+)
 
-__all__ = ["PARTITIONS", "SCHEMA_VERSION", "PostgresStore", "is_postgres_url", "safe_url"]
+__all__ = ["PARTITIONS", "SCHEMA_VERSION", "ChangeListener", "PostgresStore", "author_lock_key",
+           "is_postgres_url", "safe_url"]
 
-SCHEMA_VERSION = 1
-PARTITIONS = 8  # hash partitions of each partitioned table
 _TOTALS_SLOTS = 16  # writers add to the totals row of their slot: no shared hot row
 _CACHE_ROWS = 4096
 _INIT_LOCK = 0x7032_706C_6564_6772  # advisory lock key: one process creates the schema
 
 
-def _partitioned(table: str, columns: str, key: str) -> str:
-    parts = "".join(
-        f"CREATE TABLE {table}_p{i} PARTITION OF {table} "
-        f"FOR VALUES WITH (MODULUS {PARTITIONS}, REMAINDER {i});\n"
-        for i in range(PARTITIONS))
-    return f"CREATE TABLE {table} ({columns}) PARTITION BY HASH ({key});\n{parts}"
-
-
-_SCHEMA = "\n".join([
-    "CREATE TABLE info (key text PRIMARY KEY, value bytea NOT NULL);",
-    "CREATE TABLE totals (slot int PRIMARY KEY, records bigint NOT NULL, "
-    "issued bigint NOT NULL, redeemed bigint NOT NULL, max_hlc bigint NOT NULL);",
-    "CREATE SEQUENCE record_ord;",
-    _partitioned("records", "author bytea NOT NULL, id bytea NOT NULL, "
-                 "ord bigint NOT NULL DEFAULT nextval('record_ord'), "
-                 "tx bigint NOT NULL DEFAULT (pg_current_xact_id()::text::bigint), "
-                 "seq bigint NOT NULL, prev bytea, kind int NOT NULL, hlc bigint NOT NULL, "
-                 "verdict text NOT NULL, reason text, chain bytea NOT NULL, raw bytea NOT NULL, "
-                 "idem_key text COLLATE \"C\", PRIMARY KEY (author, id)", "author"),
-    "CREATE INDEX records_id ON records (id);",
-    "CREATE INDEX records_author_seq ON records (author, seq);",
-    "CREATE INDEX records_tx ON records (tx, ord);",
-    "CREATE INDEX records_ord ON records (ord);",
-    "CREATE INDEX records_idem ON records (author, idem_key) WHERE idem_key IS NOT NULL;",
-    _partitioned("admits", "device bytea NOT NULL, id bytea NOT NULL, role text NOT NULL, "
-                 "tier int NOT NULL, offline_limit bigint, expires bigint, ord bigint NOT NULL, "
-                 "PRIMARY KEY (device, id)", "device"),
-    "CREATE INDEX admits_id ON admits (id);",
-    _partitioned("credits", "device bytea NOT NULL, id bytea NOT NULL, "
-                 "name text COLLATE \"C\" NOT NULL, amount bigint NOT NULL, ord bigint NOT NULL, "
-                 "claimed boolean NOT NULL, claimer bytea, claimer_seq bigint, "
-                 "PRIMARY KEY (device, id)", "device"),
-    "CREATE INDEX credits_id ON credits (id);",
-    "CREATE INDEX credits_unclaimed ON credits (device, ord) WHERE NOT claimed;",
-    _partitioned("claims", "author bytea NOT NULL, credit bytea NOT NULL, "
-                 "claimer bytea NOT NULL, seq bigint NOT NULL, "
-                 "PRIMARY KEY (author, credit, claimer)", "author"),
-    _partitioned("tips", "author bytea NOT NULL, id bytea NOT NULL, seq bigint NOT NULL, "
-                 "PRIMARY KEY (author, id)", "author"),
-    _partitioned("balances", "device bytea NOT NULL, name text COLLATE \"C\" NOT NULL, "
-                 "minor bigint NOT NULL, PRIMARY KEY (device, name)", "device"),
-    _partitioned("movements", "device bytea NOT NULL, name text COLLATE \"C\" NOT NULL, "
-                 "ord bigint NOT NULL, idx int NOT NULL, delta bigint NOT NULL, "
-                 "PRIMARY KEY (device, name, ord, idx)", "device"),
-    _partitioned("equivocations", "author bytea NOT NULL, seq bigint NOT NULL, "
-                 "first bytea NOT NULL, second bytea NOT NULL, "
-                 "PRIMARY KEY (author, seq, first, second)", "author"),
-    _partitioned("covers", "author bytea NOT NULL, checkpoint bytea NOT NULL, "
-                 "seq bigint NOT NULL, id bytea NOT NULL, PRIMARY KEY (author, checkpoint)",
-                 "author"),
-    _partitioned("revocations", "device bytea NOT NULL, record bytea NOT NULL, "
-                 "after_seq bigint NOT NULL, PRIMARY KEY (device, record)", "device"),
-    _partitioned("metadata", "device bytea NOT NULL, name text COLLATE \"C\" NOT NULL, "
-                 "field text COLLATE \"C\" NOT NULL, value text NOT NULL, hlc bigint NOT NULL, "
-                 "author bytea NOT NULL, record bytea NOT NULL, "
-                 "PRIMARY KEY (device, name, field)", "device"),
-    # Small, read by every front-end: a reference table under Citus.
-    "CREATE TABLE peers (device bytea PRIMARY KEY, address text NOT NULL, role text NOT NULL, "
-    "last_contact_ms bigint NOT NULL, synced_records bigint, state text NOT NULL);",
-])
-
 _ROW_COLS = "id, author, seq, prev, kind, hlc, verdict, reason, chain"
 # The position up to which records are final: below the oldest running transaction.
 _FINAL = "(pg_snapshot_xmin(pg_current_snapshot())::text::bigint - 1)"
-
-
-def is_postgres_url(text: str) -> bool:
-    return text.startswith(("postgresql://", "postgres://"))
-
-
-def safe_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    try:
-        params = conninfo.conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
-        return "postgresql://?"
-    params.pop("password", None)
-    return conninfo.make_conninfo("", **{k: v for k, v in params.items() if v is not None})
-
-
-def author_lock_key(author: bytes) -> int:
-    """The advisory lock key of an author: 64 bits of a hash (a collision only makes
-    two authors wait for each other)."""
-    digest = hashlib.blake2b(b"p2p-ledger/author-lock" + author, digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
 
 
 def _row(t: Sequence[Any]) -> StoredRecord:
@@ -174,17 +104,21 @@ class PostgresStore:
 
     def __init__(self, url: str, network_id: bytes) -> None:
         self.url = url
-        self.path = safe_url(url)  # what messages name, as SqliteStore's path
-        try:
-            self._db = psycopg.connect(url, autocommit=True, connect_timeout=10)
-        except psycopg.Error as exc:
-            raise StoreError(f"cannot open the store {self.path}: "
-                             f"{str(exc).strip().splitlines()[0]}") from None
-        self._slot = self._db.info.backend_pid % _TOTALS_SLOTS
+        self._db = PgConnection(url)  # reconnects by itself after a failover
+        self.path = self._db.path  # what messages name, as SqliteStore's path
+        self._slot = self._db.backend_pid % _TOTALS_SLOTS
         self._depth = 0
         self._held: set[int] = set()
         self._top_lock: int | None = None
         self._cache: OrderedDict[bytes, StoredRecord] = OrderedDict()
+        self._admits: dict[bytes, AdmitInfo] = {}
+        # Under the author locks of the open transaction (`ids_at`): each author's
+        # highest seq when first asked, and the ids this transaction stored per seq.
+        self._top_seq: dict[bytes, int] = {}
+        self._new_at: dict[tuple[bytes, int], list[bytes]] = {}
+        # Credits this transaction created: nobody else sees them before it commits, so
+        # only it can claim them (`credit`).
+        self._new_credits: dict[bytes, Credit] = {}
         self._balances: dict[tuple[bytes, str], int] = {}
         self._metadata: dict[tuple[bytes, str, str], tuple[str, int, bytes, bytes]] = {}
         self._totals = [0, 0, 0, 0]  # records, issued, redeemed, max_hlc of the open txn
@@ -196,11 +130,13 @@ class PostgresStore:
 
     def _init(self, network_id: bytes) -> None:
         with self.transaction():
-            self._q("SELECT pg_advisory_xact_lock(%s)", (_INIT_LOCK,))
+            self._w("SELECT pg_advisory_xact_lock(%s)", (_INIT_LOCK,))
             have = self._one("SELECT to_regclass('info')")
             if have is None or have[0] is None:
-                self._q(_SCHEMA)
-                self._q("INSERT INTO info VALUES ('schema', %s), ('network', %s)",
+                for statement in SCHEMA.split(";\n"):  # a pipeline takes one at a time
+                    if statement.strip():
+                        self._w(statement)
+                self._w("INSERT INTO info VALUES ('schema', %s), ('network', %s)",
                         (str(SCHEMA_VERSION).encode(), network_id))
                 return
             info = {k: bytes(v) for k, v in self._q("SELECT key, value FROM info")}
@@ -212,23 +148,41 @@ class PostgresStore:
     def close(self) -> None:
         self._db.close()
 
+    @property
+    def reconnects(self) -> int:
+        """Connections made after the first: failovers (or restarts) lived through."""
+        return self._db.reconnects
+
+    def listen(self) -> ChangeListener:
+        """A new connection that hears when any front-end commits records (blocks while
+        it connects)."""
+        return ChangeListener(self.url)
+
     # ------------------------------------------------------------ statements
 
+    def _errors(self) -> contextlib.AbstractContextManager[None]:
+        """Every failure of the database becomes a StoreError naming the store; a lost
+        connection StoreUnavailable (pg_connection.py)."""
+        return self._db.errors()
+
     def _q(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
-        """Run one statement; its rows (none for a statement that returns none). Every
-        failure of the database becomes a StoreError naming the store."""
-        try:
-            cur = self._db.execute(sql.encode(), params, prepare=params is not None)
-            return cur.fetchall() if cur.description is not None else []
-        except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected,
-                psycopg.errors.SerializationFailure) as exc:
-            raise StoreBusy(f"the store {self.path} is busy: {exc}") from exc
-        except (psycopg.errors.DataCorrupted, psycopg.errors.IndexCorrupted) as exc:
-            raise StoreDamaged(f"the store {self.path} is damaged: {exc}") from exc
-        except (psycopg.OperationalError, psycopg.DataError, psycopg.IntegrityError,
-                psycopg.InternalError) as exc:
-            raise StoreError(f"the store {self.path} failed: "
-                             f"{str(exc).strip().splitlines()[0]}") from exc
+        """Run one statement and wait for its rows (none for a statement that returns
+        none; inside a transaction only statements that return rows come here)."""
+        if not self._depth:  # on its own: retried once on a new connection if lost
+            return self._db.rows(sql, params)
+        with self._errors():  # pipelined: the rows come when asked for
+            return self._db.execute(sql, params).fetchall()
+
+    def _w(self, sql: str, params: Sequence[Any] | None = None) -> None:
+        """Send one statement whose result nobody waits for: inside a transaction (a
+        pipeline) it is sent at once and its outcome comes with the next read or the
+        COMMIT, so writes cost no round trip each. The server runs statements in the
+        order sent: a read after it sees it, a lock taken by it is held for the next."""
+        if not self._depth:
+            self._db.rows(sql, params)
+            return
+        with self._errors():
+            self._db.execute(sql, params)
 
     def _one(self, sql: str, params: Sequence[Any] | None = None) -> tuple[Any, ...] | None:
         rows = self._q(sql, params)
@@ -248,25 +202,28 @@ class PostgresStore:
             finally:
                 self._depth -= 1
             return
-        self._q("BEGIN")
-        self._depth = 1
+        self._q("BEGIN")  # outside the pipeline: retried once if the connection was lost
+        self._db.in_transaction = True
         committed = False
         try:
-            yield
-            self._flush_shared()
-            self._q("COMMIT")
-            committed = True
+            with self._errors(), self._db.pipeline():
+                self._depth = 1
+                yield
+                self._flush_shared()
+                self._w("COMMIT")
+            committed = True  # the pipeline's end waited for every result, COMMIT's too
         finally:
             self._depth = 0
-            self._held.clear()
-            self._top_lock = None
+            self._release()
             if not committed:
-                self._cache.clear()  # it may hold rows that are being rolled back
+                self._cache.clear()  # they may hold rows that are being rolled back
+                self._admits.clear()
                 self._balances.clear()
                 self._metadata.clear()
                 self._totals = [0, 0, 0, 0]
-                with contextlib.suppress(StoreError):
+                with contextlib.suppress(StoreError):  # a lost connection rolled it back
                     self._q("ROLLBACK")
+            self._db.in_transaction = False
 
     def lock_author(self, author: bytes) -> bool:
         if not self._depth:
@@ -275,21 +232,29 @@ class PostgresStore:
         if key in self._held:
             return False
         if self._top_lock is None or key > self._top_lock:
-            self._q("SELECT pg_advisory_xact_lock(%s)", (key,))
+            # Pipelined: the server waits for the lock before it runs what follows.
+            self._w("SELECT pg_advisory_xact_lock(%s)", (key,))
         else:
             got = self._one("SELECT pg_try_advisory_xact_lock(%s)", (key,))
             if not (got and got[0]):
                 # Waiting here while holding larger keys could deadlock: commit what is
                 # done (complete records only), then wait holding nothing.
                 self._flush_shared()
-                self._q("COMMIT")
-                self._q("BEGIN")
-                self._held.clear()
-                self._top_lock = None
-                self._q("SELECT pg_advisory_xact_lock(%s)", (key,))
+                self._w("COMMIT")
+                self._w("BEGIN")
+                self._release()
+                self._w("SELECT pg_advisory_xact_lock(%s)", (key,))
         self._held.add(key)
         self._top_lock = key if self._top_lock is None else max(self._top_lock, key)
         return True
+
+    def _release(self) -> None:
+        """The transaction ended: its author locks, and what they made knowable, are gone."""
+        self._held.clear()
+        self._top_lock = None
+        self._top_seq.clear()
+        self._new_at.clear()
+        self._new_credits.clear()
 
     def _flush_shared(self) -> None:
         """Write the rows that writers of different authors share - balances, metadata,
@@ -311,8 +276,11 @@ class PostgresStore:
                 "> (metadata.hlc, metadata.author, metadata.record)", meta)
             self._metadata.clear()
         if self._totals[0]:
+            # Records were stored: the other front-ends' listeners hear it at COMMIT
+            # (pg_listen.py); one notice per transaction however often this runs.
+            self._w(f"NOTIFY {CHANNEL}")
             records, issued, redeemed, max_hlc = self._totals
-            self._q("INSERT INTO totals VALUES (%s, %s, %s, %s, %s) ON CONFLICT (slot) DO "
+            self._w("INSERT INTO totals VALUES (%s, %s, %s, %s, %s) ON CONFLICT (slot) DO "
                     "UPDATE SET records = totals.records + excluded.records, "
                     "issued = totals.issued + excluded.issued, "
                     "redeemed = totals.redeemed + excluded.redeemed, "
@@ -321,17 +289,13 @@ class PostgresStore:
             self._totals = [0, 0, 0, 0]
 
     def _many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        try:
-            with self._db.cursor() as cur:
-                cur.executemany(sql.encode(), rows)
-        except psycopg.errors.DeadlockDetected as exc:
-            raise StoreBusy(f"the store {self.path} is busy: {exc}") from exc
-        except (psycopg.OperationalError, psycopg.DataError, psycopg.IntegrityError) as exc:
-            raise StoreError(f"the store {self.path} failed: {exc}") from exc
+        self._db.many(sql, rows)
 
     # ------------------------------------------------------------ lookups
 
     def has(self, rid: bytes) -> bool:
+        if rid in self._cache:  # a record, once stored, stays (a rollback clears the cache)
+            return True
         return self._one("SELECT 1 FROM records WHERE id=%s", (rid,)) is not None
 
     def held_among(self, rids: list[bytes]) -> set[bytes]:
@@ -366,9 +330,17 @@ class PostgresStore:
                          offline_limit=t[4], expires=t[5])
 
     def admit(self, rid: bytes) -> AdmitInfo | None:
+        cached = self._admits.get(rid)
+        if cached is not None:  # an admit never changes (a rollback clears the cache)
+            return cached
         t = self._one("SELECT id, device, role, tier, offline_limit, expires FROM admits "
                       "WHERE id=%s", (rid,))
-        return None if t is None else self._admit(t)
+        if t is None:
+            return None
+        if len(self._admits) >= _CACHE_ROWS:
+            self._admits.clear()
+        info = self._admits[rid] = self._admit(t)
+        return info
 
     def admits_for(self, device: bytes) -> list[AdmitInfo]:
         return [self._admit(t) for t in self._q(
@@ -376,6 +348,9 @@ class PostgresStore:
             "WHERE device=%s ORDER BY ord", (device,))]
 
     def credit(self, rid: bytes) -> Credit | None:
+        new = self._new_credits.get(rid)
+        if new is not None:
+            return new
         t = self._one("SELECT device, name, amount, claimed FROM credits WHERE id=%s", (rid,))
         if t is None:
             return None
@@ -399,6 +374,17 @@ class PostgresStore:
         return None  # `idem` is one indexed query in the author's partition
 
     def ids_at(self, author: bytes, seq: int) -> list[bytes]:
+        if author_lock_key(author) in self._held:
+            # While this transaction holds the author's lock, only it stores the author's
+            # records: above the highest seq stored when it first asked, the answer is
+            # what it stored itself. One query per author per transaction, not per record.
+            top = self._top_seq.get(author)
+            if top is None:
+                t = self._one("SELECT coalesce(max(seq), 0) FROM records WHERE author=%s",
+                              (author,))
+                top = self._top_seq[author] = 0 if t is None else int(t[0])
+            if seq > top:
+                return list(self._new_at.get((author, seq), ()))
         return [bytes(i) for (i,) in self._q(
             "SELECT id FROM records WHERE author=%s AND seq=%s ORDER BY ord", (author, seq))]
 
@@ -438,6 +424,22 @@ class PostgresStore:
             f"SELECT ord, {_ROW_COLS} FROM records WHERE author=%s AND seq>%s "
             "ORDER BY seq, ord", (author, after_seq))]
 
+    def delta_raws(self, after: Mapping[bytes, int], also: list[bytes]) -> list[bytes]:
+        """`BatchDelta`: one query for every fork-free author of a delta - per author an
+        index range on `records (author, seq)` in its own partition (the LATERAL with
+        OFFSET 0 keeps the planner from a hash join over the whole table) - and one for
+        the ids of the others."""
+        rows: list[tuple[Any, ...]] = []
+        if after:
+            rows = self._q(
+                "SELECT x.ord, x.raw FROM unnest(%s::bytea[], %s::bigint[]) AS w(author, seq), "
+                "LATERAL (SELECT ord, raw FROM records r WHERE r.author = w.author "
+                "AND r.seq > w.seq OFFSET 0) AS x", (list(after), list(after.values())))
+        if also:
+            rows += self._q("SELECT ord, raw FROM records WHERE id = ANY(%s)", (also,))
+        rows.sort(key=lambda t: t[0])
+        return [bytes(raw) for _, raw in rows]
+
     def raws_in_order(self, rids: list[bytes]) -> list[bytes]:
         if not rids:
             return []
@@ -474,7 +476,7 @@ class PostgresStore:
     def note_peer(self, device: bytes, *, address: str, role: str, now_ms: int, state: str,
                   synced: bool) -> None:
         records = self.totals().records if synced else None
-        self._q("INSERT INTO peers VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (device) DO UPDATE "
+        self._w("INSERT INTO peers VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (device) DO UPDATE "
                 "SET address=excluded.address, role=excluded.role, "
                 "last_contact_ms=excluded.last_contact_ms, state=excluded.state, "
                 "synced_records=coalesce(excluded.synced_records, peers.synced_records)",
@@ -498,45 +500,52 @@ class PostgresStore:
             return
         row = fx.row
         rid, author, seq = row.id, row.author, row.seq
-        t = self._one("INSERT INTO records (author, id, seq, prev, kind, hlc, verdict, reason, "
-                      "chain, raw, idem_key) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
-                      "RETURNING ord",
-                      (author, rid, seq, row.prev, row.kind.value, row.hlc, row.verdict.value,
-                       row.reason, row.chain.encode(), fx.raw, fx.idem_key))
-        assert t is not None
-        order = t[0]
+        # Every write is pipelined (`_w`); the rows that hang off the record take its
+        # `ord` with currval: this session's last nextval, the record's insert's.
+        self._w("INSERT INTO records (author, id, seq, prev, kind, hlc, verdict, reason, "
+                "chain, raw, idem_key) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                (author, rid, seq, row.prev, row.kind.value, row.hlc, row.verdict.value,
+                 row.reason, row.chain.encode(), fx.raw, fx.idem_key))
         self._remember(row)
+        self._new_at.setdefault((author, seq), []).append(rid)
         if row.prev is not None:
-            self._q("DELETE FROM tips WHERE author=%s AND id=%s", (author, row.prev))
-        self._q("INSERT INTO tips VALUES (%s,%s,%s)", (author, rid, seq))
+            self._w("DELETE FROM tips WHERE author=%s AND id=%s", (author, row.prev))
+        self._w("INSERT INTO tips VALUES (%s,%s,%s)", (author, rid, seq))
         if fx.admit is not None:
             a = fx.admit
-            self._q("INSERT INTO admits VALUES (%s,%s,%s,%s,%s,%s,%s)",
-                    (a.device, rid, a.role, a.tier, a.offline_limit, a.expires, order))
+            self._w("INSERT INTO admits VALUES (%s,%s,%s,%s,%s,%s,currval('record_ord'))",
+                    (a.device, rid, a.role, a.tier, a.offline_limit, a.expires))
         if fx.credit is not None:
             c = fx.credit
-            self._q("INSERT INTO credits VALUES (%s,%s,%s,%s,%s,%s,NULL,NULL)",
-                    (c.account.device, rid, c.account.name, c.amount, order, c.claimed))
+            self._new_credits[rid] = Credit(id=rid, account=c.account, amount=c.amount,
+                                            claimed=c.claimed)
+            self._w("INSERT INTO credits VALUES (%s,%s,%s,%s,currval('record_ord'),%s,NULL,NULL)",
+                    (c.account.device, rid, c.account.name, c.amount, c.claimed))
         for credit in fx.claims:
-            # The claimer is the payee: its partition only, under its author lock.
-            first = self._q("UPDATE credits SET claimed=true, claimer=%s, claimer_seq=%s "
-                            "WHERE device=%s AND id=%s AND claimer IS NULL RETURNING 1",
-                            (rid, seq, author, credit))
-            if not first:
-                self._q("INSERT INTO claims VALUES (%s,%s,%s,%s)", (author, credit, rid, seq))
+            if (made := self._new_credits.get(credit)) is not None:
+                self._new_credits[credit] = dataclasses.replace(made, claimed=True)
+            # The claimer is the payee: its partition only, under its author lock. The
+            # first claim marks the credit; a further one (a forked payee) is a row of
+            # `claims` - one statement, so that nothing waits for the first's answer.
+            self._w("WITH first AS (UPDATE credits SET claimed=true, claimer=%s, "
+                    "claimer_seq=%s WHERE device=%s AND id=%s AND claimer IS NULL "
+                    "RETURNING 1) INSERT INTO claims SELECT %s, %s, %s, %s "
+                    "WHERE NOT EXISTS (SELECT 1 FROM first)",
+                    (rid, seq, author, credit, author, credit, rid, seq))
         for idx, m in enumerate(fx.movements):
             k = (m.account.device, m.account.name)
             self._balances[k] = self._balances.get(k, 0) + m.delta
-            self._q("INSERT INTO movements VALUES (%s,%s,%s,%s,%s)", (*k, order, idx, m.delta))
+            self._w("INSERT INTO movements VALUES (%s,%s,currval('record_ord'),%s,%s)",
+                    (*k, idx, m.delta))
         for other in fx.equivocates_with:
             first_id, second_id = sorted((other, rid))
-            self._q("INSERT INTO equivocations VALUES (%s,%s,%s,%s)",
+            self._w("INSERT INTO equivocations VALUES (%s,%s,%s,%s)",
                     (author, seq, first_id, second_id))
         for covered_author, covered_seq, covered in fx.covers:
-            self._q("INSERT INTO covers VALUES (%s,%s,%s,%s)",
+            self._w("INSERT INTO covers VALUES (%s,%s,%s,%s)",
                     (covered_author, rid, covered_seq, covered))
         if fx.revoke is not None:
-            self._q("INSERT INTO revocations VALUES (%s,%s,%s)",
+            self._w("INSERT INTO revocations VALUES (%s,%s,%s)",
                     (fx.revoke[0], rid, fx.revoke[1]))
         if fx.meta is not None:
             account, name, value = fx.meta
