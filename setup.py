@@ -1,16 +1,22 @@
-"""Build: the package as pure Python, plus its core compiled by mypyc when it can be.
+"""Build: the package as pure Python; its core compiled by mypyc only when asked.
 
-Everything else is in pyproject.toml; this file only adds the compiled core
-(specs/build.md). `build_ext` here compiles the modules listed in
-p2p_ledger/build.py with mypyc (a build requirement) and a C compiler. When that
-cannot be done - no C compiler, mypy missing, a compile error - it says so in one
-warning and installs the pure-Python package instead: an install never fails for
-want of a compiler. The compiled modules are extension modules beside the `.py`
-files, which both builds ship; `p2p-ledger --version` says which build runs.
+Everything else is in pyproject.toml; this file only adds the opt-in compiled core
+(specs/build.md). By default nothing is compiled and nothing extra is installed to
+build (the build requirements are setuptools and wheel). With `P2P_LEDGER_COMPILE=1`
+in the environment, `build_ext` compiles the modules listed in p2p_ledger/build.py
+with mypyc and a C compiler. mypy (which ships mypyc) must then be importable in the
+build environment, which pip's isolated build does not provide:
 
-- `P2P_LEDGER_PURE=1` in the environment forces the pure build.
-- Editable installs (`pip install -e`) are always pure: a compiled module in the
-  source tree would shadow edits to its `.py` file.
+    pip install mypy setuptools wheel
+    P2P_LEDGER_COMPILE=1 pip install --no-build-isolation .
+
+A compile that was asked for and cannot be done (mypy missing, a type error, no C
+compiler, a compile or link error) fails the install with the reason: whoever asked
+for the compiled build does not get the pure one without knowing. `p2p-ledger
+--version` says which build runs.
+
+- Editable installs (`pip install -e`) with `P2P_LEDGER_COMPILE=1` fail the same way:
+  a compiled module in the source tree would shadow edits to its `.py` file.
 - Whatever is not compiled is removed from the build directory, so a pure build after
   a compiled one in the same checkout never ships the old extension modules.
 """
@@ -32,67 +38,79 @@ COMPILED_MODULES: tuple[str, ...] = runpy.run_path(
 # mypyc's runtime library is shared by the compiled modules: one extension module of
 # this name beside the package (p2p_ledger__mypyc...so).
 GROUP = "p2p_ledger"
+HOW = ("pip install mypy setuptools wheel && "
+       "P2P_LEDGER_COMPILE=1 pip install --no-build-isolation .")
 
 
-def _pure_requested() -> bool:
-    return os.environ.get("P2P_LEDGER_PURE", "").strip() not in ("", "0")
+def _compile_requested() -> bool:
+    return os.environ.get("P2P_LEDGER_COMPILE", "").strip() not in ("", "0")
 
 
-def _warn(message: str) -> None:
-    print(f"p2p-ledger build: {message}", file=sys.stderr, flush=True)
+class CompileFailed(SystemExit):
+    """The compiled build was asked for and could not be made: the install fails."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"p2p-ledger build: P2P_LEDGER_COMPILE=1 but {why}. "
+                         f"Unset P2P_LEDGER_COMPILE for the pure-Python package; "
+                         f"to compile: {HOW}")
 
 
 class _Distribution(Distribution):
-    """Always runs build_ext (even for the pure build, which only cleans up)."""
+    """Always runs build_ext (the pure build's only cleans stale extension modules)."""
 
     def has_ext_modules(self) -> bool:
         return True
 
 
 class CompiledCore(build_ext):
-    """build_ext that compiles the core if it can and installs pure Python if not."""
+    """build_ext that compiles the core when P2P_LEDGER_COMPILE=1, or nothing."""
 
     def finalize_options(self) -> None:
-        editable = bool(getattr(self, "editable_mode", False) or self.inplace)
-        self._why_pure = ("P2P_LEDGER_PURE is set" if _pure_requested() else
-                          "an editable install stays pure Python" if editable else None)
-        if self._why_pure is None and not self.distribution.ext_modules:
+        self._compile = _compile_requested()
+        if self._compile and bool(getattr(self, "editable_mode", False) or self.inplace):
+            raise CompileFailed("an editable install is never compiled (a compiled "
+                                "module would shadow edits to its .py file)")
+        if self._compile and not self.distribution.ext_modules:
             self.distribution.ext_modules = self._mypyc_extensions()
         super().finalize_options()
 
     def _mypyc_extensions(self) -> list[Any]:
-        """mypyc's C sources and extensions, or none (with a warning) if it fails."""
+        """mypyc's C sources and extensions; CompileFailed when it cannot make them."""
         try:
             from mypyc.build import mypycify
-
-            paths = [str(Path(*name.split(".")).with_suffix(".py"))
-                     for name in COMPILED_MODULES]
-            # The build environment holds mypy, not the package's dependencies (trio,
-            # psycopg, ...): modules outside the list are read for their types only,
-            # and a missing third-party package is Any, as pyproject's mypy config
-            # already says for cbor2, msgpack and nacl. The listed modules are checked
-            # in full (mypy strict, from pyproject.toml).
-            options = ["--follow-imports=silent", "--ignore-missing-imports"]
+        except ImportError as exc:
+            raise CompileFailed(f"mypyc cannot be imported ({exc}): pip's isolated "
+                                "build environment has no mypy") from exc
+        paths = [str(Path(*name.split(".")).with_suffix(".py"))
+                 for name in COMPILED_MODULES]
+        # The build environment need not hold the package's dependencies (trio,
+        # psycopg, ...): modules outside the list are read for their types only, and a
+        # missing third-party package is Any, as pyproject's mypy config already says for
+        # cbor2, msgpack and nacl. The listed modules are checked in full (mypy strict,
+        # from pyproject.toml).
+        options = ["--follow-imports=silent", "--ignore-missing-imports"]
+        try:
             return list(mypycify([*options, *paths], opt_level="3", group_name=GROUP))
-        # Anything at all: the install must not fail for want of the compiled core.
-        except (Exception, SystemExit) as exc:  # noqa: BLE001 (mypyc exits on type errors)
-            self._why_pure = f"mypyc could not translate the core ({exc!r})"
-            return []
+        except SystemExit as exc:  # mypyc exits after printing the type errors
+            raise CompileFailed(f"mypyc could not translate the core (exit {exc.code})") \
+                from exc
 
     def run(self) -> None:
-        if self._why_pure is None:
-            try:
-                super().run()
-            # Anything at all: a missing compiler, a compile or link error, a tool's crash.
-            except (Exception, SystemExit) as exc:  # noqa: BLE001
-                self._why_pure = f"the C compiler failed ({exc!r})"
-        if self._why_pure is not None:
+        if not self._compile:
             self._remove_compiled()
-            _warn(f"installing pure Python: {self._why_pure}")
+            return
+        try:
+            super().run()
+        # Setuptools reports a missing compiler or a compile/link error as one of its
+        # own error classes (CompileError, LinkError, PlatformError...): all Exceptions.
+        except Exception as exc:  # noqa: BLE001
+            raise CompileFailed(f"the C compiler failed ({exc!r})") from exc
+        print(f"p2p-ledger build: compiled {len(COMPILED_MODULES)} modules with mypyc",
+              file=sys.stderr, flush=True)
 
     def _remove_compiled(self) -> None:
-        """Every compiled module of the core, whether from this run or an older one,
-        out of the build directory: a pure build is all pure."""
+        """Every compiled module of the core from an older run out of the build
+        directory: a pure build is all pure."""
         self.extensions = []
         names = [*COMPILED_MODULES, GROUP + "__mypyc"]
         for name in names:
