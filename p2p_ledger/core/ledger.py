@@ -96,6 +96,14 @@ __all__ = ["Applied", "CheckingAhead", "Delivery", "Frontier", "IngestReport", "
            "Replica"]
 
 DEFAULT_MAX_SKEW_MS = 5 * 60 * 1000
+
+# The record checks `receive`, `check_ahead` and `receive_many` call, as module
+# variables: compiled by mypyc (the opt-in build, specs/build.md), a call of an imported
+# function is a direct C call that nothing can replace, while a module variable is looked
+# up in the module's dict at each call in both builds. sim/accel.py's shared checks
+# replace these two while a simulation runs.
+_parse_record: Callable[[bytes], SignedRecord] = parse_record
+_verify_signature: Callable[[SignedRecord, bytes], None] = verify_signature
 _MAX_REMEMBERED = 10_000  # admits whose offline limits are kept worked out
 _CREDIT_KINDS = (Kind.ISSUE, Kind.TRANSFER)
 _RefRows = list[tuple[bytes, StoredRecord]]
@@ -234,14 +242,14 @@ class Replica:
         The caller must run this inside `store.transaction()` and acknowledge the
         applied records only after the transaction commits.
         """
-        rec = parse_record(raw)
+        rec = _parse_record(raw)
         if rec.id in self._pending:
             return Delivery(refused=tuple(self._pending.also_from(rec.id, origin)),
                             already_held=True)
         if self.store.has(rec.id):
             return Delivery(already_held=True)
         self._check_clock(rec, now_ms)
-        verify_signature(rec, self.network_id)
+        _verify_signature(rec, self.network_id)
         return self._accept(rec, origin)
 
     def check_ahead(self, raws: Iterable[bytes | SignedRecord]) -> CheckingAhead:
@@ -254,7 +262,7 @@ class Replica:
         parsed: list[tuple[int, SignedRecord]] = []
         for index, raw in enumerate(raws):
             try:
-                rec = raw if isinstance(raw, SignedRecord) else parse_record(raw)
+                rec = raw if isinstance(raw, SignedRecord) else _parse_record(raw)
             except InvalidRecord as exc:
                 refused.append((index, exc))
                 continue
@@ -313,7 +321,7 @@ class Replica:
                 rec = raw  # decoded already (a compact RECORDS frame), not yet verified
             else:
                 try:
-                    rec = parse_record(raw)
+                    rec = _parse_record(raw)
                 except InvalidRecord as exc:
                     report.refused.append((index, exc))
                     report.unstored += 1

@@ -42,9 +42,11 @@ def shared_record_checks(enabled: bool = True) -> Iterator[CheckCache]:
     if not enabled:
         yield cache
         return
-    names = vars(ledger)  # the functions the replica calls, looked up at call time
-    parse0: Callable[[bytes], SignedRecord] = names["parse_record"]
-    verify0: Callable[[SignedRecord, bytes], None] = names["verify_signature"]
+    # The functions the replica calls, looked up at call time: module variables of
+    # core/ledger.py, so that this works in the compiled build too (specs/build.md).
+    names = vars(ledger)
+    parse0: Callable[[bytes], SignedRecord] = names["_parse_record"]
+    verify0: Callable[[SignedRecord, bytes], None] = names["_verify_signature"]
     start0: Callable[[Sequence[SignedRecord], bytes], Callable[[], Failures]] = (
         names["start_verifying"])
 
@@ -82,9 +84,9 @@ def shared_record_checks(enabled: bool = True) -> Iterator[CheckCache]:
             return [failed.get(r.id) for r in records]
         return result
 
-    names.update(parse_record=parse_record, verify_signature=verify_signature,
+    names.update(_parse_record=parse_record, _verify_signature=verify_signature,
                  start_verifying=start_verifying)
     try:
         yield cache
     finally:
-        names.update(parse_record=parse0, verify_signature=verify0, start_verifying=start0)
+        names.update(_parse_record=parse0, _verify_signature=verify0, start_verifying=start0)
