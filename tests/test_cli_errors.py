@@ -336,3 +336,34 @@ def test_ctrl_c_on_import(work: Path) -> None:
         closing = replica.store
         assert isinstance(closing, SqliteStore)
         closing.close()
+
+
+class _InterruptedInDestructor:
+    """Where a compiled build's Ctrl-C was seen to land: Python code that the garbage
+    collector runs, whose exceptions Python prints and drops."""
+
+    def __del__(self) -> None:
+        raise KeyboardInterrupt
+
+
+def test_a_ctrl_c_python_swallowed_still_exits_130(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from p2p_ledger.cli import main as cli_main
+
+    ran: list[bool] = []
+
+    def command(args: object) -> int:
+        _InterruptedInDestructor()  # dropped at once: its __del__ raises, Python ignores it
+        ran.append(True)  # the command went on and ended normally
+        return 0
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli_main, "_demo", command)
+    hook = sys.unraisablehook
+    assert main(["demo"]) == EXIT_INTERRUPTED
+    assert ran == [True]
+    assert capsys.readouterr().err.splitlines()[-1] == "p2p-ledger: interrupted"
+    assert sys.unraisablehook is hook  # put back
+    monkeypatch.setattr(cli_main, "_demo", lambda args: 0)
+    assert main(["demo"]) == 0  # no Ctrl-C, no 130

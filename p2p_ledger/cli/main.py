@@ -249,15 +249,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(words)
     args.home = Path(os.path.expanduser(args.home))
     logs.configure(logs.level_for(args), args.log_format)
+    lost = _LostInterrupts()
     try:
-        if args.home.exists() and not args.home.is_dir():
-            raise LocalError(f"--home {args.home} is a file, not a home folder")
-        code: int = args.func(args)
+        with lost:
+            if args.home.exists() and not args.home.is_dir():
+                raise LocalError(f"--home {args.home} is a file, not a home folder")
+            code: int = args.func(args)
     # The one boundary: what a command raises (through trio, in groups) and Ctrl-C.
     # SystemExit (argparse's usage errors, `--version`) passes as Python means it to.
     except (Exception, KeyboardInterrupt, BaseExceptionGroup) as exc:  # noqa: BLE001 - above
         return _failed(exc, args)
+    if lost.count:
+        return _failed(KeyboardInterrupt(), args)
     return code
+
+
+class _LostInterrupts:
+    """Counts the Ctrl-Cs Python swallowed while a command ran.
+
+    Python raises a SIGINT's KeyboardInterrupt in whatever Python code runs next; when
+    that is a destructor or a callback run by the garbage collector, the exception is
+    "ignored" (printed, then dropped) and the command goes on. Compiled code (the opt-in
+    build, specs/build.md section 7) runs Python code so rarely that this happens. Such
+    an exception goes to `sys.unraisablehook`: counted here, a command that then ends
+    normally still exits as interrupted (130), with its work done or not as its own
+    transactions say."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._before = sys.unraisablehook
+
+    def _hook(self, unraisable: sys.UnraisableHookArgs) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            self.count += 1
+            return
+        self._before(unraisable)
+
+    def __enter__(self) -> None:
+        self._before = sys.unraisablehook
+        sys.unraisablehook = self._hook
+
+    def __exit__(self, *exc: object) -> None:
+        sys.unraisablehook = self._before
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
