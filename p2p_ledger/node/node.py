@@ -164,6 +164,7 @@ class Node:
                  wall_ms: Callable[[], int] | None = None, rng: random.Random | None = None,
                  connect: Connector = open_link) -> None:
         self.replica = replica
+        self._checked_store: NodeStore | None = None  # the store `_store` last checked
         self.key = key
         self.device = bytes(key.verify_key)
         self._fixed_role = role
@@ -193,7 +194,12 @@ class Node:
     @property
     def _store(self) -> NodeStore:
         store = self.replica.store
+        # isinstance on a runtime-checkable Protocol inspects every member (~0.2 ms):
+        # asked once per store, not on every frame.
+        if store is self._checked_store:
+            return self._checked_store
         assert isinstance(store, NodeStore), "a node needs a NodeStore (core/store.py)"
+        self._checked_store = store
         return store
 
     def _newest_admit(self, device: bytes) -> Admission | None:
@@ -318,7 +324,8 @@ class Node:
                 raise
             except Exception as exc:  # noqa: BLE001 - see above: one peer, one session
                 self._input_failed(peer, exc, now)
-            peer.wake()
+            if session.pending_output or session.closed:
+                peer.wake()  # something to write (an outbox that came due wakes it itself)
             await trio.lowlevel.checkpoint()
 
     def _input_failed(self, peer: _Peer, exc: Exception, now: float) -> None:
@@ -340,8 +347,12 @@ class Node:
     async def _sender(self, peer: _Peer) -> None:
         session = peer.session
         while True:
-            with trio.move_on_at(peer.outbox_due()):
+            due = peer.outbox_due()
+            if due == float("inf"):  # nothing waits in the outbox: no timer to set
                 await peer.wakeup.wait()
+            else:
+                with trio.move_on_at(due):
+                    await peer.wakeup.wait()
             peer.wakeup = trio.Event()
             now = trio.current_time()
             if now >= peer.outbox_due():

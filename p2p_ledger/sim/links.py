@@ -119,12 +119,25 @@ class _Pipe:
     last_at: float = 0.0
     eof: bool = False  # the sender closed; the reader sees b"" once the queue is empty
     reader_closed: bool = False
-    changed: trio.Event = field(default_factory=trio.Event)
+    # The reader waits for `readable` (and, with a chunk queued, until the first one is
+    # due); a sender blocked by a full window waits for `room`. Each is set only when
+    # what its waiter looks at changed, so a chunk queued behind others wakes nobody:
+    # the reader is already waiting for the one ahead, which is never due later.
+    readable: trio.Event = field(default_factory=trio.Event)
+    room: trio.Event = field(default_factory=trio.Event)
     counter: _FrameCounter = field(default_factory=_FrameCounter)
 
+    def wake_reader(self) -> None:
+        self.readable.set()
+        self.readable = trio.Event()
+
+    def wake_sender(self) -> None:
+        self.room.set()
+        self.room = trio.Event()
+
     def notify(self) -> None:
-        self.changed.set()
-        self.changed = trio.Event()
+        self.wake_reader()
+        self.wake_sender()
 
 
 class SimConnection:
@@ -196,6 +209,7 @@ class SimConnection:
         counted = pipe.counter.frames
         pipe.counter.feed(data)
         self.stats.frames += pipe.counter.frames - counted
+        head = pipe.queue[0] if pipe.queue else None
         if prof.duplicate and rng.random() < prof.duplicate:
             pipe.queue.append((at, data))
             pipe.queued += len(data)
@@ -208,7 +222,8 @@ class SimConnection:
         else:
             pipe.queue.append((at, data))
         pipe.queued += len(data)
-        pipe.notify()
+        if pipe.queue[0] is not head:  # a new first chunk: the reader waits for another
+            pipe.wake_reader()
         return pipe.busy_until
 
     def _retransmission_delay(self, size: int) -> float | None:
@@ -252,7 +267,7 @@ class SimStream(trio.abc.Stream):
         if self._closed:
             raise trio.ClosedResourceError("this end is closed")
         while conn.stalled and out.queued > SEND_WINDOW and not conn.broken:
-            await out.changed.wait()
+            await out.room.wait()
         if conn.broken or out.reader_closed:
             raise trio.BrokenResourceError("connection reset")
         done = conn.schedule(self._side, bytes(data))
@@ -281,9 +296,12 @@ class SimStream(trio.abc.Stream):
                 wake = at
             elif not pipe.queue and pipe.eof:
                 return b""
-            changed = pipe.changed
-            with trio.move_on_at(wake):
-                await changed.wait()
+            readable = pipe.readable
+            if wake == float("inf"):
+                await readable.wait()
+            else:
+                with trio.move_on_at(wake):
+                    await readable.wait()
 
     def _take(self, max_bytes: int | None) -> bytes:
         pipe = self._in
@@ -294,7 +312,7 @@ class SimStream(trio.abc.Stream):
         else:
             pipe.queue.popleft()
         pipe.queued -= len(data)
-        pipe.notify()  # a sender may be waiting for room
+        pipe.wake_sender()  # a sender may be waiting for room
         return data
 
     async def aclose(self) -> None:
