@@ -33,6 +33,7 @@ from tests.node_helpers import (
     Fleet,
     HandDriven,
     RecordingStream,
+    SlowStream,
     flip_signature,
     make_fleet,
     peer_at,
@@ -290,6 +291,39 @@ async def test_hub_relays_and_never_echoes_a_record_to_its_origin(
         assert peer_at(a, a_h.address).records_received == 1
         assert peer_at(b, b_h.address).records_received == 1
         assert a.replica.state_hash() == h.replica.state_hash() == b.replica.state_hash()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_record_the_peer_sent_is_not_pushed_back_from_the_outbox(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    """Records wait in a slow link's outbox (two round trips); one that the peer sends
+    meanwhile, having had it from elsewhere, leaves the outbox unsent."""
+    a, h, b = fleet.node("alice"), fleet.node("hub", role="hub"), fleet.node("bob")
+    async with trio.open_nursery() as nursery:
+        a_h, h_a = start_pair(nursery, a, h, name="a-h")
+        left, right = trio.testing.memory_stream_pair()
+        h_b = start_session(nursery, h, SlowStream(left, 0.2), initiator=True,
+                            address="mem://h-b/h")
+        b_h = start_session(nursery, b, SlowStream(right, 0.2), initiator=False,
+                            address="mem://h-b/b")
+        await wait_until(lambda: all(live(n, r.address) for n, r in
+                                     ((a, a_h), (h, h_a), (h, h_b), (b, b_h))))
+        peer_at(h, h_b.address).ping(trio.current_time())  # measure the slow round trip
+        to_bob = next(p for p in h.peers.values() if p.address == h_b.address)
+        await wait_until(lambda: (to_bob.session.rtt or 0) > 0.3)
+        paid = fleet.pay(a.replica, "alice", "bob", 1_00, "known-2")
+        raw = a.replica.store.raw(paid)
+        assert raw is not None
+        with store_of(b).transaction():  # bob has it by another way (not a session)
+            b.replica.receive_many([raw], now_ms=WALL_MS)
+        a.push_new(trio.current_time())
+        await wait_until(lambda: h.replica.store.has(paid))
+        assert [r for r, _, _ in to_bob.outbox] == [raw]  # waiting for the push delay
+        b.push_new(trio.current_time())  # bob pushes it to the hub: it arrives first
+        await wait_until(lambda: not to_bob.outbox, within=5.0)
+        await trio.testing.wait_all_tasks_blocked()
+        assert to_bob.not_pushed == 1
+        assert peer_at(h, h_b.address).records_sent == 0
         nursery.cancel_scope.cancel()
 
 

@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_ms_per_record_stored": round(1000 * cpu / max(stored, 1), 4),
         "deliveries": delivered, "useful_deliveries": useful,
         "deliveries_per_useful_record": round(delivered / max(useful, 1), 3),
+        "records_not_pushed": world.not_pushed(),
         "simulated_s": round(world.end_at, 3),
         "time_to_convergence_s": timeline["time_to_convergence_s"],
         "bytes": traffic["bytes"], "messages": traffic["messages"],
@@ -96,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
           f"record stored per replica ({stored:,} after the genesis), target "
           f"{TARGET_MS_PER_RECORD} ms: {'met' if met else 'NOT met'}")
     print(f"{delivered:,} records delivered to replicas for {useful:,} new to them: "
-          f"{figures['deliveries_per_useful_record']} deliveries per useful record")
+          f"{figures['deliveries_per_useful_record']} deliveries per useful record; "
+          f"{figures['records_not_pushed']:,} pushes left out (the peer held them)")
     for c in report["checks"]:  # type: ignore[attr-defined]
         print(f"  {'pass' if c['passed'] else 'FAIL'} {c['name']}: {c['detail']}")
     print(json.dumps(figures, sort_keys=True))

@@ -187,6 +187,9 @@ class Node:
         self._summary_budget = SummaryBudget(self.config.summary_tips_total)
         self._pushed_up_to = self._store.max_order()
         self.completed: list[SessionStats] = []
+        # records left out of pushes because the peer was known to hold them, over the
+        # sessions that have ended (peer.py)
+        self.records_not_pushed = 0
         self.counters = NodeCounters()
         self.dial_pauses: list[float] = []  # what keep_dialing waited, for tests and status
         self._feeds: list[RecordFeed] = []
@@ -265,7 +268,8 @@ class Node:
                           config=self.config.session, known_admit=self._newest_admit,
                           refuse_peer=self._refused if busy is None else lambda _: busy,
                           wall_ms=self.now_ms(), summary_budget=self._summary_budget)
-        peer = _Peer(next(self._ids), session, stream, address, until_synced, busy is not None)
+        peer = _Peer(next(self._ids), session, stream, address, until_synced, busy is not None,
+                     linear=self._linear)
         peer.wake()  # the initiator's HELLO is already queued
         self.peers[peer.id] = peer
         try:
@@ -276,6 +280,7 @@ class Node:
                 nursery.cancel_scope.deadline = trio.current_time() + FINAL_FLUSH
         finally:
             del self.peers[peer.id]
+            self.records_not_pushed += peer.not_pushed
             if dropped := self.replica.forget_origin(peer.id):
                 log.info("session %s: dropped %d records it left waiting for their past",
                          peer.label, dropped)
@@ -400,12 +405,18 @@ class Node:
                     self._note(peer, "connected", synced=False)
                 case PeerSummary():
                     peer.pushed_up_to = self._store.max_order()  # the delta covers these
+                    for author, tips in ev.frontier.tips.items():
+                        if len(tips) == 1:  # a chain forked there: learn nothing of it
+                            peer.learn(author, *tips[0])
                     summary = self._widened(ev, peer.summary_order)
                     delta = self.replica.delta(summary.frontier, complete=False,
                                                authors=summary.authors)
                     session.send_records(delta, now, held=self._held_by(summary))
                     session.send_synced(len(delta), now)
                 case RecordsReceived():
+                    for rec in ev.records:  # the peer holds what it sends (if it is
+                        if isinstance(rec, SignedRecord):  # held here: `_linear`)
+                            peer.learn(rec.record.author, rec.record.seq, rec.id)
                     # This frame's signatures go to the checks first, then the frame
                     # before is judged and stored meanwhile.
                     checking = self.replica.check_ahead(ev.records)
@@ -598,17 +609,37 @@ class Node:
         self._pushed_up_to = max(order for order, _, _ in rows)  # causal order need not be
         # position order (PostgresStore: positions are transactions)
         self._publish(rows)
+        chains: dict[bytes, tuple[bytes, int]] = {}  # id -> (author, seq), read once
         for peer in self.peers.values():
             if peer.session.state not in _PUSH_STATES:
                 continue
-            raws = [raw for order, rid, raw in rows
-                    if order > peer.pushed_up_to and self._origin.get(rid) != peer.id]
-            if raws:
-                peer.enqueue(raws, now)
+            items = []
+            for order, rid, raw in rows:
+                if order <= peer.pushed_up_to or self._origin.get(rid) == peer.id:
+                    continue
+                where = chains.get(rid) or chains.setdefault(rid, self._chain_of(rid))
+                if peer.holds(*where):
+                    peer.not_pushed += 1
+                else:
+                    items.append((raw, *where))
+            if items:
+                peer.enqueue(items, now)
         for _, rid, _ in rows:
             self._origin.pop(rid, None)
         self._bound_send_buffers(now)
         return len(rows)
+
+    def _chain_of(self, rid: bytes) -> tuple[bytes, int]:
+        row = self._store.get(rid)
+        if row is None:  # not readable, though just listed: pushed, as any unknown
+            return b"", 0
+        return row.author, row.seq
+
+    def _linear(self, author: bytes, rid: bytes) -> bool:
+        """Record `rid` of `author` is held here, and the chain is not forked here: so
+        every record of that chain held here at or below its seq is its ancestor."""
+        store = self._store
+        return store.has(rid) and not store.forked(author)
 
     def subscribe(self, *, max_buffered: int = 10_000) -> RecordFeed:
         """A feed of every record stored in this node's home from now on - from peers,

@@ -95,6 +95,7 @@ class Member:
     crashes: int = 0
     clone_of: int | None = None
     delivered: int = 0  # records its sessions brought, by nodes that have stopped
+    not_pushed: int = 0  # records its nodes did not push: the peer was known to hold them
 
     @property
     def device(self) -> bytes:
@@ -273,6 +274,7 @@ class World:
             m.sessions += len(node.completed)
             m.session_errors += sum(1 for s in node.completed if s.error)
             m.delivered += node.delivered
+            m.not_pushed += node.records_not_pushed
             if m.node is node:
                 m.node, m.nursery, m.scope = None, None, None
 
@@ -482,6 +484,10 @@ class World:
         their ratio is how many times flooding brings a record to each replica."""
         return (sum(m.delivered for m in self.members),
                 sum(len(lags) for lags in self.checker.lags))
+
+    def not_pushed(self) -> int:
+        """Records the nodes left out of pushes: the peer was known to hold them."""
+        return sum(m.not_pushed for m in self.members)
 
     def _finish(self) -> None:
         self.final_hashes = [Replica(self.network, m.store).state_hash() for m in self.members]
