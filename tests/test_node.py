@@ -316,10 +316,12 @@ async def test_a_record_the_peer_sent_is_not_pushed_back_from_the_outbox(
         assert raw is not None
         with store_of(b).transaction():  # bob has it by another way (not a session)
             b.replica.receive_many([raw], now_ms=WALL_MS)
-        a.push_new(trio.current_time())
+        b.push_new(trio.current_time())  # to the hub, after bob's push delay (~0.8 s)
+        await trio.sleep(0.5)
+        a.push_new(trio.current_time())  # to the hub at once; it queues it for bob
         await wait_until(lambda: h.replica.store.has(paid))
         assert [r for r, _, _ in to_bob.outbox] == [raw]  # waiting for the push delay
-        b.push_new(trio.current_time())  # bob pushes it to the hub: it arrives first
+        # bob's push reaches the hub while the record still waits in its outbox
         await wait_until(lambda: not to_bob.outbox, within=5.0)
         await trio.testing.wait_all_tasks_blocked()
         assert to_bob.not_pushed == 1

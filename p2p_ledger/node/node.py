@@ -331,7 +331,7 @@ class Node:
                 self._input_failed(peer, exc, now)
             if session.pending_output or session.closed:
                 peer.wake()  # something to write (an outbox that came due wakes it itself)
-            await trio.lowlevel.checkpoint()
+            # (receive_some is a checkpoint: other tasks run between two reads)
 
     def _input_failed(self, peer: _Peer, exc: Exception, now: float) -> None:
         """Close a session whose input raised: a one-line warning, the traceback at

@@ -235,7 +235,10 @@ class Session:
         self._window_frames = 0
         self._ping_token = 0
         self._ping_sent_at: float | None = None
-        self.rtt: float | None = None  # round-trip time, from the handshake and PING/PONG
+        # Round-trip time, from the handshake (each side: its HELLO out, the peer's next
+        # frame back) and PING/PONG.
+        self.rtt: float | None = None
+        self._hello_at: float | None = None
         self.bytes_sent = 0
         self.bytes_received = 0
         self.records_sent = 0
@@ -590,6 +593,7 @@ class Session:
         peer_hello = encode_message(msg)
         if not self.initiator:
             self._send_hello()
+            self._hello_at = now  # the responder's sample: its HELLO out, the AUTH back
         transcript = (self._hello_sent + peer_hello if self.initiator
                       else peer_hello + self._hello_sent)
         i2r, r2i, self._transcript_hash = derive_keys(
@@ -603,6 +607,8 @@ class Session:
         self._last_sent = now
 
     def _on_auth(self, msg: Auth, now: float) -> None:
+        if self._hello_at is not None:
+            self._sample_rtt(now - self._hello_at)
         verify_auth_signature(msg.device_key, msg.signature, self._transcript_hash,
                               not self.initiator)
         if msg.device_key == bytes(self._key.verify_key):

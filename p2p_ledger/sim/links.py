@@ -125,6 +125,7 @@ class _Pipe:
     # the reader is already waiting for the one ahead, which is never due later.
     readable: trio.Event = field(default_factory=trio.Event)
     room: trio.Event = field(default_factory=trio.Event)
+    waiter: trio.CancelScope | None = None  # the reader's wait, when it waits
     counter: _FrameCounter = field(default_factory=_FrameCounter)
 
     def wake_reader(self) -> None:
@@ -223,7 +224,11 @@ class SimConnection:
             pipe.queue.append((at, data))
         pipe.queued += len(data)
         if pipe.queue[0] is not head:  # a new first chunk: the reader waits for another
-            pipe.wake_reader()
+            waiter = pipe.waiter
+            if waiter is not None and not self.stalled:
+                waiter.deadline = min(waiter.deadline, pipe.queue[0][0])
+            else:
+                pipe.wake_reader()
         return pipe.busy_until
 
     def _retransmission_delay(self, size: int) -> float | None:
@@ -282,26 +287,37 @@ class SimStream(trio.abc.Stream):
         await trio.lowlevel.checkpoint()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        """The first chunk, once it is due. Like trio's own streams, a checkpoint
+        every time (the node relies on it): a call that finds a chunk due at once
+        yields first. The reader waits for `readable`, and until the first chunk is
+        due: a chunk sent to an empty pipe moves that deadline (`waiter`) rather than
+        waking the reader only for it to sleep again."""
         conn, pipe = self._conn, self._in
+        waited = False
         while True:
             if self._closed:
                 raise trio.ClosedResourceError("this end is closed")
             if conn.broken:
                 raise trio.BrokenResourceError("connection reset")
             wake = float("inf")
+            ready = False
             if pipe.queue and not conn.stalled:
-                at = pipe.queue[0][0]
-                if at <= trio.current_time():
-                    return self._take(max_bytes)
-                wake = at
+                wake = pipe.queue[0][0]
+                ready = wake <= trio.current_time()
             elif not pipe.queue and pipe.eof:
-                return b""
-            readable = pipe.readable
-            if wake == float("inf"):
-                await readable.wait()
-            else:
-                with trio.move_on_at(wake):
-                    await readable.wait()
+                ready = True
+            if ready and waited:
+                return self._take(max_bytes) if pipe.queue else b""
+            waited = True
+            if ready:
+                await trio.lowlevel.checkpoint()
+                continue
+            with trio.CancelScope(deadline=wake) as scope:
+                pipe.waiter = scope
+                try:
+                    await pipe.readable.wait()
+                finally:
+                    pipe.waiter = None
 
     def _take(self, max_bytes: int | None) -> bytes:
         pipe = self._in
