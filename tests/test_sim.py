@@ -252,3 +252,22 @@ def test_simulate_writes_report_and_plot(tmp_path: Path,
 def test_simulate_refuses_an_unknown_scenario(tmp_path: Path) -> None:
     with pytest.raises(LocalError, match="simulate --list"):
         _cli(["simulate", "--scenario", "nowhere", "--report", str(tmp_path)])
+
+
+def test_each_signature_is_checked_once_and_every_delivery_is_counted() -> None:
+    """The simulated replicas check signatures through the shared checks (each record's
+    once in the process: before issue 14 their verifier bypassed them), and the flood's
+    cost is counted: every record reaches every other replica at least once."""
+    world = World(params_for("convoy", seed=4, nodes=8, duration=20.0, rate=2.0))
+    world.run()
+    assert world.converged_at is not None
+    genesis = world.genesis_stored // len(world.members)
+    created = len(world.checker.created) - genesis
+    assert created > 10
+    delivered, useful = world.deliveries()
+    assert useful == (len(world.members) - 1) * created  # each arrival, once per replica
+    assert delivered >= useful
+    cache = world.cache
+    assert cache is not None
+    assert cache.misses <= created  # a signature is checked in full once at most
+    assert cache.hits + cache.misses >= useful  # every arrival went through the cache
