@@ -294,6 +294,46 @@ async def test_hub_relays_and_never_echoes_a_record_to_its_origin(
         nursery.cancel_scope.cancel()
 
 
+async def test_a_record_the_peer_named_in_its_hashed_summary_is_not_pushed_to_it(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    """The hub learns bob's second record from alice while bob's delta, which carries it
+    too, is still on its slow way. Bob's summary (listed tips: hashed) named that record
+    as his chain's tip, which the hub did not hold then; once it does, it matches the
+    two and does not push the record back to bob (before: one record sent for nothing)."""
+    b = fleet.node("bob")
+    first = b.replica.store.raw(fleet.pay(b.replica, "bob", "alice", 1_00, "known-0"))
+    assert first is not None
+    ra, rh = fleet.replica("alice"), fleet.replica("hub")
+    for replica in (ra, rh):  # bob's first record is everywhere: his chain is known
+        with replica.store.transaction():
+            replica.receive_many([first], now_ms=WALL_MS)
+    a, h = fleet.node("alice", replica=ra), fleet.node("hub", role="hub", replica=rh)
+    paid = fleet.pay(b.replica, "bob", "alice", 2_00, "known-1")
+    raw = b.replica.store.raw(paid)
+    assert raw is not None
+    async with trio.open_nursery() as nursery:
+        a_h, h_a = start_pair(nursery, a, h, name="a-h")
+        await wait_until(lambda: live(a, a_h.address) and live(h, h_a.address))
+        left, right = trio.testing.memory_stream_pair()
+        start_session(nursery, b, SlowStream(left, 1.0), initiator=True, address="mem://b-h/b")
+        start_session(nursery, h, right, initiator=False, address="mem://b-h/h")
+        # the hub has bob's summary (it answered with its delta and SYNCED), not his delta
+        await wait_until(lambda: any(p.address == "mem://b-h/h" and p.session.state in (
+            State.WE_SYNCED, State.LIVE) for p in h.peers.values()))
+        assert not h.replica.store.has(paid)
+        with store_of(a).transaction():
+            a.replica.receive_many([raw], now_ms=WALL_MS)
+        assert a.push_new(trio.current_time()) == 1
+        await wait_until(lambda: h.replica.store.has(paid))
+        await wait_until(lambda: live(h, "mem://b-h/h") and live(b, "mem://b-h/b"))
+        to_bob = next(p for p in h.peers.values() if p.address == "mem://b-h/h")
+        assert to_bob.not_pushed == 1
+        assert peer_at(h, "mem://b-h/h").records_sent == 0
+        assert peer_at(b, "mem://b-h/b").records_received == 0
+        assert a.replica.state_hash() == h.replica.state_hash() == b.replica.state_hash()
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_record_the_peer_sent_is_not_pushed_back_from_the_outbox(
         autojump_clock: MockClock, fleet: Fleet) -> None:
     """Records wait in a slow link's outbox (two round trips); one that the peer sends

@@ -269,7 +269,7 @@ class Node:
                           refuse_peer=self._refused if busy is None else lambda _: busy,
                           wall_ms=self.now_ms(), summary_budget=self._summary_budget)
         peer = _Peer(next(self._ids), session, stream, address, until_synced, busy is not None,
-                     linear=self._linear)
+                     held=self._held_linear)
         peer.wake()  # the initiator's HELLO is already queued
         self.peers[peer.id] = peer
         try:
@@ -635,11 +635,19 @@ class Node:
             return b"", 0
         return row.author, row.seq
 
-    def _linear(self, author: bytes, rid: bytes) -> bool:
-        """Record `rid` of `author` is held here, and the chain is not forked here: so
-        every record of that chain held here at or below its seq is its ancestor."""
+    def _held_linear(self, peer: _Peer, author: bytes, seq: int, rid: bytes) -> bytes | None:
+        """The id of the peer's record `rid` at (author, seq) if it is held here and
+        the chain is not forked here (then every record of that chain held here at or
+        below `seq` is its ancestor); None otherwise. `rid` may be a tip of the peer's
+        hashed summary for a record not held here when it came (an id no record has):
+        the record held here at that point is matched against it."""
         store = self._store
-        return store.has(rid) and not store.forked(author)
+        if store.has(rid):
+            return None if store.forked(author) else rid
+        ids = store.ids_at(author, seq)
+        if len(ids) != 1 or not peer.session.names_peer_tip(author, seq, rid, ids[0]):
+            return None
+        return None if store.forked(author) else ids[0]
 
     def subscribe(self, *, max_buffered: int = 10_000) -> RecordFeed:
         """A feed of every record stored in this node's home from now on - from peers,

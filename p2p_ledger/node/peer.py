@@ -67,7 +67,8 @@ class _Peer:
 
     def __init__(self, pid: int, session: Session, stream: trio.abc.Stream, address: str,
                  until_synced: bool, refusing: bool = False,
-                 linear: Callable[[bytes, bytes], bool] | None = None) -> None:
+                 held: Callable[[_Peer, bytes, int, bytes], bytes | None] | None = None
+                 ) -> None:
         self.id = pid
         self.refusing = refusing  # admitted for its handshake only, to be told why not
         self.session = session
@@ -83,9 +84,10 @@ class _Peer:
         self.summary_order = 0  # the store position when our summary was taken
         self.outbox: list[tuple[bytes, bytes, int]] = []  # (raw, author, seq)
         # author -> (seq, id) of a record the peer holds, with its chain up to it.
-        # `linear(author, id)`: the node holds that record, on a chain not forked there.
+        # `held(peer, author, seq, id)`: the id of that record if the node holds it, on
+        # a chain not forked there (the id may be a hashed summary's, Node._held_linear).
         self.known: dict[bytes, tuple[int, bytes]] = {}
-        self._linear = linear
+        self._held = held
         self.not_pushed = 0  # records left out of pushes: the peer was known to hold them
         self.outbox_bytes = 0
         self.outbox_since: float | None = None
@@ -123,8 +125,14 @@ class _Peer:
     def holds(self, author: bytes, seq: int) -> bool:
         """Whether the peer is known to hold our record at `seq` of `author`'s chain."""
         known = self.known.get(author)
-        return (known is not None and seq <= known[0] and self._linear is not None
-                and self._linear(author, known[1]))
+        if known is None or seq > known[0] or self._held is None:
+            return False
+        held = self._held(self, author, *known)
+        if held is None:
+            return False
+        if held != known[1]:  # a hashed summary's tip, now held here: remember its id
+            self.known[author] = (known[0], held)
+        return True
 
     def enqueue(self, items: list[tuple[bytes, bytes, int]], now: float) -> None:
         """Queue records to push, each (raw, author, seq)."""

@@ -82,7 +82,15 @@ from .frames import (
     frame,
     frame_type,
 )
-from .sketch import MAX_LISTED_TIPS, OurTips, Sketch, listed_tips, peer_tips, sketch_size
+from .sketch import (
+    MAX_LISTED_TIPS,
+    OurTips,
+    Sketch,
+    listed_tips,
+    names_tip,
+    peer_tips,
+    sketch_size,
+)
 
 __all__ = ["Admission", "Event", "HandshakeDone", "PeerSummary", "PeerSynced", "RecordsReceived",
            "Session", "SessionClosed", "SessionConfig", "SummaryBudget", "SyncComplete"]
@@ -357,6 +365,13 @@ class Session:
             self._send_full_summary(now)
         if self._peer_hashed is not None:
             self._decode_peer_hashed(now)
+
+    def names_peer_tip(self, author: bytes, seq: int, tip_id: bytes, rid: bytes) -> bool:
+        """Whether a tip of the peer's summary (`PeerSummary.frontier`) at (author, seq),
+        given as `tip_id`, is record `rid` - also when the summary came hashed and named a
+        record not held here then (sketch.py: `names_tip`)."""
+        return tip_id == rid or (bool(self._transcript_hash)
+                                 and names_tip(self._salt, author, seq, tip_id, rid))
 
     @property
     def _salt(self) -> bytes:
