@@ -16,6 +16,7 @@ from pathlib import Path
 from p2p_ledger.build import COMPILED_MODULES, build_kind, compiled_modules
 from p2p_ledger.core import ledger
 from p2p_ledger.core.store import MemoryStore, NodeStore
+from p2p_ledger.protocol import compact
 from p2p_ledger.sim.accel import shared_record_checks
 from p2p_ledger.sim.store import SimStore
 
@@ -70,4 +71,14 @@ def test_the_simulators_shared_checks_reach_the_replica() -> None:
         assert cache.misses == len(raws)
         assert cache.hits == len(raws)
         assert set(cache.parsed) == set(raws)
+        # The packed frames' records: decoded once by the sender, rebuilt once.
+        assert compact.pack_records(raws) == compact.pack_records(raws)
+        assert set(cache.decoded) == set(raws)
+        data = compact.pack_records(raws)
+        first = compact.unpack_records(data, lambda author, seq: None, max_records=len(raws))
+        again = compact.unpack_records(data, lambda author, seq: None, max_records=len(raws))
+        assert [r.raw for r in first] == raws
+        assert all(a is b for a, b in zip(first, again, strict=True))  # from the cache
+        assert len(cache.rebuilt) == len(raws)
     assert vars(ledger)["_parse_record"] is ledger.parse_record  # restored
+    assert vars(compact)["_rebuilt"] is compact.rebuilt

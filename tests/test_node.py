@@ -33,6 +33,7 @@ from tests.node_helpers import (
     Fleet,
     HandDriven,
     RecordingStream,
+    SlowStream,
     flip_signature,
     make_fleet,
     peer_at,
@@ -290,6 +291,81 @@ async def test_hub_relays_and_never_echoes_a_record_to_its_origin(
         assert peer_at(a, a_h.address).records_received == 1
         assert peer_at(b, b_h.address).records_received == 1
         assert a.replica.state_hash() == h.replica.state_hash() == b.replica.state_hash()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_record_the_peer_named_in_its_hashed_summary_is_not_pushed_to_it(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    """The hub learns bob's second record from alice while bob's delta, which carries it
+    too, is still on its slow way. Bob's summary (listed tips: hashed) named that record
+    as his chain's tip, which the hub did not hold then; once it does, it matches the
+    two and does not push the record back to bob (before: one record sent for nothing)."""
+    b = fleet.node("bob")
+    first = b.replica.store.raw(fleet.pay(b.replica, "bob", "alice", 1_00, "known-0"))
+    assert first is not None
+    ra, rh = fleet.replica("alice"), fleet.replica("hub")
+    for replica in (ra, rh):  # bob's first record is everywhere: his chain is known
+        with replica.store.transaction():
+            replica.receive_many([first], now_ms=WALL_MS)
+    a, h = fleet.node("alice", replica=ra), fleet.node("hub", role="hub", replica=rh)
+    paid = fleet.pay(b.replica, "bob", "alice", 2_00, "known-1")
+    raw = b.replica.store.raw(paid)
+    assert raw is not None
+    async with trio.open_nursery() as nursery:
+        a_h, h_a = start_pair(nursery, a, h, name="a-h")
+        await wait_until(lambda: live(a, a_h.address) and live(h, h_a.address))
+        left, right = trio.testing.memory_stream_pair()
+        start_session(nursery, b, SlowStream(left, 1.0), initiator=True, address="mem://b-h/b")
+        start_session(nursery, h, right, initiator=False, address="mem://b-h/h")
+        # the hub has bob's summary (it answered with its delta and SYNCED), not his delta
+        await wait_until(lambda: any(p.address == "mem://b-h/h" and p.session.state in (
+            State.WE_SYNCED, State.LIVE) for p in h.peers.values()))
+        assert not h.replica.store.has(paid)
+        with store_of(a).transaction():
+            a.replica.receive_many([raw], now_ms=WALL_MS)
+        assert a.push_new(trio.current_time()) == 1
+        await wait_until(lambda: h.replica.store.has(paid))
+        await wait_until(lambda: live(h, "mem://b-h/h") and live(b, "mem://b-h/b"))
+        to_bob = next(p for p in h.peers.values() if p.address == "mem://b-h/h")
+        assert to_bob.not_pushed == 1
+        assert peer_at(h, "mem://b-h/h").records_sent == 0
+        assert peer_at(b, "mem://b-h/b").records_received == 0
+        assert a.replica.state_hash() == h.replica.state_hash() == b.replica.state_hash()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_record_the_peer_sent_is_not_pushed_back_from_the_outbox(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    """Records wait in a slow link's outbox (two round trips); one that the peer sends
+    meanwhile, having had it from elsewhere, leaves the outbox unsent."""
+    a, h, b = fleet.node("alice"), fleet.node("hub", role="hub"), fleet.node("bob")
+    async with trio.open_nursery() as nursery:
+        a_h, h_a = start_pair(nursery, a, h, name="a-h")
+        left, right = trio.testing.memory_stream_pair()
+        h_b = start_session(nursery, h, SlowStream(left, 0.2), initiator=True,
+                            address="mem://h-b/h")
+        b_h = start_session(nursery, b, SlowStream(right, 0.2), initiator=False,
+                            address="mem://h-b/b")
+        await wait_until(lambda: all(live(n, r.address) for n, r in
+                                     ((a, a_h), (h, h_a), (h, h_b), (b, b_h))))
+        peer_at(h, h_b.address).ping(trio.current_time())  # measure the slow round trip
+        to_bob = next(p for p in h.peers.values() if p.address == h_b.address)
+        await wait_until(lambda: (to_bob.session.rtt or 0) > 0.3)
+        paid = fleet.pay(a.replica, "alice", "bob", 1_00, "known-2")
+        raw = a.replica.store.raw(paid)
+        assert raw is not None
+        with store_of(b).transaction():  # bob has it by another way (not a session)
+            b.replica.receive_many([raw], now_ms=WALL_MS)
+        b.push_new(trio.current_time())  # to the hub, after bob's push delay (~0.8 s)
+        await trio.sleep(0.5)
+        a.push_new(trio.current_time())  # to the hub at once; it queues it for bob
+        await wait_until(lambda: h.replica.store.has(paid))
+        assert [r for r, _, _ in to_bob.outbox] == [raw]  # waiting for the push delay
+        # bob's push reaches the hub while the record still waits in its outbox
+        await wait_until(lambda: not to_bob.outbox, within=5.0)
+        await trio.testing.wait_all_tasks_blocked()
+        assert to_bob.not_pushed == 1
+        assert peer_at(h, h_b.address).records_sent == 0
         nursery.cancel_scope.cancel()
 
 

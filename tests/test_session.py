@@ -254,6 +254,24 @@ def test_two_devices_sync_both_ways(byte_at_a_time: bool) -> None:
     assert bob.conserved()
 
 
+def test_both_sides_measure_the_round_trip_in_the_handshake() -> None:
+    """The initiator times its HELLO against the peer's; the responder its HELLO
+    against the AUTH that answers it (before, it had no round trip until its first
+    keepalive PONG, so its node pushed every record alone, at once)."""
+    world, ra = funded_world()
+    pair = SessionPair.of(world, "authority", "bob", admits=ra)  # the HELLO at t=0
+    pair.now = 0.03  # 30 ms each way
+    pair.deliver(pair.a)
+    assert pair.b.session.rtt is None
+    pair.now = 0.06
+    pair.deliver(pair.b)  # HELLO and AUTH, sent at 0.03
+    assert pair.a.session.rtt == pytest.approx(0.06)
+    pair.now = 0.09
+    pair.deliver(pair.a)  # AUTH (and the summary), sent at 0.06
+    assert pair.b.session.state is State.SUMMARY
+    assert pair.b.session.rtt == pytest.approx(0.06)
+
+
 def test_long_delta_in_many_batches_still_one_round_trip() -> None:
     world, ra = funded_world()
     alice = world.replica()

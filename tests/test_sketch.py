@@ -388,3 +388,20 @@ def test_a_second_hashed_summary_kills_the_session() -> None:
     s.receive_data(forge(s, encode_message(SummaryTips(elements=b""))), 1.0)
     assert s.closed
     assert s.error is not None
+
+
+def test_a_tip_named_by_its_hash_is_matched_to_the_record_once_held() -> None:
+    """`listed_tips` gives a peer's tip that we do not hold an id no record has; once
+    the record is held, `names_tip` tells it is that tip (and another record is not)."""
+    salt, author = b"s" * 16, b"a" * 32
+    held, theirs, other = b"h" * 32, b"t" * 32, b"o" * 32
+    ours = OurTips([(author, 1, held)], salt)
+    found = listed_tips(ours, element(salt, author, 2, theirs), lambda a, s: [])
+    assert found is not None
+    ((seq, tip_id),) = found.tips[author]
+    assert seq == 2
+    assert tip_id not in (held, theirs)
+    assert sketch_module.names_tip(salt, author, 2, tip_id, theirs)
+    assert not sketch_module.names_tip(salt, author, 2, tip_id, other)
+    assert not sketch_module.names_tip(b"x" * 16, author, 2, tip_id, theirs)  # another salt
+    assert sketch_module.names_tip(salt, author, 1, held, held)

@@ -165,6 +165,7 @@ class Node:
                  wall_ms: Callable[[], int] | None = None, rng: random.Random | None = None,
                  connect: Connector = open_link) -> None:
         self.replica = replica
+        self._checked_store: NodeStore | None = None  # the store `_store` last checked
         self.key = key
         self.device = bytes(key.verify_key)
         self._fixed_role = role
@@ -187,6 +188,9 @@ class Node:
         self._summary_budget = SummaryBudget(self.config.summary_tips_total)
         self._pushed_up_to = self._store.max_order()
         self.completed: list[SessionStats] = []
+        # records left out of pushes because the peer was known to hold them, over the
+        # sessions that have ended (peer.py)
+        self.records_not_pushed = 0
         self.counters = NodeCounters()
         self.dial_pauses: list[float] = []  # what keep_dialing waited, for tests and status
         self._feeds: list[RecordFeed] = []
@@ -195,7 +199,12 @@ class Node:
     @property
     def _store(self) -> NodeStore:
         store = self.replica.store
+        # isinstance on a runtime-checkable Protocol inspects every member (~0.2 ms):
+        # asked once per store, not on every frame.
+        if store is self._checked_store:
+            return self._checked_store
         assert isinstance(store, NodeStore), "a node needs a NodeStore (core/store.py)"
+        self._checked_store = store
         return store
 
     def _newest_admit(self, device: bytes) -> Admission | None:
@@ -261,7 +270,8 @@ class Node:
                           config=self.config.session, known_admit=self._newest_admit,
                           refuse_peer=self._refused if busy is None else lambda _: busy,
                           wall_ms=self.now_ms(), summary_budget=self._summary_budget)
-        peer = _Peer(next(self._ids), session, stream, address, until_synced, busy is not None)
+        peer = _Peer(next(self._ids), session, stream, address, until_synced, busy is not None,
+                     held=self._held_linear)
         peer.wake()  # the initiator's HELLO is already queued
         self.peers[peer.id] = peer
         try:
@@ -272,6 +282,7 @@ class Node:
                 nursery.cancel_scope.deadline = trio.current_time() + FINAL_FLUSH
         finally:
             del self.peers[peer.id]
+            self.records_not_pushed += peer.not_pushed
             if dropped := self.replica.forget_origin(peer.id):
                 log.info("session %s: dropped %d records it left waiting for their past",
                          peer.label, dropped)
@@ -324,8 +335,9 @@ class Node:
                 raise
             except Exception as exc:  # noqa: BLE001 - see above: one peer, one session
                 self._input_failed(peer, exc, now)
-            peer.wake()
-            await trio.lowlevel.checkpoint()
+            if session.pending_output or session.closed:
+                peer.wake()  # something to write (an outbox that came due wakes it itself)
+            # (receive_some is a checkpoint: other tasks run between two reads)
 
     def _input_failed(self, peer: _Peer, exc: Exception, now: float) -> None:
         """Close a session whose input raised: a one-line warning, the traceback at
@@ -357,8 +369,12 @@ class Node:
     async def _sender(self, peer: _Peer) -> None:
         session = peer.session
         while True:
-            with trio.move_on_at(peer.outbox_due()):
+            due = peer.outbox_due()
+            if due == float("inf"):  # nothing waits in the outbox: no timer to set
                 await peer.wakeup.wait()
+            else:
+                with trio.move_on_at(due):
+                    await peer.wakeup.wait()
             peer.wakeup = trio.Event()
             now = trio.current_time()
             if now >= peer.outbox_due():
@@ -406,12 +422,18 @@ class Node:
                     self._note(peer, "connected", synced=False)
                 case PeerSummary():
                     peer.pushed_up_to = self._store.max_order()  # the delta covers these
+                    for author, tips in ev.frontier.tips.items():
+                        if len(tips) == 1:  # a chain forked there: learn nothing of it
+                            peer.learn(author, *tips[0])
                     summary = self._widened(ev, peer.summary_order)
                     delta = self.replica.delta(summary.frontier, complete=False,
                                                authors=summary.authors)
                     session.send_records(delta, now, held=self._held_by(summary))
                     session.send_synced(len(delta), now)
                 case RecordsReceived():
+                    for rec in ev.records:  # the peer holds what it sends (if it is
+                        if isinstance(rec, SignedRecord):  # held here: `_linear`)
+                            peer.learn(rec.record.author, rec.record.seq, rec.id)
                     # This frame's signatures go to the checks first, then the frame
                     # before is judged and stored meanwhile.
                     checking = self.replica.check_ahead(ev.records)
@@ -604,17 +626,45 @@ class Node:
         self._pushed_up_to = max(order for order, _, _ in rows)  # causal order need not be
         # position order (PostgresStore: positions are transactions)
         self._publish(rows)
+        chains: dict[bytes, tuple[bytes, int]] = {}  # id -> (author, seq), read once
         for peer in self.peers.values():
             if peer.session.state not in _PUSH_STATES:
                 continue
-            raws = [raw for order, rid, raw in rows
-                    if order > peer.pushed_up_to and self._origin.get(rid) != peer.id]
-            if raws:
-                peer.enqueue(raws, now)
+            items = []
+            for order, rid, raw in rows:
+                if order <= peer.pushed_up_to or self._origin.get(rid) == peer.id:
+                    continue
+                where = chains.get(rid) or chains.setdefault(rid, self._chain_of(rid))
+                if peer.holds(*where):
+                    peer.not_pushed += 1
+                else:
+                    items.append((raw, *where))
+            if items:
+                peer.enqueue(items, now)
         for _, rid, _ in rows:
             self._origin.pop(rid, None)
         self._bound_send_buffers(now)
         return len(rows)
+
+    def _chain_of(self, rid: bytes) -> tuple[bytes, int]:
+        row = self._store.get(rid)
+        if row is None:  # not readable, though just listed: pushed, as any unknown
+            return b"", 0
+        return row.author, row.seq
+
+    def _held_linear(self, peer: _Peer, author: bytes, seq: int, rid: bytes) -> bytes | None:
+        """The id of the peer's record `rid` at (author, seq) if it is held here and
+        the chain is not forked here (then every record of that chain held here at or
+        below `seq` is its ancestor); None otherwise. `rid` may be a tip of the peer's
+        hashed summary for a record not held here when it came (an id no record has):
+        the record held here at that point is matched against it."""
+        store = self._store
+        if store.has(rid):
+            return None if store.forked(author) else rid
+        ids = store.ids_at(author, seq)
+        if len(ids) != 1 or not peer.session.names_peer_tip(author, seq, rid, ids[0]):
+            return None
+        return None if store.forked(author) else ids[0]
 
     def subscribe(self, *, max_buffered: int = 10_000) -> RecordFeed:
         """A feed of every record stored in this node's home from now on - from peers,

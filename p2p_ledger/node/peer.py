@@ -7,12 +7,18 @@ the outbox and go out as one RECORDS frame when it is due (`push_delay`, from th
 measured round trip) or full (`batch_bytes`, the link's bandwidth-delay product within
 bounds); `wake` tells the sender task there is something to write.
 
+What the peer is known to hold (`known`: per author, the highest record of its chain
+that the peer's summary showed or that the peer sent in this session) is never pushed
+to it: a record at or below such a record, on a chain that is not forked here, is its
+ancestor, and the peer holds a record's whole chain (specs/node.md section 2).
+
 It never reads the stream, judges a record or touches the store: the node's tasks do
 (node.py). Sending only queues bytes in the session; the sender task writes them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
@@ -60,7 +66,9 @@ class _Peer:
     """
 
     def __init__(self, pid: int, session: Session, stream: trio.abc.Stream, address: str,
-                 until_synced: bool, refusing: bool = False) -> None:
+                 until_synced: bool, refusing: bool = False,
+                 held: Callable[[_Peer, bytes, int, bytes], bytes | None] | None = None
+                 ) -> None:
         self.id = pid
         self.refusing = refusing  # admitted for its handshake only, to be told why not
         self.session = session
@@ -74,7 +82,13 @@ class _Peer:
         self.stats = SessionStats(address=address)
         self.pushed_up_to = 0  # records up to this store position went in the delta
         self.summary_order = 0  # the store position when our summary was taken
-        self.outbox: list[bytes] = []
+        self.outbox: list[tuple[bytes, bytes, int]] = []  # (raw, author, seq)
+        # author -> (seq, id) of a record the peer holds, with its chain up to it.
+        # `held(peer, author, seq, id)`: the id of that record if the node holds it, on
+        # a chain not forked there (the id may be a hashed summary's, Node._held_linear).
+        self.known: dict[bytes, tuple[int, bytes]] = {}
+        self._held = held
+        self.not_pushed = 0  # records left out of pushes: the peer was known to hold them
         self.outbox_bytes = 0
         self.outbox_since: float | None = None
         self.sent_bytes = 0
@@ -101,9 +115,29 @@ class _Peer:
             return float("inf")
         return self.outbox_since + self.push_delay()
 
-    def enqueue(self, raws: list[bytes], now: float) -> None:
-        self.outbox.extend(raws)
-        self.outbox_bytes += sum(len(r) for r in raws)
+    def learn(self, author: bytes, seq: int, rid: bytes) -> None:
+        """The peer holds record `rid`, at `seq` of `author`'s chain (its summary showed
+        it, or it sent it)."""
+        known = self.known.get(author)
+        if known is None or seq > known[0]:
+            self.known[author] = (seq, rid)
+
+    def holds(self, author: bytes, seq: int) -> bool:
+        """Whether the peer is known to hold our record at `seq` of `author`'s chain."""
+        known = self.known.get(author)
+        if known is None or seq > known[0] or self._held is None:
+            return False
+        held = self._held(self, author, *known)
+        if held is None:
+            return False
+        if held != known[1]:  # a hashed summary's tip, now held here: remember its id
+            self.known[author] = (known[0], held)
+        return True
+
+    def enqueue(self, items: list[tuple[bytes, bytes, int]], now: float) -> None:
+        """Queue records to push, each (raw, author, seq)."""
+        self.outbox.extend(items)
+        self.outbox_bytes += sum(len(raw) for raw, _, _ in items)
         if self.outbox_since is None:
             self.outbox_since = now
         if now >= self.outbox_due() or self.outbox_bytes >= self.batch_bytes():
@@ -112,7 +146,11 @@ class _Peer:
 
     def flush_outbox(self, now: float) -> None:
         if self.outbox and not self.session.closed:
-            self.session.send_records(self.outbox, now, self.batch_bytes())
+            # The peer may have sent some of these while they waited here.
+            raws = [raw for raw, author, seq in self.outbox if not self.holds(author, seq)]
+            self.not_pushed += len(self.outbox) - len(raws)
+            if raws:
+                self.session.send_records(raws, now, self.batch_bytes())
         self.outbox, self.outbox_bytes, self.outbox_since = [], 0, None
 
     @property

@@ -114,8 +114,9 @@ class _Packer:
         return out
 
     def add(self, raw: bytes, hlc_before: int) -> tuple[list[object], int]:
-        payload, sig = cbor2.loads(raw)
-        kind_v, author, seq, prev, refs, hlc, body = cbor2.loads(payload)
+        # `decoded` and `rebuilt` are globals, looked up at each call: the simulator
+        # remembers them (sim/accel.py)
+        kind_v, author, seq, prev, refs, hlc, body, sig, rid = _decoded(raw)
         last = self.last.get(author)
         if last is not None and prev == last[0] and seq == last[1] + 1:
             link: object = None
@@ -123,10 +124,49 @@ class _Packer:
             link = [seq, None if prev is None else self.ref(prev)]
         packed = [kind_v, self.b32(author), link, [self.ref(r) for r in refs], hlc - hlc_before,
                   self.body(Kind(kind_v), body), sig]
-        rid = record_id(raw)
         self.batch[rid] = len(self.batch)
         self.last[author] = (rid, seq)
         return packed, hlc
+
+
+Decoded = tuple[int, bytes, int, "bytes | None", list[bytes], int, dict[str, Any], bytes, bytes]
+
+
+def decoded(raw: bytes) -> Decoded:
+    """A stored record's fields as the packer reads them: kind, author, seq, prev,
+    refs, hlc, body (as in CBOR), signature, and its id. A pure function of `raw`
+    (the simulator remembers it, sim/accel.py)."""
+    payload, sig = cbor2.loads(raw)
+    kind_v, author, seq, prev, refs, hlc, body = cbor2.loads(payload)
+    return kind_v, author, seq, prev, refs, hlc, body, sig, record_id(raw)
+
+
+def rebuilt(kind: Kind, author: bytes, seq: int, prev: bytes | None, refs: tuple[bytes, ...],
+            hlc: int, body: dict[str, object], sig: bytes) -> SignedRecord:
+    """The signed record with these fields (the body as in CBOR), its canonical bytes
+    and id computed; RemoteProtocolError if they do not make a valid record. A pure
+    function of its arguments (the simulator remembers it, sim/accel.py)."""
+    try:
+        record = Record(author=author, seq=seq, prev=prev, refs=refs, hlc=hlc,
+                        body=BODY_TYPES[kind].from_cbor(body))
+        payload = record.payload()
+    except (InvalidRecord, LocalError, ValueError, TypeError, OverflowError) as exc:
+        raise _bad(f"a record does not rebuild: {exc}") from None
+    raw = signed_raw(payload, sig)
+    if len(raw) > MAX_RECORD_BYTES:
+        raise _bad("a record larger than the limit")
+    return SignedRecord(record=record, signature=sig, payload=payload, raw=raw,
+                        id=record_id(raw))
+
+
+# What the packer and unpacker call, as module variables: compiled by mypyc (the opt-in
+# build, specs/build.md section 4), a call of a module function is a direct C call that
+# nothing can replace, while a module variable is looked up in the module's dict at each
+# call in both builds. The simulator's shared checks (sim/accel.py) replace these two.
+Rebuild = Callable[[Kind, bytes, int, "bytes | None", tuple[bytes, ...], int,
+                    dict[str, object], bytes], SignedRecord]
+_decoded: Callable[[bytes], Decoded] = decoded
+_rebuilt: Rebuild = rebuilt
 
 
 def pack_records(raws: Sequence[bytes], held: Held | None = None) -> bytes:
@@ -234,20 +274,11 @@ class _Unpacker:
         else:
             raise _bad("a link is nil or [seq, ref]")
         refs = tuple(self.ref(r) for r in refs_v)
-        try:
-            body = BODY_TYPES[kind].from_cbor(self.body(kind, body_v))
-            record = Record(author=author, seq=seq, prev=prev, refs=refs,
-                            hlc=hlc_before + hlc_d, body=body)
-            payload = record.payload()
-        except (InvalidRecord, LocalError, ValueError, TypeError, OverflowError) as exc:
-            raise _bad(f"a record does not rebuild: {exc}") from None
-        raw = signed_raw(payload, sig)
-        if len(raw) > MAX_RECORD_BYTES:
-            raise _bad("a record larger than the limit")
-        rid = record_id(raw)
-        self.ids.append(rid)
-        self.last[author] = (rid, seq)
-        return SignedRecord(record=record, signature=sig, payload=payload, raw=raw, id=rid)
+        rec = _rebuilt(kind, author, seq, prev, refs, hlc_before + hlc_d,
+                              self.body(kind, body_v), sig)
+        self.ids.append(rec.id)
+        self.last[author] = (rec.id, seq)
+        return rec
 
 
 def unpack_records(data: bytes, lookup: Lookup, *, max_records: int) -> list[SignedRecord]:

@@ -82,7 +82,15 @@ from .frames import (
     frame,
     frame_type,
 )
-from .sketch import MAX_LISTED_TIPS, OurTips, Sketch, listed_tips, peer_tips, sketch_size
+from .sketch import (
+    MAX_LISTED_TIPS,
+    OurTips,
+    Sketch,
+    listed_tips,
+    names_tip,
+    peer_tips,
+    sketch_size,
+)
 
 __all__ = ["Admission", "Event", "HandshakeDone", "PeerSummary", "PeerSynced", "RecordsReceived",
            "Session", "SessionClosed", "SessionConfig", "SummaryBudget", "SyncComplete"]
@@ -235,7 +243,10 @@ class Session:
         self._window_frames = 0
         self._ping_token = 0
         self._ping_sent_at: float | None = None
-        self.rtt: float | None = None  # round-trip time, from the handshake and PING/PONG
+        # Round-trip time, from the handshake (each side: its HELLO out, the peer's next
+        # frame back) and PING/PONG.
+        self.rtt: float | None = None
+        self._hello_at: float | None = None
         self.bytes_sent = 0
         self.bytes_received = 0
         self.records_sent = 0
@@ -354,6 +365,13 @@ class Session:
             self._send_full_summary(now)
         if self._peer_hashed is not None:
             self._decode_peer_hashed(now)
+
+    def names_peer_tip(self, author: bytes, seq: int, tip_id: bytes, rid: bytes) -> bool:
+        """Whether a tip of the peer's summary (`PeerSummary.frontier`) at (author, seq),
+        given as `tip_id`, is record `rid` - also when the summary came hashed and named a
+        record not held here then (sketch.py: `names_tip`)."""
+        return tip_id == rid or (bool(self._transcript_hash)
+                                 and names_tip(self._salt, author, seq, tip_id, rid))
 
     @property
     def _salt(self) -> bytes:
@@ -590,6 +608,7 @@ class Session:
         peer_hello = encode_message(msg)
         if not self.initiator:
             self._send_hello()
+            self._hello_at = now  # the responder's sample: its HELLO out, the AUTH back
         transcript = (self._hello_sent + peer_hello if self.initiator
                       else peer_hello + self._hello_sent)
         i2r, r2i, self._transcript_hash = derive_keys(
@@ -603,6 +622,8 @@ class Session:
         self._last_sent = now
 
     def _on_auth(self, msg: Auth, now: float) -> None:
+        if self._hello_at is not None:
+            self._sample_rtt(now - self._hello_at)
         verify_auth_signature(msg.device_key, msg.signature, self._transcript_hash,
                               not self.initiator)
         if msg.device_key == bytes(self._key.verify_key):

@@ -70,6 +70,17 @@ def element(salt: bytes, author: bytes, seq: int, rid: bytes) -> bytes:
     return author_hash(salt, author) + seq.to_bytes(8, "big") + _h(rid, salt, 4)
 
 
+def names_tip(salt: bytes, author: bytes, seq: int, tip_id: bytes, rid: bytes) -> bool:
+    """Whether `tip_id`, a peer's tip at (author, seq) as `PeerTips` gives it, is record
+    `rid`: the same id, or the unknown id (`_unknown_id`) of `rid`'s element, for a
+    record not held here when the summary was decoded. That matches 4 bytes of the id's
+    hash under the session's salt, as decoding itself does (`_name`)."""
+    if tip_id == rid:
+        return True
+    e = element(salt, author, seq, rid)
+    return _unknown_id(e[:8], seq, e[16:]) == tip_id
+
+
 class Sketch:
     """An IBLT over 20-byte elements. Build with `of`; `to_bytes`/`from_bytes` for
     the wire; `minus` then `peel` to find the difference of two sets."""

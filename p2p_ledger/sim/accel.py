@@ -1,4 +1,4 @@
-"""Shared record checks: one process, many replicas, each signature checked once.
+"""Shared record work: one process, many replicas, each record checked and rebuilt once.
 
 In a simulation of N nodes every record is parsed and its signature verified N times,
 by N replicas, on the very same bytes. Both are pure functions of those bytes (and
@@ -8,8 +8,20 @@ the record's bytes and answer a repeat from memory. Failures are never remembere
 bytes that did not verify are checked again in full each time, and bytes that differ
 in any bit are a different key. The ledger rules, stores and sessions run unchanged.
 
-This patches names in `p2p_ledger.core.ledger` for the duration of the block (and
-restores them): the simulator owns the process while it runs. It is on by default in
+The same holds for the packed frames that carry records between sessions
+(protocol/compact.py): the sender reads each record's fields out of its bytes
+(`decoded`), the receiver rebuilds the record's canonical bytes and id from the fields
+(`rebuilt`), once per session and record. Both are pure functions; their results are
+remembered by their whole input (the record's bytes; every field and the signature),
+and an input that fails is never remembered. Frames, sealing and sessions run as always.
+
+This patches names in `p2p_ledger.core.ledger` and `p2p_ledger.protocol.compact` for
+the duration of the block (and restores them): the simulator owns the process while it
+runs. The names are module variables there (`_parse_record`, `_verify_signature`,
+`_decoded`, `_rebuilt`), which the opt-in compiled build also looks up at each call
+(specs/build.md section 4). A replica checks a
+batch's signatures with its own `verifier`, bound when it is made, not through those
+names: the simulator gives its replicas `CheckCache.verifier`. It is on by default in
 the simulator and can be switched off (`--no-shared-checks`) to measure the full cost.
 """
 
@@ -17,11 +29,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from ..core import ledger
-from ..core.records import SignedRecord
+import msgpack
+
+from ..core import ledger, records
+from ..core.checking import Verifier
+from ..core.records import Kind, SignedRecord
 from ..errors import InvalidRecord
+from ..protocol import compact
 
 __all__ = ["CheckCache", "shared_record_checks"]
 
@@ -32,8 +48,13 @@ Failures = list[InvalidRecord | None]
 class CheckCache:
     parsed: dict[bytes, SignedRecord]
     verified: set[tuple[bytes, bytes]]  # (record id, network id)
+    decoded: dict[bytes, compact.Decoded] = field(default_factory=dict)  # by raw
+    rebuilt: dict[tuple[object, ...], SignedRecord] = field(default_factory=dict)
     hits: int = 0
     misses: int = 0
+    # What the simulated replicas check batches of signatures with (their `verifier`):
+    # the remembering one while the block is active, else the replica's default.
+    verifier: Verifier = records.start_verifying
 
 
 @contextlib.contextmanager
@@ -84,9 +105,35 @@ def shared_record_checks(enabled: bool = True) -> Iterator[CheckCache]:
             return [failed.get(r.id) for r in records]
         return result
 
+    packing = vars(compact)
+    decoded0: Callable[[bytes], compact.Decoded] = packing["_decoded"]
+    rebuilt0: Callable[..., SignedRecord] = packing["_rebuilt"]
+
+    def decoded(raw: bytes) -> compact.Decoded:
+        fields = cache.decoded.get(raw)
+        if fields is None:
+            fields = cache.decoded[raw] = decoded0(raw)
+        return fields
+
+    def rebuilt(kind: Kind, author: bytes, seq: int, prev: bytes | None,
+                refs: tuple[bytes, ...], hlc: int, body: dict[str, object],
+                sig: bytes) -> SignedRecord:
+        try:  # the body as msgpack: tells bytes from text, True from 1, 1 from 1.0
+            key = (kind, author, seq, prev, refs, hlc, sig,
+                   msgpack.packb(body, use_bin_type=True))
+        except (TypeError, ValueError, OverflowError):
+            return rebuilt0(kind, author, seq, prev, refs, hlc, body, sig)
+        rec = cache.rebuilt.get(key)
+        if rec is None:
+            rec = cache.rebuilt[key] = rebuilt0(kind, author, seq, prev, refs, hlc, body, sig)
+        return rec
+
     names.update(_parse_record=parse_record, _verify_signature=verify_signature,
                  start_verifying=start_verifying)
+    packing.update(_decoded=decoded, _rebuilt=rebuilt)
+    cache.verifier = start_verifying
     try:
         yield cache
     finally:
         names.update(_parse_record=parse0, _verify_signature=verify0, start_verifying=start0)
+        packing.update(_decoded=decoded0, _rebuilt=rebuilt0)

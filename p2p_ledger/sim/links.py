@@ -115,12 +115,26 @@ class _Pipe:
     last_at: float = 0.0
     eof: bool = False  # the sender closed; the reader sees b"" once the queue is empty
     reader_closed: bool = False
-    changed: trio.Event = field(default_factory=trio.Event)
+    # The reader waits for `readable` (and, with a chunk queued, until the first one is
+    # due); a sender blocked by a full window waits for `room`. Each is set only when
+    # what its waiter looks at changed, so a chunk queued behind others wakes nobody:
+    # the reader is already waiting for the one ahead, which is never due later.
+    readable: trio.Event = field(default_factory=trio.Event)
+    room: trio.Event = field(default_factory=trio.Event)
+    waiter: trio.CancelScope | None = None  # the reader's wait, when it waits
     counter: _FrameCounter = field(default_factory=_FrameCounter)
 
+    def wake_reader(self) -> None:
+        self.readable.set()
+        self.readable = trio.Event()
+
+    def wake_sender(self) -> None:
+        self.room.set()
+        self.room = trio.Event()
+
     def notify(self) -> None:
-        self.changed.set()
-        self.changed = trio.Event()
+        self.wake_reader()
+        self.wake_sender()
 
 
 class SimConnection:
@@ -192,9 +206,15 @@ class SimConnection:
         counted = pipe.counter.frames
         pipe.counter.feed(data)
         self.stats.frames += pipe.counter.frames - counted
+        head = pipe.queue[0] if pipe.queue else None
         pipe.queue.append((at, data))
         pipe.queued += len(data)
-        pipe.notify()
+        if pipe.queue[0] is not head:  # a new first chunk: the reader waits for another
+            waiter = pipe.waiter
+            if waiter is not None and not self.stalled:
+                waiter.deadline = min(waiter.deadline, pipe.queue[0][0])
+            else:
+                pipe.wake_reader()
         return pipe.busy_until
 
     def _retransmission_delay(self, size: int) -> float | None:
@@ -238,7 +258,7 @@ class SimStream(trio.abc.Stream):
         if self._closed:
             raise trio.ClosedResourceError("this end is closed")
         while conn.stalled and out.queued > SEND_WINDOW and not conn.broken:
-            await out.changed.wait()
+            await out.room.wait()
         if conn.broken or out.reader_closed:
             raise trio.BrokenResourceError("connection reset")
         done = conn.schedule(self._side, bytes(data))
@@ -253,23 +273,37 @@ class SimStream(trio.abc.Stream):
         await trio.lowlevel.checkpoint()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        """The first chunk, once it is due. Like trio's own streams, a checkpoint
+        every time (the node relies on it): a call that finds a chunk due at once
+        yields first. The reader waits for `readable`, and until the first chunk is
+        due: a chunk sent to an empty pipe moves that deadline (`waiter`) rather than
+        waking the reader only for it to sleep again."""
         conn, pipe = self._conn, self._in
+        waited = False
         while True:
             if self._closed:
                 raise trio.ClosedResourceError("this end is closed")
             if conn.broken:
                 raise trio.BrokenResourceError("connection reset")
             wake = float("inf")
+            ready = False
             if pipe.queue and not conn.stalled:
-                at = pipe.queue[0][0]
-                if at <= trio.current_time():
-                    return self._take(max_bytes)
-                wake = at
+                wake = pipe.queue[0][0]
+                ready = wake <= trio.current_time()
             elif not pipe.queue and pipe.eof:
-                return b""
-            changed = pipe.changed
-            with trio.move_on_at(wake):
-                await changed.wait()
+                ready = True
+            if ready and waited:
+                return self._take(max_bytes) if pipe.queue else b""
+            waited = True
+            if ready:
+                await trio.lowlevel.checkpoint()
+                continue
+            with trio.CancelScope(deadline=wake) as scope:
+                pipe.waiter = scope
+                try:
+                    await pipe.readable.wait()
+                finally:
+                    pipe.waiter = None
 
     def _take(self, max_bytes: int | None) -> bytes:
         pipe = self._in
@@ -280,7 +314,7 @@ class SimStream(trio.abc.Stream):
         else:
             pipe.queue.popleft()
         pipe.queued -= len(data)
-        pipe.notify()  # a sender may be waiting for room
+        pipe.wake_sender()  # a sender may be waiting for room
         return data
 
     async def aclose(self) -> None:

@@ -30,8 +30,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from ..core.checking import Verifier
 from ..core.ledger import Replica
 from ..core.network import NetworkDescriptor
+from ..core.records import start_verifying
 from ..errors import LocalError, UsageError
 from .checks import CheckResult
 from .store import SimStore
@@ -121,9 +123,11 @@ def describe(fn: object) -> str:
 
 
 def make_replica(factory: ReplicaFactory, network: NetworkDescriptor,
-                 store: SimStore) -> Replica:
+                 store: SimStore, verifier: Verifier = start_verifying) -> Replica:
+    """The replica of a member. The shipped Replica checks signatures through the
+    simulation's shared checks (`verifier`); a researcher's factory builds its own."""
     if factory is Replica:
-        return Replica(network, store)
+        return Replica(network, store, verifier=verifier)
     try:
         replica = factory(network, store)
     except Exception as exc:  # the researcher's factory failing, said so

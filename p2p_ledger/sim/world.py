@@ -37,14 +37,16 @@ import trio
 import trio.lowlevel
 import trio.testing
 
+from ..core.checking import CheckingAhead
 from ..core.ids import Account
 from ..core.ledger import Replica
 from ..core.network import NetworkDescriptor
-from ..core.records import Role
+from ..core.records import Role, SignedRecord, start_verifying
 from ..core.wallet import Wallet
 from ..errors import PaymentRefused, TransportError
 from ..node.links import Link
 from ..node.node import Node, NodeConfig
+from ..node.peer import _Peer
 from .accel import CheckCache, shared_record_checks
 from .checks import Checker, CheckResult
 from .faults import run_faults, run_mobility, run_workload
@@ -64,7 +66,16 @@ DISCOVERY_INTERVAL = 5.0  # radio peers find each other within this (LAN announc
 
 
 class SimNode(Node):
-    """A `Node` over a `SimStore` (a `NodeStore` like any other)."""
+    """A `Node` over a `SimStore` (a `NodeStore` like any other). It counts the records
+    its sessions hand to its replica (`delivered`, held ones included): set against the
+    records that were new to the replica, the cost of flooding."""
+
+    delivered = 0
+
+    def _take_records(self, peer: _Peer, raws: tuple[bytes | SignedRecord, ...] | CheckingAhead,
+                      now: float) -> None:
+        self.delivered += len(raws)
+        super()._take_records(peer, raws, now)
 
 
 @dataclass(eq=False)
@@ -87,6 +98,8 @@ class Member:
     session_errors: int = 0
     crashes: int = 0
     clone_of: int | None = None
+    delivered: int = 0  # records its sessions brought, by nodes that have stopped
+    not_pushed: int = 0  # records its nodes did not push: the peer was known to hold them
 
     @property
     def device(self) -> bytes:
@@ -172,6 +185,7 @@ class World:
         self.bursting: list[list[int]] = []  # members a partition isolated (offline-burst)
         self.refused_records = 0
         self.cache: CheckCache | None = None
+        self.genesis_stored = 0
         self._converged = trio.Event()
         self._root: trio.Nursery | None = None
         self.paths = SecondPaths(self)  # records beside the sessions (paths.py)
@@ -207,6 +221,7 @@ class World:
         self.checker.genesis(genesis)
         for m in self.members:
             self.checker.counts[m.index] = m.store.totals().records
+        self.genesis_stored = sum(self.checker.counts)  # records every store starts with
         if self.tracer is not None:
             self.tracer.start(self, genesis)
             for m in self.members:
@@ -266,7 +281,10 @@ class World:
         self._root.start_soon(self._member_task, m)
 
     async def _member_task(self, m: Member) -> None:
-        config = NodeConfig(backoff_max=self.params.backoff_max)
+        # Signatures are checked in this process: the shared checks answer most from
+        # memory, and a child process (the node's default) would be one more round trip
+        # per batch for one simulated machine's worth of checks.
+        config = NodeConfig(backoff_max=self.params.backoff_max, verify_in_process=False)
         node = SimNode(self._replica(m), m.key, config=config,
                        wall_ms=lambda: self.now_ms(m), rng=m.rng,
                        connect=lambda link, _nursery: self._connect(m, link))
@@ -285,11 +303,14 @@ class World:
             self.paths.replica_ended(m, node.replica)
             m.sessions += len(node.completed)
             m.session_errors += sum(1 for s in node.completed if s.error)
+            m.delivered += node.delivered
+            m.not_pushed += node.records_not_pushed
             if m.node is node:
                 m.node, m.nursery, m.scope = None, None, None
 
     def _replica(self, m: Member) -> Replica:
-        replica = make_replica(self.replica_factory, self.network, m.store)
+        verifier = self.cache.verifier if self.cache is not None else start_verifying
+        replica = make_replica(self.replica_factory, self.network, m.store, verifier)
         if self.tracer is not None:
             trace_arrivals(replica, self.tracer, m.name)
         return replica
@@ -545,6 +566,16 @@ class World:
         """Simulated events: link writes delivered, records stored, payments tried."""
         return (sum(e.stats.chunks for e in self.edges) + sum(self.checker.counts)
                 + self.payments["attempted"])
+
+    def deliveries(self) -> tuple[int, int]:
+        """(records sessions handed to replicas, of those the ones new to the replica):
+        their ratio is how many times flooding brings a record to each replica."""
+        return (sum(m.delivered for m in self.members),
+                sum(len(lags) for lags in self.checker.lags))
+
+    def not_pushed(self) -> int:
+        """Records the nodes left out of pushes: the peer was known to hold them."""
+        return sum(m.not_pushed for m in self.members)
 
     def _finish(self) -> None:
         self.final_hashes = [Replica(self.network, m.store).state_hash() for m in self.members]
