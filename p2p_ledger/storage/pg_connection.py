@@ -31,23 +31,13 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psycopg
-from psycopg import conninfo
 
 from ..errors import StoreBusy, StoreDamaged, StoreError, StoreUnavailable
+from .pg_schema import safe_url
 
 __all__ = ["CONNECT_TIMEOUT", "PgConnection", "safe_url"]
 
 CONNECT_TIMEOUT = 10  # seconds, per host tried
-
-
-def safe_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    try:
-        params = conninfo.conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
-        return "postgresql://?"
-    params.pop("password", None)
-    return conninfo.make_conninfo("", **{k: v for k, v in params.items() if v is not None})
 
 
 def _first_line(exc: BaseException) -> str:
