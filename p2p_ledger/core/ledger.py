@@ -141,6 +141,11 @@ class IngestReport:
     # records of this batch not in the store when it ended: refused, or parked pending
     # (what a STORED acknowledgement must not count as stored)
     unstored: int = 0
+    # The records of `applied` that had waited in the pending area and were released
+    # by this batch, each with the origins that delivered it: not necessarily this
+    # batch's origin, which may only have brought their causal past (a node relays
+    # such a record to that origin's peer too; specs/node.md section 2).
+    released: dict[bytes, frozenset[Hashable]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,7 +371,7 @@ class Replica:
                 continue
             before = len(applied)
             try:
-                self._take(rec, applied, released_failures, origin)
+                self._take(rec, applied, released_failures, origin, report.released)
             except InvalidRecord as exc:
                 report.refused.append((index, exc))
                 continue
@@ -408,13 +413,16 @@ class Replica:
         """Apply a verified record now, or park it until its causal past is held."""
         applied: list[Applied] = []
         refused: list[InvalidRecord] = []
-        waiting = self._take(rec, applied, refused, origin)
+        waiting = self._take(rec, applied, refused, origin, {})
         return Delivery(applied=tuple(applied), refused=tuple(refused), waiting=waiting)
 
     def _take(self, rec: SignedRecord, applied: list[Applied],
-              refused: list[InvalidRecord], origin: Hashable) -> bool:
-        """`_accept` appending to the caller's lists (no Delivery per record in a batch).
-        Returns whether `rec` was parked; raises InvalidRecord if `rec` itself fails."""
+              refused: list[InvalidRecord], origin: Hashable,
+              released: dict[bytes, frozenset[Hashable]]) -> bool:
+        """`_accept` appending to the caller's lists (no Delivery per record in a batch)
+        and noting in `released` the origins of each record it releases from the
+        pending area. Returns whether `rec` was parked; raises InvalidRecord if `rec`
+        itself fails."""
         missing = self._missing(rec)
         if missing:
             refused.extend(self._pending.add(rec, missing, origin))
@@ -426,7 +434,7 @@ class Replica:
             return False  # nothing waits for anything: nothing to release
         queue = self._pending.release(rec.id)
         while queue:
-            nxt = queue.pop(0)
+            nxt, origins = queue.pop(0)
             try:
                 done = self._apply(nxt)
             except InvalidRecord as exc:
@@ -434,6 +442,7 @@ class Replica:
                 continue
             if done is not None:
                 applied.append(done)
+                released[nxt.id] = origins
             queue.extend(self._pending.release(nxt.id))
         return False
 

@@ -168,14 +168,16 @@ class _Pending:
                 if not ws:
                     del self.waiters[dep]
 
-    def release(self, arrived: bytes) -> list[SignedRecord]:
-        """Records whose last missing dependency was `arrived`."""
+    def release(self, arrived: bytes) -> list[tuple[SignedRecord, frozenset[Hashable]]]:
+        """Records whose last missing dependency was `arrived`, each with the origins
+        that delivered it (the caller's origin, which delivered `arrived`, need not be
+        one of them: a relaying node must not take the record for that origin's)."""
         ready = []
         for rid in sorted(self.waiters.pop(arrived, ())):
             entry = self.records[rid]
             entry.missing.discard(arrived)
             if not entry.missing:
                 self._remove(rid)
-                ready.append(entry.rec)
+                ready.append((entry.rec, frozenset(entry.origins)))
         self.released += len(ready)
         return ready

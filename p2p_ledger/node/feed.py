@@ -33,8 +33,9 @@ __all__ = ["RecordFeed", "RecordStored"]
 class RecordStored:
     """A record newly stored here, with its verdict (`applied`, `rejected` with a
     `reason`, or `duplicate`): the same in every replica, and final. `from_peer` is the
-    device id of the peer whose session brought it; None for a record signed on this
-    node or written into the home by another process."""
+    device id of the peer whose session brought it (for a record that waited for its
+    causal past, one that brought the record, not the one that brought the past);
+    None for a record signed on this node or written into the home by another process."""
 
     record: SignedRecord
     verdict: Verdict

@@ -32,7 +32,7 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 
 import nacl.signing
@@ -184,7 +184,8 @@ class Node:
         self._learn_admission(starting=True)
         self.peers: dict[int, _Peer] = {}
         self._ids = itertools.count(1)
-        self._origin: dict[bytes, int] = {}
+        # record id -> the origins that delivered it (session ids here), until pushed
+        self._origin: dict[bytes, frozenset[Hashable]] = {}
         self._summary_budget = SummaryBudget(self.config.summary_tips_total)
         self._pushed_up_to = self._store.max_order()
         self.completed: list[SessionStats] = []
@@ -532,8 +533,12 @@ class Node:
             self.counters.add(self.counters.records_stored, "peer", len(report.applied))
         forks: set[tuple[bytes, int]] = set()
         own_admit = False
+        this_session = frozenset((peer.id,))
         for a in report.applied:
-            self._origin[a.record.id] = peer.id
+            # A record released from the pending area came from whoever delivered it,
+            # not from this session, which may only have brought its causal past: taken
+            # for this peer's, it was never pushed to it (swarm seed 217).
+            self._origin[a.record.id] = report.released.get(a.record.id, this_session)
             if a.equivocates_with:
                 forks.add((a.record.record.author, a.record.record.seq))
             body = a.record.record.body
@@ -632,7 +637,7 @@ class Node:
                 continue
             items = []
             for order, rid, raw in rows:
-                if order <= peer.pushed_up_to or self._origin.get(rid) == peer.id:
+                if order <= peer.pushed_up_to or peer.id in self._origin.get(rid, ()):
                     continue
                 where = chains.get(rid) or chains.setdefault(rid, self._chain_of(rid))
                 if peer.holds(*where):
@@ -690,8 +695,9 @@ class Node:
             row = self._store.get(rid)
             if row is None:  # not possible for a row just read; nothing to tell
                 continue
-            origin = self.peers.get(self._origin.get(rid, 0))
-            peer = origin.session.peer if origin is not None else None
+            peer = next((p.session.peer for o in self._origin.get(rid, ())
+                         if isinstance(o, int) and (p := self.peers.get(o)) is not None
+                         and p.session.peer is not None), None)
             stored = RecordStored(record=parse_record(raw), verdict=row.verdict,
                                   reason=row.reason,
                                   from_peer=device_id(peer) if peer is not None else None)
