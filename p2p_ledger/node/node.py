@@ -27,13 +27,11 @@ replica does.
 from __future__ import annotations
 
 import contextlib
-import functools
 import itertools
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Hashable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Hashable
 
 import nacl.signing
 import trio
@@ -42,11 +40,9 @@ import trio.testing
 from ..core.collector import gc_paused
 from ..core.ids import device_id
 from ..core.ledger import CheckingAhead, Frontier, Replica
-from ..core.records import Admit, SignedRecord, parse_record
-from ..core.store import LedgerStore, NodeStore, NotifyingStore
-from ..core.wallet import Wallet
-from ..errors import PendingFull, StoreError, StoreUnavailable, SyncFailed, TransportError
-from ..protocol._state import State
+from ..core.records import Admit, SignedRecord
+from ..core.store import LedgerStore, NodeStore
+from ..errors import PendingFull, StoreError, StoreUnavailable
 from ..protocol.session import (
     Admission,
     HandshakeDone,
@@ -55,78 +51,33 @@ from ..protocol.session import (
     RecordsReceived,
     Session,
     SessionClosed,
-    SessionConfig,
     SummaryBudget,
     SyncComplete,
 )
 from ..protocol.sketch import CELL_BYTES, ELEMENT_BYTES, cells_for
-from .discovery import DISCOVERY_PORT, Announcement, announce, listen, network_tag
-from .feed import RecordFeed, RecordStored
-from .links import LATE_CONNECT_ERRORS, Link, cannot_reach, open_link, parse_link
-from .notices import hear_notices
+from .config import NodeConfig, NodeCounters, reason_kind
+from .feed import RecordFeed
+from .links import open_link
 from .peer import SessionStats, _Peer
+from .relay import Relaying
+from .serving import Connector as Connector
+from .serving import Serving
 from .verifier import shared_verifier
 
 __all__ = ["Node", "NodeConfig", "NodeCounters", "SessionStats", "newest_admit", "reason_kind"]
 
 log = logging.getLogger("p2p_ledger.node")
 
-Connector = Callable[[Link, trio.Nursery], Awaitable[trio.abc.Stream]]
 _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 # A frame's records wait, their signatures being checked, to be judged while the next
 # frame is checked, if that frame is arriving; at most MAX_FRAME_WAIT (a slow link).
 MAX_FRAME_WAIT = 0.1
-_PUSH_STATES = (State.SYNCING, State.WE_SYNCED, State.THEY_SYNCED, State.LIVE)
 # After a session ends, how long its sender may take to write what is still queued
 # (the CLOSE with the reason last) before the stream is closed regardless.
 FINAL_FLUSH = 2.0
 # Sessions refused for want of room still run their handshake, so that the peer reads
 # why in a CLOSE; beyond this many at once, a new connection is closed without a word.
 MAX_REFUSING = 16
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NodeConfig:
-    """How a node runs its sessions; the defaults suit a device and a hub alike.
-    Times are in seconds, sizes in bytes."""
-
-    session: SessionConfig = field(default_factory=lambda: SessionConfig(packed=True))
-    poll_interval: float = 0.2
-    max_invalid_records: int = 16
-    max_send_buffer: int = 64 << 20
-    max_send_buffer_total: int = 256 << 20  # over all sessions: the largest is closed
-    max_sessions: int = 256  # sessions at once, dialed and accepted
-    max_sessions_per_device: int = 4  # of those, with one device key
-    max_sessions_per_host: int | None = None  # from one address without its port (NAT!)
-    summary_tips_total: int = 500_000  # of full summaries being received (SummaryBudget)
-    backoff_initial: float = 1.0
-    backoff_max: float = 60.0
-    receive_size: int = 64 << 10
-    # Check signatures of large batches in a child process (node/verifier.py) rather
-    # than on a thread that competes for the GIL with the judging.
-    verify_in_process: bool = True
-
-
-@dataclass(slots=True)
-class NodeCounters:
-    """What the node has done since it started, for `serve --metrics` (node/metrics.py):
-    counts only, by a small fixed set of reasons, never a peer's free text."""
-
-    records_stored: dict[str, int] = field(default_factory=dict)  # by source: peer, home
-    records_refused: dict[str, int] = field(default_factory=dict)  # by RecordProblem value
-    frames_refused: dict[str, int] = field(default_factory=dict)  # by the close reason's kind
-    bytes_in: int = 0   # of sessions that have ended (live ones are read from them)
-    bytes_out: int = 0
-    sessions_ended: int = 0
-
-    def add(self, table: dict[str, int], key: str, n: int = 1) -> None:
-        table[key] = table.get(key, 0) + n
-
-
-def reason_kind(reason: str) -> str:
-    """A close reason's kind, the words before its first colon ("malformed frame: ..."
-    -> "malformed frame"): few enough to be a metric's label."""
-    return reason.split(":", 1)[0].strip()[:48] or "unknown"
 
 
 def newest_admit(store: LedgerStore, device: bytes) -> Admission | None:
@@ -137,7 +88,7 @@ def newest_admit(store: LedgerStore, device: bytes) -> Admission | None:
     return max(ranked, key=lambda a: (a.hlc, a.id), default=None)
 
 
-class Node:
+class Node(Relaying, Serving):
     """A replica served over sync sessions, on trio.
 
     An application usually gets one from `Ledger.node()`, which also pushes the
@@ -617,278 +568,6 @@ class Node:
             self._store.note_peer(peer.session.peer, address=peer.address,
                                   role=peer.session.peer_role or "?", now_ms=self.now_ms(),
                                   state=state, synced=synced)
-
-    # ------------------------------------------------------------ relaying
-
-    def push_new(self, now: float) -> int:
-        """Send records stored since the last push to every session past its summary,
-        except the one each record came from, and publish them to the record feeds.
-        Returns how many records were new. Call it (inside trio) after committing
-        records to this node's store yourself; `Ledger` does."""
-        rows = self._store.records_after(self._pushed_up_to)
-        if not rows:
-            return 0
-        self._pushed_up_to = max(order for order, _, _ in rows)  # causal order need not be
-        # position order (PostgresStore: positions are transactions)
-        self._publish(rows)
-        chains: dict[bytes, tuple[bytes, int]] = {}  # id -> (author, seq), read once
-        for peer in self.peers.values():
-            if peer.session.state not in _PUSH_STATES:
-                continue
-            items = []
-            for order, rid, raw in rows:
-                if order <= peer.pushed_up_to or peer.id in self._origin.get(rid, ()):
-                    continue
-                where = chains.get(rid) or chains.setdefault(rid, self._chain_of(rid))
-                if peer.holds(*where):
-                    peer.not_pushed += 1
-                else:
-                    items.append((raw, *where))
-            if items:
-                peer.enqueue(items, now)
-        for _, rid, _ in rows:
-            self._origin.pop(rid, None)
-        self._bound_send_buffers(now)
-        return len(rows)
-
-    def _chain_of(self, rid: bytes) -> tuple[bytes, int]:
-        row = self._store.get(rid)
-        if row is None:  # not readable, though just listed: pushed, as any unknown
-            return b"", 0
-        return row.author, row.seq
-
-    def _held_linear(self, peer: _Peer, author: bytes, seq: int, rid: bytes) -> bytes | None:
-        """The id of the peer's record `rid` at (author, seq) if it is held here and
-        the chain is not forked here (then every record of that chain held here at or
-        below `seq` is its ancestor); None otherwise. `rid` may be a tip of the peer's
-        hashed summary for a record not held here when it came (an id no record has):
-        the record held here at that point is matched against it."""
-        store = self._store
-        if store.has(rid):
-            return None if store.forked(author) else rid
-        ids = store.ids_at(author, seq)
-        if len(ids) != 1 or not peer.session.names_peer_tip(author, seq, rid, ids[0]):
-            return None
-        return None if store.forked(author) else ids[0]
-
-    def subscribe(self, *, max_buffered: int = 10_000) -> RecordFeed:
-        """A feed of every record stored in this node's home from now on - from peers,
-        signed through `Ledger`, or (while `watch_store` runs) by other processes -
-        each a `RecordStored` with its verdict, in store order, after its commit:
-
-            with node.subscribe() as feed:
-                async for stored in feed:
-                    if isinstance(stored.body, Transfer) and stored.body.to == mine: ...
-
-        Leaving the `with` unsubscribes. A feed holding `max_buffered` unread records
-        is closed on the next, and its reader gets `FeedOverflow`."""
-        self._feeds = [f for f in self._feeds if not f.closed]
-        feed = RecordFeed(max_buffered)
-        self._feeds.append(feed)
-        return feed
-
-    def _publish(self, rows: list[tuple[int, bytes, bytes]]) -> None:
-        self._feeds = [f for f in self._feeds if not f.closed]
-        if not self._feeds:
-            return
-        for _, rid, raw in rows:
-            row = self._store.get(rid)
-            if row is None:  # not possible for a row just read; nothing to tell
-                continue
-            peer = next((p.session.peer for o in self._origin.get(rid, ())
-                         if isinstance(o, int) and (p := self.peers.get(o)) is not None
-                         and p.session.peer is not None), None)
-            stored = RecordStored(record=parse_record(raw), verdict=row.verdict,
-                                  reason=row.reason,
-                                  from_peer=device_id(peer) if peer is not None else None)
-            for feed in self._feeds:
-                feed.publish(stored)
-
-    def _freeze(self, forks: set[tuple[bytes, int]]) -> None:
-        """The authority answers a fork by revoking the device from the fork point."""
-        wallet = Wallet(self.replica, self.key)
-        with self._store.transaction():
-            for applied in wallet.freeze_equivocators(now_ms=self.now_ms()):
-                log.warning("an equivocation: revoked the device from the fork (record %s)",
-                            applied.record.hex_id[:16])
-
-    def _push_evidence(self, author: bytes, seq: int, now: float) -> None:
-        """A fork just met here: every peer gets every branch from the fork point on
-        (they drop what they hold), so that the evidence spreads."""
-        ids = [row.id for _, row in self.replica.store.records_of(author, seq - 1)]
-        raws = self.replica.store.raws_in_order(ids)
-        log.warning("equivocation by %s at seq %d: pushing the evidence to all peers",
-                    device_id(author), seq)
-        for peer in self.peers.values():
-            if peer.session.state in _PUSH_STATES:
-                peer.session.send_records(raws, now)
-                peer.wake()
-
-    async def watch_store(self) -> None:
-        """Poll for records written by other processes on this home, and push (and
-        publish) them; runs until cancelled. Found by polling every `poll_interval`
-        and, on a store shared by front-ends (PostgreSQL), as soon as its change notice
-        arrives (node/notices.py); the poll is then the fallback for a missed notice.
-        A store that is unreachable (a failover) is logged once; the next poll
-        reconnects."""
-        async with trio.open_nursery() as nursery:
-            store = self._store
-            if isinstance(store, NotifyingStore):
-                nursery.start_soon(hear_notices, store, self._push_found)
-            while True:
-                await trio.sleep(self.config.poll_interval)
-                self._push_found()
-
-    def _push_found(self) -> None:
-        try:
-            found = self.push_new(trio.current_time())
-            if found:
-                self._learn_admission()  # `import` may have brought this node's admit
-        except StoreUnavailable as exc:  # a failover: the next poll reconnects
-            if not self._store_unavailable:
-                log.warning("store poll: %s", exc)
-            self._store_unavailable = True
-            return
-        if self._store_unavailable:
-            log.info("store poll: the store is reachable again")
-            self._store_unavailable = False
-        if found:
-            self.counters.add(self.counters.records_stored, "home", found)
-
-    # ------------------------------------------------------------ dialing and serving
-
-    async def sync(self, peer: str | Link | Node | trio.abc.Stream) -> SessionStats:
-        """Sync once with `peer`: connect, send what it lacks, take what we lack, and
-        close once the peer has acknowledged storing everything we sent.
-
-        `peer` is a URL (tcp://HOST:PORT, ws://HOST:PORT/PATH or exec:COMMAND), a
-        `Link`, another `Node` of this process (joined by an in-memory stream, that
-        node answering), or a connected `trio.abc.Stream` whose other end runs a
-        node's session. Returns the session's stats (`synced` is True). Raises
-        `SyncFailed` (with the stats) if the session ended before that
-        acknowledgement, `TransportError` if the peer cannot be reached, and
-        `LocalError` for a malformed URL. Records received are stored, and published to
-        the feeds, as they arrive, also when the sync then fails."""
-        if isinstance(peer, Node):
-            stats = await self._sync_with_node(peer)
-        elif isinstance(peer, trio.abc.Stream):
-            stats = await self.run_session(peer, initiator=True, address="stream",
-                                           until_synced=True)
-        else:
-            stats = await self.sync_once(parse_link(peer) if isinstance(peer, str) else peer)
-        if not stats.synced:
-            raise SyncFailed(stats)
-        return stats
-
-    async def _sync_with_node(self, other: Node) -> SessionStats:
-        if other is self:
-            raise ValueError("a node cannot sync with itself")
-        ours, theirs = trio.testing.memory_stream_pair()
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(functools.partial(
-                    other.run_session, theirs, initiator=False,
-                    address=f"mem://{device_id(self.device)[:12]}"))
-                return await self.run_session(
-                    ours, initiator=True, address=f"mem://{device_id(other.device)[:12]}",
-                    until_synced=True)
-        except* StoreError as group:  # either store failed: as from a sync over a link
-            raise group.exceptions[0] from None
-
-    async def sync_once(self, link: Link) -> SessionStats:
-        """Connect, reconcile both ways, close; the stats, whether or not in sync
-        (`sync` raises instead). TransportError if unreachable."""
-        try:
-            async with trio.open_nursery() as nursery:
-                stream = await self._connect(link, nursery)
-                stats = await self.run_session(stream, initiator=True, address=str(link),
-                                               until_synced=True)
-                nursery.cancel_scope.cancel()
-        except* TransportError as group:
-            raise group.exceptions[0] from None
-        except* LATE_CONNECT_ERRORS as group:
-            raise cannot_reach(link, group.exceptions[0]) from None
-        return stats
-
-    async def keep_dialing(self, link: Link | str, *, attempts: int | None = None) -> None:
-        """Stay connected to a peer (a `Link` or a URL, as `sync` takes): each session
-        stays LIVE, pushing new records both ways, until the link drops; then redial
-        with exponential backoff and jitter (`NodeConfig.backoff_initial` up to
-        `backoff_max`), forever or `attempts` times. The delay starts again from the
-        shortest after a session that reached sync. An unreachable peer is logged, not
-        raised: this is how a device waits for a hub to appear."""
-        if isinstance(link, str):
-            link = parse_link(link)
-        delay = self.config.backoff_initial
-        for _ in itertools.count() if attempts is None else range(attempts):
-            try:
-                async with trio.open_nursery() as nursery:
-                    stream = await self._connect(link, nursery)
-                    stats = await self.run_session(stream, initiator=True, address=str(link))
-                    nursery.cancel_scope.cancel()
-                if stats.synced:
-                    delay = self.config.backoff_initial
-            except* TransportError as group:
-                log.info("peer %s unreachable: %s", link, group.exceptions[0])
-            except* LATE_CONNECT_ERRORS as group:
-                log.info("peer %s unreachable: %s", link, cannot_reach(link, group.exceptions[0]))
-            pause = delay * self._rng.uniform(0.5, 1.5)
-            self.dial_pauses.append(pause)
-            await trio.sleep(pause)
-            delay = min(delay * 2, self.config.backoff_max)
-
-    async def discover(self, tcp_port: int, *, interface: str = "0.0.0.0",
-                       port: int = DISCOVERY_PORT, interval: float = 5.0) -> None:
-        """Announce this node on the LAN and connect to the peers of this network that
-        announce themselves (the one with the smaller device key dials)."""
-        tag = network_tag(self.replica.network_id)
-        me = Announcement(tag=tag, device=self.device, port=tcp_port)
-        dialing: set[bytes] = set()
-        async with trio.open_nursery() as nursery:
-
-            async def dial(link: Link, device: bytes) -> None:
-                try:
-                    await self.keep_dialing(link, attempts=1)
-                finally:
-                    dialing.discard(device)
-
-            def heard(msg: Announcement, host: str) -> None:
-                if (msg.tag != tag or msg.device <= self.device or msg.device in dialing
-                        or any(p.session.peer == msg.device for p in self.peers.values())):
-                    return
-                dialing.add(msg.device)
-                log.info("discovered %s at %s:%d", device_id(msg.device), host, msg.port)
-                nursery.start_soon(dial, Link(scheme="tcp", host=host, port=msg.port),
-                                   msg.device)
-
-            nursery.start_soon(functools.partial(announce, me, interface=interface,
-                                                 port=port, interval=interval))
-            await listen(heard, interface=interface, port=port)
-
-    async def accept_tcp(self, stream: trio.SocketStream) -> None:
-        """Serve one accepted TCP connection, named by the peer's address."""
-        try:
-            name = stream.socket.getpeername()
-            address = f"tcp://{name[0]}:{name[1]}"
-        except OSError:
-            address = "tcp://?"
-        await self.serve_stream(stream, address)
-
-    async def serve_stream(self, stream: trio.abc.Stream, address: str) -> None:
-        """Accept one incoming connection."""
-        await self.run_session(stream, initiator=False, address=address)
-
-    async def serve_tcp(self, port: int, *, host: str = "127.0.0.1",
-                        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        """Accept peers on TCP `host`:`port` until cancelled, each session LIVE until
-        its peer leaves. Start it with `port = await nursery.start(node.serve_tcp, 0)`
-        to learn the port (0: any free one). OSError if the address cannot be listened
-        on (in use, not on this machine)."""
-
-        async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(functools.partial(trio.serve_tcp, self.accept_tcp,
-                                                              port, host=host))
-            task_status.started(listeners[0].socket.getsockname()[1])
 
 
 def _host(address: str) -> str:

@@ -1,0 +1,187 @@
+"""Dialing and serving, the `Node`'s part that makes sessions: `sync` once with a
+peer, `keep_dialing` it, `discover` peers on the LAN, and accept peers (`serve_tcp`,
+`serve_stream`). Each connection is run by `Node.run_session` (node/node.py).
+
+`Serving` is a mixin of `Node`: its methods use the node's state, declared below for
+the type checker only. Moved out of node/node.py unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import trio
+import trio.testing
+
+from ..core.ids import device_id
+from ..core.ledger import Replica
+from ..errors import StoreError, SyncFailed, TransportError
+from .config import NodeConfig
+from .discovery import DISCOVERY_PORT, Announcement, announce, listen, network_tag
+from .links import LATE_CONNECT_ERRORS, Link, cannot_reach, parse_link
+from .peer import SessionStats, _Peer
+
+if TYPE_CHECKING:
+    from .node import Node
+
+__all__ = ["Connector", "Serving"]
+
+log = logging.getLogger("p2p_ledger.node")
+
+Connector = Callable[[Link, trio.Nursery], Awaitable[trio.abc.Stream]]
+
+
+class Serving:
+    """Dialing peers and accepting them, for `Node`."""
+
+    if TYPE_CHECKING:  # the node's state these methods use (node/node.py)
+        replica: Replica
+        device: bytes
+        config: NodeConfig
+        peers: dict[int, _Peer]
+        dial_pauses: list[float]
+        _rng: random.Random
+        _connect: Connector
+
+        async def run_session(self, stream: trio.abc.Stream, *, initiator: bool,
+                              address: str, until_synced: bool = False) -> SessionStats: ...
+
+    async def sync(self, peer: str | Link | Node | trio.abc.Stream) -> SessionStats:
+        """Sync once with `peer`: connect, send what it lacks, take what we lack, and
+        close once the peer has acknowledged storing everything we sent.
+
+        `peer` is a URL (tcp://HOST:PORT, ws://HOST:PORT/PATH or exec:COMMAND), a
+        `Link`, another `Node` of this process (joined by an in-memory stream, that
+        node answering), or a connected `trio.abc.Stream` whose other end runs a
+        node's session. Returns the session's stats (`synced` is True). Raises
+        `SyncFailed` (with the stats) if the session ended before that
+        acknowledgement, `TransportError` if the peer cannot be reached, and
+        `LocalError` for a malformed URL. Records received are stored, and published to
+        the feeds, as they arrive, also when the sync then fails."""
+        from .node import Node  # here: node.py imports this module
+
+        if isinstance(peer, Node):
+            stats = await self._sync_with_node(peer)
+        elif isinstance(peer, trio.abc.Stream):
+            stats = await self.run_session(peer, initiator=True, address="stream",
+                                           until_synced=True)
+        else:
+            stats = await self.sync_once(parse_link(peer) if isinstance(peer, str) else peer)
+        if not stats.synced:
+            raise SyncFailed(stats)
+        return stats
+
+    async def _sync_with_node(self, other: Node) -> SessionStats:
+        if other is self:
+            raise ValueError("a node cannot sync with itself")
+        ours, theirs = trio.testing.memory_stream_pair()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(functools.partial(
+                    other.run_session, theirs, initiator=False,
+                    address=f"mem://{device_id(self.device)[:12]}"))
+                return await self.run_session(
+                    ours, initiator=True, address=f"mem://{device_id(other.device)[:12]}",
+                    until_synced=True)
+        except* StoreError as group:  # either store failed: as from a sync over a link
+            raise group.exceptions[0] from None
+
+    async def sync_once(self, link: Link) -> SessionStats:
+        """Connect, reconcile both ways, close; the stats, whether or not in sync
+        (`sync` raises instead). TransportError if unreachable."""
+        try:
+            async with trio.open_nursery() as nursery:
+                stream = await self._connect(link, nursery)
+                stats = await self.run_session(stream, initiator=True, address=str(link),
+                                               until_synced=True)
+                nursery.cancel_scope.cancel()
+        except* TransportError as group:
+            raise group.exceptions[0] from None
+        except* LATE_CONNECT_ERRORS as group:
+            raise cannot_reach(link, group.exceptions[0]) from None
+        return stats
+
+    async def keep_dialing(self, link: Link | str, *, attempts: int | None = None) -> None:
+        """Stay connected to a peer (a `Link` or a URL, as `sync` takes): each session
+        stays LIVE, pushing new records both ways, until the link drops; then redial
+        with exponential backoff and jitter (`NodeConfig.backoff_initial` up to
+        `backoff_max`), forever or `attempts` times. The delay starts again from the
+        shortest after a session that reached sync. An unreachable peer is logged, not
+        raised: this is how a device waits for a hub to appear."""
+        if isinstance(link, str):
+            link = parse_link(link)
+        delay = self.config.backoff_initial
+        for _ in itertools.count() if attempts is None else range(attempts):
+            try:
+                async with trio.open_nursery() as nursery:
+                    stream = await self._connect(link, nursery)
+                    stats = await self.run_session(stream, initiator=True, address=str(link))
+                    nursery.cancel_scope.cancel()
+                if stats.synced:
+                    delay = self.config.backoff_initial
+            except* TransportError as group:
+                log.info("peer %s unreachable: %s", link, group.exceptions[0])
+            except* LATE_CONNECT_ERRORS as group:
+                log.info("peer %s unreachable: %s", link, cannot_reach(link, group.exceptions[0]))
+            pause = delay * self._rng.uniform(0.5, 1.5)
+            self.dial_pauses.append(pause)
+            await trio.sleep(pause)
+            delay = min(delay * 2, self.config.backoff_max)
+
+    async def discover(self, tcp_port: int, *, interface: str = "0.0.0.0",
+                       port: int = DISCOVERY_PORT, interval: float = 5.0) -> None:
+        """Announce this node on the LAN and connect to the peers of this network that
+        announce themselves (the one with the smaller device key dials)."""
+        tag = network_tag(self.replica.network_id)
+        me = Announcement(tag=tag, device=self.device, port=tcp_port)
+        dialing: set[bytes] = set()
+        async with trio.open_nursery() as nursery:
+
+            async def dial(link: Link, device: bytes) -> None:
+                try:
+                    await self.keep_dialing(link, attempts=1)
+                finally:
+                    dialing.discard(device)
+
+            def heard(msg: Announcement, host: str) -> None:
+                if (msg.tag != tag or msg.device <= self.device or msg.device in dialing
+                        or any(p.session.peer == msg.device for p in self.peers.values())):
+                    return
+                dialing.add(msg.device)
+                log.info("discovered %s at %s:%d", device_id(msg.device), host, msg.port)
+                nursery.start_soon(dial, Link(scheme="tcp", host=host, port=msg.port),
+                                   msg.device)
+
+            nursery.start_soon(functools.partial(announce, me, interface=interface,
+                                                 port=port, interval=interval))
+            await listen(heard, interface=interface, port=port)
+
+    async def accept_tcp(self, stream: trio.SocketStream) -> None:
+        """Serve one accepted TCP connection, named by the peer's address."""
+        try:
+            name = stream.socket.getpeername()
+            address = f"tcp://{name[0]}:{name[1]}"
+        except OSError:
+            address = "tcp://?"
+        await self.serve_stream(stream, address)
+
+    async def serve_stream(self, stream: trio.abc.Stream, address: str) -> None:
+        """Accept one incoming connection."""
+        await self.run_session(stream, initiator=False, address=address)
+
+    async def serve_tcp(self, port: int, *, host: str = "127.0.0.1",
+                        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Accept peers on TCP `host`:`port` until cancelled, each session LIVE until
+        its peer leaves. Start it with `port = await nursery.start(node.serve_tcp, 0)`
+        to learn the port (0: any free one). OSError if the address cannot be listened
+        on (in use, not on this machine)."""
+
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(functools.partial(trio.serve_tcp, self.accept_tcp,
+                                                              port, host=host))
+            task_status.started(listeners[0].socket.getsockname()[1])
