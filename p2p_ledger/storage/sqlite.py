@@ -45,8 +45,10 @@ from ..core.store import (
 )
 from ..errors import StoreDamaged, StoreError
 from .connection import damaged
-from .sqlite_schema import (
+from .sqlite_schema import (  # noqa: F401 (_NO_TRANSACTION, _SCHEMA: re-exported)
+    _NO_TRANSACTION,
     _ROW_COLS,
+    _SCHEMA,
     DERIVED_TABLES,
     SCHEMA_VERSION,
     _admit_row,
