@@ -26,6 +26,9 @@ __all__ = ["COMPILED_MODULES", "build_kind", "compiled_modules"]
 COMPILED_MODULES = (
     "p2p_ledger.core.records",
     "p2p_ledger.core.ledger",
+    "p2p_ledger.core.rules",
+    "p2p_ledger.core.frontier",
+    "p2p_ledger.core.results",
     "p2p_ledger.core.checking",
     "p2p_ledger.core.pending",
     "p2p_ledger.core.store",
@@ -33,6 +36,7 @@ COMPILED_MODULES = (
     "p2p_ledger.core.money",
     "p2p_ledger.core.hlc",
     "p2p_ledger.storage.sqlite",
+    "p2p_ledger.storage.sqlite_schema",
     "p2p_ledger.protocol.compact",
     "p2p_ledger.protocol.frames",
 )

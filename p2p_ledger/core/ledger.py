@@ -32,10 +32,8 @@ a file. Records that wait for their causal past sit in a bounded pending area
 
 from __future__ import annotations
 
-import hashlib
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Hashable, Iterable
 
 from mypy_extensions import mypyc_attr
 
@@ -51,9 +49,9 @@ from .checking import (
     _chunk_sizes,
 )
 from .collector import gc_paused
+from .frontier import _STATE_HASH_CONTEXT, Frontier, delta, state_hash  # noqa: F401
 from .hlc import hlc_ms
 from .ids import Account
-from .money import format_amount
 from .network import NetworkDescriptor
 from .pending import (
     DEFAULT_MAX_PENDING,
@@ -62,15 +60,10 @@ from .pending import (
     _Pending,
 )
 from .records import (
-    INT_LIMIT,
-    Admit,
-    Checkpoint,
     Issue,
     Kind,
-    Meta,
     Record,
     Redeem,
-    Revoke,
     SignedRecord,
     Transfer,
     parse_record,
@@ -79,16 +72,24 @@ from .records import (
     start_verifying,
     verify_signature,
 )
+from .results import Applied, Delivery, IngestReport, OfflineLimits
+from .rules import (
+    _admission,
+    _authority_seq,
+    _check_chain,
+    _KindRule,
+    _limits_of,
+    _RefRows,
+    _renewed_admit,
+    _revocation_cut,
+    _revoked_row,
+)
 from .store import (
     AdmitInfo,
-    BatchDelta,
     ChainState,
-    Credit,
     Effects,
     LedgerStore,
-    Movement,
     StoredRecord,
-    Tip,
     Verdict,
 )
 
@@ -106,81 +107,6 @@ _parse_record: Callable[[bytes], SignedRecord] = parse_record
 _verify_signature: Callable[[SignedRecord, bytes], None] = verify_signature
 _MAX_REMEMBERED = 10_000  # admits whose offline limits are kept worked out
 _CREDIT_KINDS = (Kind.ISSUE, Kind.TRANSFER)
-_RefRows = list[tuple[bytes, StoredRecord]]
-_STATE_HASH_CONTEXT = b"p2p-ledger state v1\x00"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Applied:
-    """A record that was stored, with its verdict."""
-
-    record: SignedRecord
-    verdict: Verdict
-    reason: str | None = None
-    equivocates_with: tuple[bytes, ...] = ()
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Delivery:
-    """The outcome of handing one record to the replica."""
-
-    applied: tuple[Applied, ...] = ()
-    refused: tuple[InvalidRecord, ...] = ()  # records released from pending that failed
-    waiting: bool = False
-    already_held: bool = False
-
-
-@dataclass(slots=True, kw_only=True)
-class IngestReport:
-    """The outcome of a batch: what was stored, refused, left waiting or already held."""
-
-    applied: list[Applied] = field(default_factory=list)
-    refused: list[tuple[int | None, InvalidRecord]] = field(default_factory=list)
-    waiting: int = 0  # records in the pending area when the batch ended
-    already_held: int = 0
-    # records of this batch not in the store when it ended: refused, or parked pending
-    # (what a STORED acknowledgement must not count as stored)
-    unstored: int = 0
-    # The records of `applied` that had waited in the pending area and were released
-    # by this batch, each with the origins that delivered it: not necessarily this
-    # batch's origin, which may only have brought their causal past (a node relays
-    # such a record to that origin's peer too; specs/node.md section 2).
-    released: dict[bytes, frozenset[Hashable]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Frontier:
-    """Per author, the tips of its chain held: normally one (seq, id), more after a fork."""
-
-    tips: Mapping[bytes, tuple[tuple[int, bytes], ...]]
-
-    @classmethod
-    def from_tips(cls, tips: Iterable[Tip]) -> Frontier:
-        out: dict[bytes, list[tuple[int, bytes]]] = {}
-        for t in tips:
-            out.setdefault(t.author, []).append((t.seq, t.id))
-        return cls({a: tuple(sorted(v)) for a, v in out.items()})
-
-    def tip_count(self) -> int:
-        return sum(len(t) for t in self.tips.values())
-
-    def to_list(self) -> list[list[object]]:
-        return [[a, s, i] for a in sorted(self.tips) for s, i in self.tips[a]]
-
-    @classmethod
-    def from_list(cls, items: object) -> Frontier:
-        if not isinstance(items, list):
-            raise ValueError("a frontier is a list of [author, seq, id]")
-        tips: list[Tip] = []
-        for it in items:
-            if (not isinstance(it, list) or len(it) != 3 or type(it[0]) is not bytes
-                    or len(it[0]) != 32 or type(it[1]) is not int
-                    or not 1 <= it[1] < INT_LIMIT
-                    or type(it[2]) is not bytes or len(it[2]) != 32):
-                raise ValueError("a frontier entry is [author: 32 bytes, seq: 1 to 2**63 - 1, "
-                                 "id: 32 bytes]")
-            tips.append(Tip(author=it[0], seq=it[1], id=it[2]))
-        return cls.from_tips(tips)
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # tests subclass it (specs/build.md)
@@ -472,19 +398,20 @@ class Replica:
     def _judge(self, rec: SignedRecord) -> Effects:
         r = rec.record
         store = self.store
-        prev = self._check_chain(rec)
-        chain = prev.chain if prev is not None else ChainState(admit=self._admission(rec))
+        prev = _check_chain(store, rec)
+        chain = (prev.chain if prev is not None
+                 else ChainState(admit=_admission(store, self.network, rec)))
         # The refs' rows, read once: every rule below asks about them by kind.
         refs = [(ref, row) for ref in r.refs if (row := store.get(ref)) is not None]
         if any(row.hlc >= r.hlc for _, row in refs):
             # A hybrid logical clock is after everything its record has seen.
             raise InvalidRecord(P.BROKEN_CHAIN, "hlc is not after the hlc of every ref",
                                 record_id=rec.hex_id)
-        admit_id = self._renewed_admit(rec, chain.admit, refs)
+        admit_id = _renewed_admit(store, rec, chain.admit, refs)
         info = store.admit(admit_id) if admit_id is not None else None
         role = "authority" if info is None else info.role
         limits = self._limits(info)
-        known = self._authority_seq(rec, chain, refs)
+        known = _authority_seq(self.network, rec, chain, refs)
         balances = dict(chain.balances)
         claims = []
         for ref, ref_row in refs:
@@ -495,7 +422,7 @@ class Replica:
                 continue
             if credit.claimed and self._earlier_in_chain(store.claims_of(ref, r.author), rec):
                 continue
-            if self._revoked_row(ref_row, known):
+            if _revoked_row(store, ref_row, known):
                 continue  # paid by a device this record knows was revoked by then
             name = credit.account.name
             if limits is not None and balances.get(name, 0) + credit.amount > limits.holding:
@@ -504,7 +431,7 @@ class Replica:
             claims.append(ref)
         settled = max(chain.settled_debited, self._settled_by_refs(rec, refs))
         others = self.store.ids_at(r.author, r.seq)
-        cut = self._revocation_cut(r.author, known)
+        cut = _revocation_cut(store, r.author, known)
         rule = _KindRule(self, rec, balances, role, limits, chain.debited - settled,
                          revoked_after=cut if cut is not None and r.seq > cut else None)
         verdict, reason = rule.verdict()
@@ -530,50 +457,6 @@ class Replica:
             covers=rule.covers if applied else (),
             revoke=rule.revoke if applied else None)
 
-    def _authority_seq(self, rec: SignedRecord, chain: ChainState, refs: _RefRows) -> int:
-        """The highest seq of the authority's (linear) chain in the record's causal past."""
-        r = rec.record
-        if r.author == self.network.authority:
-            return r.seq
-        known = chain.authority_seq
-        for _, row in refs:
-            known = max(known, row.seq if row.author == self.network.authority
-                        else row.chain.authority_seq)
-        return known
-
-    def _revocation_cut(self, device: bytes, known: int) -> int | None:
-        """The lowest revocation cut-off of `device` among the revocations in a causal
-        past that holds the authority's chain up to seq `known` (None: none)."""
-        cuts = [after for after, rid in self.store.revocations(device)
-                if (row := self.store.get(rid)) is not None and row.seq <= known]
-        return min(cuts) if cuts else None
-
-    def _revoked_row(self, row: StoredRecord, known: int) -> bool:
-        """Whether a stored record comes after a revocation cut-off of its author that a
-        causal past holding the authority's chain up to `known` knows about."""
-        cut = self._revocation_cut(row.author, known)
-        return cut is not None and row.seq > cut
-
-    def _renewed_admit(self, rec: SignedRecord, current: bytes | None,
-                       refs: _RefRows) -> bytes | None:
-        """A record may ref a newer admit of its author (a renewed certificate, another
-        tier): from then on the chain uses the newest (by hlc, then id) it has seen."""
-        r = rec.record
-        if current is None:
-            return None  # the authority
-        best = current
-        best_row: StoredRecord | None = None
-        for ref, row in refs:
-            if row.kind is not Kind.ADMIT or ref == current:
-                continue
-            info = self.store.admit(ref)
-            if info is None or info.device != r.author:
-                continue
-            best_row = best_row or self.store.get(best)
-            if best_row is None or (row.hlc, ref) > (best_row.hlc, best):
-                best, best_row = ref, row
-        return best
-
     def _limits(self, info: AdmitInfo | None) -> OfflineLimits | None:
         """The offline limits of a chain admitted as a device (None: unlimited)."""
         if info is None or info.role != "device" or not self.network.limited:
@@ -582,18 +465,10 @@ class Replica:
         # alone, so they are worked out once per admit: every record of the chain asks.
         limits = self._limits_by_admit.get(info.id)
         if limits is None:
-            limits = self._limits_of(info)
+            limits = _limits_of(self.network, info)
             if len(self._limits_by_admit) < _MAX_REMEMBERED:
                 self._limits_by_admit[info.id] = limits
         return limits
-
-    def _limits_of(self, info: AdmitInfo) -> OfflineLimits:
-        tier = self.network.tier(info.tier)
-        assert tier is not None, "an admit with an unknown tier is never applied"
-        unsettled = (tier.unsettled if info.offline_limit is None
-                     else min(tier.unsettled, info.offline_limit))
-        return OfflineLimits(per_payment=tier.per_payment, unsettled=unsettled,
-                       holding=tier.holding, expires=info.expires)
 
     def _settled_by_refs(self, rec: SignedRecord, refs: _RefRows) -> int:
         """The author's debited total as of the latest of its own records that a
@@ -612,34 +487,6 @@ class Replica:
                     and (covered == r.prev or self._earlier_in_chain([(covered, seq)], rec))):
                 best = max(best, row.chain.debited)
         return best
-
-    def _check_chain(self, rec: SignedRecord) -> StoredRecord | None:
-        r = rec.record
-        if r.prev is None:
-            return None
-        prev = self.store.get(r.prev)
-        assert prev is not None, "applied before its prev was held"
-        if prev.author != r.author or prev.seq != r.seq - 1:
-            raise InvalidRecord(P.BROKEN_CHAIN,
-                                f"prev is not the author's record at seq {r.seq - 1}",
-                                record_id=rec.hex_id)
-        if r.hlc <= prev.hlc:
-            raise InvalidRecord(P.BROKEN_CHAIN, "hlc does not increase along the chain",
-                                record_id=rec.hex_id)
-        return prev
-
-    def _admission(self, rec: SignedRecord) -> bytes | None:
-        """The admit record id that lets this seq-1 record's author in."""
-        r = rec.record
-        if r.author == self.network.authority:
-            return None
-        for ref in r.refs:
-            info = self.store.admit(ref)
-            if info is not None and info.device == r.author:
-                return ref
-        raise InvalidRecord(P.NOT_ADMITTED,
-                            "the author's first record refs no admit record for its key",
-                            record_id=rec.hex_id)
 
     def _earlier_in_chain(self, candidates: list[tuple[bytes, int]], rec: SignedRecord) -> bool:
         """Whether any (id, seq) of the author's is an ancestor of `rec` in its chain."""
@@ -667,70 +514,14 @@ class Replica:
 
     def delta(self, since: Frontier, *, complete: bool = True,
               authors: Iterable[bytes] | None = None) -> list[bytes]:
-        """The records held here that a replica at `since` lacks, in causal order.
-
-        `authors`, when given, limits the comparison to those authors: the caller
-        knows that for every other author the replica at `since` holds the same tips
-        as this one (a summary sketch tells exactly which authors differ).
-
-        For a fork-free author this is exact. Where `since` names a tip of an author
-        that is not held here, the two chains may have forked: with `complete` (the
-        default, for one-way exchanges such as bundles) the author's whole chain is
-        sent, a superset of what is missing. A live session passes complete=False: if
-        the peer's unknown tip is above ours, the peer is taken to be ahead and nothing
-        of that author is sent; if it had forked, the peer's own delta brings its
-        branch here, and the node then pushes ours as evidence."""
-        wanted: list[bytes] = []
-        store = self.store
-        ours = ({t.author for t in store.tips()} if authors is None
-                else {a for a in authors if store.tips_of(a)})
-        forked: Callable[[bytes], bool] = store.forked
-        has: Callable[[bytes], bool] = store.has
-        if isinstance(store, BatchDelta):  # the same questions, a few queries in all
-            forks = {author for author, _, _, _ in store.equivocations()}
-            held = store.held_among([since.tips[a][0][1] for a in ours
-                                     if len(since.tips.get(a, ())) == 1])
-            forked, has = forks.__contains__, held.__contains__
-        after: dict[bytes, int] = {}  # fork-free authors: what is above this seq
-        for author in ours:
-            theirs = since.tips.get(author, ())
-            if not theirs:
-                after[author] = 0
-            elif len(theirs) == 1 and not forked(author) and has(theirs[0][1]):
-                after[author] = theirs[0][0]
-            elif (not complete and len(theirs) == 1 and not forked(author)
-                  and theirs[0][0] > max(t.seq for t in store.tips_of(author))):
-                continue
-            else:
-                known = self._ancestors({rid for _, rid in theirs})
-                wanted.extend(row.id for _, row in store.records_of(author, 0)
-                              if row.id not in known)
-        if isinstance(store, BatchDelta):
-            return store.delta_raws(after, wanted)
-        for author, seq in after.items():
-            wanted.extend(row.id for _, row in store.records_of(author, seq))
-        return store.raws_in_order(wanted)
-
-    def _ancestors(self, ids: set[bytes]) -> set[bytes]:
-        seen: set[bytes] = set()
-        stack = [i for i in ids if self.store.has(i)]
-        while stack:
-            rid = stack.pop()
-            if rid in seen:
-                continue
-            seen.add(rid)
-            row = self.store.get(rid)
-            if row is not None and row.prev is not None:
-                stack.append(row.prev)
-        return seen
+        """The records held here that a replica at `since` lacks, in causal order
+        (`frontier.delta` says how)."""
+        return delta(self.store, since, complete=complete, authors=authors)
 
     def state_hash(self) -> bytes:
         """Digest of the record set: the sorted tips of every author's chain, each of
         which commits to its whole chain through prev."""
-        h = hashlib.blake2b(_STATE_HASH_CONTEXT, digest_size=32)
-        for t in self.store.tips():
-            h.update(t.author + t.seq.to_bytes(8, "big") + t.id)
-        return h.digest()
+        return state_hash(self.store)
 
     def verdict(self, rid: bytes) -> tuple[Verdict, str | None] | None:
         row = self.store.get(rid)
@@ -785,116 +576,3 @@ class Replica:
             return None
         best = min(tips, key=lambda t: (-t.seq, t.id))
         return self.store.get(best.id)
-
-
-@dataclass(frozen=True, slots=True)
-class OfflineLimits:
-    """A device's offline limits, from its tier and its admit, in minor units; expiry
-    in Unix milliseconds."""
-
-    per_payment: int
-    unsettled: int
-    holding: int
-    expires: int | None
-
-
-class _KindRule:
-    """The verdict and effects of one record's kind, given its chain balances
-    (which the rule updates in place for an applied debit), the author's offline
-    limits (None for hubs and the authority) and its unsettled exposure."""
-
-    # The effects, as class-level defaults: `verdict` sets on the instance only the
-    # few that its kind has (one rule is built per record, so this is on the hot path).
-    debit = 0
-    covers: tuple[tuple[bytes, int, bytes], ...] = ()
-    revoke: tuple[bytes, int] | None = None
-    idem_key: str | None = None
-    credit: Credit | None = None
-    movements: tuple[Movement, ...] = ()
-    issued = 0
-    redeemed = 0
-    admit: AdmitInfo | None = None
-    meta: tuple[Account, str, str] | None = None
-
-    def __init__(self, replica: Replica, rec: SignedRecord, balances: dict[str, int],
-                 role: str, limits: OfflineLimits | None, exposure: int, *,
-                 revoked_after: int | None) -> None:
-        self.replica = replica
-        self.revoked_after = revoked_after
-        self.rec = rec
-        self.balances = balances
-        self.role = role
-        self.limits = limits
-        self.exposure = exposure
-
-    def _fmt(self, minor: int) -> str:
-        """Amounts in reasons are for people: major units and the currency."""
-        return format_amount(minor, self.replica.network.currency)
-
-    def verdict(self) -> tuple[Verdict, str | None]:
-        r = self.rec.record
-        body = r.body
-        by_authority = r.author == self.replica.network.authority
-        limits = self.limits
-        # Set before any rule can reject: a rejected record uses up its key whatever the
-        # rule (ledger.md section 5), so the store must index the key in every case.
-        key = self.idem_key = body.key if isinstance(body, (Issue, Transfer, Redeem)) else None
-        if self.revoked_after is not None:
-            return Verdict.REJECTED, (f"the author's certificate was revoked after its seq "
-                                      f"{self.revoked_after}, and this record knew it")
-        if limits is not None and limits.expires is not None and hlc_ms(r.hlc) > limits.expires:
-            return Verdict.REJECTED, "the author's certificate (admit) had expired"
-        if r.kind in (Kind.ADMIT, Kind.REVOKE, Kind.ISSUE) and not by_authority:
-            return Verdict.REJECTED, f"only the network authority may {r.kind.label}"
-        if isinstance(body, Checkpoint):
-            if self.role not in ("authority", "hub"):
-                return Verdict.REJECTED, "only the authority or a hub may sign checkpoints"
-            self.covers = body.covers
-            return Verdict.APPLIED, None
-        if (isinstance(body, Admit) and self.replica.network.limited
-                and self.replica.network.tier(body.tier) is None):
-            return Verdict.REJECTED, f"the network has no tier {body.tier}"
-        if key is not None:
-            dupes = self.replica.store.idem(r.author, key)
-            if self.replica._earlier_in_chain(dupes, self.rec):
-                return Verdict.DUPLICATE, "idempotency key already used by this author"
-        if isinstance(body, Admit):
-            self.admit = AdmitInfo(id=self.rec.id, device=body.device, role=body.role.value,
-                                   tier=body.tier, offline_limit=body.offline_limit,
-                                   expires=body.expires)
-        elif isinstance(body, Issue):
-            self.credit = Credit(id=self.rec.id, account=body.to, amount=body.amount)
-            self.movements = (Movement(account=body.to, delta=body.amount),)
-            self.issued = body.amount
-        elif isinstance(body, (Transfer, Redeem)):
-            if (isinstance(body, Transfer) and body.to.device == r.author
-                    and body.to.name == body.from_):
-                return Verdict.REJECTED, "a transfer to the account it debits moves nothing"
-            have = self.balances.get(body.from_, 0)
-            fmt = self._fmt
-            if have < body.amount:
-                return Verdict.REJECTED, (f"insufficient funds: {body.from_} holds {fmt(have)} "
-                                          f"over this record's causal past, needs "
-                                          f"{fmt(body.amount)}")
-            if limits is not None and body.amount > limits.per_payment:
-                return Verdict.REJECTED, (f"over the per-payment limit: {fmt(body.amount)} > "
-                                          f"{fmt(limits.per_payment)}")
-            if limits is not None and self.exposure + body.amount > limits.unsettled:
-                return Verdict.REJECTED, (
-                    f"over the offline limit: {fmt(self.exposure)} unsettled + "
-                    f"{fmt(body.amount)} > {fmt(limits.unsettled)}")
-            self.balances[body.from_] = have - body.amount
-            self.debit = body.amount
-            payer = Account(device=r.author, name=body.from_)
-            if isinstance(body, Transfer):
-                self.credit = Credit(id=self.rec.id, account=body.to, amount=body.amount)
-                self.movements = (Movement(account=payer, delta=-body.amount),
-                                  Movement(account=body.to, delta=body.amount))
-            else:
-                self.movements = (Movement(account=payer, delta=-body.amount),)
-                self.redeemed = body.amount
-        elif isinstance(body, Meta):
-            self.meta = (Account(device=r.author, name=body.account), body.field, body.value)
-        elif isinstance(body, Revoke):
-            self.revoke = (body.device, body.after_seq)
-        return Verdict.APPLIED, None

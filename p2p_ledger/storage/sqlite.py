@@ -20,30 +20,21 @@ A row that SQLite reads back but that does not decode is damage too. SQLite keep
 checksum of the values themselves: a changed byte inside a value passes both checks
 and only `verify`'s replay of the records finds it.
 
-Writing is the cost of ingest, and SQLite charges mostly per row and per column, so
-an applied record writes few rows: its idempotency key is a column of its own row, and
-the first record that claims a credit is kept in the credit's row (only a fork of the
-payee's chain can claim a credit twice; those further claims go to `claims`). Within
-a transaction, rows are written in bulk every `_FLUSH_EVERY` records (and before any
-read that needs them), while the lookups the ledger rules make on the transaction's
-own records are answered from memory until it ends: nothing just written is read
-back.
+How a transaction writes its rows (in bulk, every `_FLUSH_EVERY` records), the schema
+and the row codecs are in `sqlite_schema.py`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.ids import Account
 from ..core.records import Kind
 from ..core.store import (
     AdmitInfo,
-    ChainState,
     Credit,
     Effects,
     HistoryEntry,
@@ -51,132 +42,32 @@ from ..core.store import (
     StoredRecord,
     Tip,
     Totals,
-    Verdict,
 )
 from ..errors import StoreDamaged, StoreError
-from .connection import Connection, damaged
+from .connection import damaged
+from .sqlite_schema import (  # noqa: F401 (_NO_TRANSACTION, _SCHEMA: re-exported)
+    _NO_TRANSACTION,
+    _ROW_COLS,
+    _SCHEMA,
+    DERIVED_TABLES,
+    SCHEMA_VERSION,
+    _admit_row,
+    _Batch,
+    _check,
+    _connect,
+    _Open,
+    _row,
+    _write_batch,
+)
 
-__all__ = ["SCHEMA_VERSION", "SqliteStore"]
+__all__ = ["DERIVED_TABLES", "SCHEMA_VERSION", "SqliteStore"]
 
-SCHEMA_VERSION = 2
-
-_SCHEMA = """
-CREATE TABLE info (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
-CREATE TABLE totals (one INTEGER PRIMARY KEY CHECK (one = 1), records INTEGER NOT NULL,
-    issued INTEGER NOT NULL, redeemed INTEGER NOT NULL, max_hlc INTEGER NOT NULL);
-INSERT INTO totals VALUES (1, 0, 0, 0, 0);
-CREATE TABLE records (ord INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, author BLOB NOT NULL,
-    seq INTEGER NOT NULL, prev BLOB, kind INTEGER NOT NULL, hlc INTEGER NOT NULL,
-    verdict TEXT NOT NULL, reason TEXT, chain BLOB NOT NULL, raw BLOB NOT NULL,
-    idem_key TEXT);
-CREATE INDEX records_author_seq ON records (author, seq);
-CREATE INDEX records_idem ON records (author, idem_key) WHERE idem_key IS NOT NULL;
-CREATE TABLE admits (id BLOB PRIMARY KEY, device BLOB NOT NULL, role TEXT NOT NULL,
-    tier INTEGER NOT NULL, offline_limit INTEGER, expires INTEGER) WITHOUT ROWID;
-CREATE INDEX admits_device ON admits (device);
-CREATE TABLE credits (id BLOB PRIMARY KEY, device BLOB NOT NULL, name TEXT NOT NULL,
-    amount INTEGER NOT NULL, ord INTEGER NOT NULL, claimed INTEGER NOT NULL DEFAULT 0,
-    claimer BLOB, claimer_seq INTEGER) WITHOUT ROWID;
-CREATE INDEX credits_unclaimed ON credits (device, ord) WHERE claimed = 0;
-CREATE TABLE claims (credit BLOB NOT NULL, author BLOB NOT NULL, claimer BLOB NOT NULL,
-    seq INTEGER NOT NULL, PRIMARY KEY (credit, author, claimer)) WITHOUT ROWID;
-CREATE TABLE tips (author BLOB NOT NULL, id BLOB NOT NULL, seq INTEGER NOT NULL,
-    PRIMARY KEY (author, id)) WITHOUT ROWID;
-CREATE TABLE balances (device BLOB NOT NULL, name TEXT NOT NULL, minor INTEGER NOT NULL,
-    PRIMARY KEY (device, name)) WITHOUT ROWID;
-CREATE TABLE movements (device BLOB NOT NULL, name TEXT NOT NULL, ord INTEGER NOT NULL,
-    idx INTEGER NOT NULL, delta INTEGER NOT NULL, PRIMARY KEY (device, name, ord, idx))
-    WITHOUT ROWID;
-CREATE TABLE equivocations (author BLOB NOT NULL, seq INTEGER NOT NULL, first BLOB NOT NULL,
-    second BLOB NOT NULL, PRIMARY KEY (author, seq, first, second)) WITHOUT ROWID;
-CREATE TABLE covers (checkpoint BLOB NOT NULL, author BLOB NOT NULL, seq INTEGER NOT NULL,
-    id BLOB NOT NULL, PRIMARY KEY (checkpoint, author)) WITHOUT ROWID;
-CREATE INDEX covers_author ON covers (author, seq);
-CREATE TABLE revocations (record BLOB PRIMARY KEY, device BLOB NOT NULL,
-    after_seq INTEGER NOT NULL) WITHOUT ROWID;
-CREATE INDEX revocations_device ON revocations (device);
-CREATE TABLE peers (device BLOB PRIMARY KEY, address TEXT NOT NULL, role TEXT NOT NULL,
-    last_contact_ms INTEGER NOT NULL, synced_records INTEGER, state TEXT NOT NULL)
-    WITHOUT ROWID;
-CREATE TABLE metadata (device BLOB NOT NULL, name TEXT NOT NULL, field TEXT NOT NULL,
-    value TEXT NOT NULL, hlc INTEGER NOT NULL, author BLOB NOT NULL, record BLOB NOT NULL,
-    PRIMARY KEY (device, name, field)) WITHOUT ROWID;
-"""
 
 _CACHE_ROWS = 4096
 # SQLite's page cache in a bulk transaction, in KiB (default: 2,000). Measured at
 # 100,000 records (issue 15): SQLite's share of an ingest x0.70 with 32 MiB.
 _BULK_CACHE_KIB = 32 << 10
 _FLUSH_EVERY = 2048  # records per bulk write inside a transaction
-_NO_TRANSACTION = 1 << 62  # `_Open.first_order` outside a transaction: every row is older
-# Tables whose every row follows from the records; `verify` recomputes and compares them.
-DERIVED_TABLES = ("records", "admits", "credits", "claims", "tips", "balances",
-                  "movements", "equivocations", "metadata", "totals", "covers",
-                  "revocations")
-_ROW_COLS = "id, author, seq, prev, kind, hlc, verdict, reason, chain"
-
-
-def _row(t: tuple[bytes, bytes, int, bytes | None, int, int, str, str | None, bytes],
-         path: str) -> StoredRecord:
-    try:
-        return StoredRecord(id=t[0], author=t[1], seq=t[2], prev=t[3], kind=Kind(t[4]),
-                            hlc=t[5], verdict=Verdict(t[6]), reason=t[7],
-                            chain=ChainState.decode(t[8]))
-    except (ValueError, IndexError, TypeError) as exc:  # what decoding garbage raises
-        raise StoreDamaged(damaged(path, f"a stored record row does not decode: {exc}")
-                           ) from exc
-
-
-@dataclass(slots=True)
-class _Open:
-    """What the open transaction has applied, kept for the lookups the ledger rules make
-    until it ends (whether or not the rows were written yet). `first_order` is the
-    position of its first record: older rows are the ones it found in SQLite."""
-
-    first_order: int = _NO_TRANSACTION
-    next_order: int = _NO_TRANSACTION
-    raws: dict[bytes, bytes] = field(default_factory=dict)
-    at: dict[tuple[bytes, int], list[bytes]] = field(default_factory=dict)
-    admits: dict[bytes, AdmitInfo] = field(default_factory=dict)
-    credits: dict[bytes, Credit] = field(default_factory=dict)
-    claimed: set[bytes] = field(default_factory=set)  # credits first claimed here
-    stored_claimed: dict[bytes, bool] = field(default_factory=dict)  # older credits, as read
-    idem: dict[tuple[bytes, str], list[tuple[bytes, int]]] = field(default_factory=dict)
-    idem_stored: dict[tuple[bytes, str], list[tuple[bytes, int]]] = field(
-        default_factory=dict)  # what SQLite held before this transaction, fetched ahead
-    covers: dict[tuple[bytes, bytes], tuple[int, bytes]] = field(default_factory=dict)
-    revocations: list[tuple[bytes, bytes, int]] = field(default_factory=list)
-    forked: set[bytes] = field(default_factory=set)
-    max_hlc: int = 0
-
-
-@dataclass(slots=True)
-class _Batch:
-    """Rows of the open transaction not yet sent to SQLite; `_flush` writes them in bulk."""
-
-    records: list[tuple[object, ...]] = field(default_factory=list)
-    admits: list[tuple[object, ...]] = field(default_factory=list)
-    credits: dict[bytes, list[object]] = field(default_factory=dict)  # rows, claim filled in
-    first_claims: list[tuple[bytes, int, bytes]] = field(default_factory=list)  # of older rows
-    more_claims: list[tuple[bytes, bytes, bytes, int]] = field(default_factory=list)
-    claims: dict[tuple[bytes, bytes], list[tuple[bytes, int]]] = field(
-        default_factory=dict)  # every claim of the batch, for `claims_of`
-    equivocations: list[tuple[bytes, int, bytes, bytes]] = field(default_factory=list)
-    covers: list[tuple[bytes, bytes, int, bytes]] = field(default_factory=list)
-    revocations: list[tuple[bytes, bytes, int]] = field(default_factory=list)
-    tips_added: dict[tuple[bytes, bytes], int] = field(default_factory=dict)
-    tips_removed: list[tuple[bytes, bytes]] = field(default_factory=list)
-    balances: dict[tuple[bytes, str], int] = field(default_factory=dict)
-    movements: list[tuple[bytes, str, int, int, int]] = field(default_factory=list)
-    metadata: list[tuple[bytes, str, str, str, int, bytes, bytes]] = field(
-        default_factory=list)
-    issued: int = 0
-    redeemed: int = 0
-    max_hlc: int = 0
-
-    def drop_tip(self, author: bytes, rid: bytes) -> None:
-        if self.tips_added.pop((author, rid), None) is None:
-            self.tips_removed.append((author, rid))
 
 
 class SqliteStore:
@@ -184,21 +75,7 @@ class SqliteStore:
 
     def __init__(self, path: str | Path, network_id: bytes) -> None:
         self.path = str(path)
-        try:
-            self._db = Connection(self.path, isolation_level=None, check_same_thread=False)
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot open the store {self.path}: {exc}") from None
-        self._db.path = self.path
-        try:
-            # A file that is not a database (a damaged header) fails at the first statement.
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA busy_timeout=10000")
-            self._init(network_id)
-            self._cache_size = self._db.execute("PRAGMA cache_size").fetchone()[0]
-        except StoreError:
-            self._db.close()
-            raise
+        self._db, self._cache_size = _connect(self.path, network_id)
         self._depth = 0
         self._cache: OrderedDict[bytes, StoredRecord] = OrderedDict()
         self._admits: dict[bytes, AdmitInfo] = {}
@@ -206,21 +83,6 @@ class SqliteStore:
         self._batch = _Batch()
         self._forked: set[bytes] = set()
         self._revoked: dict[bytes, list[tuple[int, bytes]]] = {}
-
-    def _init(self, network_id: bytes) -> None:
-        have = self._db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='info'").fetchone()
-        if have is None:
-            # executescript commits first, so the whole schema is one script.
-            self._db.executescript(
-                f"BEGIN IMMEDIATE; {_SCHEMA} INSERT INTO info VALUES ('schema', "
-                f"{SCHEMA_VERSION}), ('network', X'{network_id.hex()}'); COMMIT;")
-            return
-        info = dict(self._db.execute("SELECT key, value FROM info").fetchall())
-        if info.get("schema") != SCHEMA_VERSION:
-            raise StoreError(f"store schema {info.get('schema')} is not {SCHEMA_VERSION}")
-        if info.get("network") != network_id:
-            raise StoreError("this store belongs to another network")
 
     def close(self) -> None:
         self._db.close()
@@ -237,26 +99,14 @@ class SqliteStore:
         """Raise `StoreDamaged` unless SQLite's `PRAGMA quick_check` passes: every page
         of every table and index is well formed and every row decodes (not: that each
         index matches its table). Linear in the file's size (specs/node.md)."""
-        found = self._check("quick_check(10)")
+        found = _check(self._db, "quick_check(10)")
         if found:
             raise StoreDamaged(damaged(self.path, f"SQLite's quick_check: {found[0]}"))
 
     def integrity_problems(self) -> list[str]:
         """What SQLite's full `PRAGMA integrity_check` finds (at most 100 lines), or
         nothing: `quick_check` plus every index entry against its table row."""
-        return self._check("integrity_check(100)")
-
-    def _check(self, pragma: str) -> list[str]:
-        """The check's findings, one line each (SQLite can put several in one row, under
-        a "*** in database main ***" heading, which says nothing here)."""
-        found: list[str] = []
-        try:
-            for (text,) in self._db.execute(f"PRAGMA {pragma}"):
-                found.extend(line for line in str(text).splitlines()
-                             if line and not line.startswith("*** in database"))
-        except StoreDamaged as exc:  # a page so broken that the check itself stops there
-            found.append(f"the check stopped: {exc.__cause__}")
-        return [] if found == ["ok"] else found
+        return _check(self._db, "integrity_check(100)")
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:
@@ -364,10 +214,6 @@ class SqliteStore:
         t = self._one("SELECT raw FROM records WHERE id=?", rid)
         return None if t is None else t[0]  # type: ignore[return-value]
 
-    def _admit(self, t: tuple[object, ...]) -> AdmitInfo:
-        return AdmitInfo(id=t[0], device=t[1], role=t[2], tier=t[3],  # type: ignore[arg-type]
-                         offline_limit=t[4], expires=t[5])  # type: ignore[arg-type]
-
     def admit(self, rid: bytes) -> AdmitInfo | None:
         if rid in self._open.admits:
             return self._open.admits[rid]
@@ -377,14 +223,14 @@ class SqliteStore:
         t = self._one("SELECT * FROM admits WHERE id=?", rid)
         if t is None:
             return None
-        info = self._admit(t)
+        info = _admit_row(t)
         if len(self._admits) < _CACHE_ROWS:  # admits never change once stored
             self._admits[rid] = info
         return info
 
     def admits_for(self, device: bytes) -> list[AdmitInfo]:
         self._flush()
-        return [self._admit(t) for t in self._db.execute(
+        return [_admit_row(t) for t in self._db.execute(
             "SELECT a.* FROM admits a JOIN records r ON r.id = a.id WHERE a.device=? "
             "ORDER BY r.ord", (device,))]
 
@@ -692,32 +538,7 @@ class SqliteStore:
         if not batch.records:
             return
         self._batch = _Batch()
-        db.executemany("INSERT INTO records (ord, id, author, seq, prev, kind, hlc, verdict, "
-                       "reason, chain, raw, idem_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                       batch.records)
-        db.executemany("INSERT INTO admits VALUES (?,?,?,?,?,?)", batch.admits)
-        db.executemany("INSERT INTO credits VALUES (?,?,?,?,?,?,?,?)", batch.credits.values())
-        db.executemany("UPDATE credits SET claimed=1, claimer=?, claimer_seq=? WHERE id=?",
-                       batch.first_claims)
-        db.executemany("INSERT INTO claims VALUES (?,?,?,?)", batch.more_claims)
-        db.executemany("INSERT INTO equivocations VALUES (?,?,?,?)", batch.equivocations)
-        db.executemany("INSERT INTO covers VALUES (?,?,?,?)", batch.covers)
-        db.executemany("INSERT INTO revocations VALUES (?,?,?)", batch.revocations)
-        db.executemany("DELETE FROM tips WHERE author=? AND id=?", batch.tips_removed)
-        db.executemany("INSERT INTO tips VALUES (?,?,?)",
-                       [(a, i, s) for (a, i), s in batch.tips_added.items()])
-        db.executemany("INSERT INTO balances VALUES (?,?,?) ON CONFLICT (device, name) "
-                       "DO UPDATE SET minor = minor + excluded.minor",
-                       [(d, n, v) for (d, n), v in batch.balances.items()])
-        db.executemany("INSERT INTO movements VALUES (?,?,?,?,?)", batch.movements)
-        db.executemany(
-            "INSERT INTO metadata VALUES (?,?,?,?,?,?,?) ON CONFLICT (device, name, field) "
-            "DO UPDATE SET value=excluded.value, hlc=excluded.hlc, author=excluded.author, "
-            "record=excluded.record WHERE (excluded.hlc, excluded.author, excluded.record) "
-            "> (metadata.hlc, metadata.author, metadata.record)", batch.metadata)
-        db.execute("UPDATE totals SET records=records+?, issued=issued+?, redeemed=redeemed+?, "
-                   "max_hlc=max(max_hlc, ?)",
-                   (len(batch.records), batch.issued, batch.redeemed, batch.max_hlc))
+        _write_batch(db, batch)
 
     # ------------------------------------------------------------ views
 
