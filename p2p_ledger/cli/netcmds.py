@@ -63,8 +63,9 @@ async def _serve(node: Node, args: argparse.Namespace) -> None:
     if args.stdio:
         await node.run_session(stdio_stream(), initiator=False, address="stdio")
         return
+    interrupted: list[bool] = []
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_stop_on_sigterm, nursery.cancel_scope)
+        await nursery.start(_stop_on_signals, nursery.cancel_scope, interrupted)
         nursery.start_soon(node.watch_store)
         if args.metrics:
             host, port = args.metrics
@@ -98,14 +99,26 @@ async def _serve(node: Node, args: argparse.Namespace) -> None:
                     trio_websocket.serve_websocket, functools.partial(_accept_ws, node), host,
                     port, ssl_context=None))
             print(f"listening on ws://{host}:{server.port}/", file=sys.stderr, flush=True)
+    if interrupted:  # everything is closed: now say so (exit 130, "interrupted")
+        raise KeyboardInterrupt
 
 
-async def _stop_on_sigterm(scope: trio.CancelScope) -> None:
+async def _stop_on_signals(scope: trio.CancelScope, interrupted: list[bool], *,
+                           task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                           ) -> None:
     """SIGTERM (a service manager's stop, `kill`) ends `serve` cleanly, exit 0: sessions
-    are cancelled, the store is closed and the metrics address withdrawn."""
-    with trio.open_signal_receiver(signal.SIGTERM) as signals:
-        async for _ in signals:
-            log.info("SIGTERM: stopping")
+    are cancelled, the store is closed and the metrics address withdrawn. SIGINT
+    (Ctrl-C) ends it the same way, then exits as interrupted (130). Both arrive here
+    through trio's signal receiver, never as an exception raised wherever Python code
+    happens to run: a KeyboardInterrupt raised inside a destructor or a garbage
+    collector callback is dropped by Python, and `serve` would go on running."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
+        async for signum in signals:
+            if signum == signal.SIGINT:
+                interrupted.append(True)
+            else:
+                log.info("SIGTERM: stopping")
             scope.cancel()
             return
 
