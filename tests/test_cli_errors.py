@@ -256,12 +256,22 @@ def test_every_exit_code_is_documented() -> None:
 # ---------------------------------------------------------------- Ctrl-C
 
 def _entry(home: Path, *args: str) -> subprocess.Popen[str]:
-    """The real entry point, in a process group of its own (as a terminal's job)."""
+    """The real entry point, in a process group of its own (as a terminal's job).
+
+    A terminal's job starts with SIGINT at its default. The tests may not: a shell runs
+    a background job (`bash .ci/run &`) with SIGINT ignored, an ignored signal stays
+    ignored across exec, and Python then never raises KeyboardInterrupt. So SIGINT is
+    handled here while the child is made (a handled signal is reset to its default in
+    the exec'd child)."""
     env = {"P2P_LEDGER_PASSPHRASE": PASSPHRASE, "PATH": "/usr/bin:/bin"}
-    return subprocess.Popen([sys.executable, "-m", "p2p_ledger", "--home", str(home), *args],
-                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, cwd=home.parent,
-                            start_new_session=True)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "p2p_ledger", "--home", str(home), *args], env=env,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True, cwd=home.parent, start_new_session=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _children(pid: int, word: str) -> list[int]:
