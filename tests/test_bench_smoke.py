@@ -69,6 +69,11 @@ def test_run_without_node(bench: dict[str, ModuleType], tmp_path: Path,
         assert row["peak_rss_mb"] > 5
     assert rows[("yjs", "delta")]["round_trips"] == 1
     assert rows[("ledger", "full")]["verify_s"] > 0
+    # Node A served from its own process: both sides' CPU is measured apart
+    for case in ("full", "delta"):
+        assert rows[("ledger", case)]["cpu_b_s"] > 0
+        assert rows[("ledger", case)]["cpu_a_s"] > 0
+    assert "cpu_b_s" not in rows[("yjs", "full")]
     # PACKED frames: fewer bytes than the records' signed form, but every signature
     full = rows[("ledger", "full")]
     assert 64 * full["records_moved"] < full["wire_bytes"] < full["record_bytes"]

@@ -7,7 +7,9 @@ Two cases, on the deterministic workload of `bench_ingest.py`:
 
 For each, in the same run: the wall time of `Node.sync_once` over real TCP on
 127.0.0.1 (handshake, summaries, deltas, verification and durable storage on B,
-until both sides are LIVE), the wire bytes both ways, and the time PyNaCl takes to
+until both sides are LIVE), node A serving from a process of its own (`PeerProcess`:
+two devices are two processes; in one, A's delta and packing took B's thread), the
+CPU time of B's main process and of A's, the wire bytes both ways, and the time PyNaCl takes to
 verify exactly the records that moved on one core (the baseline). Round trips after
 the handshake are counted on the same stores driven by the sans-IO sessions in
 memory, flight by flight (one flight = everything one side has to send, delivered).
@@ -25,6 +27,7 @@ import argparse
 import functools
 import json
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -106,6 +109,85 @@ class WaitTimer:
         return waited
 
 
+class PeerProcess:
+    """Node A in a process of its own, serving loopback TCP, as a peer device is: its
+    delta, packing and encryption do not share B's thread (B's own checker child is
+    started by B, as in a running node). Started with the path of A's store and the
+    workload's device count (the workload is deterministic, so the child rebuilds the
+    same network and keys); `close` stops it and returns A's state hash and CPU
+    seconds, read from its last line."""
+
+    def __init__(self, path: Path, devices: int) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--serve", str(path),
+             "--devices", str(devices)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("port "):
+            self.proc.kill()
+            raise SystemExit(f"node A's process did not start: {line!r}")
+        self.port = int(line.split()[1])
+
+    def close(self) -> dict[str, object]:
+        """Stop A (its stdin closes) and return what it printed last."""
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
+        self.proc.stdin.close()
+        out = self.proc.stdout.read()
+        if self.proc.wait(timeout=120) != 0:
+            raise SystemExit(f"node A's process failed ({self.proc.returncode})")
+        result: dict[str, object] = json.loads(out.strip().splitlines()[-1])
+        return result
+
+    def __enter__(self) -> PeerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def serve_a(path: Path, devices: int) -> int:
+    """The child of `PeerProcess`: serve A's store on 127.0.0.1 until stdin closes."""
+    work = Workload(devices=devices)
+    replica = open_replica(path, work)
+    node = Node(replica, work.authority.key, role="authority")
+    shared_verifier().ready()
+    cpu0 = time.process_time()
+
+    async def serve() -> None:
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(functools.partial(
+                trio.serve_tcp, lambda s: node.serve_stream(s, "tcp://bench"), 0,
+                host="127.0.0.1"))
+            print(f"port {listeners[0].socket.getsockname()[1]}", flush=True)
+            await trio.to_thread.run_sync(sys.stdin.read)
+            nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(serve)
+        cpu = time.process_time() - cpu0
+        state = replica.state_hash().hex()
+    finally:
+        close_replicas(replica)
+    print(json.dumps({"state_hash": state, "cpu_s": cpu}), flush=True)
+    return 0
+
+
+async def tcp_sync_with(port: int, b: Node) -> tuple[float, int, int, float]:
+    """B syncs with a node served on 127.0.0.1:`port` (e.g. a `PeerProcess`):
+    (seconds, bytes B->A, bytes A->B, B's CPU seconds in that time). B's signature
+    checker is up before the clock starts, as in a running node."""
+    shared_verifier().ready()
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    stats = await b.sync_once(Link(scheme="tcp", host="127.0.0.1", port=port))
+    took, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    assert stats.synced, stats.reason
+    return took, stats.bytes_out, stats.bytes_in, cpu
+
+
 async def tcp_sync(a: Node, b: Node) -> tuple[float, int, int]:
     """B syncs with A over loopback TCP: (seconds, bytes B->A, bytes A->B). The nodes
     are up before the clock starts, their signature checker too, as for running nodes
@@ -184,16 +266,18 @@ def run_case(name: str, work_dir: Path, work: Workload, shared: list[bytes],
     key_a = work.authority.key
     key_b = work.devices[0].key
 
-    ra, rb = open_replica(case / "a.sqlite3", work), open_replica(case / "b.sqlite3", work)
+    rb = open_replica(case / "b.sqlite3", work)
     try:
-        node_a, node_b = Node(ra, key_a, role="authority"), Node(rb, key_b)
-        waits = WaitTimer(rb.verifier)
-        rb.verifier = waits
-        with GcTimer() as collector:
-            took, up, down = trio.run(tcp_sync, node_a, node_b)
-        same = ra.state_hash() == rb.state_hash()
+        with PeerProcess(case / "a.sqlite3", len(work.devices)) as peer:
+            node_b = Node(rb, key_b)
+            waits = WaitTimer(rb.verifier)
+            rb.verifier = waits
+            with GcTimer() as collector:
+                took, up, down, cpu_b = trio.run(tcp_sync_with, peer.port, node_b)
+            side_a = peer.close()
+        same = side_a["state_hash"] == rb.state_hash().hex()
     finally:
-        close_replicas(ra, rb)
+        close_replicas(rb)
     assert same, "the two nodes did not converge"
 
     fa = open_replica(case / "a-flights.sqlite3", work)
@@ -210,6 +294,7 @@ def run_case(name: str, work_dir: Path, work: Workload, shared: list[bytes],
         "wire_bytes": up + down, "wire_bytes_down": down, "wire_bytes_up": up,
         "bytes_ratio": (up + down) / record_bytes, "wall_s": took,
         "verify_s": baseline, "wall_ratio": took / baseline,
+        "cpu_b_s": cpu_b, "cpu_a_s": side_a["cpu_s"],
         "waited_for_checks_s": waits.seconds, "gc_s": collector.seconds,
         "gc_collections": collector.collections, "gc_full": collector.full,
         "flights_after_handshake": flights, "round_trips_after_handshake": flights / 2,
@@ -220,7 +305,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--records", type=int, default=10_000, help="records held in common")
     p.add_argument("--delta", type=int, default=1_000, help="new records in the delta case")
+    p.add_argument("--serve", type=Path, help=argparse.SUPPRESS)  # PeerProcess's child
+    p.add_argument("--devices", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.serve is not None:
+        return serve_a(args.serve, args.devices)
     n, d = args.records, args.delta
     work = Workload(devices=devices_for(n + d))
     DEFAULT_CACHE.mkdir(parents=True, exist_ok=True)
@@ -243,7 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     for r in results:
         print(f"{r['case']}: B's receiver waited {r['waited_for_checks_s']:.3f} s for "
-              f"signature checks; GC (both nodes, one process) {r['gc_s']:.3f} s in "
+              f"signature checks, used {r['cpu_b_s']:.3f} s of CPU in its main process "
+              f"(A's process: {r['cpu_a_s']:.3f} s); GC in B {r['gc_s']:.3f} s in "
               f"{r['gc_collections']} collections ({r['gc_full']} full)")
     for r in results:
         ok_wall = r["wall_ratio"] <= TARGET_WALL_RATIO  # type: ignore[operator]

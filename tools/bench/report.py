@@ -76,7 +76,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def targets(rows: Sequence[Row], ingest: Row | None, store: Row | None,
             summary: Row | None, skipped: Mapping[str, str]) -> list[Target]:
-    """The figures issue 6 sets targets on, from this run's measurements."""
+    """The figures issues 6 and 15 set targets on, from this run's measurements."""
     led = {c: _row(rows, "ledger", c) for c in ("full", "delta")}
     yjs, am = _row(rows, "yjs", "delta"), {c: _row(rows, "automerge", c) for c in ("full", "delta")}
     why_am = skipped.get("automerge", "")
@@ -93,10 +93,12 @@ def targets(rows: Sequence[Row], ingest: Row | None, store: Row | None,
         out.append(Target(name=f"{case} wall time: ledger / raw verification of the records",
                           measured=_ratio(_f(led[case], "wall_s"), _f(led[case], "verify_s")),
                           goal=1.3, at_most=True))
-    for case in ("delta", "full"):
+    # Issue 6 asked for 5x both ways; issue 15 set what a verifying, durable sync can
+    # be asked beside one that does neither: faster on full, twice as fast on a delta.
+    for case, goal in (("delta", 2.0), ("full", 1.0)):
         out.append(Target(name=f"{case} wall time: Automerge / ledger (speed-up)",
                           measured=_ratio(_f(am[case], "wall_s"), _f(led[case], "wall_s")),
-                          goal=5.0, at_most=False, why_missing=why_am))
+                          goal=goal, at_most=False, why_missing=why_am))
     out.append(Target(name="ingest rate / raw verification rate (1 core)",
                       measured=_f(ingest, "ratio"), goal=0.8, at_most=False))
     if store is not None:
@@ -124,9 +126,16 @@ def _rt(row: Row) -> str:
     return f"{rt} (+{float(hs):g} hs)" if hs else rt
 
 
+def _cpu(row: Row) -> str:
+    """The syncing node's main-process CPU seconds (the ledger's B; not measured for
+    the other systems)."""
+    cpu = row.get("cpu_b_s")
+    return "-" if cpu is None else f"{float(cpu):.3f}"
+
+
 def table_lines(rows: Sequence[Row]) -> list[str]:
     head = (f"{'system':<10} {'case':<6} {'moved':>6} {'wire bytes':>11} {'B/record':>8} "
-            f"{'round trips':>13} {'wall s':>8} {'verify s':>8} {'peak RSS':>9}")
+            f"{'round trips':>13} {'wall s':>8} {'verify s':>8} {'CPU B s':>8} {'peak RSS':>9}")
     lines = [head, "-" * len(head)]
     for r in rows:
         moved = int(r["records_moved"])
@@ -136,7 +145,7 @@ def table_lines(rows: Sequence[Row]) -> list[str]:
             f"{r['system']:<10} {r['case']:<6} {moved:>6} {wire:>11,} {wire / moved:>8.0f} "
             f"{_rt(r):>13} {float(r['wall_s']):>8.3f} "
             f"{'-' if verify is None else format(float(verify), '.3f'):>8} "
-            f"{float(r['peak_rss_mb']):>6.1f} MB")
+            f"{_cpu(r):>8} {float(r['peak_rss_mb']):>6.1f} MB")
     return lines
 
 
@@ -207,7 +216,7 @@ def write_results(path: Path, result: Mapping[str, object], ts: Sequence[Target]
         *text,
         "```",
         "",
-        "## Targets (issue 6)",
+        "## Targets (issues 6 and 15)",
         "",
         "| target | measured | goal | verdict |",
         "| --- | --- | --- | --- |",

@@ -67,7 +67,10 @@ METHOD = [
     "Automerge get the same records decoded into plain entries (`payments.py`): payer, "
     "payee (32-byte keys as binary), amount (integer minor units), idempotency key, memo; "
     "one entry per record, each added in its own transaction / change.",
-    "- ledger: node B syncs with node A over loopback TCP (`Node.sync_once`): handshake "
+    "- ledger: node B syncs with node A over loopback TCP (`Node.sync_once`), each node in "
+    "a process of its own (A serves its store from a child process, "
+    "`bench_sync.PeerProcess`; until this run both ran in one process, so A's delta and "
+    "packing shared B's thread): handshake "
     "(key proof, admission, X25519 + XChaCha20-Poly1305), summaries, records, Ed25519 "
     "verification and durable SQLite storage (WAL, synchronous FULL) on B. Wall time is "
     "from connect to both sides live. Round trips are counted on the same stores by the "
@@ -81,8 +84,10 @@ METHOD = [
     "to disk; both documents are written by one client / actor, their most compact case.",
     "- verify s: PyNaCl `crypto_sign_open` over exactly the records that moved, one core, "
     "in the ledger's sync process right after the sync.",
-    "- peak RSS: `ru_maxrss` of the process that loads both replicas and syncs (a fresh "
-    "process per row; the replicas are built by other processes).",
+    "- peak RSS: `ru_maxrss` of the process that syncs, from `wait4` (for the ledger: node B's "
+    "process, whose figure also covers the children it waited for: node A's process and "
+    "B's signature checker; a fresh process per row; the replicas are built by other "
+    "processes).",
     "- ingest: `tools/bench_ingest.py` (read bundle, `Replica.receive_many` into a fresh "
     "SqliteStore, commit) against raw verification of the same records, same process.",
     "- store: `tools/bench_store.py`: `p2p-ledger status` / `balance` as fresh processes "
@@ -212,10 +217,11 @@ def ledger_rows(bundle: Path, sizes: dict[str, int], devices: int, work: Path,
             "record_bytes": sync["record_bytes"],
             "round_trips": int(flights["flights_after_handshake"]) / 2,
             "handshake_round_trips": int(flights["handshake_flights"]) / 2,
-            "wall_s": sync["wall_s"], "verify_s": sync["verify_s"], "peak_rss_mb": rss})
+            "wall_s": sync["wall_s"], "verify_s": sync["verify_s"], "peak_rss_mb": rss,
+            "cpu_b_s": sync["cpu_b_s"], "cpu_a_s": sync["cpu_a_s"]})
         print(f"  {_brief(rows[-1])}", flush=True)
         if profile:
-            print(f"  cProfile of the ledger's {case} sync (both nodes, one process), "
+            print(f"  cProfile of the ledger's {case} sync (node B's process), "
                   "top 25 by own time:")
             stats = pstats.Stats(str(prof), stream=sys.stdout).strip_dirs()
             stats.sort_stats("tottime").print_stats(25)
@@ -264,7 +270,9 @@ def _crdt_row(system: str, case: str, sync: dict[str, object], rss: float
 def _brief(row: dict[str, object]) -> str:
     return (f"{row['system']} {row['case']}: {row['records_moved']} records, "
             f"{row['wire_bytes']:,} B, {float(row['wall_s']):.3f} s, "
-            f"peak RSS {float(row['peak_rss_mb']):.1f} MB")
+            f"peak RSS {float(row['peak_rss_mb']):.1f} MB"
+            + (f", CPU B {float(row['cpu_b_s']):.3f} s, A {float(row['cpu_a_s']):.3f} s"  # type: ignore[arg-type]
+               if "cpu_b_s" in row else ""))
 
 
 # ---------------------------------------------------------------- main

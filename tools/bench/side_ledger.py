@@ -8,7 +8,8 @@ which reads that process's own peak RSS from `wait4`. Commands:
   `tools/bench_sync.py` does, and count the sync's flights on copies of them with
   the sans-IO sessions in memory (`bench_sync.count_flights`, after the handshake;
   the handshake's own flights are counted here).
-- `sync`: open both stores and let B sync with A over loopback TCP (`bench_sync.tcp_sync`:
+- `sync`: node A serves its store from a process of its own (`bench_sync.PeerProcess`),
+  and B, in this process, syncs with it over loopback TCP (`bench_sync.tcp_sync_with`:
   encrypted session, verification and durable storage on B), then time PyNaCl
   verifying exactly the records that moved, on one core, in the same process.
   Building the stores is kept out of this process so that its peak RSS is the sync's.
@@ -43,12 +44,14 @@ for _p in (TOOLS, TOOLS / "bench"):
 
 from bench_ingest import Workload, baseline_verify  # noqa: E402  (tools/ is not a package)
 from bench_sync import (  # noqa: E402
+    PeerProcess,
     build_store,
     close_replicas,
     count_flights,
     open_replica,
     sessions,
     tcp_sync,
+    tcp_sync_with,
 )
 
 from p2p_ledger.core.ledger import Replica  # noqa: E402
@@ -114,25 +117,27 @@ def cmd_prepare(args: argparse.Namespace) -> dict[str, object]:
 
 def cmd_sync(args: argparse.Namespace) -> dict[str, object]:
     work = Workload(devices=args.devices)
-    key_a, key_b = work.authority.key, work.devices[0].key
-    ra, rb = open_replica(args.dir / "a.sqlite3", work), open_replica(args.dir / "b.sqlite3", work)
+    key_b = work.devices[0].key
+    rb = open_replica(args.dir / "b.sqlite3", work)
     prof = cProfile.Profile() if args.profile else None
     try:
-        if prof is not None:
-            prof.enable()
-        took, up, down = trio.run(tcp_sync, Node(ra, key_a, role="authority"),
-                                  Node(rb, key_b))
-        if prof is not None:
-            prof.disable()
-            prof.dump_stats(str(args.profile))
-        same = ra.state_hash() == rb.state_hash()
+        with PeerProcess(args.dir / "a.sqlite3", args.devices) as peer:
+            if prof is not None:
+                prof.enable()
+            took, up, down, cpu_b = trio.run(tcp_sync_with, peer.port, Node(rb, key_b))
+            if prof is not None:
+                prof.disable()
+                prof.dump_stats(str(args.profile))
+            side_a = peer.close()
+        same = side_a["state_hash"] == rb.state_hash().hex()
     finally:
-        close_replicas(ra, rb)
+        close_replicas(rb)
     if not same:
         raise SystemExit("the two nodes did not converge")
     _, only_a = _case_records(args, work)
     verify_s = baseline_verify(only_a, work.network_id)
     return {"wall_s": took, "bytes_up": up, "bytes_down": down, "verify_s": verify_s,
+            "cpu_b_s": cpu_b, "cpu_a_s": side_a["cpu_s"],
             "records_moved": len(only_a), "record_bytes": sum(len(r) for r in only_a)}
 
 
