@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_ingest import DEFAULT_CACHE, GcTimer, Workload, baseline_verify, devices_for
 
+from p2p_ledger.build import build_kind
 from p2p_ledger.core.checking import Verifier
 from p2p_ledger.core.ledger import Replica
 from p2p_ledger.core.records import Failures, SignedRecord
@@ -430,6 +431,10 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"signature checks, used {r['cpu_b_s']:.3f} s of CPU in its main process "
               f"(A's process: {r['cpu_a_s']:.3f} s); GC in B {r['gc_s']:.3f} s in "
               f"{r['gc_collections']} collections ({r['gc_full']} full)")
+    if args.phases and build_kind() == "compiled":
+        print("NOTE: compiled build: a compiled module calls its neighbours directly, so "
+              "the stages inside the compiled core (judging, store writes) are not split "
+              "out and count as \"other\".")
     for r in results:
         split = r.get("phases_us_per_record")
         if isinstance(split, dict):
