@@ -22,8 +22,17 @@ from p2p_ledger.core.records import Meta, Record, sign_record
 from p2p_ledger.node import node as node_module
 from p2p_ledger.node.node import Node, NodeConfig
 from p2p_ledger.protocol._state import State
+from p2p_ledger.protocol.session import SessionConfig
 from tests.helpers import T0
-from tests.node_helpers import Fleet, HandDriven, make_fleet, start_session, wait_until
+from tests.node_helpers import (
+    Fleet,
+    HandDriven,
+    RecordingStream,
+    SlowStream,
+    make_fleet,
+    start_session,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -249,3 +258,71 @@ async def test_the_send_buffers_of_all_sessions_are_bounded_together(
         assert hub.peers[2].session.state is State.WE_SYNCED
         assert 0 < hub.peers[2].session.pending_output <= held + 1
         nursery.cancel_scope.cancel()
+
+
+# ---------------------------------------------------------------- the delta, a frame at a time
+
+STREAMED = NodeConfig(session=SessionConfig(packed=True, batch_bytes=2048),
+                      max_send_buffer=16 << 10)
+
+
+def _fill(fleet: Fleet, hub: Node, count: int) -> None:
+    for n in range(count):
+        fleet.pay(hub.replica, "alice", "bob", 1, f"many-{n}")
+
+
+async def test_a_delta_larger_than_the_send_buffer_goes_a_frame_at_a_time(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    """The delta answering a summary is packed a frame at a time as the send buffer
+    drains: one larger than `max_send_buffer` reaches the peer whole (packed at once,
+    it closed the session: "peer too slow: send buffer full"), in many writes, none
+    larger than the low-water mark and a frame."""
+    hub = fleet.node("hub", role="hub", config=STREAMED)
+    _fill(fleet, hub, 300)
+    carol = fleet.node("carol")
+    left, right = trio.testing.memory_stream_pair()
+    wire = RecordingStream(SlowStream(right, 0.001))
+    async with trio.open_nursery() as nursery:
+        dialed = start_session(nursery, carol, left, initiator=True, address="mem://carol",
+                               until_synced=True)
+        start_session(nursery, hub, wire, initiator=False, address="mem://hub")
+        await dialed.done.wait()
+        nursery.cancel_scope.cancel()
+    assert dialed.stats is not None
+    assert dialed.stats.synced, dialed.stats.reason
+    assert carol.replica.state_hash() == hub.replica.state_hash()
+    sent = sum(size for _, size in wire.sends)
+    assert sent > STREAMED.max_send_buffer  # more than the buffer may hold at once...
+    largest = max(size for _, size in wire.sends)
+    assert largest <= STREAMED.max_send_buffer // 4 + 2 * 2048  # ...never held at once
+    assert len(wire.sends) > sent // (STREAMED.max_send_buffer // 4 + 2 * 2048)
+
+
+async def test_pushes_wait_for_the_delta_they_may_depend_on(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    """A record stored while the delta is still being sent goes after the delta's
+    last frame and our SYNCED: its past (alice's earlier payments) is then held by
+    the peer, which never has to park it."""
+    hub = fleet.node("hub", role="hub", config=STREAMED)
+    _fill(fleet, hub, 300)
+    carol = fleet.node("carol")
+    left, right = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        start_session(nursery, carol, left, initiator=True, address="mem://carol")
+        start_session(nursery, hub, SlowStream(right, 0.01), initiator=False,
+                      address="mem://hub")
+        await wait_until(lambda: any(p.delta is not None and p.delta_next > 0
+                                     for p in hub.peers.values()))
+        late = fleet.pay(hub.replica, "alice", "bob", 1, "late")
+        hub.push_new(trio.current_time())
+        (streaming,) = hub.peers.values()
+        assert streaming.delta is not None  # still being sent...
+        assert [raw for raw, _, _ in streaming.outbox] == [hub.replica.store.raw(late)]
+        delta = len(streaming.delta)
+        assert streaming.session.records_sent < delta  # ...and the push waits behind it
+        await wait_until(lambda: carol.replica.store.has(late))
+        assert streaming.delta is None
+        assert streaming.session.records_sent == delta + 1
+        assert carol.replica.state_hash() == hub.replica.state_hash()
+        nursery.cancel_scope.cancel()
+    assert carol.replica.pending_count == 0

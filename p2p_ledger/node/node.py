@@ -27,6 +27,7 @@ replica does.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import random
@@ -266,30 +267,38 @@ class Node(Relaying, Serving):
                 except _STREAM_ERRORS:
                     data = b""
             now = trio.current_time()
-            try:
-                if data is None:
-                    self._take_checked(peer, now)
-                    session.tick(now)
-                else:
-                    session.receive_data(data, now)
-                self._handle_events(peer, now)
-            # The session boundary: whatever handling this peer's input raised (a bug, a
-            # value nobody foresaw) ends this session only, never the process and the
-            # other sessions with it. Only Exception: trio.Cancelled and KeyboardInterrupt
-            # are BaseExceptions and propagate; no await in the try. A StoreError is not
-            # the peer's doing but our store's (damaged, disk full): it stops the node,
-            # which must not go on serving from a store it cannot trust - except a store
-            # that is only unreachable for now (a PostgreSQL failover): that ends this
-            # session, unacknowledged, and the store reconnects on its next call.
-            except StoreUnavailable as exc:
-                self._store_lost(peer, exc, now)
-            except StoreError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - see above: one peer, one session
-                self._input_failed(peer, exc, now)
+            self._guarded(peer, functools.partial(self._take_input, data=data), now)
             if session.pending_output or session.closed:
                 peer.wake()  # something to write (an outbox that came due wakes it itself)
             # (receive_some is a checkpoint: other tasks run between two reads)
+
+    def _take_input(self, peer: _Peer, now: float, data: bytes | None) -> None:
+        """Handle what the receiver read (None: its deadline came first)."""
+        if data is None:
+            self._take_checked(peer, now)
+            peer.session.tick(now)
+        else:
+            peer.session.receive_data(data, now)
+        self._handle_events(peer, now)
+
+    def _guarded(self, peer: _Peer, step: Callable[[_Peer, float], None], now: float) -> None:
+        """Run one step of a session's handling (its input, or packing its delta) at the
+        session boundary: whatever it raised (a bug, a value nobody foresaw) ends this
+        session only, never the process and the other sessions with it. Only Exception:
+        trio.Cancelled and KeyboardInterrupt are BaseExceptions and propagate; a step
+        never awaits. A StoreError is not the peer's doing but our store's (damaged,
+        disk full): it stops the node, which must not go on serving from a store it
+        cannot trust - except a store that is only unreachable for now (a PostgreSQL
+        failover): that ends this session, unacknowledged, and the store reconnects on
+        its next call."""
+        try:
+            step(peer, now)
+        except StoreUnavailable as exc:
+            self._store_lost(peer, exc, now)
+        except StoreError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - see above: one peer, one session
+            self._input_failed(peer, exc, now)
 
     def _input_failed(self, peer: _Peer, exc: Exception, now: float) -> None:
         """Close a session whose input raised: a one-line warning, the traceback at
@@ -321,16 +330,18 @@ class Node(Relaying, Serving):
     async def _sender(self, peer: _Peer) -> None:
         session = peer.session
         while True:
-            due = peer.outbox_due()
-            if due == float("inf"):  # nothing waits in the outbox: no timer to set
-                await peer.wakeup.wait()
-            else:
-                with trio.move_on_at(due):
+            if peer.delta is None or session.closed:  # no delta frames left to pack: wait
+                due = peer.outbox_due()
+                if due == float("inf"):  # nothing waits in the outbox: no timer to set
                     await peer.wakeup.wait()
-            peer.wakeup = trio.Event()
+                else:
+                    with trio.move_on_at(due):
+                        await peer.wakeup.wait()
+                peer.wakeup = trio.Event()
             now = trio.current_time()
             if now >= peer.outbox_due():
                 peer.flush_outbox(now)
+            self._guarded(peer, self._feed_delta, now)
             data = session.data_to_send()
             if data:
                 try:
@@ -378,10 +389,10 @@ class Node(Relaying, Serving):
                         if len(tips) == 1:  # a chain forked there: learn nothing of it
                             peer.learn(author, *tips[0])
                     summary = self._widened(ev, peer.summary_order)
-                    delta = self.replica.delta(summary.frontier, complete=False,
-                                               authors=summary.authors)
-                    session.send_records(delta, now, held=self._held_by(summary))
-                    session.send_synced(len(delta), now)
+                    peer.delta = self.replica.delta(summary.frontier, complete=False,
+                                                    authors=summary.authors)
+                    peer.delta_next, peer.delta_held = 0, self._held_by(summary)
+                    self._feed_delta(peer, now)
                 case RecordsReceived():
                     for rec in ev.records:  # the peer holds what it sends (if it is
                         if isinstance(rec, SignedRecord):  # held here: `_linear`)
@@ -417,20 +428,6 @@ class Node(Relaying, Serving):
                             " by the peer" if ev.by_peer else "", ev.reason)
                     if session.peer is not None:
                         self._note(peer, "closed", synced=False)
-
-    def _bound_send_buffers(self, now: float) -> None:
-        """Close a session whose peer does not read what we queue for it, and, when all
-        sessions together queue too much, the one with the most."""
-        queued = {p: p.session.pending_output for p in self.peers.values()
-                  if not p.session.closed}  # a closed one's buffer goes within 2 s
-        for peer, size in queued.items():
-            if size > self.config.max_send_buffer:
-                self._stop(peer, "peer too slow: send buffer full", now)
-                queued[peer] = 0
-        while sum(queued.values()) > self.config.max_send_buffer_total:
-            peer = max(queued, key=queued.__getitem__)
-            self._stop(peer, "peer too slow: the send buffers of all sessions are full", now)
-            queued[peer] = 0
 
     def _stop(self, peer: _Peer, reason: str, now: float) -> None:
         """Close a session from outside its receiver, which may be waiting for input."""
@@ -524,26 +521,6 @@ class Node(Relaying, Serving):
         if news <= summary.authors:
             return summary
         return PeerSummary(frontier=summary.frontier, authors=summary.authors | news)
-
-    def _held_by(self, summary: PeerSummary) -> Callable[[bytes], tuple[bytes, int] | None]:
-        """Which of our records the peer holds, by its summary, as (author, seq): a
-        PACKED frame then names them in a few bytes. Only on chains that are not forked
-        here, and where the peer's one tip is on our chain at or after the record (a
-        chain commits to its past through prev); from a sketch, every author it did not
-        name has exactly our tips."""
-        store = self._store
-
-        def held(rid: bytes) -> tuple[bytes, int] | None:
-            row = store.get(rid)
-            if row is None or store.forked(row.author):
-                return None
-            if summary.authors is not None and row.author not in summary.authors:
-                return row.author, row.seq
-            theirs = summary.frontier.tips.get(row.author, ())
-            if len(theirs) == 1 and theirs[0][0] >= row.seq and store.has(theirs[0][1]):
-                return row.author, row.seq
-            return None
-        return held
 
     def sketch_cells(self, device: bytes, frontier: Frontier) -> int:
         """Cells of the summary sketch for this peer, or 0 for listed tips.

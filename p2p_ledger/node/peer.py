@@ -18,13 +18,14 @@ It never reads the stream, judges a record or touches the store: the node's task
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import trio
 
 from ..core.ids import device_id
 from ..core.ledger import CheckingAhead
+from ..protocol.compact import Held
 from ..protocol.session import Session
 
 __all__ = ["SessionStats"]
@@ -98,6 +99,12 @@ class _Peer:
         # before is judged (`Node._take_checked`), and since when they wait.
         self.checking: CheckingAhead | None = None
         self.checking_since = 0.0
+        # The delta answering the peer's summary, queued a frame at a time as the send
+        # buffer drains (`Node._feed_delta`), from `delta_next` on; None once all of it
+        # and our SYNCED are queued. Pushes wait in the outbox meanwhile.
+        self.delta: Sequence[bytes] | None = None
+        self.delta_next = 0
+        self.delta_held: Held | None = None
 
     def push_delay(self) -> float:
         rtt = self.session.rtt
@@ -111,8 +118,8 @@ class _Peer:
         return int(min(max(throughput * rtt, MIN_BATCH_BYTES), MAX_BATCH_BYTES))
 
     def outbox_due(self) -> float:
-        if self.outbox_since is None:
-            return float("inf")
+        if self.outbox_since is None or self.delta is not None:
+            return float("inf")  # (pushes follow the delta: `Node._feed_delta`)
         return self.outbox_since + self.push_delay()
 
     def learn(self, author: bytes, seq: int, rid: bytes) -> None:
@@ -145,6 +152,8 @@ class _Peer:
         self.wake()
 
     def flush_outbox(self, now: float) -> None:
+        if self.delta is not None:
+            return  # pushes go after the delta, which may hold their past
         if self.outbox and not self.session.closed:
             # The peer may have sent some of these while they waited here.
             raws = [raw for raw, author, seq in self.outbox if not self.holds(author, seq)]

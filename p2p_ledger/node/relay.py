@@ -1,7 +1,9 @@
-"""Relaying, the `Node`'s part that pushes records on: records stored here (from a
+"""Relaying, the `Node`'s part that sends records on: records stored here (from a
 peer, through `Ledger`, or by another process on the home, found by `watch_store`) are
 sent to every other session and published to the record feeds; forks are answered
-with the evidence (and, on the authority, a freeze).
+with the evidence (and, on the authority, a freeze); the delta answering a peer's
+summary is packed a frame at a time as its send buffer drains (`_feed_delta`), and
+the send buffers are bounded (`_bound_send_buffers`).
 
 `Relaying` is a mixin of `Node` (node/node.py): its methods use the node's state,
 declared below for the type checker only. Moved out of node/node.py unchanged.
@@ -10,7 +12,7 @@ declared below for the type checker only. Moved out of node/node.py unchanged.
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING
 
 import nacl.signing
@@ -23,6 +25,7 @@ from ..core.store import NodeStore, NotifyingStore
 from ..core.wallet import Wallet
 from ..errors import StoreUnavailable
 from ..protocol._state import State
+from ..protocol.session import PeerSummary
 from .config import NodeConfig, NodeCounters
 from .feed import RecordFeed, RecordStored
 from .notices import hear_notices
@@ -32,6 +35,9 @@ __all__ = ["Relaying"]
 
 log = logging.getLogger("p2p_ledger.node")
 
+# Bytes queued for a peer below which the next frame of its delta is packed (at most a
+# quarter of `max_send_buffer`): `Relaying._feed_delta`.
+DELTA_LOW_WATER = 1 << 20
 _PUSH_STATES = (State.SYNCING, State.WE_SYNCED, State.THEY_SYNCED, State.LIVE)
 
 
@@ -53,7 +59,7 @@ class Relaying:
         def _store(self) -> NodeStore: ...
         def now_ms(self) -> int: ...
         def _learn_admission(self, *, starting: bool = False) -> None: ...
-        def _bound_send_buffers(self, now: float) -> None: ...
+        def _stop(self, peer: _Peer, reason: str, now: float) -> None: ...
 
     def push_new(self, now: float) -> int:
         """Send records stored since the last push to every session past its summary,
@@ -189,3 +195,68 @@ class Relaying:
             self._store_unavailable = False
         if found:
             self.counters.add(self.counters.records_stored, "home", found)
+
+    # ------------------------------------------------------------ the delta, buffers
+
+    def _held_by(self, summary: PeerSummary) -> Callable[[bytes], tuple[bytes, int] | None]:
+        """Which of our records the peer holds, by its summary, as (author, seq): a
+        PACKED frame then names them in a few bytes. Only on chains that are not forked
+        here, and where the peer's one tip is on our chain at or after the record (a
+        chain commits to its past through prev); from a sketch, every author it did not
+        name has exactly our tips."""
+        store = self._store
+
+        def held(rid: bytes) -> tuple[bytes, int] | None:
+            row = store.get(rid)
+            if row is None or store.forked(row.author):
+                return None
+            if summary.authors is not None and row.author not in summary.authors:
+                return row.author, row.seq
+            theirs = summary.frontier.tips.get(row.author, ())
+            if len(theirs) == 1 and theirs[0][0] >= row.seq and store.has(theirs[0][1]):
+                return row.author, row.seq
+            return None
+        return held
+
+    def _feed_delta(self, peer: _Peer, now: float) -> None:
+        """Queue the next frames of the session's delta while fewer than
+        `_delta_low_water` bytes wait to be written, then, after its last frame, SYNCED
+        and the pushes that waited in the outbox. Packing a frame only when the one
+        before is being written bounds the send buffer whatever the delta's size, lets
+        the peer start on the first frame at once, and lets the other sessions run
+        between frames (the whole delta of a large store packed at once took seconds of
+        the event loop, and more than `max_send_buffer` closed the session)."""
+        delta, session = peer.delta, peer.session
+        if delta is None:
+            return
+        if session.closed:
+            peer.delta = None
+            return
+        low_water = self._delta_low_water()
+        while peer.delta_next < len(delta) and session.pending_output < low_water:
+            end = session.frame_end(delta, peer.delta_next)
+            session.send_records(delta[peer.delta_next:end], now, held=peer.delta_held)
+            peer.delta_next = end
+        if peer.delta_next >= len(delta):
+            peer.delta, peer.delta_held = None, None
+            session.send_synced(len(delta), now)
+            peer.flush_outbox(now)
+
+    def _delta_low_water(self) -> int:
+        """Bytes queued for a peer below which its delta's next frame is packed: a few
+        frames' worth, and well inside the send buffer's bound."""
+        return min(DELTA_LOW_WATER, self.config.max_send_buffer // 4)
+
+    def _bound_send_buffers(self, now: float) -> None:
+        """Close a session whose peer does not read what we queue for it, and, when all
+        sessions together queue too much, the one with the most."""
+        queued = {p: p.session.pending_output + p.outbox_bytes for p in self.peers.values()
+                  if not p.session.closed}  # a closed one's buffer goes within 2 s
+        for peer, size in queued.items():
+            if size > self.config.max_send_buffer:
+                self._stop(peer, "peer too slow: send buffer full", now)
+                queued[peer] = 0
+        while sum(queued.values()) > self.config.max_send_buffer_total:
+            peer = max(queued, key=queued.__getitem__)
+            self._stop(peer, "peer too slow: the send buffers of all sessions are full", now)
+            queued[peer] = 0

@@ -400,18 +400,27 @@ class Session:
         `batch_bytes` of record bytes (default from the config; the node adapts it to
         the link): PACKED frames unless the config says otherwise. `held(id)` names
         records the peer is known to hold, as (author, seq), which packs them smaller."""
-        limit = min(batch_bytes or self.config.batch_bytes, MAX_FRAME_BYTES // 2)
-        batch: list[bytes] = []
-        size = 0
-        for raw in raws:
-            if batch and (size + len(raw) > limit or len(batch) >= MAX_BATCH_RECORDS):
-                self._send_batch(batch, held, now)
-                batch, size = [], 0
-            batch.append(raw)
-            size += len(raw) + 3
-        if batch:
-            self._send_batch(batch, held, now)
+        start = 0
+        while start < len(raws):
+            end = self.frame_end(raws, start, batch_bytes)
+            self._send_batch(list(raws[start:end]), held, now)
+            start = end
         self.records_sent += len(raws)
+
+    def frame_end(self, raws: Sequence[bytes], start: int, batch_bytes: int | None = None
+                  ) -> int:
+        """Where the frame `send_records` starts at `raws[start]` ends (exclusive): at
+        most `batch_bytes` of record bytes (default from the config) and
+        MAX_BATCH_RECORDS records, one record at least."""
+        limit = min(batch_bytes or self.config.batch_bytes, MAX_FRAME_BYTES // 2)
+        end, size = start, 0
+        while end < len(raws):
+            raw = raws[end]
+            if end > start and (size + len(raw) > limit or end - start >= MAX_BATCH_RECORDS):
+                break
+            size += len(raw) + 3
+            end += 1
+        return end
 
     def _send_batch(self, raws: list[bytes], held: Held | None, now: float) -> None:
         if self.config.packed:
