@@ -453,9 +453,13 @@ class SqliteStore:
         rid, author, seq = row.id, row.author, row.seq
         order = txn.next_order
         txn.next_order += 1
+        moves = fx.movements
+        own: tuple[str, int] | tuple[None, None] = (None, None)
+        if moves and moves[0].account.device == author:  # kept in the record's row
+            own = (moves[0].account.name, moves[0].delta)
         batch.records.append((order, rid, author, seq, row.prev, row.kind.value, row.hlc,
                               row.verdict.value, row.reason, row.chain.encode(), fx.raw,
-                              fx.idem_key))
+                              fx.idem_key, *own))
         txn.raws[rid] = fx.raw
         at = txn.at.get((author, seq))
         if at is None:
@@ -479,10 +483,11 @@ class SqliteStore:
             self._claim(credit, rid, author, seq)
         if fx.idem_key is not None:
             txn.idem.setdefault((author, fx.idem_key), []).append((rid, seq))
-        for idx, m in enumerate(fx.movements):
+        for idx, m in enumerate(moves):
             k = (m.account.device, m.account.name)
             batch.balances[k] = batch.balances.get(k, 0) + m.delta
-            batch.movements.append((*k, order, idx, m.delta))
+            if idx or own[0] is None:
+                batch.movements.append((*k, order, idx, m.delta))
         for other in fx.equivocates_with:
             first, second = sorted((other, rid))
             batch.equivocations.append((author, seq, first, second))
@@ -584,11 +589,16 @@ class SqliteStore:
 
     def history(self, account: Account) -> list[HistoryEntry]:
         self._flush()
+        # A movement is a `movements` row, or the first movement of a record of the
+        # account's own device, kept in that record's row (sqlite_schema.py).
         return [HistoryEntry(id=i, kind=Kind(k), hlc=h, author=a, seq=s, delta=d)
-                for i, k, h, a, s, d in self._db.execute(
-                    "SELECT r.id, r.kind, r.hlc, r.author, r.seq, m.delta FROM movements m "
-                    "JOIN records r ON r.ord = m.ord WHERE m.device=? AND m.name=? "
-                    "ORDER BY m.ord, m.idx", (account.device, account.name))]
+                for i, k, h, a, s, d, _, _ in self._db.execute(
+                    "SELECT r.id, r.kind, r.hlc, r.author, r.seq, m.delta, m.ord, m.idx "
+                    "FROM movements m JOIN records r ON r.ord = m.ord "
+                    "WHERE m.device=? AND m.name=? UNION ALL "
+                    "SELECT id, kind, hlc, author, seq, own_delta, ord, 0 FROM records "
+                    "WHERE author=? AND own_account=? ORDER BY 7, 8",
+                    (account.device, account.name, account.device, account.name))]
 
     def meta(self, account: Account) -> dict[str, str]:
         self._flush()
