@@ -4,9 +4,10 @@ A record is acknowledged only after the transaction that wrote it commits; with
 synchronous=FULL the WAL is fsynced at every commit, so kill -9 or a power cut loses
 nothing acknowledged and leaves a database SQLite recovers on the next open.
 
-Opening does no work proportional to the store's size: the running totals live in a
-one-row table, balances in their own table, and every lookup the ledger rules make
-goes through a primary key or an index. Signatures are verified once, on arrival;
+Opening does no work proportional to the store's size (but once, to migrate a store
+of the previous schema: `sqlite_schema.py`): the running totals live in a one-row
+table, balances in their own table, and every lookup the ledger rules make goes
+through a primary key or an index. Signatures are verified once, on arrival;
 `p2p-ledger verify` re-checks them all on request.
 
 Damage: every statement goes through `connection.Connection`, which turns SQLite's
