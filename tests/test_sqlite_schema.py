@@ -158,19 +158,40 @@ def test_own_movements_in_the_row_give_the_history_of_every_account(
     assert balances == [39_00, 25_00, 25_00, 5_00]
 
 
-def test_history_of_an_account_with_no_own_movements_reads_only_the_index(
+def test_history_reads_own_movements_in_the_index_between_the_accounts_seqs(
         tmp_path: Path) -> None:
-    """The own-movement half of `history` filters `own_account` in records_author_seq,
-    before any table row is read."""
-    world = make_world(devices=DEVICES)
-    store = SqliteStore(tmp_path / "s.sqlite3", world.network.network_id)
+    """The own-movement half of `history` is an index range of the device's records
+    between the lowest and highest seq of its own movements on the account (kept in
+    the account's balances row), with `own_account` filtered in the index before any
+    table row is read; an account never debited by its device reads no records."""
+    _, disk = worlds(tmp_path)
+    r = disk.replica()
+    store = r.store
+    assert isinstance(store, SqliteStore)
     try:
+        auth, alice = disk.wallet("authority", r), disk.wallet("alice", r)
+        with store.transaction():
+            auth.admit(disk.device("alice"), now_ms=T0)
+            auth.issue(disk.account("alice"), 90_00, key="cash-in", now_ms=T0)
+            for i in range(3):
+                alice.pay(disk.account("alice", "savings"), 1_00, key=f"s{i}",
+                          now_ms=T0 + 1 + i)
+        seqs = "SELECT name, own_first, own_last FROM balances WHERE device=? ORDER BY name"
+        assert list(store._db.execute(seqs, (disk.device("alice"),))) == [
+            ("main", 1, 3), ("savings", None, None)]
         plan = [row[3] for row in store._db.execute(
             "EXPLAIN QUERY PLAN SELECT id, kind, hlc, author, seq, own_delta, ord, 0 "
-            "FROM records WHERE author=? AND own_account=?", (b"a", "main"))]
-        assert plan == ["SEARCH records USING INDEX records_author_seq (author=?)"]
+            "FROM records WHERE author=? AND seq BETWEEN ? AND ? AND own_account=?",
+            (b"a", 1, 2, "main"))]
+        assert plan == [
+            "SEARCH records USING INDEX records_author_seq (author=? AND seq>? AND seq<?)"]
         columns = [c[2] for c in store._db.execute(
             "PRAGMA index_info(records_author_seq)")]
         assert columns == ["author", "seq", "own_account"]
+        assert [e.delta for e in store.history(disk.account("alice"))] == [
+            90_00, -1_00, -1_00, -1_00]
+        assert [e.delta for e in store.history(disk.account("alice", "savings"))] == [
+            1_00, 1_00, 1_00]
+        assert store.history(disk.account("alice", "never")) == []
     finally:
         store.close()

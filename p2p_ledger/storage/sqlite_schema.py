@@ -9,7 +9,8 @@ payee's chain can claim a credit twice; those further claims go to `claims`), an
 record's first movement, when it is on an account of the record's own author (the
 payer's debit of a transfer or cash-out), is two columns of the record's row
 (`own_account`, `own_delta`) instead of a `movements` row: `history` finds it through
-`records_author_seq`, which carries `own_account` for that. Within
+`records_author_seq`, which carries `own_account` for that, between the lowest and
+highest seq of such movements that the account's `balances` row keeps. Within
 a transaction, rows are written in bulk every `_FLUSH_EVERY` records (and before any
 read that needs them), while the lookups the ledger rules make on the transaction's
 own records are answered from memory until it ends: nothing just written is read
@@ -53,7 +54,7 @@ CREATE TABLE claims (credit BLOB NOT NULL, author BLOB NOT NULL, claimer BLOB NO
 CREATE TABLE tips (author BLOB NOT NULL, id BLOB NOT NULL, seq INTEGER NOT NULL,
     PRIMARY KEY (author, id)) WITHOUT ROWID;
 CREATE TABLE balances (device BLOB NOT NULL, name TEXT NOT NULL, minor INTEGER NOT NULL,
-    PRIMARY KEY (device, name)) WITHOUT ROWID;
+    own_first INTEGER, own_last INTEGER, PRIMARY KEY (device, name)) WITHOUT ROWID;
 CREATE TABLE movements (device BLOB NOT NULL, name TEXT NOT NULL, ord INTEGER NOT NULL,
     idx INTEGER NOT NULL, delta INTEGER NOT NULL, PRIMARY KEY (device, name, ord, idx))
     WITHOUT ROWID;
@@ -137,7 +138,8 @@ def _init_schema(db: Connection, network_id: bytes) -> None:
 
 
 # Schema 2 to 3: a record's first movement, when on its author's own account, moves
-# from `movements` into the record's row, and `records_author_seq` carries the account.
+# from `movements` into the record's row, `records_author_seq` carries the account,
+# and `balances` the seq range of those movements.
 _FROM_2 = """
 ALTER TABLE records ADD COLUMN own_account TEXT;
 ALTER TABLE records ADD COLUMN own_delta INTEGER;
@@ -147,6 +149,10 @@ DELETE FROM movements WHERE idx = 0
     AND device = (SELECT author FROM records WHERE ord = movements.ord);
 DROP INDEX records_author_seq;
 CREATE INDEX records_author_seq ON records (author, seq, own_account);
+ALTER TABLE balances ADD COLUMN own_first INTEGER;
+ALTER TABLE balances ADD COLUMN own_last INTEGER;
+UPDATE balances SET (own_first, own_last) = (SELECT min(seq), max(seq) FROM records
+    WHERE author = balances.device AND own_account = balances.name);
 UPDATE info SET value = 3 WHERE key = 'schema';
 """
 
@@ -223,6 +229,8 @@ class _Batch:
     tips_added: dict[tuple[bytes, bytes], int] = field(default_factory=dict)
     tips_removed: list[tuple[bytes, bytes]] = field(default_factory=list)
     balances: dict[tuple[bytes, str], int] = field(default_factory=dict)
+    own_seqs: dict[tuple[bytes, str], tuple[int, int]] = field(
+        default_factory=dict)  # lowest and highest seq of the movements kept in rows
     movements: list[tuple[bytes, str, int, int, int]] = field(default_factory=list)
     metadata: list[tuple[bytes, str, str, str, int, bytes, bytes]] = field(
         default_factory=list)
@@ -251,9 +259,14 @@ def _write_batch(db: Connection, batch: _Batch) -> None:
     db.executemany("DELETE FROM tips WHERE author=? AND id=?", batch.tips_removed)
     db.executemany("INSERT INTO tips VALUES (?,?,?)",
                    [(a, i, s) for (a, i), s in batch.tips_added.items()])
-    db.executemany("INSERT INTO balances VALUES (?,?,?) ON CONFLICT (device, name) "
-                   "DO UPDATE SET minor = minor + excluded.minor",
-                   [(d, n, v) for (d, n), v in batch.balances.items()])
+    no_seqs = (None, None)
+    db.executemany("INSERT INTO balances VALUES (?,?,?,?,?) ON CONFLICT (device, name) "
+                   "DO UPDATE SET minor = minor + excluded.minor, "
+                   "own_first = coalesce(min(own_first, excluded.own_first), own_first, "
+                   "excluded.own_first), own_last = coalesce(max(own_last, "
+                   "excluded.own_last), own_last, excluded.own_last)",
+                   [(d, n, v, *batch.own_seqs.get((d, n), no_seqs))
+                    for (d, n), v in batch.balances.items()])
     db.executemany("INSERT INTO movements VALUES (?,?,?,?,?)", batch.movements)
     db.executemany(
         "INSERT INTO metadata VALUES (?,?,?,?,?,?,?) ON CONFLICT (device, name, field) "
