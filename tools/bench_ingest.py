@@ -18,7 +18,7 @@ Then, in one process and on one core:
 The ratio ingest/baseline has a target of 0.8x. Every record must come out `applied`;
 anything else means the workload or the ledger is wrong, and the run fails.
 
-    python tools/bench_ingest.py [--records N] [--profile]
+    python tools/bench_ingest.py [--records N] [--profile] [--btree]
 
 `bench_store.py` reuses `Workload` from here to build its large store.
 """

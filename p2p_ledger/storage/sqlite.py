@@ -28,6 +28,7 @@ and the row codecs are in `sqlite_schema.py`.
 from __future__ import annotations
 
 import contextlib
+import operator
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,6 +70,7 @@ _CACHE_ROWS = 4096
 # 100,000 records (issue 15): SQLite's share of an ingest x0.70 with 32 MiB.
 _BULK_CACHE_KIB = 32 << 10
 _FLUSH_EVERY = 2048  # records per bulk write inside a transaction
+_BY_ORDER = operator.itemgetter(6, 7)  # a history row's (ord, idx)
 
 
 class SqliteStore:
@@ -612,7 +614,7 @@ class SqliteStore:
                 "SELECT id, kind, hlc, author, seq, own_delta, ord, 0 FROM records "
                 "WHERE author=? AND seq BETWEEN ? AND ? AND own_account=?",
                 (dev, seqs[0], seqs[1], name)))
-            rows.sort(key=lambda t: (t[6], t[7]))  # two (nearly) sorted runs: about linear
+            rows.sort(key=_BY_ORDER)  # two (nearly) sorted runs: about linear
         return [HistoryEntry(id=i, kind=Kind(k), hlc=h, author=a, seq=s, delta=d)
                 for i, k, h, a, s, d, _, _ in rows]
 
