@@ -70,7 +70,8 @@ _CACHE_ROWS = 4096
 # 100,000 records (issue 15): SQLite's share of an ingest x0.70 with 32 MiB.
 _BULK_CACHE_KIB = 32 << 10
 _FLUSH_EVERY = 2048  # records per bulk write inside a transaction
-_BY_ORDER = operator.itemgetter(6, 7)  # a history row's (ord, idx)
+_BY_ORDER = operator.itemgetter(6)  # a history row's position in the store
+_KINDS = {k.value: k for k in Kind}
 
 
 class SqliteStore:
@@ -462,8 +463,12 @@ class SqliteStore:
             own = (moves[0].account.name, moves[0].delta)
             k = (author, own[0])
             seqs = batch.own_seqs.get(k)
-            batch.own_seqs[k] = (seq, seq) if seqs is None else (min(seqs[0], seq),
-                                                                 max(seqs[1], seq))
+            if seqs is None:
+                batch.own_seqs[k] = (seq, seq)
+            elif seq > seqs[1]:  # the common case: a chain grows
+                batch.own_seqs[k] = (seqs[0], seq)
+            elif seq < seqs[0]:
+                batch.own_seqs[k] = (seq, seqs[1])
         batch.records.append((order, rid, author, seq, row.prev, row.kind.value, row.hlc,
                               row.verdict.value, row.reason, row.chain.encode(), fx.raw,
                               fx.idem_key, *own))
@@ -604,19 +609,25 @@ class SqliteStore:
                          "name=?", dev, name)
         if seqs is None:
             return []
-        rows: list[tuple[bytes, int, int, bytes, int, int, int, int]] = list(
-            self._db.execute(
-                "SELECT r.id, r.kind, r.hlc, r.author, r.seq, m.delta, m.ord, m.idx "
-                "FROM movements m JOIN records r ON r.ord = m.ord "
-                "WHERE m.device=? AND m.name=? ORDER BY m.ord, m.idx", (dev, name)))
+        rows: list[tuple[bytes, int, int, bytes, int, int, int]] = []
         if seqs[0] is not None:
             rows.extend(self._db.execute(
-                "SELECT id, kind, hlc, author, seq, own_delta, ord, 0 FROM records "
+                "SELECT id, kind, hlc, author, seq, own_delta, ord FROM records "
                 "WHERE author=? AND seq BETWEEN ? AND ? AND own_account=?",
                 (dev, seqs[0], seqs[1], name)))
-            rows.sort(key=_BY_ORDER)  # two (nearly) sorted runs: about linear
-        return [HistoryEntry(id=i, kind=Kind(k), hlc=h, author=a, seq=s, delta=d)
-                for i, k, h, a, s, d, _, _ in rows]
+        mine = len(rows)
+        rows.extend(self._db.execute(
+            "SELECT r.id, r.kind, r.hlc, r.author, r.seq, m.delta, m.ord "
+            "FROM movements m JOIN records r ON r.ord = m.ord "
+            "WHERE m.device=? AND m.name=? ORDER BY m.ord, m.idx", (dev, name)))
+        if 0 < mine < len(rows):
+            # By position, a stable sort of two (nearly) sorted runs: about linear, and a
+            # record's own movement (its first) stays ahead of its movements rows.
+            rows.sort(key=_BY_ORDER)
+        kinds = _KINDS  # a dict lookup, not an Enum call per row; unknown: Kind raises
+        return [HistoryEntry(id=i, kind=kinds[k] if k in kinds else Kind(k), hlc=h,
+                             author=a, seq=s, delta=d)
+                for i, k, h, a, s, d, _ in rows]
 
     def meta(self, account: Account) -> dict[str, str]:
         self._flush()
