@@ -57,8 +57,13 @@ def test_bench_ingest_main(tools: dict[str, ModuleType], tmp_path: Path,
     assert result["ingest_per_s"] > 0  # type: ignore[operator]
     assert "cumulative" in out
     assert len(list(tmp_path.glob("*.bundle"))) == 1
-    assert tools["bench_ingest"].main(argv[:-1]) == 0  # the cached bundle is reused
-    assert "(cached)" in capsys.readouterr().out
+    assert tools["bench_ingest"].main([*argv[:-1], "--btree"]) == 0  # the cached bundle
+    out = capsys.readouterr().out
+    assert "(cached)" in out
+    entries = last_json(out)["btree_entries"]
+    assert isinstance(entries, dict)
+    assert entries["records"] == entries["sqlite_autoindex_records_1"] == 300  # a row each
+    assert entries["records_author_seq"] == 300
 
 
 def test_bench_store_main(tools: dict[str, ModuleType], tmp_path: Path,

@@ -18,7 +18,7 @@ Then, in one process and on one core:
 The ratio ingest/baseline has a target of 0.8x. Every record must come out `applied`;
 anything else means the workload or the ledger is wrong, and the run fails.
 
-    python tools/bench_ingest.py [--records N] [--profile]
+    python tools/bench_ingest.py [--records N] [--profile] [--btree]
 
 `bench_store.py` reuses `Workload` from here to build its large store.
 """
@@ -434,6 +434,56 @@ def sql_breakdown(bundle: Path, network: NetworkDescriptor, store_path: Path,
     return "\n".join(lines)
 
 
+def btree_entries(store_path: Path) -> dict[str, int]:
+    """Entries in each b-tree of the store file (tables and indexes, by name), counted
+    from SQLite's `dbstat`: a rowid table's entries are the cells of its leaf pages; an
+    index (and a WITHOUT ROWID table) holds an entry in every cell, interior ones too."""
+    db = sqlite3.connect(store_path)
+    try:
+        rowid_tables = {name for name, sql in db.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type='table'")
+            if "WITHOUT ROWID" not in (sql or "").upper()}
+        found: Counter[str] = Counter()
+        for name, kind, cells in db.execute(
+                "SELECT name, pagetype, ncell FROM dbstat WHERE pagetype != 'overflow'"):
+            if name in rowid_tables and kind != "leaf":
+                continue  # a rowid table's interior cells are separators, not rows
+            found[name] += cells
+        return dict(found)
+    finally:
+        db.close()
+
+
+def btree_report(bundle: Path, network: NetworkDescriptor, store_path: Path, n: int
+                 ) -> tuple[str, dict[str, object]]:
+    """B-tree entries per record after one ingest, and the rows that UPDATE, DELETE and
+    upsert statements changed in it (an entry rewritten or removed, not added)."""
+    timed: list[_TimedConnection] = []
+
+    def instrument(store: SqliteStore) -> None:
+        db = getattr(store, "_db", None)
+        if isinstance(db, sqlite3.Connection):
+            timed.append(_TimedConnection(db))
+            store._db = timed[0]  # type: ignore[assignment]
+
+    ingest(bundle, network, store_path, instrument)
+    entries = btree_entries(store_path)
+    total = sum(entries.values())
+    lines = [f"b-trees   {total / n:.2f} entries per record in the file after the ingest:"]
+    for name, count in sorted(entries.items(), key=lambda kv: -kv[1]):
+        if count:
+            lines.append(f"  {count / n:5.2f}  {name}")
+    changed = 0
+    for sql, (count, _) in (timed[0].times.items() if timed else ()):
+        head = sql.lstrip().split(None, 1)[0].upper()
+        if head in ("UPDATE", "DELETE") or "ON CONFLICT" in sql.upper():
+            changed += int(count)
+    lines.append(f"  rows updated, deleted or upserted: {changed / n:.2f} per record")
+    return "\n".join(lines), {"btree_entries_per_record": round(total / n, 3),
+                              "btree_rows_changed_per_record": round(changed / n, 3),
+                              "btree_entries": entries}
+
+
 def _rate(n: int, seconds: float) -> float:
     return n / seconds if seconds > 0 else float("inf")
 
@@ -444,6 +494,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--devices", type=int, default=DEFAULT_DEVICES)
     p.add_argument("--profile", action="store_true", help="print a cProfile of the ingest")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
+    p.add_argument("--btree", action="store_true",
+                   help="count the b-tree entries per record of one more ingest")
     args = p.parse_args(argv)
     n = args.records
     if n < 10:
@@ -485,7 +537,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "read the shares, not the seconds):")
             print(profile_ingest(bundle, network, Path(tmp) / "profiled.sqlite3"))
             print(sql_breakdown(bundle, network, Path(tmp) / "timed.sqlite3"))
-    print(json.dumps({
+        btree: dict[str, object] = {}
+        if args.btree:
+            text, btree = btree_report(bundle, network, Path(tmp) / "counted.sqlite3", n)
+            print(text)
+    print(json.dumps({**btree,
         "bench": "ingest", "records": n, "devices": devices, "kinds": kinds,
         "baseline_s": round(base_s, 4), "baseline_per_s": round(base_rate, 1),
         "ingest_s": round(timing.total_s, 4), "ingest_per_s": round(rate, 1),

@@ -4,9 +4,10 @@ A record is acknowledged only after the transaction that wrote it commits; with
 synchronous=FULL the WAL is fsynced at every commit, so kill -9 or a power cut loses
 nothing acknowledged and leaves a database SQLite recovers on the next open.
 
-Opening does no work proportional to the store's size: the running totals live in a
-one-row table, balances in their own table, and every lookup the ledger rules make
-goes through a primary key or an index. Signatures are verified once, on arrival;
+Opening does no work proportional to the store's size (but once, to migrate a store
+of the previous schema: `sqlite_schema.py`): the running totals live in a one-row
+table, balances in their own table, and every lookup the ledger rules make goes
+through a primary key or an index. Signatures are verified once, on arrival;
 `p2p-ledger verify` re-checks them all on request.
 
 Damage: every statement goes through `connection.Connection`, which turns SQLite's
@@ -27,6 +28,7 @@ and the row codecs are in `sqlite_schema.py`.
 from __future__ import annotations
 
 import contextlib
+import operator
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,6 +70,8 @@ _CACHE_ROWS = 4096
 # 100,000 records (issue 15): SQLite's share of an ingest x0.70 with 32 MiB.
 _BULK_CACHE_KIB = 32 << 10
 _FLUSH_EVERY = 2048  # records per bulk write inside a transaction
+_BY_ORDER = operator.itemgetter(6)  # a history row's position in the store
+_KINDS = {k.value: k for k in Kind}
 
 
 class SqliteStore:
@@ -453,9 +457,21 @@ class SqliteStore:
         rid, author, seq = row.id, row.author, row.seq
         order = txn.next_order
         txn.next_order += 1
+        moves = fx.movements
+        own: tuple[str, int] | tuple[None, None] = (None, None)
+        if moves and moves[0].account.device == author:  # kept in the record's row
+            own = (moves[0].account.name, moves[0].delta)
+            k = (author, own[0])
+            seqs = batch.own_seqs.get(k)
+            if seqs is None:
+                batch.own_seqs[k] = (seq, seq)
+            elif seq > seqs[1]:  # the common case: a chain grows
+                batch.own_seqs[k] = (seqs[0], seq)
+            elif seq < seqs[0]:
+                batch.own_seqs[k] = (seq, seqs[1])
         batch.records.append((order, rid, author, seq, row.prev, row.kind.value, row.hlc,
                               row.verdict.value, row.reason, row.chain.encode(), fx.raw,
-                              fx.idem_key))
+                              fx.idem_key, *own))
         txn.raws[rid] = fx.raw
         at = txn.at.get((author, seq))
         if at is None:
@@ -479,10 +495,11 @@ class SqliteStore:
             self._claim(credit, rid, author, seq)
         if fx.idem_key is not None:
             txn.idem.setdefault((author, fx.idem_key), []).append((rid, seq))
-        for idx, m in enumerate(fx.movements):
+        for idx, m in enumerate(moves):
             k = (m.account.device, m.account.name)
             batch.balances[k] = batch.balances.get(k, 0) + m.delta
-            batch.movements.append((*k, order, idx, m.delta))
+            if idx or own[0] is None:
+                batch.movements.append((*k, order, idx, m.delta))
         for other in fx.equivocates_with:
             first, second = sorted((other, rid))
             batch.equivocations.append((author, seq, first, second))
@@ -584,11 +601,33 @@ class SqliteStore:
 
     def history(self, account: Account) -> list[HistoryEntry]:
         self._flush()
-        return [HistoryEntry(id=i, kind=Kind(k), hlc=h, author=a, seq=s, delta=d)
-                for i, k, h, a, s, d in self._db.execute(
-                    "SELECT r.id, r.kind, r.hlc, r.author, r.seq, m.delta FROM movements m "
-                    "JOIN records r ON r.ord = m.ord WHERE m.device=? AND m.name=? "
-                    "ORDER BY m.ord, m.idx", (account.device, account.name))]
+        # A movement is a `movements` row, or the first movement of a record of the
+        # account's own device, kept in that record's row between the seqs that the
+        # account's balances row keeps (sqlite_schema.py). No balances row: no movement.
+        dev, name = account.device, account.name
+        seqs = self._one("SELECT own_first, own_last FROM balances WHERE device=? AND "
+                         "name=?", dev, name)
+        if seqs is None:
+            return []
+        rows: list[tuple[bytes, int, int, bytes, int, int, int]] = []
+        if seqs[0] is not None:
+            rows.extend(self._db.execute(
+                "SELECT id, kind, hlc, author, seq, own_delta, ord FROM records "
+                "WHERE author=? AND seq BETWEEN ? AND ? AND own_account=?",
+                (dev, seqs[0], seqs[1], name)))
+        mine = len(rows)
+        rows.extend(self._db.execute(
+            "SELECT r.id, r.kind, r.hlc, r.author, r.seq, m.delta, m.ord "
+            "FROM movements m JOIN records r ON r.ord = m.ord "
+            "WHERE m.device=? AND m.name=? ORDER BY m.ord, m.idx", (dev, name)))
+        if 0 < mine < len(rows):
+            # By position, a stable sort of two (nearly) sorted runs: about linear, and a
+            # record's own movement (its first) stays ahead of its movements rows.
+            rows.sort(key=_BY_ORDER)
+        kinds = _KINDS  # a dict lookup, not an Enum call per row; unknown: Kind raises
+        return [HistoryEntry(id=i, kind=kinds[k] if k in kinds else Kind(k), hlc=h,
+                             author=a, seq=s, delta=d)
+                for i, k, h, a, s, d, _ in rows]
 
     def meta(self, account: Account) -> dict[str, str]:
         self._flush()

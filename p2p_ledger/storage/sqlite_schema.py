@@ -5,7 +5,12 @@ itself).
 Writing is the cost of ingest, and SQLite charges mostly per row and per column, so
 an applied record writes few rows: its idempotency key is a column of its own row, and
 the first record that claims a credit is kept in the credit's row (only a fork of the
-payee's chain can claim a credit twice; those further claims go to `claims`). Within
+payee's chain can claim a credit twice; those further claims go to `claims`), and a
+record's first movement, when it is on an account of the record's own author (the
+payer's debit of a transfer or cash-out), is two columns of the record's row
+(`own_account`, `own_delta`) instead of a `movements` row: `history` finds it through
+`records_author_seq`, which carries `own_account` for that, between the lowest and
+highest seq of such movements that the account's `balances` row keeps. Within
 a transaction, rows are written in bulk every `_FLUSH_EVERY` records (and before any
 read that needs them), while the lookups the ledger rules make on the transaction's
 own records are answered from memory until it ends: nothing just written is read
@@ -24,7 +29,7 @@ from .connection import Connection, damaged
 
 __all__ = ["DERIVED_TABLES", "SCHEMA_VERSION"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE info (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
@@ -34,8 +39,8 @@ INSERT INTO totals VALUES (1, 0, 0, 0, 0);
 CREATE TABLE records (ord INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, author BLOB NOT NULL,
     seq INTEGER NOT NULL, prev BLOB, kind INTEGER NOT NULL, hlc INTEGER NOT NULL,
     verdict TEXT NOT NULL, reason TEXT, chain BLOB NOT NULL, raw BLOB NOT NULL,
-    idem_key TEXT);
-CREATE INDEX records_author_seq ON records (author, seq);
+    idem_key TEXT, own_account TEXT, own_delta INTEGER);
+CREATE INDEX records_author_seq ON records (author, seq, own_account);
 CREATE INDEX records_idem ON records (author, idem_key) WHERE idem_key IS NOT NULL;
 CREATE TABLE admits (id BLOB PRIMARY KEY, device BLOB NOT NULL, role TEXT NOT NULL,
     tier INTEGER NOT NULL, offline_limit INTEGER, expires INTEGER) WITHOUT ROWID;
@@ -49,7 +54,7 @@ CREATE TABLE claims (credit BLOB NOT NULL, author BLOB NOT NULL, claimer BLOB NO
 CREATE TABLE tips (author BLOB NOT NULL, id BLOB NOT NULL, seq INTEGER NOT NULL,
     PRIMARY KEY (author, id)) WITHOUT ROWID;
 CREATE TABLE balances (device BLOB NOT NULL, name TEXT NOT NULL, minor INTEGER NOT NULL,
-    PRIMARY KEY (device, name)) WITHOUT ROWID;
+    own_first INTEGER, own_last INTEGER, PRIMARY KEY (device, name)) WITHOUT ROWID;
 CREATE TABLE movements (device BLOB NOT NULL, name TEXT NOT NULL, ord INTEGER NOT NULL,
     idx INTEGER NOT NULL, delta INTEGER NOT NULL, PRIMARY KEY (device, name, ord, idx))
     WITHOUT ROWID;
@@ -123,10 +128,49 @@ def _init_schema(db: Connection, network_id: bytes) -> None:
             f"{SCHEMA_VERSION}), ('network', X'{network_id.hex()}'); COMMIT;")
         return
     info = dict(db.execute("SELECT key, value FROM info").fetchall())
-    if info.get("schema") != SCHEMA_VERSION:
-        raise StoreError(f"store schema {info.get('schema')} is not {SCHEMA_VERSION}")
     if info.get("network") != network_id:
         raise StoreError("this store belongs to another network")
+    if info.get("schema") == 2:
+        _migrate_from_2(db)
+        return
+    if info.get("schema") != SCHEMA_VERSION:
+        raise StoreError(f"store schema {info.get('schema')} is not {SCHEMA_VERSION}")
+
+
+# Schema 2 to 3: a record's first movement, when on its author's own account, moves
+# from `movements` into the record's row, `records_author_seq` carries the account,
+# and `balances` the seq range of those movements.
+_FROM_2 = """
+ALTER TABLE records ADD COLUMN own_account TEXT;
+ALTER TABLE records ADD COLUMN own_delta INTEGER;
+UPDATE records SET own_account = m.name, own_delta = m.delta FROM movements m
+    WHERE m.idx = 0 AND m.ord = records.ord AND m.device = records.author;
+DELETE FROM movements WHERE idx = 0
+    AND device = (SELECT author FROM records WHERE ord = movements.ord);
+DROP INDEX records_author_seq;
+CREATE INDEX records_author_seq ON records (author, seq, own_account);
+ALTER TABLE balances ADD COLUMN own_first INTEGER;
+ALTER TABLE balances ADD COLUMN own_last INTEGER;
+UPDATE balances SET (own_first, own_last) = (SELECT min(seq), max(seq) FROM records
+    WHERE author = balances.device AND own_account = balances.name);
+UPDATE info SET value = 3 WHERE key = 'schema';
+"""
+
+
+def _migrate_from_2(db: Connection) -> None:
+    """Bring a schema-2 store to schema 3 in one transaction (specs/ledger.md section
+    10): all of it or, on any failure, nothing. Linear in the store's size, once."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        # Another process may have migrated the file since it was read above.
+        if db.execute("SELECT value FROM info WHERE key = 'schema'").fetchone()[0] == 2:
+            for statement in _FROM_2.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+        db.execute("COMMIT")
+    finally:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
 
 
 def _row(t: tuple[bytes, bytes, int, bytes | None, int, int, str, str | None, bytes],
@@ -185,6 +229,8 @@ class _Batch:
     tips_added: dict[tuple[bytes, bytes], int] = field(default_factory=dict)
     tips_removed: list[tuple[bytes, bytes]] = field(default_factory=list)
     balances: dict[tuple[bytes, str], int] = field(default_factory=dict)
+    own_seqs: dict[tuple[bytes, str], tuple[int, int]] = field(
+        default_factory=dict)  # lowest and highest seq of the movements kept in rows
     movements: list[tuple[bytes, str, int, int, int]] = field(default_factory=list)
     metadata: list[tuple[bytes, str, str, str, int, bytes, bytes]] = field(
         default_factory=list)
@@ -200,8 +246,8 @@ class _Batch:
 def _write_batch(db: Connection, batch: _Batch) -> None:
     """Send the batch's rows to SQLite, a few bulk statements in all."""
     db.executemany("INSERT INTO records (ord, id, author, seq, prev, kind, hlc, verdict, "
-                   "reason, chain, raw, idem_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                   batch.records)
+                   "reason, chain, raw, idem_key, own_account, own_delta) "
+                   "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", batch.records)
     db.executemany("INSERT INTO admits VALUES (?,?,?,?,?,?)", batch.admits)
     db.executemany("INSERT INTO credits VALUES (?,?,?,?,?,?,?,?)", batch.credits.values())
     db.executemany("UPDATE credits SET claimed=1, claimer=?, claimer_seq=? WHERE id=?",
@@ -213,9 +259,14 @@ def _write_batch(db: Connection, batch: _Batch) -> None:
     db.executemany("DELETE FROM tips WHERE author=? AND id=?", batch.tips_removed)
     db.executemany("INSERT INTO tips VALUES (?,?,?)",
                    [(a, i, s) for (a, i), s in batch.tips_added.items()])
-    db.executemany("INSERT INTO balances VALUES (?,?,?) ON CONFLICT (device, name) "
-                   "DO UPDATE SET minor = minor + excluded.minor",
-                   [(d, n, v) for (d, n), v in batch.balances.items()])
+    no_seqs = (None, None)
+    db.executemany("INSERT INTO balances VALUES (?,?,?,?,?) ON CONFLICT (device, name) "
+                   "DO UPDATE SET minor = minor + excluded.minor, "
+                   "own_first = coalesce(min(own_first, excluded.own_first), own_first, "
+                   "excluded.own_first), own_last = coalesce(max(own_last, "
+                   "excluded.own_last), own_last, excluded.own_last)",
+                   [(d, n, v, *batch.own_seqs.get((d, n), no_seqs))
+                    for (d, n), v in batch.balances.items()])
     db.executemany("INSERT INTO movements VALUES (?,?,?,?,?)", batch.movements)
     db.executemany(
         "INSERT INTO metadata VALUES (?,?,?,?,?,?,?) ON CONFLICT (device, name, field) "
