@@ -49,6 +49,7 @@ from ..node.node import Node, NodeConfig
 from ..node.peer import _Peer
 from .accel import CheckCache, shared_record_checks
 from .checks import Checker, CheckResult
+from .collector import long_lived_frozen
 from .faults import run_faults, run_mobility, run_workload
 from .links import LinkProfile, LinkStats, SimConnection
 from .paths import SecondPaths, run_couriers
@@ -507,7 +508,7 @@ class World:
         seed = int.from_bytes(hashlib.blake2b(
             f"p2p-ledger-sim/{self.params.seed}/trio".encode(), digest_size=8).digest(), "big")
         with (shared_record_checks(self.params.shared_checks) as cache,
-              _deterministic_trio(seed), _node_logs(self)):
+              _deterministic_trio(seed), _node_logs(self), long_lived_frozen()):
             self.cache = cache
             trio.run(self._main, clock=trio.testing.MockClock(autojump_threshold=0))
             self._finish()
