@@ -37,7 +37,8 @@ _GROWTH = 4  # unfreeze when the frozen objects have grown this many times
 
 @dataclass(slots=True)
 class _Freezer:
-    walked_all_at: int = 0  # frozen count right after the last full walk; 0: none yet
+    frozen: int = 0  # objects frozen since the last unfreeze (counted as they are)
+    walked_all_at: int = 0  # `frozen` right after the last full walk; 0: none yet
     freezes: int = 0
     unfreezes: int = 0
 
@@ -46,14 +47,18 @@ class _Freezer:
         # lists (no collection, no finaliser runs), so they are safe here.
         if phase != "stop" or info["generation"] != 2:
             return
+        # What this collection walked and kept: the oldest generation holds only what
+        # was promoted since the last freeze. Counted by listing it, in time linear in
+        # what the collection just walked; `gc.get_freeze_count()` would walk every
+        # frozen object each time.
+        self.frozen += len(gc.get_objects(generation=2))
         gc.freeze()
         self.freezes += 1
-        frozen = gc.get_freeze_count()
         if self.walked_all_at == 0:
-            self.walked_all_at = frozen
-        elif frozen >= _GROWTH * self.walked_all_at:
+            self.walked_all_at = self.frozen
+        elif self.frozen >= _GROWTH * self.walked_all_at:
             gc.unfreeze()  # the next full collection walks everything again
-            self.walked_all_at = 0
+            self.frozen = self.walked_all_at = 0
             self.unfreezes += 1
 
 

@@ -186,6 +186,7 @@ class World:
         self.bursting: list[list[int]] = []  # members a partition isolated (offline-burst)
         self.refused_records = 0
         self.cache: CheckCache | None = None
+        self._watchers: dict[int, Replica] = {}  # member -> a Replica over its store
         self.genesis_stored = 0
         self._converged = trio.Event()
         self._root: trio.Nursery | None = None
@@ -450,7 +451,12 @@ class World:
     def observe(self, store: SimStore, rids: list[bytes]) -> None:
         if self.tracer is not None:
             self.tracer.on_commit(store, rids, self.checker.creating == store.owner)
-        conserved = Replica(self.network, store).conserved()
+        # One Replica per disk to ask it: making one per commit worked out the network
+        # id (CBOR and a hash) every time.
+        watcher = self._watchers.get(store.owner)
+        if watcher is None or watcher.store is not store:
+            watcher = self._watchers[store.owner] = Replica(self.network, store)
+        conserved = watcher.conserved()
         self.checker.on_commit(store.owner, store, rids, conserved)
         self.paths.on_stored(store.owner, rids)
         if self.quiet and self.checker.counts[store.owner] == self.checker.needed():
