@@ -65,6 +65,23 @@ _TEXT = frozenset({"from", "account", "memo", "field", "role"})
 _HEX = frozenset("0123456789abcdef")
 
 
+# How each body field travels, worked out once per kind (the packer and unpacker ran
+# these membership tests for every field of every record): in field order, (attr, how).
+_PLAIN, _AS_B32, _AS_TEXT, _AS_ACCOUNT, _AS_KEY, _AS_COVERS = range(6)
+
+
+def _how(attr: str) -> int:
+    if attr in _B32:
+        return _AS_B32
+    if attr in _TEXT:
+        return _AS_TEXT
+    return {"to": _AS_ACCOUNT, "key": _AS_KEY, "covers": _AS_COVERS}.get(attr, _PLAIN)
+
+
+_PLANS: dict[Kind, tuple[tuple[str, int], ...]] = {
+    kind: tuple((f.attr, _how(f.attr)) for f in body.FIELDS) for kind, body in BODY_TYPES.items()}
+
+
 def _bad(what: str) -> RemoteProtocolError:
     return RemoteProtocolError(f"malformed PACKED frame: {what}")
 
@@ -95,19 +112,20 @@ class _Packer:
 
     def body(self, kind: Kind, raw: dict[str, Any]) -> list[object]:
         out: list[object] = []
-        for f in BODY_TYPES[kind].FIELDS:
-            v = raw.get(f.attr)
+        table, texts = self.table, self.texts
+        for attr, how in _PLANS[kind]:
+            v = raw.get(attr)
             if v is None:
                 out.append(None)
-            elif f.attr in _B32:
-                out.append(self.b32(v))
-            elif f.attr in _TEXT:
-                out.append(self.text(v))
-            elif f.attr == "to":
+            elif how == _AS_B32:
+                out.append(table.setdefault(v, len(table)))
+            elif how == _AS_TEXT:
+                out.append(texts.setdefault(v, len(texts)))
+            elif how == _AS_ACCOUNT:
                 out.append([self.b32(v[0]), self.text(v[1])])
-            elif f.attr == "key":
+            elif how == _AS_KEY:
                 out.append(bytes.fromhex(v) if len(v) % 2 == 0 and set(v) <= _HEX else v)
-            elif f.attr == "covers":
+            elif how == _AS_COVERS:
                 out.append([[self.b32(a), s, self.b32(i)] for a, s, i in v])
             else:
                 out.append(v)
@@ -225,29 +243,29 @@ class _Unpacker:
         return self.b32(v)
 
     def body(self, kind: Kind, v: object) -> dict[str, object]:
-        fields = BODY_TYPES[kind].FIELDS
-        if type(v) is not list or len(v) != len(fields):
-            raise _bad(f"a {kind.label} body has {len(fields)} fields")
+        plan = _PLANS[kind]
+        if type(v) is not list or len(v) != len(plan):
+            raise _bad(f"a {kind.label} body has {len(plan)} fields")
         out: dict[str, object] = {}
-        for f, x in zip(fields, v, strict=True):
+        for (attr, how), x in zip(plan, v, strict=True):
             if x is None:
                 continue
-            if f.attr in _B32:
-                out[f.attr] = self.b32(x)
-            elif f.attr in _TEXT:
-                out[f.attr] = self.text(x)
-            elif f.attr == "to":
+            if how == _AS_B32:
+                out[attr] = self.b32(x)
+            elif how == _AS_TEXT:
+                out[attr] = self.text(x)
+            elif how == _AS_ACCOUNT:
                 if type(x) is not list or len(x) != 2:
                     raise _bad("an account is [device, name]")
-                out[f.attr] = [self.b32(x[0]), self.text(x[1])]
-            elif f.attr == "key":
-                out[f.attr] = _unhex(x)
-            elif f.attr == "covers":
+                out[attr] = [self.b32(x[0]), self.text(x[1])]
+            elif how == _AS_KEY:
+                out[attr] = _unhex(x)
+            elif how == _AS_COVERS:
                 if type(x) is not list or any(type(c) is not list or len(c) != 3 for c in x):
                     raise _bad("covers are [author, seq, id]")
-                out[f.attr] = [[self.b32(a), s, self.b32(i)] for a, s, i in x]
+                out[attr] = [[self.b32(a), s, self.b32(i)] for a, s, i in x]
             else:
-                out[f.attr] = x
+                out[attr] = x
         return out
 
     def record(self, v: object, hlc_before: int) -> SignedRecord:
