@@ -16,13 +16,16 @@ class _Cycle:
 
 def test_survivors_of_a_full_collection_are_frozen_and_unfrozen_after() -> None:
     assert gc.get_freeze_count() == 0
+    thresholds = gc.get_threshold()
     keep = [_Cycle() for _ in range(100)]
     with long_lived_frozen() as freezer:
+        assert gc.get_threshold() == (collector._YOUNG, *thresholds[1:])
         gc.collect()
         assert freezer.freezes == 1
         assert gc.get_freeze_count() >= len(keep)
     assert gc.get_freeze_count() == 0
     assert freezer not in gc.callbacks
+    assert gc.get_threshold() == thresholds
 
 
 def test_a_cycle_frozen_alive_is_collected_after_the_frozen_set_grows() -> None:

@@ -17,8 +17,13 @@ last collection that walked everything, it unfreezes them all and the next full
 collection walks everything again, finding those cycles; in all, full collections walk
 about 4/3 of the final heap instead of five times it (measured at 40 nodes: a few
 hundred such cycles at each walk of everything). At the end of the block everything is
-unfrozen (a test process runs many worlds one after another), and the collector is
-otherwise untouched: thresholds, `gc_paused` batches and reference counting work as
+unfrozen (a test process runs many worlds one after another).
+
+The youngest generation is collected every 10,000 allocations instead of 700: most of
+what a simulated exchange allocates (trio's cancel scopes and events, frames, parsed
+fields) is gone before that, and what lives on (stored rows) is walked as often
+either way; measured at 40 nodes, 2,000 payments, the collector's time went from 1.65 s
+to 1.07 s. The other thresholds, `gc_paused` batches and reference counting work as
 always. No simulated behaviour depends on when the collector runs, so reports are the
 same byte for byte.
 """
@@ -33,6 +38,7 @@ from dataclasses import dataclass
 __all__ = ["long_lived_frozen"]
 
 _GROWTH = 4  # unfreeze when the frozen objects have grown this many times
+_YOUNG = 10_000  # allocations between young collections (CPython's default: 700)
 
 
 @dataclass(slots=True)
@@ -69,9 +75,12 @@ def long_lived_frozen() -> Iterator[_Freezer]:
         yield _Freezer()
         return
     freezer = _Freezer()
+    thresholds = gc.get_threshold()
+    gc.set_threshold(_YOUNG, *thresholds[1:])
     gc.callbacks.append(freezer)
     try:
         yield freezer
     finally:
         gc.callbacks.remove(freezer)
+        gc.set_threshold(*thresholds)
         gc.unfreeze()
