@@ -80,5 +80,10 @@ def test_the_simulators_shared_checks_reach_the_replica() -> None:
         assert [r.raw for r in first] == raws
         assert all(a is b for a, b in zip(first, again, strict=True))  # from the cache
         assert len(cache.rebuilt) == len(raws)
+        # Whole batches: deflated once, inflated and read once.
+        assert len(cache.deflated) == 1
+        assert len(cache.batches) == 1
     assert vars(ledger)["_parse_record"] is ledger.parse_record  # restored
     assert vars(compact)["_rebuilt"] is compact.rebuilt
+    assert vars(compact)["_deflated"] is compact.deflated
+    assert vars(compact)["_batch_of"] is compact.batch_of

@@ -354,77 +354,111 @@ class MemoryStore:
         return iter(list(self._order))
 
     def apply(self, fx: Effects) -> None:
-        undo = self._undo if self._undo is not None else []
+        # One undo step per record (`_unapply`, with what the writes replaced), rather
+        # than a closure per write: every simulated replica applies every record.
         row = fx.row
-        self._rows[row.id] = row
-        self._raw[row.id] = fx.raw
-        self._order[row.id] = len(self._order)
-        self._by_author[row.author].append(row.id)
-        self._at[(row.author, row.seq)].append(row.id)
-        undo.append(lambda: self._forget(row))
-        tips = self._tips[row.author]
-        if row.prev is not None and row.prev in tips:
-            prev_seq = tips.pop(row.prev)
-            undo.append(lambda: tips.__setitem__(row.prev, prev_seq))  # type: ignore[index]
-        tips[row.id] = row.seq
-        undo.append(lambda: tips.pop(row.id, None))
+        rid, author = row.id, row.author
+        self._rows[rid] = row
+        self._raw[rid] = fx.raw
+        self._order[rid] = len(self._order)
+        self._by_author[author].append(rid)
+        self._at[(author, row.seq)].append(rid)
+        tips = self._tips[author]
+        prev_seq = tips.pop(row.prev, None) if row.prev is not None else None
+        tips[rid] = row.seq
         if fx.admit:
-            self._admits[row.id] = fx.admit
-            undo.append(lambda: self._admits.pop(row.id, None))
-        if fx.credit:
-            credit = fx.credit
-            self._credits[row.id] = credit
-            self._unclaimed[credit.account.device][row.id] = credit
-            undo.append(lambda: self._credits.pop(row.id, None))
-            undo.append(lambda: self._unclaimed[credit.account.device].pop(row.id, None))
-        for c in fx.claims:
-            claims = self._claims[(c, row.author)]
-            claims.append((row.id, row.seq))
-            undo.append(claims.pop)
-            was = self._unclaimed[row.author].pop(c, None)
-            if was is not None:
-                undo.append(functools.partial(self._unclaimed[row.author].__setitem__, c, was))
+            self._admits[rid] = fx.admit
+        credit = fx.credit
+        if credit:
+            self._credits[rid] = credit
+            self._unclaimed[credit.account.device][rid] = credit
+        claimed: list[Credit | None] = []
+        if fx.claims:
+            unclaimed = self._unclaimed[author]
+            for c in fx.claims:
+                self._claims[(c, author)].append((rid, row.seq))
+                claimed.append(unclaimed.pop(c, None))
         if fx.idem_key is not None:
-            idem = self._idem[(row.author, fx.idem_key)]
-            idem.append((row.id, row.seq))
-            undo.append(idem.pop)
+            self._idem[(author, fx.idem_key)].append((rid, row.seq))
+        balances, histories = self._balances, self._history
         for m in fx.movements:
-            self._balances[m.account] += m.delta
-            history = self._history[m.account]
-            history.append(HistoryEntry(
-                id=row.id, kind=row.kind, hlc=row.hlc, author=row.author, seq=row.seq,
+            balances[m.account] += m.delta
+            histories[m.account].append(HistoryEntry(
+                id=rid, kind=row.kind, hlc=row.hlc, author=author, seq=row.seq,
                 delta=m.delta))
-            undo.append(functools.partial(self._add_balance, m.account, -m.delta))
-            undo.append(history.pop)
         for other in fx.equivocates_with:
-            pair = (row.author, row.seq, *sorted((other, row.id)))
-            self._equivocations.append(pair)  # type: ignore[arg-type]
-            undo.append(self._equivocations.pop)
+            self._equivocations.append((author, row.seq, *sorted((other, rid))))  # type: ignore[arg-type]
+        meta_was: tuple[tuple[Account, str], tuple[int, bytes, bytes, str] | None] | None = None
         if fx.meta is not None:
             account, name, value = fx.meta
             key = (account, name)
             old = self._meta.get(key)
-            if old is None or old[:3] < (row.hlc, row.author, row.id):
-                self._meta[key] = (row.hlc, row.author, row.id, value)
-                undo.append(lambda: self._meta.pop(key) if old is None
-                            else self._meta.__setitem__(key, old))
-        for author, seq, covered in fx.covers:
-            key2 = (row.id, author)
-            self._covers[key2] = (seq, covered)
-            undo.append(functools.partial(self._covers.pop, key2))
-            was_covered = self._covered.get(author)
+            if old is None or old[:3] < (row.hlc, author, rid):
+                self._meta[key] = (row.hlc, author, rid, value)
+                meta_was = (key, old)
+        covered_was: list[tuple[bytes, int | None] | None] = []
+        for cover_author, seq, covered in fx.covers:
+            self._covers[(rid, cover_author)] = (seq, covered)
+            was_covered = self._covered.get(cover_author)
             if was_covered is None or seq > was_covered:
-                self._covered[author] = seq
-                undo.append(functools.partial(self._restore_covered, author, was_covered))
+                self._covered[cover_author] = seq
+                covered_was.append((cover_author, was_covered))
+            else:
+                covered_was.append(None)
         if fx.revoke is not None:
-            revoked = self._revocations[fx.revoke[0]]
-            revoked.append((fx.revoke[1], row.id))
-            undo.append(revoked.pop)
+            self._revocations[fx.revoke[0]].append((fx.revoke[1], rid))
         before = (self._issued, self._redeemed, self._max_hlc)
         self._issued += fx.issued
         self._redeemed += fx.redeemed
-        self._max_hlc = max(self._max_hlc, row.hlc)
-        undo.append(lambda: self._restore_totals(*before))
+        if row.hlc > self._max_hlc:
+            self._max_hlc = row.hlc
+        if self._undo is not None:
+            self._undo.append(functools.partial(
+                self._unapply, fx, prev_seq, claimed, meta_was, covered_was, before))
+
+    def _unapply(self, fx: Effects, prev_seq: int | None, claimed: list[Credit | None],
+                 meta_was: tuple[tuple[Account, str], tuple[int, bytes, bytes, str] | None]
+                 | None, covered_was: list[tuple[bytes, int | None] | None],
+                 before: tuple[int, int, int]) -> None:
+        """Undo one `apply`: its writes in the reverse order, each entry back to what it
+        was (a record paying its own chain both credits and claims itself)."""
+        row = fx.row
+        rid, author = row.id, row.author
+        self._restore_totals(*before)
+        if fx.revoke is not None:
+            self._revocations[fx.revoke[0]].pop()
+        for (cover_author, _, _), was in zip(reversed(fx.covers), reversed(covered_was),
+                                             strict=True):
+            if was is not None:
+                self._restore_covered(*was)
+            self._covers.pop((rid, cover_author))
+        if meta_was is not None:
+            key, old = meta_was
+            if old is None:
+                self._meta.pop(key)
+            else:
+                self._meta[key] = old
+        for _ in fx.equivocates_with:
+            self._equivocations.pop()
+        for m in reversed(fx.movements):
+            self._history[m.account].pop()
+            self._add_balance(m.account, -m.delta)
+        if fx.idem_key is not None:
+            self._idem[(author, fx.idem_key)].pop()
+        for c, credit_was in zip(reversed(fx.claims), reversed(claimed), strict=True):
+            if credit_was is not None:
+                self._unclaimed[author][c] = credit_was
+            self._claims[(c, author)].pop()
+        if fx.credit:
+            self._unclaimed[fx.credit.account.device].pop(rid, None)
+            self._credits.pop(rid, None)
+        if fx.admit:
+            self._admits.pop(rid, None)
+        tips = self._tips[author]
+        tips.pop(rid, None)
+        if prev_seq is not None:
+            tips[row.prev] = prev_seq  # type: ignore[index]
+        self._forget(row)
 
     def _restore_covered(self, author: bytes, seq: int | None) -> None:
         if seq is None:

@@ -15,6 +15,14 @@ The same holds for the packed frames that carry records between sessions
 remembered by their whole input (the record's bytes; every field and the signature),
 and an input that fails is never remembered. Frames, sealing and sessions run as always.
 
+Whole batches repeat too: a node pushing new records to several peers at once often
+packs the same batch for each (in a 30-node convoy, 77% of the bytes deflated had been
+deflated before), and each receiver inflates and reads the same bytes. Deflating a
+batch (`deflated`) and inflating and reading one (`batch_of`) are pure functions of
+their input, remembered for the last 1,024 inputs of each (a batch is pushed to the
+peers within moments); reading one that fails is never remembered. The read batch's
+lists are shared by every receiver of those bytes, which only read them.
+
 This patches names in `p2p_ledger.core.ledger` and `p2p_ledger.protocol.compact` for
 the duration of the block (and restores them): the simulator owns the process while it
 runs. The names are module variables there (`_parse_record`, `_verify_signature`,
@@ -30,6 +38,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgpack
 
@@ -42,6 +51,7 @@ from ..protocol import compact
 __all__ = ["CheckCache", "shared_record_checks"]
 
 Failures = list[InvalidRecord | None]
+_RECENT = 1024  # batches deflated, and read, that are remembered
 
 
 @dataclass(slots=True)
@@ -50,6 +60,8 @@ class CheckCache:
     verified: set[tuple[bytes, bytes]]  # (record id, network id)
     decoded: dict[bytes, compact.Decoded] = field(default_factory=dict)  # by raw
     rebuilt: dict[tuple[object, ...], SignedRecord] = field(default_factory=dict)
+    deflated: dict[bytes, bytes] = field(default_factory=dict)  # the last _RECENT
+    batches: dict[tuple[bytes, int], list[list[Any]]] = field(default_factory=dict)
     hits: int = 0
     misses: int = 0
     # What the simulated replicas check batches of signatures with (their `verifier`):
@@ -128,12 +140,36 @@ def shared_record_checks(enabled: bool = True) -> Iterator[CheckCache]:
             rec = cache.rebuilt[key] = rebuilt0(kind, author, seq, prev, refs, hlc, body, sig)
         return rec
 
+    deflated0: Callable[[bytes], bytes] = packing["_deflated"]
+    batch_of0: Callable[[bytes, int], list[list[Any]]] = packing["_batch_of"]
+
+    def deflated(data: bytes) -> bytes:
+        out = cache.deflated.get(data)
+        if out is None:
+            out = deflated0(data)
+            if len(cache.deflated) >= _RECENT:
+                del cache.deflated[next(iter(cache.deflated))]
+            cache.deflated[data] = out
+        return out
+
+    def batch_of(data: bytes, max_records: int) -> list[list[Any]]:
+        key = (data, max_records)
+        batch = cache.batches.get(key)
+        if batch is None:
+            batch = batch_of0(data, max_records)  # raises for a bad one: not remembered
+            if len(cache.batches) >= _RECENT:
+                del cache.batches[next(iter(cache.batches))]
+            cache.batches[key] = batch
+        return batch
+
     names.update(_parse_record=parse_record, _verify_signature=verify_signature,
                  start_verifying=start_verifying)
-    packing.update(_decoded=decoded, _rebuilt=rebuilt)
+    packing.update(_decoded=decoded, _rebuilt=rebuilt, _deflated=deflated,
+                   _batch_of=batch_of)
     cache.verifier = start_verifying
     try:
         yield cache
     finally:
         names.update(_parse_record=parse0, _verify_signature=verify0, start_verifying=start0)
-        packing.update(_decoded=decoded0, _rebuilt=rebuilt0)
+        packing.update(_decoded=decoded0, _rebuilt=rebuilt0, _deflated=deflated0,
+                       _batch_of=batch_of0)

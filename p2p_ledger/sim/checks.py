@@ -113,12 +113,6 @@ class Checker:
         honest = ~self.revoked_mask
         self._needed = sum(1 for mask in self.holders.values() if mask & honest)
 
-    def _held(self, member: int, rid: bytes) -> None:
-        before = self.holders.get(rid, 0)
-        self.holders[rid] = before | 1 << member
-        if self.honest(member) and not before & ~self.revoked_mask:
-            self._needed += 1
-
     def stranded(self) -> list[tuple[bytes, str | None]]:
         """Created records no honest replica holds, each with what is wrong with that
         (None: allowed, a revoked device's record above its cut-off)."""
@@ -165,26 +159,36 @@ class Checker:
         # Stored before a record of this batch: held before it, or earlier in it (the
         # store reports a batch in the order it applied it).
         batch, earlier = set(rids), set()
+        has = store.has
 
         def stored_before(dep: bytes) -> bool:
-            return dep in earlier or (dep not in batch and store.has(dep))
+            return dep in earlier or (dep not in batch and has(dep))
+        # Every replica runs this for every record it stores: the lookups are bound once
+        # per batch, and `_held` is inlined.
+        created, holders, refs_of = self.created, self.holders, self.refs_of
+        first_verdicts, first_chains = self.first_verdict, self.first_chain
+        bit = 1 << member
         for rid in rids:
             earlier.add(rid)
             row = store.get(rid)
             assert row is not None
-            self._held(member, rid)
-            if rid not in self.created:
+            held_by = holders.get(rid, 0)
+            holders[rid] = held_by | bit
+            if not self.revoked_mask & bit and not held_by & ~self.revoked_mask:
+                self._needed += 1
+            made = created.get(rid)
+            if made is None:
                 # New to the world: only its author's key can have signed it here (a
                 # wallet payment, or a node acting on its own, like the authority
                 # revoking an equivocating device).
                 if self.creating == member or row.author == self.devices[member]:
-                    self.created[rid] = now
+                    created[rid] = now
                     self.author_of[rid] = row.author
                     self.seq_of[rid] = row.seq
                     raw = store.raw(rid)
                     assert raw is not None
-                    if refs := parse_record(raw).record.refs:
-                        self.refs_of[rid] = tuple(refs)
+                    if its_refs := parse_record(raw).record.refs:
+                        refs_of[rid] = tuple(its_refs)
                     self._note_revocation(store, row)
                 else:
                     self._flag("validity", self.invalid, {
@@ -192,35 +196,36 @@ class Checker:
                         "problem": "stored a record that no member created"})
                     continue
             else:
-                lags.append(round((now - self.created[rid]) * 1000))
+                lags.append(round((now - made) * 1000))
+            refs = refs_of.get(rid)
             if row.prev is not None and not stored_before(row.prev):
                 self._flag("validity", self.invalid, {
                     "node": name, "time": round(now, 3), "record": rid.hex(),
                     "problem": "stored before its prev"})
-            elif any(not stored_before(ref) for ref in self.refs_of.get(rid, ())):
+            elif refs and not all(stored_before(ref) for ref in refs):
                 self._flag("validity", self.invalid, {
                     "node": name, "time": round(now, 3), "record": rid.hex(),
                     "problem": "stored before a record it refs"})
-            seen = (row.verdict.value, row.reason)
-            first = self.first_verdict.get(rid)
+            first = first_verdicts.get(rid)
             if first is None:
-                self.first_verdict[rid] = (*seen, name)
-                self.first_chain[rid] = row.chain
+                first_verdicts[rid] = (row.verdict.value, row.reason, name)
+                first_chains[rid] = row.chain
                 continue
             if row.author in self.forked_authors:
                 self.forked_checked += 1
             self.verdicts_checked += 1
-            if first[:2] != seen:
+            if first[0] != row.verdict.value or first[1] != row.reason:
+                seen = (row.verdict.value, row.reason)
                 self._flag("verdicts", self.verdict_changes, {
                     "node": name, "time": round(now, 3), "record": rid.hex(),
                     "first": f"{first[0]} at {first[2]}" + (f" ({first[1]})" if first[1] else ""),
                     "here": seen[0] + (f" ({seen[1]})" if seen[1] else "")})
-            elif row.chain != self.first_chain[rid]:
+            elif row.chain != first_chains[rid]:
                 # Judged on another causal past: the balances the chain established
                 # (what the author may spend next) differ, whatever the verdict says.
                 self._flag("verdicts", self.verdict_changes, {
                     "node": name, "time": round(now, 3), "record": rid.hex(),
-                    "first": f"chain balances {dict(self.first_chain[rid].balances)} at "
+                    "first": f"chain balances {dict(first_chains[rid].balances)} at "
                     f"{first[2]}", "here": f"chain balances {dict(row.chain.balances)}"})
 
     def _note_revocation(self, store: MemoryStore, row: StoredRecord) -> None:

@@ -49,6 +49,7 @@ from ..node.node import Node, NodeConfig
 from ..node.peer import _Peer
 from .accel import CheckCache, shared_record_checks
 from .checks import Checker, CheckResult
+from .collector import long_lived_frozen
 from .faults import run_faults, run_mobility, run_workload
 from .links import LinkProfile, LinkStats, SimConnection
 from .paths import SecondPaths, run_couriers
@@ -185,6 +186,7 @@ class World:
         self.bursting: list[list[int]] = []  # members a partition isolated (offline-burst)
         self.refused_records = 0
         self.cache: CheckCache | None = None
+        self._watchers: dict[int, Replica] = {}  # member -> a Replica over its store
         self.genesis_stored = 0
         self._converged = trio.Event()
         self._root: trio.Nursery | None = None
@@ -449,7 +451,12 @@ class World:
     def observe(self, store: SimStore, rids: list[bytes]) -> None:
         if self.tracer is not None:
             self.tracer.on_commit(store, rids, self.checker.creating == store.owner)
-        conserved = Replica(self.network, store).conserved()
+        # One Replica per disk to ask it: making one per commit worked out the network
+        # id (CBOR and a hash) every time.
+        watcher = self._watchers.get(store.owner)
+        if watcher is None or watcher.store is not store:
+            watcher = self._watchers[store.owner] = Replica(self.network, store)
+        conserved = watcher.conserved()
         self.checker.on_commit(store.owner, store, rids, conserved)
         self.paths.on_stored(store.owner, rids)
         if self.quiet and self.checker.counts[store.owner] == self.checker.needed():
@@ -507,7 +514,7 @@ class World:
         seed = int.from_bytes(hashlib.blake2b(
             f"p2p-ledger-sim/{self.params.seed}/trio".encode(), digest_size=8).digest(), "big")
         with (shared_record_checks(self.params.shared_checks) as cache,
-              _deterministic_trio(seed), _node_logs(self)):
+              _deterministic_trio(seed), _node_logs(self), long_lived_frozen()):
             self.cache = cache
             trio.run(self._main, clock=trio.testing.MockClock(autojump_threshold=0))
             self._finish()

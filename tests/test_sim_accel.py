@@ -1,0 +1,55 @@
+"""The simulator's shared batch work (sim/accel.py): a PACKED batch deflated, or
+inflated and read, once for every sender and receiver of the same bytes; bounded, and
+never remembering a batch that does not read."""
+
+from __future__ import annotations
+
+import zlib
+
+import pytest
+
+from p2p_ledger.errors import RemoteProtocolError
+from p2p_ledger.protocol import compact
+from p2p_ledger.sim import accel
+from p2p_ledger.sim.accel import shared_record_checks
+
+from .helpers import funded_world
+
+
+def _none(author: bytes, seq: int) -> bytes | None:
+    return None
+
+
+def test_the_same_batch_is_deflated_and_read_once_with_the_same_result() -> None:
+    world, source = funded_world()
+    raws = source.delta(world.replica().frontier())
+    plain = compact.pack_records(raws)
+    with shared_record_checks() as cache:
+        data = compact.pack_records(raws)
+        assert compact.pack_records(raws) == data == plain  # the same bytes as without
+        first = compact.unpack_records(data, _none, max_records=len(raws))
+        again = compact.unpack_records(bytes(data), _none, max_records=len(raws))
+        assert [r.raw for r in first] == [r.raw for r in again] == raws
+        assert len(cache.deflated) == 1
+        assert len(cache.batches) == 1
+
+
+def test_a_batch_that_does_not_read_is_refused_every_time_and_never_remembered() -> None:
+    bad = zlib.compress(b"\x93\x90\x90")  # [[], [], ...] cut short: not msgpack
+    with shared_record_checks() as cache:
+        for _ in range(2):
+            with pytest.raises(RemoteProtocolError, match="malformed PACKED frame"):
+                compact.unpack_records(bad, _none, max_records=10)
+        assert not cache.batches
+
+
+def test_only_the_most_recent_batches_are_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(accel, "_RECENT", 2)
+    world, source = funded_world()
+    raws = source.delta(world.replica().frontier())
+    with shared_record_checks() as cache:
+        batches = [compact.pack_records(raws[:n]) for n in (1, 2, 3)]
+        assert list(cache.deflated.values()) == batches[1:]  # the oldest went first
+        for data, n in zip(batches, (1, 2, 3), strict=True):
+            assert len(compact.unpack_records(data, _none, max_records=n)) == n
+        assert len(cache.batches) == 2
