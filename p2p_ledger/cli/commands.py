@@ -168,9 +168,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     with undone_on_failure(home):
         key = home.public_key() if home.has_key() else _new_key(home, args.no_passphrase)
         if network is not None:
-            home.set_network(network)
-            if args.store is not None:
+            if args.store is not None:  # first: set_network makes a SQLite store otherwise
                 home.set_store_url(args.store)
+            home.set_network(network)
             home.open_store().close()
     data: dict[str, object] = {"device_id": device_id(key), "home": str(home.path),
                                "network_id": network.network_id.hex() if network else None}
