@@ -22,9 +22,13 @@ class NodeConfig:
     max_invalid_records: int = 16
     max_send_buffer: int = 64 << 20
     max_send_buffer_total: int = 256 << 20  # over all sessions: the largest is closed
-    max_sessions: int = 256  # sessions at once, dialed and accepted
+    max_sessions: int = 256  # sessions at once, dialed and accepted, past their handshake
     max_sessions_per_device: int = 4  # of those, with one device key
     max_sessions_per_host: int | None = None  # from one address without its port (NAT!)
+    # Connections still in their handshake (nothing proved yet), apart from the above:
+    # beyond these a new one is closed at once (specs/node.md section 8).
+    max_handshakes: int = 256
+    max_handshakes_per_host: int = 16
     summary_tips_total: int = 500_000  # of full summaries being received (SummaryBudget)
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
