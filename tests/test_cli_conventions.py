@@ -160,6 +160,25 @@ def test_a_failure_under_json_is_a_json_error_object_with_the_same_code(
     assert (code, out) == (EXIT_ERROR, "")
 
 
+def test_a_failed_sync_under_json_is_an_error_object_with_what_moved(
+        run: Run, site: dict[str, str]) -> None:
+    """A sync the peer refused (D2 is not admitted) exits 1. Under --json its stdout
+    was the stats alone, `"synced": false` with no "error" object, and stderr had no
+    error line: the one failure that broke the convention. Now it is the error object
+    (same shape as every failure's) with the stats beside it, and the one line."""
+    serve = f"exec:{sys.executable} -m p2p_ledger --home A serve --stdio"
+    code, out, err = run("--home", "D2", "sync", serve, "--json")
+    assert code == EXIT_ERROR
+    data = json.loads(out)
+    assert data["error"] == {
+        "exit_code": EXIT_ERROR, "meaning": EXIT_CODES[EXIT_ERROR],
+        "message": f"sync with {serve} failed: handshake failed: the peer shows no admit "
+                   "record"}
+    assert (data["synced"], data["records_out"]) == (False, 0)
+    lines = [line for line in err.splitlines() if line.startswith("p2p-ledger: ")]
+    assert lines == [f"p2p-ledger: error: {data['error']['message']}"], err
+
+
 def test_a_usage_error_under_json_is_a_json_error_object_too(run: Run) -> None:
     with pytest.raises(SystemExit) as stop:
         run("--home", "A", "pay", "--amount", "1", "--json")

@@ -28,6 +28,7 @@ from ..node.node import Node, SessionStats
 from ..storage.home import Home
 from . import config, live, logs, progress
 from .commands import opened, passphrase
+from .main import EXIT_CODES, EXIT_ERROR
 from .net import host_port
 
 log = logging.getLogger("p2p_ledger.node")
@@ -178,17 +179,23 @@ def sync(args: argparse.Namespace) -> int:
         node = Node(replica, home.signing_key(passphrase))
         stats = trio.run(_sync, node, link, args)
         state_hash = replica.state_hash().hex()
-    data = {"peer": stats.peer, "synced": stats.synced, "records_in": stats.records_in,
+    data: dict[str, object] = {
+            "peer": stats.peer, "synced": stats.synced, "records_in": stats.records_in,
             "records_out": stats.records_out, "stored_by_peer": stats.stored_by_peer,
             "unstored_by_peer": stats.unstored_by_peer, "bytes_in": stats.bytes_in,
             "bytes_out": stats.bytes_out, "seconds": round(stats.seconds, 3),
             "state_hash": state_hash, "reason": stats.reason}
+    if not stats.synced:
+        # A failure as every command's (cli/main.py): the one line on stderr, and under
+        # --json the error object on stdout - here with what moved beside it.
+        message = f"sync with {args.url} failed: {stats.reason}"
+        print(f"p2p-ledger: error: {message}", file=sys.stderr)
+        data["error"] = {"message": message, "exit_code": EXIT_ERROR,
+                         "meaning": EXIT_CODES[EXIT_ERROR]}
     if args.json:
         print(json.dumps(data, indent=2, sort_keys=True))
     elif stats.synced:
         print(f"in sync with {stats.peer}: received {stats.records_in} records, sent "
               f"{stats.records_out} ({stats.bytes_in} bytes in, {stats.bytes_out} out) in "
               f"{stats.seconds:.2f} s; state hash {state_hash[:16]}")
-    else:
-        print(f"p2p-ledger: error: sync with {args.url} failed: {stats.reason}", file=sys.stderr)
     return 0 if stats.synced else 1
