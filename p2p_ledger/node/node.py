@@ -31,6 +31,7 @@ import itertools
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Hashable
 
 import nacl.signing
@@ -78,6 +79,9 @@ FINAL_FLUSH = 2.0
 # Sessions refused for want of room still run their handshake, so that the peer reads
 # why in a CLOSE; beyond this many at once, a new connection is closed without a word.
 MAX_REFUSING = 16
+# Ended sessions whose stats `Node.completed` keeps: every connection a peer opens ends
+# as one, so keeping them all grew a hub's memory for good (specs/node.md section 8).
+KEEP_COMPLETED = 1000
 
 
 def newest_admit(store: LedgerStore, device: bytes) -> Admission | None:
@@ -139,7 +143,9 @@ class Node(Relaying, Serving):
         self._origin: dict[bytes, frozenset[Hashable]] = {}
         self._summary_budget = SummaryBudget(self.config.summary_tips_total)
         self._pushed_up_to = self._store.max_order()
-        self.completed: list[SessionStats] = []
+        # the last KEEP_COMPLETED sessions' stats (refused connections included); the
+        # totals are in self.counters
+        self.completed: deque[SessionStats] = deque(maxlen=KEEP_COMPLETED)
         # records left out of pushes because the peer was known to hold them, over the
         # sessions that have ended (peer.py)
         self.records_not_pushed = 0
