@@ -77,6 +77,20 @@ def tree(root: Path) -> set[str]:
 
 # ---------------------------------------------------------------- paths
 
+def test_a_home_that_does_not_exist_is_not_called_damaged(
+        work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`id` (and every command that reads the key first) on a home never made said "key
+    file is damaged: no device key at ...": a new user's typo in --home, taken for a
+    broken key. A key file whose device id does not parse is damaged, and says which."""
+    line = one_line(capsys, main(["--home", "NOPE", "id"]), EXIT_ERROR,
+                    "no device key at NOPE/key.json", "init")
+    assert "damaged" not in line
+    assert not (work / "NOPE").exists()
+    (work / "A" / "key.json").write_text('{"format": "p2p-ledger-key", "device_id": "x"}')
+    one_line(capsys, main(["--home", "A", "id"]), EXIT_ERROR,
+             "key file A/key.json is damaged", "'x' is not a device id")
+
+
 @pytest.mark.parametrize("command", [["id"], ["balance"], ["status"], ["pay", "--to", "x",
                                      "--amount", "1"], ["init", "--network", "net.json"],
                                      ["network", "create", "--name", "x"]])
