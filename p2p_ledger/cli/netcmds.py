@@ -17,12 +17,11 @@ from collections.abc import Iterator
 from typing import Never
 
 import trio
-import trio_websocket
 from tqdm import tqdm
 
 from ..core.ids import device_id
 from ..errors import LocalError, TransportError
-from ..node.links import Link, WebSocketStream, parse_link, stdio_stream
+from ..node.links import Link, parse_link, stdio_stream
 from ..node.metrics import serve_metrics
 from ..node.node import Node, SessionStats
 from ..storage.home import Home
@@ -96,10 +95,10 @@ async def _serve(node: Node, args: argparse.Namespace) -> None:
         if args.listen_ws:
             host, port = args.listen_ws
             with _listening("ws://", host, port):
-                server = await nursery.start(functools.partial(
-                    trio_websocket.serve_websocket, functools.partial(_accept_ws, node), host,
-                    port, ssl_context=None))
-            print(f"listening on ws://{host}:{server.port}/", file=sys.stderr, flush=True)
+                listeners = await nursery.start(functools.partial(
+                    trio.serve_tcp, node.accept_ws, port, host=host))
+            ws_port = listeners[0].socket.getsockname()[1]
+            print(f"listening on ws://{host}:{ws_port}/", file=sys.stderr, flush=True)
     if interrupted:  # everything is closed: now say so (exit 130, "interrupted")
         raise KeyboardInterrupt
 
@@ -138,13 +137,6 @@ def _listening(scheme: str, host: str, port: int) -> Iterator[None]:
         exc = group.exceptions[0]
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise LocalError(f"cannot listen on {scheme}{host}:{port}: {why}") from None
-
-
-async def _accept_ws(node: Node, request: trio_websocket.WebSocketRequest) -> None:
-    ws = await request.accept()
-    remote = ws.remote
-    address = f"ws://{getattr(remote, 'address', '?')}:{getattr(remote, 'port', '?')}"
-    await node.serve_stream(WebSocketStream(ws), address)
 
 
 async def _sync(node: Node, link: Link, args: argparse.Namespace) -> SessionStats:

@@ -31,7 +31,7 @@ import itertools
 import logging
 import random
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Hashable
 
 import nacl.signing
@@ -138,6 +138,7 @@ class Node(Relaying, Serving):
         self.role = "authority" if self.device == replica.network.authority else "device"
         self._learn_admission(starting=True)
         self.peers: dict[int, _Peer] = {}
+        self._upgrading: Counter[str] = Counter()  # WebSocket upgrades in progress, by host
         self._ids = itertools.count(1)
         # record id -> the origins that delivered it (session ids here), until pushed
         self._origin: dict[bytes, frozenset[Hashable]] = {}
