@@ -9,6 +9,7 @@ it); the ones that need a signal or a second process run the real entry point.
 from __future__ import annotations
 
 import http.server
+import io
 import os
 import signal
 import socket
@@ -113,10 +114,16 @@ def test_out_into_a_missing_folder_is_a_usage_error(
     assert not (work / "nowhere").exists()
 
 
-def test_init_with_a_bundle_for_a_descriptor(work: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_init_with_a_bundle_for_a_descriptor(work: Path, capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
     code = main(["--home", "E", "init", "--network", "all.bundle"])
     one_line(capsys, code, EXIT_ERROR, "all.bundle is not a text file")
+    assert not (work / "E").exists()
+    # The same bytes on stdin (`--network -`) are named "stdin", not "-".
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO((work / "all.bundle")
+                                                                 .read_bytes())))
+    code = main(["--home", "E", "init", "--network", "-"])
+    one_line(capsys, code, EXIT_ERROR, "stdin is not a text file")
     assert not (work / "E").exists()
 
 

@@ -183,14 +183,15 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def _read_text(path: Path) -> str:
+    name = "stdin" if path == STDIO else str(path)
     try:
         if path == STDIO:
             return sys.stdin.buffer.read().decode("utf-8")
         return path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise LocalError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise LocalError(f"cannot read {name}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
-        raise LocalError(f"{path} is not a text file: a network descriptor is the JSON "
+        raise LocalError(f"{name} is not a text file: a network descriptor is the JSON "
                          "that `network export` writes") from None
 
 
