@@ -274,6 +274,31 @@ def test_pay_to_a_new_account_name_warns(run: Run, site: dict[str, str]) -> None
 
 # ---------------------------------------------------------------- what views show
 
+def test_text_another_device_wrote_cannot_drive_the_terminal(
+        run: Run, site: dict[str, str]) -> None:
+    """Memos and display names are written by other devices and reach every replica.
+    Printed as they were, an escape sequence cleared the payee's screen or recoloured
+    it, and a newline in a memo forged a line of `history` (a fake movement). Text
+    views escape what is not printable; --json keeps the text as signed."""
+    memo = "\x1b[2J\x1b[31mpaid\x1b[0m\n2026-01-01T00:00:00Z  issue   9999.00 AED"
+    shown = "\\x1b[2J\\x1b[31mpaid\\x1b[0m\\n2026-01-01T00:00:00Z  issue   9999.00 AED"
+    run.ok("--home", "D1", "meta", "--field", "name", "--value", "Truck\x1b[8m 12")
+    paid = run.json("--home", "D1", "pay", "--to", site["A"], "--amount", "1.00",
+                    "--memo", memo)
+    history = run.ok("--home", "D1", "history")
+    balance = run.ok("--home", "D1", "balance")
+    check = run.ok("--home", "D1", "check", paid["record_id"])
+    for text in (history, balance, check):
+        assert "\x1b" not in text, text
+    assert f"memo: {shown}" in history
+    assert not any(line.startswith("2026-01-01") for line in history.splitlines())
+    assert "(Truck\\x1b[8m 12)" in history.splitlines()[0]
+    assert "(Truck\\x1b[8m 12)" in balance
+    assert f"memo      {shown}" in check
+    moves = {m["record_id"]: m for m in run.json("--home", "D1", "history")["movements"]}
+    assert moves[paid["record_id"]]["memo"] == memo
+
+
 def test_memos_names_and_zoned_times_in_views(run: Run, site: dict[str, str]) -> None:
     run.ok("--home", "A", "meta", "--field", "name", "--value", "Site 7 cashier")
     run.ok("--home", "A", "export", "--out", "a2.bundle")

@@ -26,7 +26,7 @@ from ..node.metrics import serve_metrics
 from ..node.node import Node, SessionStats
 from ..storage.home import Home
 from . import config, live, logs, progress
-from .commands import opened, passphrase
+from .commands import opened, passphrase, printable
 from .main import EXIT_CODES, EXIT_ERROR
 from .net import host_port
 
@@ -180,7 +180,7 @@ def sync(args: argparse.Namespace) -> int:
     if not stats.synced:
         # A failure as every command's (cli/main.py): the one line on stderr, and under
         # --json the error object on stdout - here with what moved beside it.
-        message = f"sync with {args.url} failed: {stats.reason}"
+        message = f"sync with {args.url} failed: {printable(stats.reason)}"
         print(f"p2p-ledger: error: {message}", file=sys.stderr)
         data["error"] = {"message": message, "exit_code": EXIT_ERROR,
                          "meaning": EXIT_CODES[EXIT_ERROR]}
