@@ -168,6 +168,17 @@ def test_a_port_out_of_range(work: Path, capsys: pytest.CaptureFixture[str]) -> 
     one_line(capsys, code, EXIT_ERROR, "the port must be a number from 1 to 65535")
 
 
+@pytest.mark.parametrize(("url", "words"), [
+    ("tcp://[::1:7700", "is not a peer address"),  # urlsplit: "Invalid IPv6 URL"
+    ("ws://[fe80::1/ledger", "is not a peer address"),
+    ("exec:'ssh site p2p-ledger serve --stdio", "exec: command"),  # shlex: no closing quote
+])
+def test_a_peer_address_that_does_not_parse(work: Path, capsys: pytest.CaptureFixture[str],
+                                            url: str, words: str) -> None:
+    """Each was an internal error, exit 70, "this is a bug in p2p-ledger"."""
+    one_line(capsys, main(["--home", "A", "sync", url]), EXIT_ERROR, words)
+
+
 @pytest.mark.parametrize("option", [["--listen", "127.0.0.1:70000"],
                                     ["--listen-ws", "127.0.0.1:99999"],
                                     ["--listen", "127.0.0.1:0", "--discover",
