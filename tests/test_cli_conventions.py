@@ -160,6 +160,25 @@ def test_a_failure_under_json_is_a_json_error_object_with_the_same_code(
     assert (code, out) == (EXIT_ERROR, "")
 
 
+def test_a_failed_sync_under_json_is_an_error_object_with_what_moved(
+        run: Run, site: dict[str, str]) -> None:
+    """A sync the peer refused (D2 is not admitted) exits 1. Under --json its stdout
+    was the stats alone, `"synced": false` with no "error" object, and stderr had no
+    error line: the one failure that broke the convention. Now it is the error object
+    (same shape as every failure's) with the stats beside it, and the one line."""
+    serve = f"exec:{sys.executable} -m p2p_ledger --home A serve --stdio"
+    code, out, err = run("--home", "D2", "sync", serve, "--json")
+    assert code == EXIT_ERROR
+    data = json.loads(out)
+    assert data["error"] == {
+        "exit_code": EXIT_ERROR, "meaning": EXIT_CODES[EXIT_ERROR],
+        "message": f"sync with {serve} failed: handshake failed: the peer shows no admit "
+                   "record"}
+    assert (data["synced"], data["records_out"]) == (False, 0)
+    lines = [line for line in err.splitlines() if line.startswith("p2p-ledger: ")]
+    assert lines == [f"p2p-ledger: error: {data['error']['message']}"], err
+
+
 def test_a_usage_error_under_json_is_a_json_error_object_too(run: Run) -> None:
     with pytest.raises(SystemExit) as stop:
         run("--home", "A", "pay", "--amount", "1", "--json")
@@ -254,6 +273,31 @@ def test_pay_to_a_new_account_name_warns(run: Run, site: dict[str, str]) -> None
 
 
 # ---------------------------------------------------------------- what views show
+
+def test_text_another_device_wrote_cannot_drive_the_terminal(
+        run: Run, site: dict[str, str]) -> None:
+    """Memos and display names are written by other devices and reach every replica.
+    Printed as they were, an escape sequence cleared the payee's screen or recoloured
+    it, and a newline in a memo forged a line of `history` (a fake movement). Text
+    views escape what is not printable; --json keeps the text as signed."""
+    memo = "\x1b[2J\x1b[31mpaid\x1b[0m\n2026-01-01T00:00:00Z  issue   9999.00 AED"
+    shown = "\\x1b[2J\\x1b[31mpaid\\x1b[0m\\n2026-01-01T00:00:00Z  issue   9999.00 AED"
+    run.ok("--home", "D1", "meta", "--field", "name", "--value", "Truck\x1b[8m 12")
+    paid = run.json("--home", "D1", "pay", "--to", site["A"], "--amount", "1.00",
+                    "--memo", memo)
+    history = run.ok("--home", "D1", "history")
+    balance = run.ok("--home", "D1", "balance")
+    check = run.ok("--home", "D1", "check", paid["record_id"])
+    for text in (history, balance, check):
+        assert "\x1b" not in text, text
+    assert f"memo: {shown}" in history
+    assert not any(line.startswith("2026-01-01") for line in history.splitlines())
+    assert "(Truck\\x1b[8m 12)" in history.splitlines()[0]
+    assert "(Truck\\x1b[8m 12)" in balance
+    assert f"memo      {shown}" in check
+    moves = {m["record_id"]: m for m in run.json("--home", "D1", "history")["movements"]}
+    assert moves[paid["record_id"]]["memo"] == memo
+
 
 def test_memos_names_and_zoned_times_in_views(run: Run, site: dict[str, str]) -> None:
     run.ok("--home", "A", "meta", "--field", "name", "--value", "Site 7 cashier")

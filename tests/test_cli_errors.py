@@ -9,6 +9,7 @@ it); the ones that need a signal or a second process run the real entry point.
 from __future__ import annotations
 
 import http.server
+import io
 import os
 import signal
 import socket
@@ -77,6 +78,20 @@ def tree(root: Path) -> set[str]:
 
 # ---------------------------------------------------------------- paths
 
+def test_a_home_that_does_not_exist_is_not_called_damaged(
+        work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`id` (and every command that reads the key first) on a home never made said "key
+    file is damaged: no device key at ...": a new user's typo in --home, taken for a
+    broken key. A key file whose device id does not parse is damaged, and says which."""
+    line = one_line(capsys, main(["--home", "NOPE", "id"]), EXIT_ERROR,
+                    "no device key at NOPE/key.json", "init")
+    assert "damaged" not in line
+    assert not (work / "NOPE").exists()
+    (work / "A" / "key.json").write_text('{"format": "p2p-ledger-key", "device_id": "x"}')
+    one_line(capsys, main(["--home", "A", "id"]), EXIT_ERROR,
+             "key file A/key.json is damaged", "'x' is not a device id")
+
+
 @pytest.mark.parametrize("command", [["id"], ["balance"], ["status"], ["pay", "--to", "x",
                                      "--amount", "1"], ["init", "--network", "net.json"],
                                      ["network", "create", "--name", "x"]])
@@ -99,10 +114,16 @@ def test_out_into_a_missing_folder_is_a_usage_error(
     assert not (work / "nowhere").exists()
 
 
-def test_init_with_a_bundle_for_a_descriptor(work: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_init_with_a_bundle_for_a_descriptor(work: Path, capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
     code = main(["--home", "E", "init", "--network", "all.bundle"])
     one_line(capsys, code, EXIT_ERROR, "all.bundle is not a text file")
+    assert not (work / "E").exists()
+    # The same bytes on stdin (`--network -`) are named "stdin", not "-".
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO((work / "all.bundle")
+                                                                 .read_bytes())))
+    code = main(["--home", "E", "init", "--network", "-"])
+    one_line(capsys, code, EXIT_ERROR, "stdin is not a text file")
     assert not (work / "E").exists()
 
 
@@ -145,6 +166,17 @@ def test_a_failure_after_the_key_is_made_removes_what_the_command_made(
 def test_a_port_out_of_range(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["--home", "A", "sync", "tcp://127.0.0.1:99999"])
     one_line(capsys, code, EXIT_ERROR, "the port must be a number from 1 to 65535")
+
+
+@pytest.mark.parametrize(("url", "words"), [
+    ("tcp://[::1:7700", "is not a peer address"),  # urlsplit: "Invalid IPv6 URL"
+    ("ws://[fe80::1/ledger", "is not a peer address"),
+    ("exec:'ssh site p2p-ledger serve --stdio", "exec: command"),  # shlex: no closing quote
+])
+def test_a_peer_address_that_does_not_parse(work: Path, capsys: pytest.CaptureFixture[str],
+                                            url: str, words: str) -> None:
+    """Each was an internal error, exit 70, "this is a bug in p2p-ledger"."""
+    one_line(capsys, main(["--home", "A", "sync", url]), EXIT_ERROR, words)
 
 
 @pytest.mark.parametrize("option", [["--listen", "127.0.0.1:70000"],

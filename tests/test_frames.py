@@ -420,6 +420,19 @@ def test_close_reason_is_cut_to_the_limit_when_encoded() -> None:
     assert decode_message(body) == Close(reason="x" * MAX_REASON_CHARS)
 
 
+def test_a_close_reason_with_control_characters_is_refused_and_never_sent() -> None:
+    """A peer's CLOSE reason is printed by `sync` on the user's terminal and written to
+    the node's log: one carrying escape sequences cleared the screen and printed a fake
+    "in sync" line in green (tried with a hostile hub), and a newline forges a log
+    line. Decoding refuses it as malformed; encoding replaces what is not printable."""
+    for reason in ("\x1b[2J\x1b[32min sync with everyone\x1b[0m", "ok\nforged log line",
+                   "bell\x07", "\u202eright-to-left"):
+        with pytest.raises(RemoteProtocolError, match="printable"):
+            decode_message(pack([8, reason]))
+    body = encode_message(Close(reason="peer\x1b[31m gone\n"))
+    assert decode_message(body) == Close(reason="peer?[31m gone?")
+
+
 def test_frame_values_are_frozen_keyword_only() -> None:
     msg = Ping(token=1)
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -486,7 +499,8 @@ frames_st: st.SearchStrategy[Frame] = st.one_of(
     st.builds(Synced, sent=uint63),
     st.builds(Ping, token=uint63),
     st.builds(Pong, token=uint63),
-    st.builds(Close, reason=st.text(max_size=MAX_REASON_CHARS)),
+    # printable: what is not is replaced when encoded (test_a_close_reason_with_control_...)
+    st.builds(Close, reason=st.text(max_size=MAX_REASON_CHARS).filter(str.isprintable)),
 )
 
 

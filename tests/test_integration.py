@@ -317,6 +317,53 @@ def test_sync_over_exec_stdio(homes: dict[str, Path]) -> None:
     assert_status_converged(dev1, dev2)
 
 
+def closed_by_server(conn: socket.socket) -> bool:
+    """The server closed `conn` (a reset too: it had not read what we sent)."""
+    try:
+        return conn.recv(100) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_websocket_upgrades_that_never_finish_are_bounded_and_timed_out(
+        homes: dict[str, Path], tmp_path: Path) -> None:
+    """Connections to `serve --listen-ws` that send half an HTTP request: the WebSocket
+    server held each for 60 s, with no bound on how many (3,000 from one host: +50 MB,
+    and 3,000 file descriptors, more until the limit ran out). An upgrade in progress is
+    a handshake: 16 from one host at most (`max_handshakes_per_host`), the next closed
+    at once, and each closed at `handshake_timeout`. A device from another address
+    syncs meanwhile."""
+    hub, dev2 = homes["hub"], homes["dev2"]
+    config = tmp_path / "limits.toml"
+    config.write_text("[limits]\nhandshake_timeout = 3.0\n")
+    half = b"GET / HTTP/1.1\r\nHost: hub\r\n"
+    with serving(hub, "--listen-ws", "127.0.0.1:0", "--hub", "--config", str(config)) as server:
+        port = server.port("ws")
+        held = []
+        try:
+            for _ in range(16):
+                conn = socket.create_connection(("127.0.0.1", port), timeout=10,
+                                                source_address=("127.0.0.2", 0))
+                conn.sendall(half)
+                held.append(conn)
+            time.sleep(0.5)  # the server has taken all 16
+            late = socket.create_connection(("127.0.0.1", port), timeout=10,
+                                            source_address=("127.0.0.2", 0))
+            late.sendall(half)
+            started = time.monotonic()
+            assert closed_by_server(late)  # at once, without a word
+            assert time.monotonic() - started < 2.0
+            late.close()
+            out = ok_json(dev2, "sync", f"ws://127.0.0.1:{port}/")
+            assert out["synced"] is True
+            started = time.monotonic()
+            assert closed_by_server(held[0])
+            assert time.monotonic() - started < 4.0  # its handshake_timeout, not 60 s
+        finally:
+            for conn in held:
+                conn.close()
+
+
 def test_sync_over_websocket(homes: dict[str, Path]) -> None:
     hub, dev2 = homes["hub"], homes["dev2"]
     rid = pay(dev2, homes["dev1"], "4.00", "ws-1")

@@ -95,8 +95,8 @@ async def test_session_reconciles_both_ways_and_closes_after_sync(
     assert sa.peer == device_id(fleet.world.device("bob"))
     assert sb.peer == device_id(fleet.world.device("alice"))
     assert sa.seconds == 0.0  # memory links take no (fake) time
-    assert a.completed == [sa]
-    assert b.completed == [sb]
+    assert list(a.completed) == [sa]
+    assert list(b.completed) == [sb]
     assert not a.peers
     assert not b.peers
     (peer,) = store_of(a).peers()

@@ -1183,6 +1183,32 @@ def test_idle_peer_is_closed_after_idle_timeout() -> None:
     check_dead(pair.a, "peer silent for 60 s")
 
 
+def test_a_peer_that_only_answers_keepalives_cannot_hold_a_sync_open() -> None:
+    """bob proves its key, then never sends its summary, but answers every PING (a
+    session does that by itself): PONGs counted as signs of life, so the authority's
+    `sync` waited for good (tried over TCP against a stalling hub: still waiting after
+    170 s). Until the sync completes, only frames that move it on count: keepalives
+    alone for `idle_timeout` close the session. Once synced, keepalives are enough
+    (test_two_quiet_peers_stay_connected_on_keepalives)."""
+    world, ra = funded_world()
+    pair = handshaken(world, ra)
+    a = pair.a.session
+    a.send_summary(Frontier({}), 0.0)
+    pair.pump()
+    pongs = 0
+    while not a.closed and pair.now < 300.0:
+        deadline = a.deadline
+        assert deadline is not None
+        pair.now = deadline
+        a.tick(pair.now)
+        sent = a.data_to_send()
+        pongs += Ping(token=a._ping_token) in peek(pair.b.session, sent)
+        pair.deliver(pair.a, sent)
+        pair.pump()
+    assert (pair.now, pongs) == (60.0, 2)  # keepalives at 20 and 40, closed at 60
+    check_dead(pair.a, "peer sent nothing but keepalives for 60 s before the sync completed")
+
+
 def test_partial_frames_do_not_keep_a_session_alive() -> None:
     _world, pair = synced_pair()
     b = pair.b.session

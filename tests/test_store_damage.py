@@ -228,6 +228,35 @@ def test_a_damaged_store_refuses_to_sign_or_store_and_changes_nothing(
         assert "file is not a database" in _refused_as_damaged(_cli(home, "balance"))
 
 
+def _store_files(home: Path) -> dict[str, bytes]:
+    """The store file and whatever SQLite keeps beside it (-wal, -shm), by name."""
+    return {p.name: p.read_bytes() for p in sorted(home.glob("ledger.sqlite3*"))}
+
+
+@pytest.mark.parametrize("how", ["emptied", "deleted"])
+def test_an_emptied_or_deleted_store_file_is_damage_not_a_new_store(
+        homes: Homes, tmp_path: Path, how: str) -> None:
+    """A store file truncated to nothing (a copy cut short, a file system that lost it
+    at a power cut) or gone, beside the home's key and network. Taken as a new, empty
+    store, as it was, `verify` said "0 records re-verified: OK" and the authority signed
+    its seq 1 again - a second record at a seq it had already signed, a fork of its own
+    chain. It is damage: exit 3, and no store is made in its place."""
+    home = _copy(homes, tmp_path)
+    if how == "emptied":
+        _store_file(home).write_bytes(b"")
+    else:
+        _store_file(home).unlink()
+    before = _store_files(home)
+    views = {"balance": ("balance",), "history": ("history",), "status": ("status",)}
+    for name, args in {**_commands(homes), **views}.items():
+        line = _refused_as_damaged(_cli(home, *args))
+        assert ("is empty" if how == "emptied" else "is missing") in line, (name, line)
+        assert _store_files(home) == before, name
+    with pytest.raises(StoreDamaged, match="nothing is signed"):
+        Home(home).open_store()
+    assert _store_files(home) == before
+
+
 def test_reading_a_damaged_page_raises_store_damaged_and_rolls_back(
         homes: Homes, tmp_path: Path) -> None:
     """Opened without the check (as read-only commands do), any statement that meets

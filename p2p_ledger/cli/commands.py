@@ -58,6 +58,15 @@ def shown(path: Path) -> str:
     return "stdout" if path == STDIO else str(path)
 
 
+def printable(text: str) -> str:
+    """Text another device or a peer wrote (a memo, a display name, a close reason), as
+    it is safe to print on a terminal: what is not printable (an escape, a newline, a
+    bidi override) is shown escaped, `\\x1b`, so that it cannot clear the screen, change
+    colours or forge a line of output. Letters of any script stay as they are."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
+
+
 def warn(message: str) -> None:
     print(f"p2p-ledger: warning: {message}", file=sys.stderr)
 
@@ -168,9 +177,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     with undone_on_failure(home):
         key = home.public_key() if home.has_key() else _new_key(home, args.no_passphrase)
         if network is not None:
-            home.set_network(network)
-            if args.store is not None:
+            if args.store is not None:  # first: set_network makes a SQLite store otherwise
                 home.set_store_url(args.store)
+            home.set_network(network)
             home.open_store().close()
     data: dict[str, object] = {"device_id": device_id(key), "home": str(home.path),
                                "network_id": network.network_id.hex() if network else None}
@@ -183,14 +192,15 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def _read_text(path: Path) -> str:
+    name = "stdin" if path == STDIO else str(path)
     try:
         if path == STDIO:
             return sys.stdin.buffer.read().decode("utf-8")
         return path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise LocalError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise LocalError(f"cannot read {name}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
-        raise LocalError(f"{path} is not a text file: a network descriptor is the JSON "
+        raise LocalError(f"{name} is not a text file: a network descriptor is the JSON "
                          "that `network export` writes") from None
 
 
@@ -383,14 +393,14 @@ def cmd_balance(args: argparse.Namespace) -> int:
                  if args.account or a.device == mine}
         lines = [f"{'*' if a.device == mine else ' '} {a}  {fmt(replica, v):>20}"
                  + (f"  settled {fmt(replica, split[a][0])}, pending {fmt(replica, split[a][1])}"
-                    if a in split else "") + (f"  ({names[a]})" if a in names else "")
+                    if a in split else "") + (f"  ({printable(names[a])})" if a in names else "")
                  for a, v in sorted(accounts.items(), key=lambda kv: str(kv[0]))]
         if args.account:
             settled, pending = split[account]
             meta = replica.store.meta(account)
             data.update(settled=amount_json(replica, settled),
                         pending=amount_json(replica, pending), meta=meta)
-            lines += [f"  {name}: {value}" for name, value in meta.items()]
+            lines += [f"  {printable(name)}: {printable(value)}" for name, value in meta.items()]
         else:
             data["settlement"] = {str(a): {"settled": amount_json(replica, st),
                                            "pending": amount_json(replica, pe)}
@@ -442,8 +452,9 @@ def cmd_history(args: argparse.Namespace) -> int:
                          "memo": memo, "settled": done})
         text = "\n".join(f"{r['time']}  {r['kind']:<8} {r['display']:>18}  "
                          f"{'settled' if r['settled'] else 'pending'}  {r['counterparty']}"
-                         + (f" ({r['counterparty_name']})" if r["counterparty_name"] else "")
-                         + (f"  memo: {r['memo']}" if r["memo"] else "")
+                         + (f" ({printable(str(r['counterparty_name']))})"
+                            if r["counterparty_name"] else "")
+                         + (f"  memo: {printable(str(r['memo']))}" if r["memo"] else "")
                          for r in rows) or f"no movements on {account}"
         own = display_name(replica, account)
         balance = replica.balance(account)
@@ -451,7 +462,7 @@ def cmd_history(args: argparse.Namespace) -> int:
                     "balance": amount_json(replica, balance),
                     "settled": amount_json(replica, settled),
                     "pending": amount_json(replica, balance - settled)},
-             f"{account}{f' ({own})' if own else ''}\n{text}\nsettled "
+             f"{account}{f' ({printable(own)})' if own else ''}\n{text}\nsettled "
              f"{fmt(replica, settled)}, pending {fmt(replica, balance - settled)}"
              f"\nbalance {fmt(replica, balance)}")
     return 0

@@ -37,7 +37,8 @@ SERVE: dict[str, tuple[str, object]] = {
     "discover_port": ("discover_port", DISCOVERY_PORT), "metrics": ("metrics", None)}
 # [limits] key -> whether it is a NodeConfig field (else SessionConfig) and its kind
 LIMITS = {"max_sessions": (True, int), "max_sessions_per_device": (True, int),
-          "max_sessions_per_host": (True, int), "max_invalid_records": (True, int),
+          "max_sessions_per_host": (True, int), "max_handshakes": (True, int),
+          "max_handshakes_per_host": (True, int), "max_invalid_records": (True, int),
           "max_send_buffer": (True, int), "max_send_buffer_total": (True, int),
           "summary_tips_total": (True, int), "backoff_initial": (True, float),
           "backoff_max": (True, float), "handshake_timeout": (False, float),

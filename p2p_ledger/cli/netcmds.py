@@ -17,17 +17,17 @@ from collections.abc import Iterator
 from typing import Never
 
 import trio
-import trio_websocket
 from tqdm import tqdm
 
 from ..core.ids import device_id
 from ..errors import LocalError, TransportError
-from ..node.links import Link, WebSocketStream, parse_link, stdio_stream
+from ..node.links import Link, parse_link, stdio_stream
 from ..node.metrics import serve_metrics
 from ..node.node import Node, SessionStats
 from ..storage.home import Home
 from . import config, live, logs, progress
-from .commands import opened, passphrase
+from .commands import opened, passphrase, printable
+from .main import EXIT_CODES, EXIT_ERROR
 from .net import host_port
 
 log = logging.getLogger("p2p_ledger.node")
@@ -95,10 +95,10 @@ async def _serve(node: Node, args: argparse.Namespace) -> None:
         if args.listen_ws:
             host, port = args.listen_ws
             with _listening("ws://", host, port):
-                server = await nursery.start(functools.partial(
-                    trio_websocket.serve_websocket, functools.partial(_accept_ws, node), host,
-                    port, ssl_context=None))
-            print(f"listening on ws://{host}:{server.port}/", file=sys.stderr, flush=True)
+                listeners = await nursery.start(functools.partial(
+                    trio.serve_tcp, node.accept_ws, port, host=host))
+            ws_port = listeners[0].socket.getsockname()[1]
+            print(f"listening on ws://{host}:{ws_port}/", file=sys.stderr, flush=True)
     if interrupted:  # everything is closed: now say so (exit 130, "interrupted")
         raise KeyboardInterrupt
 
@@ -139,13 +139,6 @@ def _listening(scheme: str, host: str, port: int) -> Iterator[None]:
         raise LocalError(f"cannot listen on {scheme}{host}:{port}: {why}") from None
 
 
-async def _accept_ws(node: Node, request: trio_websocket.WebSocketRequest) -> None:
-    ws = await request.accept()
-    remote = ws.remote
-    address = f"ws://{getattr(remote, 'address', '?')}:{getattr(remote, 'port', '?')}"
-    await node.serve_stream(WebSocketStream(ws), address)
-
-
 async def _sync(node: Node, link: Link, args: argparse.Namespace) -> SessionStats:
     try:
         with progress.bar(args, "syncing") as shown:
@@ -178,17 +171,23 @@ def sync(args: argparse.Namespace) -> int:
         node = Node(replica, home.signing_key(passphrase))
         stats = trio.run(_sync, node, link, args)
         state_hash = replica.state_hash().hex()
-    data = {"peer": stats.peer, "synced": stats.synced, "records_in": stats.records_in,
+    data: dict[str, object] = {
+            "peer": stats.peer, "synced": stats.synced, "records_in": stats.records_in,
             "records_out": stats.records_out, "stored_by_peer": stats.stored_by_peer,
             "unstored_by_peer": stats.unstored_by_peer, "bytes_in": stats.bytes_in,
             "bytes_out": stats.bytes_out, "seconds": round(stats.seconds, 3),
             "state_hash": state_hash, "reason": stats.reason}
+    if not stats.synced:
+        # A failure as every command's (cli/main.py): the one line on stderr, and under
+        # --json the error object on stdout - here with what moved beside it.
+        message = f"sync with {args.url} failed: {printable(stats.reason)}"
+        print(f"p2p-ledger: error: {message}", file=sys.stderr)
+        data["error"] = {"message": message, "exit_code": EXIT_ERROR,
+                         "meaning": EXIT_CODES[EXIT_ERROR]}
     if args.json:
         print(json.dumps(data, indent=2, sort_keys=True))
     elif stats.synced:
         print(f"in sync with {stats.peer}: received {stats.records_in} records, sent "
               f"{stats.records_out} ({stats.bytes_in} bytes in, {stats.bytes_out} out) in "
               f"{stats.seconds:.2f} s; state hash {state_hash[:16]}")
-    else:
-        print(f"p2p-ledger: error: sync with {args.url} failed: {stats.reason}", file=sys.stderr)
     return 0 if stats.synced else 1

@@ -53,7 +53,18 @@ from ..errors import LocalError
 from ..storage.bundle import STDIO
 from ..storage.home import Home
 from . import progress
-from .commands import _when, amount_json, emit, fmt, now_ms, opened, out_file, shown, wallet
+from .commands import (
+    _when,
+    amount_json,
+    emit,
+    fmt,
+    now_ms,
+    opened,
+    out_file,
+    printable,
+    shown,
+    wallet,
+)
 from .helptext import OUT_FILE, add_command
 
 __all__ = ["AUDIT_FLAGS", "BURST_COUNT", "BURST_WINDOW_MS", "NEAR_CAP_PERCENT", "CheckResult",
@@ -367,7 +378,7 @@ def _check_text(replica: Replica, c: CheckResult) -> str:
     return "\n".join([
         f"record    {row.id.hex()}",
         f"verdict   {row.verdict.value}" + (f": {row.reason}" if row.reason else ""),
-        f"payment   {what}", *([f"memo      {c.memo}"] if c.memo else []),
+        f"payment   {what}", *([f"memo      {printable(c.memo)}"] if c.memo else []),
         f"time      {_when(row.hlc)} (seq {row.seq})",
         f"exposure  {exposure}", f"forks     {forks}", f"revoked   {revoked}",
         "settled   " + ("yes: a checkpoint covers it" if c.settled

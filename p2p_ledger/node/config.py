@@ -22,9 +22,13 @@ class NodeConfig:
     max_invalid_records: int = 16
     max_send_buffer: int = 64 << 20
     max_send_buffer_total: int = 256 << 20  # over all sessions: the largest is closed
-    max_sessions: int = 256  # sessions at once, dialed and accepted
+    max_sessions: int = 256  # sessions at once, dialed and accepted, past their handshake
     max_sessions_per_device: int = 4  # of those, with one device key
     max_sessions_per_host: int | None = None  # from one address without its port (NAT!)
+    # Connections still in their handshake (nothing proved yet), apart from the above:
+    # beyond these a new one is closed at once (specs/node.md section 8).
+    max_handshakes: int = 256
+    max_handshakes_per_host: int = 16
     summary_tips_total: int = 500_000  # of full summaries being received (SummaryBudget)
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
@@ -44,7 +48,8 @@ class NodeCounters:
     frames_refused: dict[str, int] = field(default_factory=dict)  # by the close reason's kind
     bytes_in: int = 0   # of sessions that have ended (live ones are read from them)
     bytes_out: int = 0
-    sessions_ended: int = 0
+    sessions_ended: int = 0  # and connections turned away without a word
+    sessions_failed: int = 0  # of those, ended by an error (SessionStats.error)
 
     def add(self, table: dict[str, int], key: str, n: int = 1) -> None:
         table[key] = table.get(key, 0) + n

@@ -60,11 +60,17 @@ class Link:
 def parse_link(url: str) -> Link:
     """Parse a peer URL; LocalError with the accepted forms if it is none of them."""
     if url.startswith("exec:"):
-        command = tuple(shlex.split(url[5:]))
+        try:
+            command = tuple(shlex.split(url[5:]))
+        except ValueError as exc:  # an unclosed quote
+            raise LocalError(f"{url!r}: the exec: command does not parse ({exc})") from None
         if not command:
             raise LocalError("exec: needs a command, e.g. exec:'ssh site p2p-ledger serve --stdio'")
         return Link(scheme="exec", command=command)
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # "Invalid IPv6 URL": a bracket left open
+        parts = urlsplit("")
     try:
         port = parts.port  # ValueError when out of 0..65535 or not a number
     except ValueError:

@@ -32,6 +32,7 @@ import itertools
 import logging
 import random
 import time
+from collections import Counter, deque
 from collections.abc import Callable, Hashable
 
 import nacl.signing
@@ -79,6 +80,9 @@ FINAL_FLUSH = 2.0
 # Sessions refused for want of room still run their handshake, so that the peer reads
 # why in a CLOSE; beyond this many at once, a new connection is closed without a word.
 MAX_REFUSING = 16
+# Ended sessions whose stats `Node.completed` keeps: every connection a peer opens ends
+# as one, so keeping them all grew a hub's memory for good (specs/node.md section 8).
+KEEP_COMPLETED = 1000
 
 
 def newest_admit(store: LedgerStore, device: bytes) -> Admission | None:
@@ -135,12 +139,15 @@ class Node(Relaying, Serving):
         self.role = "authority" if self.device == replica.network.authority else "device"
         self._learn_admission(starting=True)
         self.peers: dict[int, _Peer] = {}
+        self._upgrading: Counter[str] = Counter()  # WebSocket upgrades in progress, by host
         self._ids = itertools.count(1)
         # record id -> the origins that delivered it (session ids here), until pushed
         self._origin: dict[bytes, frozenset[Hashable]] = {}
         self._summary_budget = SummaryBudget(self.config.summary_tips_total)
         self._pushed_up_to = self._store.max_order()
-        self.completed: list[SessionStats] = []
+        # the last KEEP_COMPLETED sessions' stats (refused connections included); the
+        # totals are in self.counters
+        self.completed: deque[SessionStats] = deque(maxlen=KEEP_COMPLETED)
         # records left out of pushes because the peer was known to hold them, over the
         # sessions that have ended (peer.py)
         self.records_not_pushed = 0
@@ -187,11 +194,15 @@ class Node(Relaying, Serving):
     def now_ms(self) -> int:
         return self._wall_ms() if self._wall_ms is not None else time.time_ns() // 1_000_000
 
-    def _refused(self, device: bytes) -> str | None:
-        """Why a peer that proved its key and admission may still not sync here: it has
-        as many sessions here as one device may, or the authority revoked it (whether
-        or not its admit is held here). Expiry is judged by the session, on the newer
-        of the admit shown and the one held here."""
+    def _refused(self, device: bytes, address: str) -> str | None:
+        """Why a peer that proved its key and admission may still not sync here: the
+        node runs as many sessions as it may (others proved theirs while this one's
+        handshake ran), it has as many sessions here as one device may, or the
+        authority revoked it (whether or not its admit is held here). Expiry is judged
+        by the session, on the newer of the admit shown and the one held here."""
+        busy = self._busy(address, proved=True)
+        if busy is not None:
+            return busy
         same = sum(p.session.peer == device for p in self.peers.values())
         if same >= self.config.max_sessions_per_device:
             return f"node busy: {same} sessions with {device_id(device)} already"
@@ -215,13 +226,20 @@ class Node(Relaying, Serving):
         has acknowledged storing our delta, as `sync` does. Most callers want `sync`,
         `keep_dialing` or `serve_tcp` rather than this."""
         started = trio.current_time()
+        crowded = self._crowded(address)
+        if crowded is not None:
+            return await self._turn_away(stream, address, crowded)
         busy = self._busy(address)
         if busy is not None and sum(p.refusing for p in self.peers.values()) >= MAX_REFUSING:
             return await self._turn_away(stream, address, busy)
+
+        def refuse(device: bytes) -> str | None:
+            return self._refused(device, address) if busy is None else busy
+
         session = Session(network=self.replica.network, key=self.key, admit=self.admit,
                           role=self.role, initiator=initiator, now=started,
                           config=self.config.session, known_admit=self._newest_admit,
-                          refuse_peer=self._refused if busy is None else lambda _: busy,
+                          refuse_peer=refuse,
                           wall_ms=self.now_ms(), summary_budget=self._summary_budget)
         peer = _Peer(next(self._ids), session, stream, address, until_synced, busy is not None,
                      held=self._held_linear)
@@ -247,11 +265,17 @@ class Node(Relaying, Serving):
         st.bytes_in, st.bytes_out = session.bytes_received, session.bytes_sent
         st.records_in, st.records_out = session.records_received, session.records_sent
         st.stored_by_peer, st.unstored_by_peer = session.peer_received, session.peer_unstored
-        self.completed.append(st)
         self.counters.bytes_in += st.bytes_in
         self.counters.bytes_out += st.bytes_out
-        self.counters.sessions_ended += 1
+        self._ended(st)
         return st
+
+    def _ended(self, stats: SessionStats) -> None:
+        """Note a session that ended, or a connection turned away: its stats join the
+        last KEEP_COMPLETED, and the counts, which count every one."""
+        self.completed.append(stats)
+        self.counters.sessions_ended += 1
+        self.counters.sessions_failed += stats.error
 
     async def _receiver(self, peer: _Peer) -> None:
         session = peer.session
@@ -435,9 +459,12 @@ class Node(Relaying, Serving):
         if peer.receiving is not None:
             peer.receiving.cancel()
 
-    def _busy(self, address: str) -> str | None:
-        """Why a new session may not run here now: too many at once, or from one host."""
-        admitted = [p for p in self.peers.values() if not p.refusing]
+    def _busy(self, address: str, *, proved: bool = False) -> str | None:
+        """Why a new session may not run here now: too many at once, or from one host.
+        Only sessions whose peer proved its key and admission count (a handshake in
+        progress is bounded by `_crowded`); `proved`: for a peer proving its own now."""
+        admitted = [p for p in self.peers.values()
+                    if not p.refusing and p.session.peer is not None]
         if len(admitted) >= self.config.max_sessions:
             return f"node busy: {len(admitted)} sessions, the most it runs at once"
         host, most = _host(address), self.config.max_sessions_per_host
@@ -446,13 +473,29 @@ class Node(Relaying, Serving):
             return f"node busy: {same} sessions from {host}, the most it takes from one host"
         return None
 
+    def _crowded(self, address: str) -> str | None:
+        """Why a new connection is closed at once: as many handshakes in progress as
+        the node runs, in total or from this host. A handshake costs nothing to start
+        and proves nothing until its AUTH: anyone who reaches the port could otherwise
+        hold every session with connections that never finish theirs."""
+        shaking = [p for p in self.peers.values()
+                   if p.session.peer is None and not p.session.closed]
+        if len(shaking) >= self.config.max_handshakes:
+            return f"node busy: {len(shaking)} handshakes in progress, the most it runs"
+        host = _host(address)
+        same = sum(_host(p.address) == host for p in shaking)
+        if same >= self.config.max_handshakes_per_host:
+            return (f"node busy: {same} handshakes in progress from {host}, the most it "
+                    "runs from one host")
+        return None
+
     async def _turn_away(self, stream: trio.abc.Stream, address: str,
                          reason: str) -> SessionStats:
         log.warning("refused a connection from %s without a word: %s", address, reason)
         with trio.move_on_after(2), contextlib.suppress(*_STREAM_ERRORS):
             await stream.aclose()
         stats = SessionStats(address=address, reason=reason, error=True)
-        self.completed.append(stats)
+        self._ended(stats)
         return stats
 
     def _acknowledge(self, peer: _Peer, now: float) -> None:

@@ -1,6 +1,7 @@
 """Dialing and serving, the `Node`'s part that makes sessions: `sync` once with a
 peer, `keep_dialing` it, `discover` peers on the LAN, and accept peers (`serve_tcp`,
-`serve_stream`). Each connection is run by `Node.run_session` (node/node.py).
+`accept_ws`, `serve_stream`). Each connection is run by `Node.run_session`
+(node/node.py).
 
 `Serving` is a mixin of `Node`: its methods use the node's state, declared below for
 the type checker only. Moved out of node/node.py unchanged.
@@ -8,22 +9,25 @@ the type checker only. Moved out of node/node.py unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import logging
 import random
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import trio
 import trio.testing
+import trio_websocket
 
 from ..core.ids import device_id
 from ..core.ledger import Replica
 from ..errors import StoreError, SyncFailed, TransportError
 from .config import NodeConfig
 from .discovery import DISCOVERY_PORT, Announcement, announce, listen, network_tag
-from .links import LATE_CONNECT_ERRORS, Link, cannot_reach, parse_link
+from .links import LATE_CONNECT_ERRORS, Link, WebSocketStream, cannot_reach, parse_link
 from .peer import SessionStats, _Peer
 
 if TYPE_CHECKING:
@@ -45,6 +49,7 @@ class Serving:
         config: NodeConfig
         peers: dict[int, _Peer]
         dial_pauses: list[float]
+        _upgrading: Counter[str]
         _rng: random.Random
         _connect: Connector
 
@@ -169,6 +174,53 @@ class Serving:
         except OSError:
             address = "tcp://?"
         await self.serve_stream(stream, address)
+
+    async def accept_ws(self, stream: trio.SocketStream) -> None:
+        """Serve one connection accepted on a WebSocket listener (`serve --listen-ws`,
+        with `trio.serve_tcp`). Its HTTP upgrade is a handshake, bounded as one: at
+        most `max_handshakes_per_host` from one address and `max_handshakes` in all at
+        once (beyond, the connection is closed at once, without a word), each within
+        the session's `handshake_timeout`. trio-websocket's own server held an upgrade
+        60 s, with no bound on how many (specs/node.md section 8)."""
+        try:
+            host, port = stream.socket.getpeername()[:2]
+        except OSError:
+            host, port = "?", "?"
+        address, most = f"ws://{host}:{port}", self.config.max_handshakes_per_host
+        if sum(self._upgrading.values()) >= self.config.max_handshakes or (
+                self._upgrading[host] >= most):
+            log.warning("refused a connection from %s without a word: node busy: %d "
+                        "WebSocket upgrades in progress (%d from ws://%s)", address,
+                        sum(self._upgrading.values()), self._upgrading[host], host)
+            with trio.move_on_after(2), contextlib.suppress(trio.BrokenResourceError,
+                                                            trio.ClosedResourceError, OSError):
+                await stream.aclose()
+            return
+        ws: trio_websocket.WebSocketConnection | None = None
+        async with trio.open_nursery() as nursery:  # the WebSocket's reader runs here
+            self._upgrading[host] += 1
+            try:
+                with trio.move_on_after(self.config.session.handshake_timeout):
+                    request = await trio_websocket.wrap_server_stream(nursery, stream)
+                    ws = await request.accept()
+            except trio_websocket.ConnectionClosed:
+                ws = None
+            finally:
+                self._upgrading[host] -= 1
+                if not self._upgrading[host]:
+                    del self._upgrading[host]
+            if ws is None:
+                log.info("connection from %s closed: no WebSocket upgrade within %s s",
+                         address, self.config.session.handshake_timeout)
+                nursery.cancel_scope.cancel()
+                await stream.aclose()  # cancelled: it closes at once
+                return
+            try:
+                await self.serve_stream(WebSocketStream(ws), address)
+            finally:
+                with trio.move_on_after(2):
+                    await ws.aclose()
+            nursery.cancel_scope.cancel()
 
     async def serve_stream(self, stream: trio.abc.Stream, address: str) -> None:
         """Accept one incoming connection."""

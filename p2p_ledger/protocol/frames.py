@@ -183,8 +183,9 @@ def encode_message(msg: Frame) -> bytes:
             fields = [msg.sent]
         case Ping() | Pong():
             fields = [msg.token]
-        case Close():
-            fields = [msg.reason[:MAX_REASON_CHARS]]
+        case Close():  # printable only: the peer prints it and logs it
+            fields = ["".join(c if c.isprintable() else "?"
+                              for c in msg.reason[:MAX_REASON_CHARS])]
         case SummarySketch():
             fields = [msg.cells]
         case NeedSummary():
@@ -296,8 +297,10 @@ def _stored(a: list[object]) -> Frame:
 
 
 def _close(a: list[object]) -> Frame:
-    if type(a[0]) is not str or len(a[0]) > MAX_REASON_CHARS:
-        raise _bad("close reason is short text")
+    # Printable: the reason is shown to a user and written to logs, where an escape
+    # sequence would drive the terminal and a newline forge a log line.
+    if type(a[0]) is not str or len(a[0]) > MAX_REASON_CHARS or not a[0].isprintable():
+        raise _bad("close reason is short text, printable characters only")
     return Close(reason=a[0])
 
 

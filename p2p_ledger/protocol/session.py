@@ -238,6 +238,9 @@ class Session:
         self._summary_held = 0  # tips taken from the budget
         self._started = now
         self._last_received = now
+        # Until the sync completes, the last frame that moved it on (not PING or PONG):
+        # a peer that only answers keepalives must not hold a sync open for good.
+        self._last_progress = now
         self._last_sent = now
         self._window_start = now
         self._window_frames = 0
@@ -278,7 +281,10 @@ class Session:
                 if body is None:
                     break
                 self._count_frame(now)
-                self._handle(self._open(body), now)
+                msg = self._open(body)
+                if not isinstance(msg, Ping | Pong):
+                    self._last_progress = now
+                self._handle(msg, now)
         except RemoteProtocolError as exc:
             self._die(exc, by_peer=False)
 
@@ -297,8 +303,13 @@ class Session:
             return None
         if self.state in (State.HELLO, State.AUTH):
             return self._started + self.config.handshake_timeout
-        return min(self._last_received + self.config.idle_timeout,
-                   self._last_sent + self.config.keepalive)
+        return min(self._silent_until(), self._last_sent + self.config.keepalive)
+
+    def _silent_until(self) -> float:
+        """When the peer counts as silent: `idle_timeout` after its last frame, or,
+        until the sync completes, after its last frame that was not a keepalive."""
+        last = self._last_received if self._completed else self._last_progress
+        return last + self.config.idle_timeout
 
     def tick(self, now: float) -> None:
         """Act on deadlines: time out a handshake or a silent peer, send keepalives."""
@@ -311,6 +322,10 @@ class Session:
         if now >= self._last_received + self.config.idle_timeout:
             self._die(RemoteProtocolError(
                 f"peer silent for {self.config.idle_timeout:g} s"), by_peer=False)
+        elif now >= self._silent_until():
+            self._die(RemoteProtocolError(
+                f"peer sent nothing but keepalives for {self.config.idle_timeout:g} s "
+                "before the sync completed"), by_peer=False)
         elif now >= self._last_sent + self.config.keepalive:
             self.ping(now)
 

@@ -303,8 +303,8 @@ class World:
             self.crash(m, mid_batch=True)
         finally:
             self.paths.replica_ended(m, node.replica)
-            m.sessions += len(node.completed)
-            m.session_errors += sum(1 for s in node.completed if s.error)
+            m.sessions += node.counters.sessions_ended  # (`completed` keeps the last 1,000)
+            m.session_errors += node.counters.sessions_failed
             m.delivered += node.delivered
             m.not_pushed += node.records_not_pushed
             if m.node is node:

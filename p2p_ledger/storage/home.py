@@ -6,7 +6,11 @@
     HOME/store.url       the URL of a PostgreSQL store shared by every front-end on this
                          home (`init --store postgresql://...`; specs/cloud.md)
 
-`Home` only finds and opens these; the CLI decides where passphrases come from.
+`Home` only finds and opens these; the CLI decides where passphrases come from. The
+SQLite store is made when the home joins its network (`set_network`, after any
+`set_store_url`), never later: a home with a network whose store file is missing or
+empty lost its records, and opening it is `StoreDamaged`, not a new empty store in
+which the device would sign its seqs again - a fork of its own chain.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import nacl.signing
 from ..core.ledger import Replica
 from ..core.network import NetworkDescriptor
 from ..core.store import NodeStore
-from ..errors import LocalError, StoreError
+from ..errors import LocalError, StoreDamaged, StoreError
+from .connection import damaged
 from .keys import key_device, key_protection, load_key, save_key, write_private
 from .postgres import PostgresStore, is_postgres_url
 from .sqlite import SqliteStore
@@ -68,6 +73,8 @@ class Home:
             raise LocalError(f"{self.path} already belongs to a network")
         self.path.mkdir(parents=True, exist_ok=True)
         write_private(self.network_path, network.to_json())
+        if self.store_url() is None:  # the store is made with the home, never later
+            SqliteStore(self.store_path, network.network_id).close()
 
     def network(self) -> NetworkDescriptor:
         try:
@@ -82,7 +89,8 @@ class Home:
 
     def set_store_url(self, url: str) -> None:
         """Keep this home's records in the PostgreSQL database at `url` (it may carry a
-        password: the file is private to its owner)."""
+        password: the file is private to its owner). Before `set_network`, which would
+        make the SQLite store otherwise."""
         if not is_postgres_url(url):
             raise LocalError(f"--store must be a postgresql:// URL, not {url!r}")
         if self.store_url_path.exists() or self.store_path.exists():
@@ -104,7 +112,9 @@ class Home:
         url = self.store_url()
         if url is not None:
             return PostgresStore(url, self.network().network_id)
-        store = SqliteStore(self.store_path, self.network().network_id)
+        network_id = self.network().network_id
+        self._check_store_file()
+        store = SqliteStore(self.store_path, network_id)
         if check:
             try:
                 store.quick_check()
@@ -112,6 +122,16 @@ class Home:
                 store.close()
                 raise
         return store
+
+    def _check_store_file(self) -> None:
+        """The SQLite store was made with the home (`set_network`): missing or empty
+        (SQLite writes its first page when the store is made) it is damage."""
+        try:
+            size = self.store_path.stat().st_size
+        except FileNotFoundError:
+            raise StoreDamaged(damaged(str(self.store_path), "the file is missing")) from None
+        if size == 0:
+            raise StoreDamaged(damaged(str(self.store_path), "the file is empty"))
 
     def replica(self, *, check: bool = False) -> Replica:
         return Replica(self.network(), self.open_store(check=check))

@@ -86,10 +86,11 @@ def key_protection(path: Path) -> str:
 
 def key_device(path: Path) -> bytes:
     """The public key named in a key file, read without unsealing it."""
+    data = read_key_file(path)  # its own errors say what is wrong (a missing file...)
     try:
-        return parse_device_id(str(read_key_file(path).get("device_id")))
+        return parse_device_id(str(data.get("device_id")))
     except LocalError as exc:
-        raise KeyFileError(f"key file is damaged: {exc}") from None
+        raise KeyFileError(f"key file {path} is damaged: {exc}") from None
 
 
 def read_key_file(path: Path) -> dict[str, object]:
