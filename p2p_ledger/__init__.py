@@ -17,36 +17,17 @@ What users of the library call is re-exported here. A trio application starts wi
 
 (README.md, section "Python API", and examples/).
 
-The names that need trio (the node and what opens it) are imported on first use
-(PEP 562), so that the core and the commands that do not touch the network never
-import trio.
+Every name but the errors is imported on first use (PEP 562): `import p2p_ledger`
+costs next to nothing, the commands that do not touch the network never import trio,
+and the command line's entry point (`cli/entry.py`) starts before any heavy import,
+so that a Ctrl-C during those imports is an interruption, not a traceback.
 """
 
 import importlib
 from typing import TYPE_CHECKING
 
-from .core.hlc import next_hlc
-from .core.ids import Account, device_id, parse_device_id
-from .core.ledger import Applied, Delivery, Frontier, IngestReport, Replica
-from .core.money import format_amount, parse_amount
-from .core.network import DEFAULT_TIERS, NetworkDescriptor, Tier
-from .core.records import (
-    Admit,
-    Issue,
-    Kind,
-    Meta,
-    Record,
-    Redeem,
-    Revoke,
-    Role,
-    SignedRecord,
-    Transfer,
-    open_record,
-    parse_record,
-    sign_record,
-)
-from .core.store import LedgerStore, MemoryStore, Verdict
-from .core.wallet import PaymentResult, Wallet
+# The errors are light (they import nothing of ours); everything else is imported on
+# first use.
 from .errors import (
     AmountError,
     FeedOverflow,
@@ -65,21 +46,57 @@ from .errors import (
     TransportError,
     WrongPassphrase,
 )
-from .storage.home import Home
-from .storage.sqlite import SqliteStore
 
 if TYPE_CHECKING:
     from .api import Ledger, create_network, join_network, open_home
+    from .core.hlc import next_hlc
+    from .core.ids import Account, device_id, parse_device_id
+    from .core.ledger import Applied, Delivery, Frontier, IngestReport, Replica
+    from .core.money import format_amount, parse_amount
+    from .core.network import DEFAULT_TIERS, NetworkDescriptor, Tier
+    from .core.records import (
+        Admit,
+        Issue,
+        Kind,
+        Meta,
+        Record,
+        Redeem,
+        Revoke,
+        Role,
+        SignedRecord,
+        Transfer,
+        open_record,
+        parse_record,
+        sign_record,
+    )
+    from .core.store import LedgerStore, MemoryStore, Verdict
+    from .core.wallet import PaymentResult, Wallet
     from .node.feed import RecordFeed, RecordStored
     from .node.node import Node, NodeConfig, SessionStats
+    from .storage.home import Home
+    from .storage.sqlite import SqliteStore
 
 __version__ = "0.1.0"
 
-_ON_FIRST_USE = {
-    **dict.fromkeys(("Ledger", "create_network", "join_network", "open_home"), ".api"),
-    **dict.fromkeys(("RecordFeed", "RecordStored"), ".node.feed"),
-    **dict.fromkeys(("Node", "NodeConfig", "SessionStats"), ".node.node"),
+# The module each name comes from, imported on first use (`__getattr__`).
+_MODULES: dict[str, tuple[str, ...]] = {
+    ".core.hlc": ("next_hlc",),
+    ".core.ids": ("Account", "device_id", "parse_device_id"),
+    ".core.ledger": ("Applied", "Delivery", "Frontier", "IngestReport", "Replica"),
+    ".core.money": ("format_amount", "parse_amount"),
+    ".core.network": ("DEFAULT_TIERS", "NetworkDescriptor", "Tier"),
+    ".core.records": ("Admit", "Issue", "Kind", "Meta", "Record", "Redeem", "Revoke", "Role",
+                      "SignedRecord", "Transfer", "open_record", "parse_record",
+                      "sign_record"),
+    ".core.store": ("LedgerStore", "MemoryStore", "Verdict"),
+    ".core.wallet": ("PaymentResult", "Wallet"),
+    ".storage.home": ("Home",),
+    ".storage.sqlite": ("SqliteStore",),
+    ".api": ("Ledger", "create_network", "join_network", "open_home"),
+    ".node.feed": ("RecordFeed", "RecordStored"),
+    ".node.node": ("Node", "NodeConfig", "SessionStats"),
 }
+_ON_FIRST_USE = {name: module for module, names in _MODULES.items() for name in names}
 
 
 def __getattr__(name: str) -> object:

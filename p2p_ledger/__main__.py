@@ -1,7 +1,8 @@
-"""`python -m p2p_ledger` runs the command line."""
+"""`python -m p2p_ledger` runs the command line (through its entry point, as the
+`p2p-ledger` command does: cli/entry.py)."""
 
 import sys
 
-from .cli.main import main
+from .cli.entry import main
 
 sys.exit(main())

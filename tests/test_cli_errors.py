@@ -306,6 +306,47 @@ def _entry(home: Path, *args: str) -> subprocess.Popen[str]:
         signal.signal(signal.SIGINT, previous)
 
 
+_INTERRUPT_IMPORT = """
+import sys
+
+class Interrupting:
+    # A Ctrl-C that lands while the command line's modules are imported.
+    def find_spec(self, name, path=None, target=None):
+        if name == "p2p_ledger.cli.commands":
+            raise KeyboardInterrupt
+        return None
+
+sys.meta_path.insert(0, Interrupting())
+from p2p_ledger.cli.entry import main
+sys.exit(main())
+"""
+
+
+def test_ctrl_c_while_the_command_line_imports(tmp_path: Path) -> None:
+    """The first half second or more of every command is imports, before the command
+    line can handle a Ctrl-C; one landing there printed Python's traceback (found by
+    trying it). The entry point catches it: "interrupted", exit 130."""
+    done = subprocess.run([sys.executable, "-c", _INTERRUPT_IMPORT, "--version"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=60,
+                          check=False)
+    assert done.returncode == EXIT_INTERRUPTED, done.stderr
+    assert done.stderr == "p2p-ledger: interrupted\n"
+    assert done.stdout == ""
+
+
+def test_the_entry_point_imports_nothing_heavy(tmp_path: Path) -> None:
+    """What runs before the entry point's `try` is the package's `__init__` alone: its
+    names are imported on first use, so the window where a Ctrl-C is still a traceback
+    is the interpreter's own start."""
+    probe = ("import sys; import p2p_ledger.cli.entry; "
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+             "('nacl', 'cbor2', 'msgpack', 'trio', 'sqlite3', 'p2p_ledger')))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=60, check=True)
+    assert done.stdout.strip() == str(["p2p_ledger", "p2p_ledger.cli", "p2p_ledger.cli.entry",
+                                       "p2p_ledger.errors"])
+
+
 def _children(pid: int, word: str) -> list[int]:
     """Processes whose parent is `pid` and whose command line holds `word`."""
     found = []
