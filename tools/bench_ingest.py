@@ -409,17 +409,22 @@ class _TimedConnection:
         return getattr(self.db, name)
 
 
-def sql_breakdown(bundle: Path, network: NetworkDescriptor, store_path: Path,
-                  top: int = 12) -> str:
-    """Where the ingest's SQLite time goes, statement by statement."""
-    timed: list[_TimedConnection] = []
-
+def _timing_into(timed: list[_TimedConnection]) -> Callable[[SqliteStore], None]:
+    """An `ingest` instrument that puts the store's connection behind a
+    `_TimedConnection`, appended to `timed`."""
     def instrument(store: SqliteStore) -> None:
         db = getattr(store, "_db", None)
         if isinstance(db, sqlite3.Connection):
             timed.append(_TimedConnection(db))
             store._db = timed[0]  # type: ignore[assignment]
+    return instrument
 
+
+def sql_breakdown(bundle: Path, network: NetworkDescriptor, store_path: Path,
+                  top: int = 12) -> str:
+    """Where the ingest's SQLite time goes, statement by statement."""
+    timed: list[_TimedConnection] = []
+    instrument = _timing_into(timed)
     timing, _ = ingest(bundle, network, store_path, instrument)
     if not timed:
         return "(SqliteStore has no `_db` connection any more: no SQL breakdown)"
@@ -459,13 +464,7 @@ def btree_report(bundle: Path, network: NetworkDescriptor, store_path: Path, n: 
     """B-tree entries per record after one ingest, and the rows that UPDATE, DELETE and
     upsert statements changed in it (an entry rewritten or removed, not added)."""
     timed: list[_TimedConnection] = []
-
-    def instrument(store: SqliteStore) -> None:
-        db = getattr(store, "_db", None)
-        if isinstance(db, sqlite3.Connection):
-            timed.append(_TimedConnection(db))
-            store._db = timed[0]  # type: ignore[assignment]
-
+    instrument = _timing_into(timed)
     ingest(bundle, network, store_path, instrument)
     entries = btree_entries(store_path)
     total = sum(entries.values())
