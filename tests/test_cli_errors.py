@@ -234,6 +234,26 @@ def test_serve_on_an_address_not_on_this_machine(work: Path,
     one_line(capsys, code, EXIT_ERROR, "cannot listen on 192.0.2.1:7700")
 
 
+@pytest.mark.parametrize(("stdin", "reason"), [
+    (b"garbage\n", "exceeds the limit"),        # not a frame of the protocol
+    (b"", "the peer closed the connection"),    # gone during the handshake
+])
+def test_serve_stdio_whose_one_session_fails(work: Path, stdin: bytes, reason: str) -> None:
+    """`serve --stdio` runs one session; it exited 0 when that session failed. Now it
+    fails as `sync` does: exit 1 and one `p2p-ledger: error:` line saying why."""
+    done = subprocess.run([sys.executable, "-m", "p2p_ledger", "--home", "A", "serve",
+                           "--stdio", "--quiet"], input=stdin, capture_output=True,
+                          timeout=120, check=False, cwd=work,
+                          env={**os.environ, "P2P_LEDGER_PASSPHRASE": PASSPHRASE})
+    err = done.stderr.decode()
+    assert done.returncode == EXIT_ERROR, err
+    lines = [line for line in err.splitlines() if line.startswith("p2p-ledger: ")]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("p2p-ledger: error: session over stdio failed: "), err
+    assert reason in lines[0], err
+    assert "Traceback" not in err
+
+
 # ---------------------------------------------------------------- the boundary itself
 
 def test_a_busy_home(work: Path, capsys: pytest.CaptureFixture[str],

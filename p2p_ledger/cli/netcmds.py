@@ -53,16 +53,21 @@ def serve(args: argparse.Namespace) -> int:
             log.warning("--discover needs --listen (peers connect to that port)")
             return 2
         try:
-            trio.run(_serve, node, args)
+            stats = trio.run(_serve, node, args)
         finally:
             live.withdraw(args.home)
+    if stats is not None and not stats.synced:
+        # `--stdio` runs one session: when it fails, fail as `sync` does (one line).
+        print(f"p2p-ledger: error: session over stdio failed: {printable(stats.reason)}",
+              file=sys.stderr)
+        return EXIT_ERROR
     return 0
 
 
-async def _serve(node: Node, args: argparse.Namespace) -> None:
+async def _serve(node: Node, args: argparse.Namespace) -> SessionStats | None:
+    """Serve until stopped; with `--stdio`, the one session's stats."""
     if args.stdio:
-        await node.run_session(stdio_stream(), initiator=False, address="stdio")
-        return
+        return await node.run_session(stdio_stream(), initiator=False, address="stdio")
     interrupted: list[bool] = []
     async with trio.open_nursery() as nursery:
         await nursery.start(_stop_on_signals, nursery.cancel_scope, interrupted)
@@ -101,6 +106,7 @@ async def _serve(node: Node, args: argparse.Namespace) -> None:
             print(f"listening on ws://{host}:{ws_port}/", file=sys.stderr, flush=True)
     if interrupted:  # everything is closed: now say so (exit 130, "interrupted")
         raise KeyboardInterrupt
+    return None
 
 
 async def _stop_on_signals(scope: trio.CancelScope, interrupted: list[bool], *,
