@@ -218,6 +218,17 @@ def test_a_websocket_to_a_plain_http_server(work: Path, capsys: pytest.CaptureFi
              "the server answered HTTP")
 
 
+@pytest.mark.parametrize(("options", "words"), [
+    ([], "nothing to do: give --listen, --listen-ws, --stdio or --peer"),
+    (["--discover"], "nothing to do"),
+    (["--discover", "--peer", "tcp://127.0.0.1:9"], "--discover needs --listen"),
+])
+def test_serve_with_nothing_to_do_is_a_usage_error(
+        work: Path, capsys: pytest.CaptureFixture[str], options: list[str], words: str) -> None:
+    """These exited 2 with a log WARNING line; now the usage line of every command."""
+    one_line(capsys, main(["--home", "A", "serve", *options]), EXIT_USAGE, words)
+
+
 def test_serve_on_a_port_in_use(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
