@@ -8,6 +8,7 @@ it); the ones that need a signal or a second process run the real entry point.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import io
 import os
@@ -265,30 +266,40 @@ def test_serve_stdio_whose_one_session_fails(work: Path, stdin: bytes, reason: s
     assert "Traceback" not in err
 
 
-@pytest.fixture
-def immutable(work: Path) -> Iterator[Path]:
-    """A's store file made immutable (`chattr +i`): not writable even by root, on whom
-    `chmod` has no effect. Skipped where the attribute cannot be set here."""
-    store = work / "A" / "ledger.sqlite3"
-    if subprocess.run(["chattr", "+i", str(store)], capture_output=True,
+@contextlib.contextmanager
+def immutable(path: Path) -> Iterator[Path]:
+    """`path` made immutable (`chattr +i`): not writable even by root, on whom `chmod`
+    has no effect. Skipped where the attribute cannot be set here."""
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True,
                       check=False).returncode != 0:
         pytest.skip("chattr +i is not permitted on this file system")
     try:
-        yield store
+        yield path
     finally:
-        subprocess.run(["chattr", "-i", str(store)], check=True)
+        subprocess.run(["chattr", "-i", str(path)], check=True)
 
 
 def test_a_store_that_cannot_be_written_says_so(
-        work: Path, immutable: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        work: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A store file the process may read but not write said "the store ... failed:
     attempt to write a readonly database" (SQLite's words). It names the file and says
     it cannot be written; reading it still works."""
-    assert main(["--home", "A", "balance"]) == 0
-    capsys.readouterr()
     me = device_id(bytes(Home(work / "A").signing_key(lambda: PASSPHRASE).verify_key))
-    one_line(capsys, main(["--home", "A", "issue", "--to", me, "--amount", "1"]), EXIT_ERROR,
-             "the store A/ledger.sqlite3 cannot be written", "read-only")
+    with immutable(work / "A" / "ledger.sqlite3"):
+        assert main(["--home", "A", "balance"]) == 0
+        capsys.readouterr()
+        one_line(capsys, main(["--home", "A", "issue", "--to", me, "--amount", "1"]),
+                 EXIT_ERROR, "the store A/ledger.sqlite3 cannot be written", "read-only")
+
+
+def test_a_home_folder_that_cannot_be_written_says_so(
+        work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A home folder the process may not write (SQLite makes its -wal and -shm files
+    there) said "the store ... failed: unable to open database file"."""
+    assert not (work / "A" / "ledger.sqlite3-wal").exists()  # closed cleanly: none left
+    with immutable(work / "A"):
+        one_line(capsys, main(["--home", "A", "balance"]), EXIT_ERROR,
+                 "the store A/ledger.sqlite3 cannot be opened", "folder A is read-only")
 
 
 # ---------------------------------------------------------------- the boundary itself
