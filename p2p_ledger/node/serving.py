@@ -4,7 +4,8 @@ peer, `keep_dialing` it, `discover` peers on the LAN, and accept peers (`serve_t
 (node/node.py).
 
 `Serving` is a mixin of `Node`: its methods use the node's state, declared below for
-the type checker only. Moved out of node/node.py unchanged.
+the type checker only. Moved out of node/node.py unchanged; `_turn_away` (a
+connection closed before its handshake, node/logbudget.py budgets its log line) later.
 """
 
 from __future__ import annotations
