@@ -41,6 +41,7 @@ from .errors import (
     StoreBusy,
     StoreDamaged,
     StoreError,
+    StoreReadOnly,
     StoreUnavailable,
     SyncFailed,
     TransportError,
@@ -125,8 +126,8 @@ __all__ = [
     # errors
     "AmountError", "FeedOverflow", "InvalidRecord", "KeyFileError", "LocalError",
     "P2PLedgerError", "PaymentRefused", "PendingFull", "RecordProblem", "StoreBusy",
-    "StoreDamaged", "StoreError", "StoreUnavailable", "SyncFailed", "TransportError",
-    "WrongPassphrase",
+    "StoreDamaged", "StoreError", "StoreReadOnly", "StoreUnavailable", "SyncFailed",
+    "TransportError", "WrongPassphrase",
     # functions
     "__version__", "device_id", "format_amount", "next_hlc", "open_record", "parse_amount",
     "parse_device_id", "parse_record", "sign_record",

@@ -42,6 +42,7 @@ __all__ = [
     "StoreDamaged",
     "StoreBusy",
     "StoreError",
+    "StoreReadOnly",
     "StoreUnavailable",
     "SyncFailed",
     "TransportError",
@@ -82,6 +83,11 @@ class WrongPassphrase(KeyFileError):
 
 class StoreError(P2PLedgerError):
     """The local store cannot be used as asked."""
+
+
+class StoreReadOnly(StoreError):
+    """The store cannot be written here (a read-only file, folder or file system);
+    nothing was changed. The CLI exits 1."""
 
 
 class StoreBusy(StoreError):

@@ -8,6 +8,7 @@ it); the ones that need a signal or a second process run the real entry point.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import io
 import os
@@ -218,6 +219,17 @@ def test_a_websocket_to_a_plain_http_server(work: Path, capsys: pytest.CaptureFi
              "the server answered HTTP")
 
 
+@pytest.mark.parametrize(("options", "words"), [
+    ([], "nothing to do: give --listen, --listen-ws, --stdio or --peer"),
+    (["--discover"], "nothing to do"),
+    (["--discover", "--peer", "tcp://127.0.0.1:9"], "--discover needs --listen"),
+])
+def test_serve_with_nothing_to_do_is_a_usage_error(
+        work: Path, capsys: pytest.CaptureFixture[str], options: list[str], words: str) -> None:
+    """These exited 2 with a log WARNING line; now the usage line of every command."""
+    one_line(capsys, main(["--home", "A", "serve", *options]), EXIT_USAGE, words)
+
+
 def test_serve_on_a_port_in_use(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -232,6 +244,62 @@ def test_serve_on_an_address_not_on_this_machine(work: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["--home", "A", "serve", "--quiet", "--listen", "192.0.2.1:7700"])
     one_line(capsys, code, EXIT_ERROR, "cannot listen on 192.0.2.1:7700")
+
+
+@pytest.mark.parametrize(("stdin", "reason"), [
+    (b"garbage\n", "exceeds the limit"),        # not a frame of the protocol
+    (b"", "the peer closed the connection"),    # gone during the handshake
+])
+def test_serve_stdio_whose_one_session_fails(work: Path, stdin: bytes, reason: str) -> None:
+    """`serve --stdio` runs one session; it exited 0 when that session failed. Now it
+    fails as `sync` does: exit 1 and one `p2p-ledger: error:` line saying why."""
+    done = subprocess.run([sys.executable, "-m", "p2p_ledger", "--home", "A", "serve",
+                           "--stdio", "--quiet"], input=stdin, capture_output=True,
+                          timeout=120, check=False, cwd=work,
+                          env={**os.environ, "P2P_LEDGER_PASSPHRASE": PASSPHRASE})
+    err = done.stderr.decode()
+    assert done.returncode == EXIT_ERROR, err
+    lines = [line for line in err.splitlines() if line.startswith("p2p-ledger: ")]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("p2p-ledger: error: session over stdio failed: "), err
+    assert reason in lines[0], err
+    assert "Traceback" not in err
+
+
+@contextlib.contextmanager
+def immutable(path: Path) -> Iterator[Path]:
+    """`path` made immutable (`chattr +i`): not writable even by root, on whom `chmod`
+    has no effect. Skipped where the attribute cannot be set here."""
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True,
+                      check=False).returncode != 0:
+        pytest.skip("chattr +i is not permitted on this file system")
+    try:
+        yield path
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def test_a_store_that_cannot_be_written_says_so(
+        work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A store file the process may read but not write said "the store ... failed:
+    attempt to write a readonly database" (SQLite's words). It names the file and says
+    it cannot be written; reading it still works."""
+    me = device_id(bytes(Home(work / "A").signing_key(lambda: PASSPHRASE).verify_key))
+    with immutable(work / "A" / "ledger.sqlite3"):
+        assert main(["--home", "A", "balance"]) == 0
+        capsys.readouterr()
+        one_line(capsys, main(["--home", "A", "issue", "--to", me, "--amount", "1"]),
+                 EXIT_ERROR, "the store A/ledger.sqlite3 cannot be written", "read-only")
+
+
+def test_a_home_folder_that_cannot_be_written_says_so(
+        work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A home folder the process may not write (SQLite makes its -wal and -shm files
+    there) said "the store ... failed: unable to open database file"."""
+    assert not (work / "A" / "ledger.sqlite3-wal").exists()  # closed cleanly: none left
+    with immutable(work / "A"):
+        one_line(capsys, main(["--home", "A", "balance"]), EXIT_ERROR,
+                 "the store A/ledger.sqlite3 cannot be opened", "folder A is read-only")
 
 
 # ---------------------------------------------------------------- the boundary itself

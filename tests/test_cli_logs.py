@@ -7,6 +7,8 @@ import argparse
 import io
 import json
 import logging
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -63,28 +65,38 @@ def _minimal(name: str) -> list[str]:
     return [name, *needs.get(name, [])]
 
 
-def test_text_logs_by_default(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--home", "A", "serve", "--discover"]) == 2
-    err = capsys.readouterr().err.splitlines()
+def _serve_stdio_closed(home: Path, *options: str) -> list[str]:
+    """stderr of `serve --stdio` whose peer closes at once: one WARNING log line (the
+    session closed during its handshake), then the command's own error line."""
+    done = subprocess.run([sys.executable, "-m", "p2p_ledger", "--home", str(home),
+                           *options, "serve", "--stdio"], input=b"", capture_output=True,
+                          timeout=120, check=False,
+                          env={**os.environ, "P2P_LEDGER_PASSPHRASE": PASSPHRASE})
+    assert done.returncode == 1, done.stderr
+    err = done.stderr.decode().splitlines()
+    assert err[-1].startswith("p2p-ledger: error: session over stdio failed"), err
+    return err[:-1]
+
+
+def test_text_logs_by_default(home: Path) -> None:
+    err = _serve_stdio_closed(home)
     assert len(err) == 1, err
-    assert "WARNING nothing to do: give --listen" in err[0], err
+    assert "WARNING session ?@stdio closed by the peer: the peer closed" in err[0], err
 
 
-def test_json_lines_on_request(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--home", "A", "serve", "--discover", "--log-format", "json"]) == 2
-    err = capsys.readouterr().err.splitlines()
+def test_json_lines_on_request(home: Path) -> None:
+    err = _serve_stdio_closed(home, "--log-format", "json")
     assert len(err) == 1, err
     line = json.loads(err[0])
     assert line["level"] == "warning"
     assert line["logger"] == "p2p_ledger.node"
-    assert line["message"].startswith("nothing to do: give --listen")
+    assert line["message"].startswith("session ?@stdio closed by the peer")
     assert line["time"].endswith("Z")
     assert line["time"][:2] == "20"
 
 
-def test_quiet_hides_warnings(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--home", "A", "-qq", "serve", "--discover"]) == 2
-    assert capsys.readouterr().err == ""
+def test_quiet_hides_warnings(home: Path) -> None:
+    assert _serve_stdio_closed(home, "-qq") == []
 
 
 def test_a_traceback_is_one_json_field(capsys: pytest.CaptureFixture[str]) -> None:

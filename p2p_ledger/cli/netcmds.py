@@ -20,7 +20,7 @@ import trio
 from tqdm import tqdm
 
 from ..core.ids import device_id
-from ..errors import LocalError, TransportError
+from ..errors import LocalError, TransportError, UsageError
 from ..node.links import Link, parse_link, stdio_stream
 from ..node.metrics import serve_metrics
 from ..node.node import Node, SessionStats
@@ -36,6 +36,10 @@ log = logging.getLogger("p2p_ledger.node")
 def serve(args: argparse.Namespace) -> int:
     limits, base, log_format = config.resolve(args, host_port)
     logs.configure(logs.level_for(args, base), log_format)
+    if not (args.listen or args.listen_ws or args.stdio or args.peer or args.upstream):
+        raise UsageError("serve: nothing to do: give --listen, --listen-ws, --stdio or --peer")
+    if args.discover and not args.listen:
+        raise UsageError("serve: --discover needs --listen (peers connect to that port)")
     home = Home(args.home)
     with opened(home, signs=True) as replica:
         node = Node(replica, home.signing_key(passphrase), config=limits)
@@ -46,23 +50,22 @@ def serve(args: argparse.Namespace) -> int:
             log.warning("--hub: this device is admitted as %s; run `p2p-ledger admit "
                         "DEVICE_ID --role hub` on the authority for peers to see a hub",
                         node.role)
-        if not (args.listen or args.listen_ws or args.stdio or args.peer or args.upstream):
-            log.warning("nothing to do: give --listen, --listen-ws, --stdio or --peer")
-            return 2
-        if args.discover and not args.listen:
-            log.warning("--discover needs --listen (peers connect to that port)")
-            return 2
         try:
-            trio.run(_serve, node, args)
+            stats = trio.run(_serve, node, args)
         finally:
             live.withdraw(args.home)
+    if stats is not None and not stats.synced:
+        # `--stdio` runs one session: when it fails, fail as `sync` does (one line).
+        print(f"p2p-ledger: error: session over stdio failed: {printable(stats.reason)}",
+              file=sys.stderr)
+        return EXIT_ERROR
     return 0
 
 
-async def _serve(node: Node, args: argparse.Namespace) -> None:
+async def _serve(node: Node, args: argparse.Namespace) -> SessionStats | None:
+    """Serve until stopped; with `--stdio`, the one session's stats."""
     if args.stdio:
-        await node.run_session(stdio_stream(), initiator=False, address="stdio")
-        return
+        return await node.run_session(stdio_stream(), initiator=False, address="stdio")
     interrupted: list[bool] = []
     async with trio.open_nursery() as nursery:
         await nursery.start(_stop_on_signals, nursery.cancel_scope, interrupted)
@@ -101,6 +104,7 @@ async def _serve(node: Node, args: argparse.Namespace) -> None:
             print(f"listening on ws://{host}:{ws_port}/", file=sys.stderr, flush=True)
     if interrupted:  # everything is closed: now say so (exit 130, "interrupted")
         raise KeyboardInterrupt
+    return None
 
 
 async def _stop_on_signals(scope: trio.CancelScope, interrupted: list[bool], *,

@@ -60,6 +60,7 @@ from ..protocol.sketch import CELL_BYTES, ELEMENT_BYTES, cells_for
 from .config import NodeConfig, NodeCounters, reason_kind
 from .feed import RecordFeed
 from .links import open_link
+from .logbudget import LogBudget
 from .peer import SessionStats, _Peer
 from .relay import Relaying
 from .serving import Connector as Connector
@@ -155,6 +156,7 @@ class Node(Relaying, Serving):
         self.dial_pauses: list[float] = []  # what keep_dialing waited, for tests and status
         self._feeds: list[RecordFeed] = []
         self._store_unavailable = False  # the store poll found it unreachable (logged once)
+        self._log_budget = LogBudget(log)  # lines unauthenticated connections cause
 
     @property
     def _store(self) -> NodeStore:
@@ -448,8 +450,9 @@ class Node(Relaying, Serving):
                     peer.stats.reason = ev.reason
                     peer.stats.error = ev.error is not None
                     level = logging.WARNING if ev.error is not None else logging.INFO
-                    log.log(level, "session %s closed%s: %s", peer.label,
-                            " by the peer" if ev.by_peer else "", ev.reason)
+                    kind = None if session.peer is not None else "handshake failures"
+                    self._log_budget.log(kind, level, "session %s closed%s: %s", peer.label,
+                                         " by the peer" if ev.by_peer else "", ev.reason)
                     if session.peer is not None:
                         self._note(peer, "closed", synced=False)
 
@@ -488,15 +491,6 @@ class Node(Relaying, Serving):
             return (f"node busy: {same} handshakes in progress from {host}, the most it "
                     "runs from one host")
         return None
-
-    async def _turn_away(self, stream: trio.abc.Stream, address: str,
-                         reason: str) -> SessionStats:
-        log.warning("refused a connection from %s without a word: %s", address, reason)
-        with trio.move_on_after(2), contextlib.suppress(*_STREAM_ERRORS):
-            await stream.aclose()
-        stats = SessionStats(address=address, reason=reason, error=True)
-        self._ended(stats)
-        return stats
 
     def _acknowledge(self, peer: _Peer, now: float) -> None:
         """Tell the peer what of its records is committed here (one STORED frame for all

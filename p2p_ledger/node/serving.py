@@ -4,7 +4,8 @@ peer, `keep_dialing` it, `discover` peers on the LAN, and accept peers (`serve_t
 (node/node.py).
 
 `Serving` is a mixin of `Node`: its methods use the node's state, declared below for
-the type checker only. Moved out of node/node.py unchanged.
+the type checker only. Moved out of node/node.py unchanged; `_turn_away` (a
+connection closed before its handshake, node/logbudget.py budgets its log line) later.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ..errors import StoreError, SyncFailed, TransportError
 from .config import NodeConfig
 from .discovery import DISCOVERY_PORT, Announcement, announce, listen, network_tag
 from .links import LATE_CONNECT_ERRORS, Link, WebSocketStream, cannot_reach, parse_link
+from .logbudget import LogBudget
 from .peer import SessionStats, _Peer
 
 if TYPE_CHECKING:
@@ -52,6 +54,9 @@ class Serving:
         _upgrading: Counter[str]
         _rng: random.Random
         _connect: Connector
+        _log_budget: LogBudget
+
+        def _ended(self, stats: SessionStats) -> None: ...
 
         async def run_session(self, stream: trio.abc.Stream, *, initiator: bool,
                               address: str, until_synced: bool = False) -> SessionStats: ...
@@ -189,9 +194,10 @@ class Serving:
         address, most = f"ws://{host}:{port}", self.config.max_handshakes_per_host
         if sum(self._upgrading.values()) >= self.config.max_handshakes or (
                 self._upgrading[host] >= most):
-            log.warning("refused a connection from %s without a word: node busy: %d "
-                        "WebSocket upgrades in progress (%d from ws://%s)", address,
-                        sum(self._upgrading.values()), self._upgrading[host], host)
+            self._log_budget.log(
+                "refused connections", logging.WARNING, "refused a connection from %s "
+                "without a word: node busy: %d WebSocket upgrades in progress (%d from "
+                "ws://%s)", address, sum(self._upgrading.values()), self._upgrading[host], host)
             with trio.move_on_after(2), contextlib.suppress(trio.BrokenResourceError,
                                                             trio.ClosedResourceError, OSError):
                 await stream.aclose()
@@ -237,3 +243,15 @@ class Serving:
             listeners = await nursery.start(functools.partial(trio.serve_tcp, self.accept_tcp,
                                                               port, host=host))
             task_status.started(listeners[0].socket.getsockname()[1])
+
+    async def _turn_away(self, stream: trio.abc.Stream, address: str,
+                         reason: str) -> SessionStats:
+        """Close a connection at once, before its handshake: the node is crowded."""
+        self._log_budget.log("refused connections", logging.WARNING,
+                             "refused a connection from %s without a word: %s", address, reason)
+        with trio.move_on_after(2), contextlib.suppress(trio.BrokenResourceError,
+                                                        trio.ClosedResourceError, OSError):
+            await stream.aclose()
+        stats = SessionStats(address=address, reason=reason, error=True)
+        self._ended(stats)
+        return stats

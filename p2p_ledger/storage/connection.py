@@ -4,9 +4,11 @@ Every statement the store makes goes through `Connection`, and every row it read
 through `Cursor`: SQLite's report of a damaged file (`SQLITE_CORRUPT`, "database disk
 image is malformed", at any read that meets a malformed page; `SQLITE_NOTADB` when the
 header is gone) becomes `StoreDamaged`, any other failure of the database (a full
-disk, a lock held too long) `StoreError`, each with the file's path in its one-line
-message. `sqlite3.ProgrammingError` is left alone: it means our own code misused the
-connection, which is a bug to see, not a state of the store.
+disk, a lock held too long) `StoreError` (`StoreReadOnly` for a store it may not
+write, or cannot open because its folder is read-only: SQLite's "unable to open
+database file"), each with the file's path in its one-line message. `sqlite3.ProgrammingError`
+is left alone: it means our own code misused the connection, which is a bug to see,
+not a state of the store.
 
 The translation costs nothing measurable on the ingest path (a `try` is free until it
 raises); rows are read in batches so that a scan costs what a plain cursor's does.
@@ -14,11 +16,12 @@ raises); rows are read in batches so that a scan costs what a plain cursor's doe
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from ..errors import StoreBusy, StoreDamaged, StoreError
+from ..errors import StoreBusy, StoreDamaged, StoreError, StoreReadOnly
 
 __all__ = ["Connection", "Cursor", "damaged"]
 
@@ -43,6 +46,15 @@ def _ours(exc: sqlite3.DatabaseError, path: str) -> StoreError:
     if isinstance(code, int) and code & 0xFF in _BUSY_CODES:
         return StoreBusy(f"the store {path} is busy: another p2p-ledger process has been "
                          "writing it for longer than 10 s; try again when it is done")
+    if isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_READONLY:
+        return StoreReadOnly(f"the store {path} cannot be written: it is read-only here (the "
+                             f"file, its folder or its file system; SQLite: {exc})")
+    if isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_CANTOPEN:
+        folder = os.path.dirname(path) or "."
+        if os.path.exists(path) and not os.access(folder, os.W_OK):
+            return StoreReadOnly(f"the store {path} cannot be opened: its folder {folder} is "
+                                 "read-only here (SQLite writes its -wal and -shm files "
+                                 f"beside the store; SQLite: {exc})")
     return StoreError(f"the store {path} failed: {exc}")
 
 
