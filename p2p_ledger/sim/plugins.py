@@ -28,7 +28,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..core.checking import Verifier
 from ..core.ledger import Replica
@@ -56,6 +56,8 @@ class PluginError(UsageError):
 class PluginFailed(LocalError):
     """A plugin raised, or returned the wrong thing, while the world ran."""
 
+
+_R = TypeVar("_R")
 
 def _import_module(module: str, option: str, spec: str) -> ModuleType:
     if module.endswith(".py") or os.sep in module or "/" in module:
@@ -128,27 +130,26 @@ def make_replica(factory: ReplicaFactory, network: NetworkDescriptor,
     simulation's shared checks (`verifier`); a researcher's factory builds its own."""
     if factory is Replica:
         return Replica(network, store, verifier=verifier)
-    try:
-        replica = factory(network, store)
-    except Exception as exc:  # the researcher's factory failing, said so
-        raise PluginFailed(f"the replica factory {describe(factory)} raised "
-                           f"{type(exc).__name__}: {_line(exc)}") from exc
-    if not isinstance(replica, Replica):
-        raise PluginFailed(f"the replica factory {describe(factory)} returned a "
-                           f"{type(replica).__name__}, not a Replica")
-    return replica
+    return _plugin_call(factory, "the replica factory", Replica, (), network, store)
 
 
 def run_check(check: CheckFn, world: World) -> CheckResult:
     """Run one plugin check after the run; its errors are the plugin's, in one line."""
+    return _plugin_call(check, "the check", CheckResult, (LocalError,), world)
+
+
+def _plugin_call(fn: Callable[..., object], what: str, returns: type[_R],
+                 passing: tuple[type[Exception], ...], *args: object) -> _R:
+    """`fn(*args)`, a researcher's code: whatever it raises (but `passing`) or a result
+    that is not a `returns` is PluginFailed, said in one line."""
     try:
-        result = check(world)
-    except LocalError:
+        result = fn(*args)
+    except passing:
         raise
-    except Exception as exc:  # the researcher's check failing, said so
-        raise PluginFailed(f"the check {describe(check)} raised {type(exc).__name__}: "
+    except Exception as exc:  # the researcher's code failing, said so
+        raise PluginFailed(f"{what} {describe(fn)} raised {type(exc).__name__}: "
                            f"{_line(exc)}") from exc
-    if not isinstance(result, CheckResult):
-        raise PluginFailed(f"the check {describe(check)} returned a "
-                           f"{type(result).__name__}, not a CheckResult")
+    if not isinstance(result, returns):
+        raise PluginFailed(f"{what} {describe(fn)} returned a {type(result).__name__}, "
+                           f"not a {returns.__name__}")
     return result
