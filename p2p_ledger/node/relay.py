@@ -230,12 +230,12 @@ class Relaying:
         if delta is None:
             return
         if session.closed:
-            peer.delta = None
+            peer.delta, peer.delta_held = None, None
             return
         low_water = self._delta_low_water()
         while peer.delta_next < len(delta) and session.pending_output < low_water:
             end = session.frame_end(delta, peer.delta_next)
-            session.send_records(delta[peer.delta_next:end], now, held=peer.delta_held)
+            session.send_frame(delta[peer.delta_next:end], now, peer.delta_held)
             peer.delta_next = end
         if peer.delta_next >= len(delta):
             peer.delta, peer.delta_held = None, None

@@ -338,9 +338,8 @@ class Session:
         start = 0
         while start < len(raws):
             end = self.frame_end(raws, start, batch_bytes)
-            self._send_batch(list(raws[start:end]), held, now)
+            self.send_frame(raws[start:end], now, held)
             start = end
-        self.records_sent += len(raws)
 
     def frame_end(self, raws: Sequence[bytes], start: int, batch_bytes: int | None = None
                   ) -> int:
@@ -357,11 +356,14 @@ class Session:
             end += 1
         return end
 
-    def _send_batch(self, raws: list[bytes], held: Held | None, now: float) -> None:
+    def send_frame(self, raws: Sequence[bytes], now: float, held: Held | None = None) -> None:
+        """Send these records as one frame, cut by the caller with `frame_end` (the
+        node's delta goes a frame at a time as its send buffer drains)."""
         if self.config.packed:
             self._send(Packed(batch=pack_records(raws, held)), now)
         else:
             self._send(Records(records=tuple(raws)), now)
+        self.records_sent += len(raws)
 
     def _held_here(self, author: bytes, seq: int) -> bytes | None:
         ids = self._ids_at(author, seq)
