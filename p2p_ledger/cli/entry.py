@@ -15,7 +15,7 @@ import sys
 
 __all__ = ["main"]
 
-EXIT_INTERRUPTED = 130  # as cli/main.py's, which cannot be imported yet
+EXIT_INTERRUPTED = 130  # Ctrl-C; cli/main.py takes it from here (it is the heavy import)
 
 
 def main() -> int:

@@ -27,6 +27,7 @@ from .. import __version__
 from ..build import build_kind
 from ..errors import LocalError, P2PLedgerError, StoreBusy, StoreDamaged, UsageError
 from . import commands, helptext, logs, net, safety, simulate
+from .entry import EXIT_INTERRUPTED  # Ctrl-C (130): the entry point returns it too
 from .helptext import add_command
 
 __all__ = ["EXIT_CODES", "build_parser", "main"]
@@ -39,7 +40,6 @@ EXIT_USAGE = 2        # the command line is wrong (argparse)
 EXIT_STORE_DAMAGED = 3  # the home's store is damaged: restore it (specs/node.md section 9)
 EXIT_INTERNAL = 70    # a bug in p2p-ledger (EX_SOFTWARE)
 EXIT_BUSY = 75        # another process holds the home's store; try again (EX_TEMPFAIL)
-EXIT_INTERRUPTED = 130  # Ctrl-C
 EXIT_CODES = {EXIT_OK: "success", EXIT_ERROR: "error (one line on stderr says what)",
               EXIT_USAGE: "usage error",
               EXIT_STORE_DAMAGED: "the home's store is damaged (restore it from a backup or "
