@@ -45,6 +45,7 @@ from ..core.ledger import CheckingAhead, Frontier, Replica
 from ..core.records import Admit, SignedRecord
 from ..core.store import LedgerStore, NodeStore
 from ..errors import PendingFull, StoreError, StoreUnavailable
+from ..protocol.crypto import Ephemeral
 from ..protocol.session import (
     Admission,
     HandshakeDone,
@@ -196,6 +197,12 @@ class Node(Relaying, Serving):
     def now_ms(self) -> int:
         return self._wall_ms() if self._wall_ms is not None else time.time_ns() // 1_000_000
 
+    def _ephemeral(self) -> Ephemeral:
+        """The key pair of a new session's handshake: fresh from the OS's randomness. The
+        simulator draws it from its seed instead (sim/members.py `SimNode`), since the
+        transcript it enters salts the summary sketch, whose collisions shape traffic."""
+        return Ephemeral()
+
     def _refused(self, device: bytes, address: str) -> str | None:
         """Why a peer that proved its key and admission may still not sync here: the
         node runs as many sessions as it may (others proved theirs while this one's
@@ -242,7 +249,8 @@ class Node(Relaying, Serving):
                           role=self.role, initiator=initiator, now=started,
                           config=self.config.session, known_admit=self._newest_admit,
                           refuse_peer=refuse,
-                          wall_ms=self.now_ms(), summary_budget=self._summary_budget)
+                          wall_ms=self.now_ms(), summary_budget=self._summary_budget,
+                          ephemeral=self._ephemeral())
         peer = _Peer(next(self._ids), session, stream, address, until_synced, busy is not None,
                      held=self._held_linear)
         peer.wake()  # the initiator's HELLO is already queued

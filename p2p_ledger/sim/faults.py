@@ -235,7 +235,7 @@ async def _clone(w: World, rng: random.Random) -> None:
     idx = len(w.members)
     twin = Member(index=idx, name=f"{x.name}-clone", role="device", key=x.key,
                   store=x.store.copy(owner=idx), skew_ms=x.skew_ms, rng=w.rng(f"node/{idx}"),
-                  axis=y.axis, clone_of=x.index)
+                  ephemerals=w.rng(f"ephemeral/{idx}"), axis=y.axis, clone_of=x.index)
     twin.store.observer = w.observe
     w.add_member(twin, position_of=w.position_of[y.index])
     w.checker.forked_authors.add(x.device)

@@ -24,6 +24,7 @@ from ..errors import TransportError
 from ..node.links import Link
 from ..node.node import Node, NodeConfig
 from ..node.peer import _Peer
+from ..protocol.crypto import Ephemeral
 from .links import LinkProfile, LinkStats, SimConnection
 from .plugins import ReplicaFactory, make_replica
 from .store import PowerCut, SimStore
@@ -47,6 +48,10 @@ class SimNode(Node):
     records that were new to the replica, the cost of flooding."""
 
     delivered = 0
+    ephemerals: random.Random  # the member's: its sessions' X25519 keys, from the seed
+
+    def _ephemeral(self) -> Ephemeral:
+        return Ephemeral(self.ephemerals.randbytes(32))
 
     def _take_records(self, peer: _Peer, raws: tuple[bytes | SignedRecord, ...] | CheckingAhead,
                       now: float) -> None:
@@ -63,6 +68,7 @@ class Member:
     store: SimStore
     skew_ms: int
     rng: random.Random
+    ephemerals: random.Random
     axis: float
     node: SimNode | None = None
     scope: trio.CancelScope | None = None
@@ -138,6 +144,7 @@ class Lifecycle:
         node = SimNode(self._replica(m), m.key, config=config,
                        wall_ms=lambda: self.now_ms(m), rng=m.rng,
                        connect=lambda link, _nursery: self._connect(m, link))
+        node.ephemerals = m.ephemerals
         try:
             with trio.CancelScope() as scope:
                 m.scope = scope

@@ -153,7 +153,8 @@ class World(Lifecycle):
             offset = skew.uniform(-self.params.faults.skew, self.params.faults.skew)
             self.members.append(Member(index=i, name=spec.name, role=spec.role, key=key,
                                        store=store, skew_ms=round(offset * 1000),
-                                       rng=self.rng(f"node/{i}"), axis=spec.axis))
+                                       rng=self.rng(f"node/{i}"),
+                                       ephemerals=self.rng(f"ephemeral/{i}"), axis=spec.axis))
             self.edges_of.append([])
             self.position_of.append(i)
         for link in self.topology.edges:
