@@ -8,6 +8,7 @@ import zlib
 
 import pytest
 
+from p2p_ledger.core.records import parse_record
 from p2p_ledger.errors import RemoteProtocolError
 from p2p_ledger.protocol import compact
 from p2p_ledger.sim import accel
@@ -53,3 +54,33 @@ def test_only_the_most_recent_batches_are_remembered(monkeypatch: pytest.MonkeyP
         for data, n in zip(batches, (1, 2, 3), strict=True):
             assert len(compact.unpack_records(data, _none, max_records=n)) == n
         assert len(cache.batches) == 2
+
+
+def test_a_batch_is_packed_and_read_again_when_the_peer_state_answers_otherwise() -> None:
+    """A remembered pack or unpack is reused only when `held` / `lookup` give the answers
+    it was built with: another peer that holds less gets a batch of its own, and a
+    receiver that does not hold a referenced record is refused, not answered from memory."""
+    from .test_compact import busy_world
+
+    _, _, raws = busy_world()
+    early, late = raws[:20], raws[20:]
+    where = {}
+    for raw in early:
+        rec = parse_record(raw)
+        where[rec.id] = (rec.record.author, rec.record.seq)
+    back = {v: k for k, v in where.items()}
+    with shared_record_checks() as cache:
+        with_held = compact.pack_records(late, where.get)
+        assert compact.pack_records(late, where.get) == with_held
+        assert cache.batch_hits == 1
+        assert compact.pack_records(late, lambda rid: None) == compact.packed(late, None)
+        assert compact.pack_records(late, lambda rid: None) != with_held
+        out = compact.unpack_records(with_held, lambda a, s: back.get((a, s)), max_records=999)
+        again = compact.unpack_records(with_held, lambda a, s: back.get((a, s)),
+                                       max_records=999)
+        assert [r.raw for r in out] == [r.raw for r in again] == late
+        hits = cache.batch_hits
+        with pytest.raises(RemoteProtocolError, match="not held here"):
+            compact.unpack_records(with_held, _none, max_records=999)
+        assert cache.batch_hits == hits
+    assert compact.pack_records(late, where.get) == with_held  # the same bytes without

@@ -190,6 +190,12 @@ _rebuilt: Rebuild = rebuilt
 def pack_records(raws: Sequence[bytes], held: Held | None = None) -> bytes:
     """Pack records of our own store (trusted: they were checked when stored), in a
     causal order, into a PACKED batch. `held(id)` names records the peer holds."""
+    return _packed(raws, held)
+
+
+def packed(raws: Sequence[bytes], held: Held | None) -> bytes:
+    """`pack_records`: a pure function of `raws` and of what `held` answers (the
+    simulator remembers it, sim/accel.py)."""
     p = _Packer(held)
     records = []
     hlc = 0
@@ -339,6 +345,12 @@ _deflated: Callable[[bytes], bytes] = deflated
 def unpack_records(data: bytes, lookup: Lookup, *, max_records: int) -> list[SignedRecord]:
     """Rebuild the records of a PACKED batch (signatures not checked).
     RemoteProtocolError if anything is malformed or refers to what is not here."""
+    return _unpacked(data, lookup, max_records)
+
+
+def unpacked(data: bytes, lookup: Lookup, max_records: int) -> list[SignedRecord]:
+    """`unpack_records`: a pure function of `data`, `max_records` and of what `lookup`
+    answers (the simulator remembers it, sim/accel.py)."""
     # The batch's lists are only read from here on (a remembered batch is shared).
     table, texts, records = _batch_of(data, max_records)
     u = _Unpacker(table, texts, lookup)
@@ -349,3 +361,9 @@ def unpack_records(data: bytes, lookup: Lookup, *, max_records: int) -> list[Sig
         hlc = rec.record.hlc
         out.append(rec)
     return out
+
+
+# As above: whole batches, packed for several peers and read by several receivers alike
+# (sim/accel.py remembers them with the answers of `held` and `lookup` they asked for).
+_packed: Callable[[Sequence[bytes], Held | None], bytes] = packed
+_unpacked: Callable[[bytes, Lookup, int], list[SignedRecord]] = unpacked

@@ -51,6 +51,7 @@ from ..protocol import compact
 __all__ = ["CheckCache", "shared_record_checks"]
 
 Failures = list[InvalidRecord | None]
+Asked = list[tuple[Any, Any]]  # (question, answer): what a packer or unpacker asked
 _RECENT = 1024  # batches deflated, and read, that are remembered
 
 
@@ -62,6 +63,12 @@ class CheckCache:
     rebuilt: dict[tuple[object, ...], SignedRecord] = field(default_factory=dict)
     deflated: dict[bytes, bytes] = field(default_factory=dict)  # the last _RECENT
     batches: dict[tuple[bytes, int], list[list[Any]]] = field(default_factory=dict)
+    # whole batches packed and unpacked, with the questions they asked and the answers
+    packs: dict[tuple[tuple[bytes, ...], bool], tuple[Asked, bytes]] = field(
+        default_factory=dict)
+    unpacks: dict[tuple[bytes, int], tuple[Asked, list[SignedRecord]]] = field(
+        default_factory=dict)
+    batch_hits: int = 0  # packs and unpacks answered from memory
     hits: int = 0
     misses: int = 0
     # What the simulated replicas check batches of signatures with (their `verifier`):
@@ -147,9 +154,7 @@ def shared_record_checks(enabled: bool = True) -> Iterator[CheckCache]:
         out = cache.deflated.get(data)
         if out is None:
             out = deflated0(data)
-            if len(cache.deflated) >= _RECENT:
-                del cache.deflated[next(iter(cache.deflated))]
-            cache.deflated[data] = out
+            _remember(cache.deflated, data, out)
         return out
 
     def batch_of(data: bytes, max_records: int) -> list[list[Any]]:
@@ -157,19 +162,72 @@ def shared_record_checks(enabled: bool = True) -> Iterator[CheckCache]:
         batch = cache.batches.get(key)
         if batch is None:
             batch = batch_of0(data, max_records)  # raises for a bad one: not remembered
-            if len(cache.batches) >= _RECENT:
-                del cache.batches[next(iter(cache.batches))]
-            cache.batches[key] = batch
+            _remember(cache.batches, key, batch)
         return batch
+
+    packed0: Callable[[Sequence[bytes], compact.Held | None], bytes] = packing["_packed"]
+    unpacked0: Callable[[bytes, compact.Lookup, int], list[SignedRecord]] = (
+        packing["_unpacked"])
+
+    def packed(raws: Sequence[bytes], held: compact.Held | None) -> bytes:
+        key = (tuple(raws), held is None)
+        known = cache.packs.get(key)
+        if held is None:
+            if known is not None:
+                cache.batch_hits += 1
+                return known[1]
+            out = packed0(raws, None)
+            _remember(cache.packs, key, ([], out))
+            return out
+        if known is not None and _same_answers(known[0], held):
+            cache.batch_hits += 1
+            return known[1]
+        asked: Asked = []
+
+        def asking(rid: bytes) -> tuple[bytes, int] | None:
+            answer = held(rid)
+            asked.append((rid, answer))
+            return answer
+        out = packed0(raws, asking)
+        _remember(cache.packs, key, (asked, out))
+        return out
+
+    def unpacked(data: bytes, lookup: compact.Lookup, max_records: int) -> list[SignedRecord]:
+        key = (data, max_records)
+        known = cache.unpacks.get(key)
+        if known is not None and _same_answers(known[0], lambda q: lookup(*q)):
+            cache.batch_hits += 1
+            return list(known[1])
+        asked: Asked = []
+
+        def asking(author: bytes, seq: int) -> bytes | None:
+            answer = lookup(author, seq)
+            asked.append(((author, seq), answer))
+            return answer
+        out = unpacked0(data, asking, max_records)  # raises for a bad one: not remembered
+        _remember(cache.unpacks, key, (asked, out))
+        return list(out)
 
     names.update(_parse_record=parse_record, _verify_signature=verify_signature,
                  start_verifying=start_verifying)
     packing.update(_decoded=decoded, _rebuilt=rebuilt, _deflated=deflated,
-                   _batch_of=batch_of)
+                   _batch_of=batch_of, _packed=packed, _unpacked=unpacked)
     cache.verifier = start_verifying
     try:
         yield cache
     finally:
         names.update(_parse_record=parse0, _verify_signature=verify0, start_verifying=start0)
         packing.update(_decoded=decoded0, _rebuilt=rebuilt0, _deflated=deflated0,
-                       _batch_of=batch_of0)
+                       _batch_of=batch_of0, _packed=packed0, _unpacked=unpacked0)
+
+
+def _same_answers(asked: Asked, ask: Callable[[Any], Any]) -> bool:
+    """Whether `ask` answers every question of `asked` as it was answered then: a packer
+    or unpacker asking in this order would then ask the same and build the same."""
+    return all(ask(question) == answer for question, answer in asked)
+
+
+def _remember(memory: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(memory) >= _RECENT:
+        del memory[next(iter(memory))]
+    memory[key] = value
