@@ -1,4 +1,4 @@
-"""The simulation engine: many real nodes in one process, on trio's MockClock.
+"""The simulation engine: many real nodes in one process, on a virtual clock.
 
 Every member is a real `Node` (p2p_ledger/node/node.py) over a real `Replica` whose
 store is a `SimStore` (its disk). Members dial each other through `_connect`, which
@@ -21,10 +21,9 @@ watch every committed batch throughout.
 
 Determinism: every random choice comes from a `random.Random` derived from the seed and
 a purpose ("workload", "link/7", ...), keys are derived from the seed, the clock is a
-MockClock starting at 0, and trio's own scheduler is seeded (`_deterministic_trio`).
-Nothing reads the wall clock or iterates over a hash-ordered set. The session's
-ephemeral X25519 keys are the one thing `Node` draws itself (it has no hook for them
-yet); they change ciphertext bytes, never sizes or timing, so the report is unchanged.
+virtual clock starting at 0 (clock.py), and trio's own scheduler is seeded
+(`_deterministic_trio`). The sessions' ephemeral X25519 keys come from the seed too
+(`SimNode._ephemeral`). Nothing reads the wall clock or iterates over a hash-ordered set.
 """
 
 from __future__ import annotations
@@ -50,6 +49,7 @@ from ..core.wallet import Wallet
 from ..errors import PaymentRefused
 from .accel import CheckCache, shared_record_checks
 from .checks import Checker, CheckResult
+from .clock import SimClock
 from .collector import long_lived_frozen
 from .faults import run_faults, run_mobility, run_workload
 from .links import LinkProfile, LinkStats
@@ -319,7 +319,7 @@ class World(Lifecycle):
         with (shared_record_checks(self.params.shared_checks) as cache,
               _deterministic_trio(seed), _node_logs(self), long_lived_frozen()):
             self.cache = cache
-            trio.run(self._main, clock=trio.testing.MockClock(autojump_threshold=0))
+            trio.run(self._main, clock=SimClock())
             self._finish()
 
     async def _main(self) -> None:
