@@ -33,10 +33,30 @@ def _conn(**profile: float) -> SimConnection:
 
 async def test_latency_and_bandwidth_are_exact(autojump_clock: trio.testing.MockClock) -> None:
     conn = _conn(latency=0.05, bandwidth=100_000)
-    await conn.a.send_all(b"x" * 10_000)  # 0.1 s on the wire
-    assert trio.current_time() == pytest.approx(0.1)
+    await conn.a.send_all(b"x" * 10_000)  # 0.1 s on the wire, within the send buffer
+    assert trio.current_time() == 0
     assert await conn.b.receive_some(65536) == b"x" * 10_000
     assert trio.current_time() == pytest.approx(0.15)
+
+
+async def test_a_sender_blocks_only_while_its_send_buffer_is_full(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """As over a socket: `send_all` returns once at most SEND_BUFFER bytes are left to
+    transmit; the chunks still arrive one transmission time after another."""
+    from p2p_ledger.sim.links import SEND_BUFFER
+
+    conn = _conn(latency=0.05, bandwidth=100_000)
+    chunk = b"z" * (SEND_BUFFER // 2)
+    for _ in range(2):
+        await conn.a.send_all(chunk)
+    assert trio.current_time() == 0  # exactly full
+    await conn.a.send_all(chunk)  # waits until one chunk's worth has gone out
+    assert trio.current_time() == pytest.approx(len(chunk) / 100_000)
+    arrived = []
+    for _ in range(3):
+        assert await conn.b.receive_some(None) == chunk
+        arrived.append(trio.current_time())
+    assert arrived == pytest.approx([(i + 1) * len(chunk) / 100_000 + 0.05 for i in range(3)])
 
 
 async def test_stream_delivers_in_order_and_counts_frames(

@@ -145,11 +145,14 @@ class _Peer:
         """Queue records to push, each (raw, author, seq)."""
         self.outbox.extend(items)
         self.outbox_bytes += sum(len(raw) for raw, _, _ in items)
-        if self.outbox_since is None:
+        first = self.outbox_since is None
+        if first:
             self.outbox_since = now
         if now >= self.outbox_due() or self.outbox_bytes >= self.batch_bytes():
             self.flush_outbox(now)
-        self.wake()
+            self.wake()  # a frame to write
+        elif first:
+            self.wake()  # the sender sets its timer for the outbox; later pushes keep it
 
     def flush_outbox(self, now: float) -> None:
         if self.delta is not None:

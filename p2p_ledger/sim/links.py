@@ -1,9 +1,13 @@
 """Simulated links: a reliable byte stream (like TCP) between two simulated nodes.
 
 A `SimConnection` is two one-way pipes. Each `send_all` is a *chunk*: it occupies the
-pipe for `len / bandwidth` seconds (the sender waits that long, so a node measures the
-link's real throughput), then arrives `latency + uniform(0, jitter)` seconds later,
-never before the chunk sent ahead of it (a stream delivers in order).
+pipe for `len / bandwidth` seconds after the chunks ahead of it, then arrives
+`latency + uniform(0, jitter)` seconds later, never before the chunk sent ahead of it
+(a stream delivers in order). Like a kernel's socket send buffer, `send_all` returns
+at once while at most `SEND_BUFFER` bytes are still to be transmitted, and otherwise
+when they are down to that: a node's sender blocks only on a link it fills. (Until
+issue 14's third round the sender waited out each chunk's transmission: a timed
+wake-up per chunk, which a real TCP socket does not make.)
 
 Faults, and how each is modelled on a stream that must deliver every byte in order:
 
@@ -41,6 +45,7 @@ PACKET_BYTES = 1400
 MIN_RTO = 0.2
 MAX_RETRIES = 8
 SEND_WINDOW = 256 << 10
+SEND_BUFFER = 64 << 10  # untransmitted bytes a sender may leave queued (a socket's)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -262,8 +267,10 @@ class SimStream(trio.abc.Stream):
         if conn.broken or out.reader_closed:
             raise trio.BrokenResourceError("connection reset")
         done = conn.schedule(self._side, bytes(data))
-        if done > trio.current_time():
-            await trio.sleep_until(done)
+        bandwidth = conn.profile.bandwidth
+        room_at = done - SEND_BUFFER / bandwidth if bandwidth else done
+        if room_at > trio.current_time():
+            await trio.sleep_until(room_at)
         else:
             await trio.lowlevel.checkpoint()
         if conn.broken:
