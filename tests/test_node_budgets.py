@@ -19,6 +19,7 @@ from p2p_ledger.core.hlc import pack_hlc
 from p2p_ledger.core.ids import device_id
 from p2p_ledger.core.ledger import Frontier
 from p2p_ledger.core.records import Meta, Record, sign_record
+from p2p_ledger.errors import SyncFailed
 from p2p_ledger.node import node as node_module
 from p2p_ledger.node.node import Node, NodeConfig
 from p2p_ledger.protocol._state import State
@@ -277,6 +278,51 @@ async def test_connections_that_never_finish_their_handshake_cannot_crowd_out_de
         assert all(r.stats is not None and r.stats.reason == "handshake timed out"
                    for _, r in held)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_device_turned_away_by_the_handshakes_bound_is_told_why(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    """Devices behind one NAT share a host: past 16 handshakes in progress from it, the
+    hub closes a connection before its handshake, and the protocol has no word for it
+    then (a CLOSE is sealed with keys the handshake makes). `sync` said only "the peer
+    closed the connection"; its reason now says the peer is likely busy, and what to
+    do."""
+    hub = fleet.node("hub", role="hub", config=NodeConfig(max_handshakes_per_host=1))
+    alice = fleet.node("alice")
+    async with trio.open_nursery() as nursery:
+        await stall(nursery, hub, "tcp://10.6.6.6:1")  # a device still in its handshake
+        ours, theirs = trio.testing.memory_stream_pair()
+        turned_away = start_session(nursery, hub, theirs, initiator=False,
+                                    address="tcp://10.6.6.6:2")
+        with pytest.raises(SyncFailed) as failed:
+            await alice.sync(ours)
+        await turned_away.done.wait()
+        nursery.cancel_scope.cancel()
+    reason = failed.value.stats.reason
+    assert reason.startswith("the peer closed the connection before the handshake, "
+                             "without a word: the peer is likely busy"), reason
+    assert "16 at most from one address" in reason
+    assert "max_handshakes_per_host" in reason
+    assert str(failed.value) == f"sync with stream failed: {reason}"
+
+
+async def test_a_peer_that_closes_after_answering_is_not_called_busy(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    """The hint is for a close before any byte came: a peer that answered the HELLO
+    and then closed keeps the plain reason."""
+    alice = fleet.node("alice")
+    ours, theirs = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+
+        async def answer_then_close() -> None:
+            await theirs.receive_some()
+            await theirs.send_all(b"\x00\x00")  # half a frame's length prefix
+            await theirs.aclose()
+
+        nursery.start_soon(answer_then_close)
+        with pytest.raises(SyncFailed) as failed:
+            await alice.sync(ours)
+    assert failed.value.stats.reason == "the peer closed the connection"
 
 
 async def test_max_sessions_holds_for_handshakes_that_finish_together(

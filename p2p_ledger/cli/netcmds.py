@@ -70,6 +70,7 @@ async def _serve(node: Node, args: argparse.Namespace) -> SessionStats | None:
     async with trio.open_nursery() as nursery:
         await nursery.start(_stop_on_signals, nursery.cancel_scope, interrupted)
         nursery.start_soon(node.watch_store)
+        nursery.start_soon(node.report_unlogged)  # the log budget's counts, each minute
         if args.metrics:
             host, port = args.metrics
             with _listening("http://", host, port):

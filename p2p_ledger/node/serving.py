@@ -83,6 +83,7 @@ class Serving:
         else:
             stats = await self.sync_once(parse_link(peer) if isinstance(peer, str) else peer)
         if not stats.synced:
+            _explain_closed_at_once(stats)
             raise SyncFailed(stats)
         return stats
 
@@ -197,7 +198,8 @@ class Serving:
             self._log_budget.log(
                 "refused connections", logging.WARNING, "refused a connection from %s "
                 "without a word: node busy: %d WebSocket upgrades in progress (%d from "
-                "ws://%s)", address, sum(self._upgrading.values()), self._upgrading[host], host)
+                "ws://%s)", address, sum(self._upgrading.values()), self._upgrading[host], host,
+                source=f"ws://{host}")
             with trio.move_on_after(2), contextlib.suppress(trio.BrokenResourceError,
                                                             trio.ClosedResourceError, OSError):
                 await stream.aclose()
@@ -240,18 +242,50 @@ class Serving:
         on (in use, not on this machine)."""
 
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.report_unlogged)
             listeners = await nursery.start(functools.partial(trio.serve_tcp, self.accept_tcp,
                                                               port, host=host))
             task_status.started(listeners[0].socket.getsockname()[1])
 
+    async def report_unlogged(self) -> None:
+        """Log, as each minute ends, how many lines about connections that proved
+        nothing the log budget held back in it, and from which hosts (node/logbudget.py);
+        without it, that count waits for the next such line. Runs until cancelled:
+        `serve_tcp` runs it, as does `p2p-ledger serve`."""
+        await self._log_budget.run()
+
     async def _turn_away(self, stream: trio.abc.Stream, address: str,
                          reason: str) -> SessionStats:
-        """Close a connection at once, before its handshake: the node is crowded."""
+        """Close a connection at once, before its handshake: the node is crowded. The
+        protocol has no word for it: a CLOSE is sealed, with keys the handshake makes
+        (the dialer's `sync` says what such a close likely means). The log budget counts
+        the lines it holds back by host, so the host that hit a bound is named."""
+        from .node import _host  # here: node.py imports this module
+
         self._log_budget.log("refused connections", logging.WARNING,
-                             "refused a connection from %s without a word: %s", address, reason)
+                             "refused a connection from %s without a word: %s", address, reason,
+                             source=_host(address))
         with trio.move_on_after(2), contextlib.suppress(trio.BrokenResourceError,
                                                         trio.ClosedResourceError, OSError):
             await stream.aclose()
         stats = SessionStats(address=address, reason=reason, error=True)
         self._ended(stats)
         return stats
+
+
+# What a dialer reads when the peer closed the link before sending a byte.
+CLOSED_AT_ONCE = "the peer closed the connection"
+
+
+def _explain_closed_at_once(stats: SessionStats) -> None:
+    """A node closes a connection before its handshake, without a word (the protocol
+    has none before the keys exist), when it runs as many handshakes as it may: from
+    one address (devices behind one NAT share it) or in all. The dialer only saw the
+    link close, or fail, before a byte came: its reason says what that likely means."""
+    if stats.peer is None and stats.bytes_in == 0 and (
+            stats.reason == CLOSED_AT_ONCE or stats.reason.startswith("link failed")):
+        stats.reason += (
+            " before the handshake, without a word: the peer is likely busy, running as "
+            "many handshakes as it may (a node runs 16 at most from one address - devices "
+            "behind one NAT share one - and 256 in all); try again in a moment, or ask "
+            "its operator to raise max_handshakes_per_host")
