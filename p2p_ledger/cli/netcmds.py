@@ -54,8 +54,9 @@ def serve(args: argparse.Namespace) -> int:
             stats = trio.run(_serve, node, args)
         finally:
             live.withdraw(args.home)
-    if stats is not None and not stats.synced:
-        # `--stdio` runs one session: when it fails, fail as `sync` does (one line).
+    if stats is not None and (stats.error or not stats.synced):
+        # `--stdio` runs one session: when it fails, before reaching sync or after (its
+        # link dropped, the peer's input broke it), fail as `sync` does (one line).
         print(f"p2p-ledger: error: session over stdio failed: {printable(stats.reason)}",
               file=sys.stderr)
         return EXIT_ERROR
