@@ -27,7 +27,7 @@ import pytest
 import trio
 
 from p2p_ledger.api import open_home
-from p2p_ledger.cli import commands
+from p2p_ledger.cli import commands, views
 from p2p_ledger.cli.main import (
     EXIT_BUSY,
     EXIT_CODES,
@@ -418,7 +418,7 @@ def test_a_bug_is_one_line_and_exit_70(work: Path, capsys: pytest.CaptureFixture
     def bug(args: object) -> int:
         raise ExceptionGroup("nursery", [ValueError("an unforeseen value")])
 
-    monkeypatch.setattr(commands, "cmd_status", bug)
+    monkeypatch.setattr(views, "cmd_status", bug)
     code = main(["--home", "A", "status"])
     one_line(capsys, code, EXIT_INTERNAL, "internal error (ValueError: an unforeseen value)",
              "P2P_LEDGER_DEBUG=1")
