@@ -364,6 +364,33 @@ def test_websocket_upgrades_that_never_finish_are_bounded_and_timed_out(
                 conn.close()
 
 
+def test_a_device_behind_a_crowded_address_is_told_why_its_sync_failed(
+        homes: dict[str, Path], tmp_path: Path) -> None:
+    """Devices behind one NAT reach a hub from one address; past its handshakes bound
+    for that address (here 1), the hub closes the next connection before its
+    handshake, without a word (the protocol has none then). `sync` said only "the peer
+    closed the connection"; it now says the hub is likely busy and what to do, and the
+    hub's log names the address. Over loopback TCP, through the real CLI."""
+    hub, dev2 = homes["hub"], homes["dev2"]
+    config = tmp_path / "limits.toml"
+    config.write_text("[limits]\nmax_handshakes_per_host = 1\nhandshake_timeout = 30.0\n")
+    with serving(hub, "--listen", "127.0.0.1:0", "--hub", "--config", str(config)) as server:
+        port = server.port()
+        with socket.create_connection(("127.0.0.1", port), timeout=10):  # says nothing
+            time.sleep(0.5)  # the hub has taken it: its handshake is in progress
+            done = cli(dev2, "sync", f"tcp://127.0.0.1:{port}")
+            server.wait_line(r"refused a connection from tcp://127\.0\.0\.1:\d+ without a "
+                             r"word: node busy: 1 handshakes in progress from "
+                             r"tcp://127\.0\.0\.1, the most it runs from one host")
+    assert done.returncode == 1, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("p2p-ledger: ")]
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"p2p-ledger: error: sync with tcp://127.0.0.1:{port} failed: "
+                               "the peer closed the connection before the handshake, without "
+                               "a word: the peer is likely busy"), done.stderr
+    assert "max_handshakes_per_host" in lines[0]
+
+
 def test_sync_over_websocket(homes: dict[str, Path]) -> None:
     hub, dev2 = homes["hub"], homes["dev2"]
     rid = pay(dev2, homes["dev1"], "4.00", "ws-1")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -322,6 +324,16 @@ async def test_a_peer_that_closes_after_answering_is_not_called_busy(
         nursery.start_soon(answer_then_close)
         with pytest.raises(SyncFailed) as failed:
             await alice.sync(ours)
+    assert failed.value.stats.reason == "the peer closed the connection"
+
+
+async def test_a_command_that_ends_at_once_is_not_called_busy(fleet: Fleet) -> None:
+    """Over `exec:` the peer is a command (`ssh ... serve --stdio`), which no handshakes
+    bound turns away: one that ends at once (ssh failing, its words on stderr) keeps
+    the plain reason. Real time: a real child process."""
+    alice = fleet.node("alice")
+    with trio.fail_after(60), pytest.raises(SyncFailed) as failed:
+        await alice.sync(f"exec:{shlex.quote(sys.executable)} -c pass")
     assert failed.value.stats.reason == "the peer closed the connection"
 
 

@@ -76,14 +76,13 @@ class Serving:
         from .node import Node  # here: node.py imports this module
 
         if isinstance(peer, Node):
-            stats = await self._sync_with_node(peer)
+            stats = _explain_closed_at_once(await self._sync_with_node(peer))
         elif isinstance(peer, trio.abc.Stream):
-            stats = await self.run_session(peer, initiator=True, address="stream",
-                                           until_synced=True)
+            stats = _explain_closed_at_once(await self.run_session(
+                peer, initiator=True, address="stream", until_synced=True))
         else:
             stats = await self.sync_once(parse_link(peer) if isinstance(peer, str) else peer)
         if not stats.synced:
-            _explain_closed_at_once(stats)
             raise SyncFailed(stats)
         return stats
 
@@ -115,7 +114,8 @@ class Serving:
             raise group.exceptions[0] from None
         except* LATE_CONNECT_ERRORS as group:
             raise cannot_reach(link, group.exceptions[0]) from None
-        return stats
+        # A command (exec:) is no node with a handshakes bound; when it ends, it says why.
+        return stats if link.scheme == "exec" else _explain_closed_at_once(stats)
 
     async def keep_dialing(self, link: Link | str, *, attempts: int | None = None) -> None:
         """Stay connected to a peer (a `Link` or a URL, as `sync` takes): each session
@@ -277,7 +277,7 @@ class Serving:
 CLOSED_AT_ONCE = "the peer closed the connection"
 
 
-def _explain_closed_at_once(stats: SessionStats) -> None:
+def _explain_closed_at_once(stats: SessionStats) -> SessionStats:
     """A node closes a connection before its handshake, without a word (the protocol
     has none before the keys exist), when it runs as many handshakes as it may: from
     one address (devices behind one NAT share it) or in all. The dialer only saw the
@@ -286,6 +286,7 @@ def _explain_closed_at_once(stats: SessionStats) -> None:
             stats.reason == CLOSED_AT_ONCE or stats.reason.startswith("link failed")):
         stats.reason += (
             " before the handshake, without a word: the peer is likely busy, running as "
-            "many handshakes as it may (a node runs 16 at most from one address - devices "
+            "many handshakes as it may (by default, 16 at most from one address - devices "
             "behind one NAT share one - and 256 in all); try again in a moment, or ask "
             "its operator to raise max_handshakes_per_host")
+    return stats
