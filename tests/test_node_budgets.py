@@ -7,6 +7,7 @@ streams, as in test_node.py; peers that misbehave are driven by hand (`HandDrive
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import shlex
 import sys
@@ -23,6 +24,7 @@ from p2p_ledger.core.ledger import Frontier
 from p2p_ledger.core.records import Meta, Record, sign_record
 from p2p_ledger.errors import SyncFailed
 from p2p_ledger.node import node as node_module
+from p2p_ledger.node import serving as serving_module
 from p2p_ledger.node.node import Node, NodeConfig
 from p2p_ledger.protocol._state import State
 from p2p_ledger.protocol.session import SessionConfig
@@ -335,6 +337,42 @@ async def test_a_command_that_ends_at_once_is_not_called_busy(fleet: Fleet) -> N
     with trio.fail_after(60), pytest.raises(SyncFailed) as failed:
         await alice.sync(f"exec:{shlex.quote(sys.executable)} -c pass")
     assert failed.value.stats.reason == "the peer closed the connection"
+
+
+async def test_websocket_upgrades_refused_with_an_answer_are_bounded(
+        fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refused WebSocket upgrade is answered with an HTTP 503, and its request read
+    (within REFUSAL_WAIT) so that the close does not reset the answer away; at most
+    MAX_WS_REFUSING such answers at once (2 here), beyond which a connection is closed
+    without a word, as all were before. Over loopback, real time."""
+    monkeypatch.setattr(serving_module, "MAX_WS_REFUSING", 2)
+    hub = fleet.node("hub", role="hub", config=NodeConfig(max_handshakes_per_host=0))
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(functools.partial(trio.serve_tcp, hub.accept_ws, 0,
+                                                          host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+
+        async def answer(stream: trio.SocketStream) -> bytes:
+            got = b""
+            with trio.fail_after(10):
+                while chunk := await stream.receive_some():
+                    got += chunk
+            return got
+
+        silent = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(2)]
+        await wait_until(lambda: hub._ws_refusing == 2, within=10)
+        beyond = await trio.open_tcp_stream("127.0.0.1", port)
+        assert await answer(beyond) == b""  # without a word: two answers are under way
+        for stream in silent:  # answered; they send no request: let go at REFUSAL_WAIT
+            assert await answer(stream) == serving_module.BUSY_503
+        waited = await wait_until(lambda: hub._ws_refusing == 0, within=5)
+        assert waited <= serving_module.REFUSAL_WAIT + 0.5
+        polite = await trio.open_tcp_stream("127.0.0.1", port)
+        await polite.send_all(b"GET / HTTP/1.1\r\nHost: hub\r\n\r\n")
+        assert await answer(polite) == serving_module.BUSY_503
+        for stream in (*silent, beyond, polite):
+            await stream.aclose()
+        nursery.cancel_scope.cancel()
 
 
 async def test_max_sessions_holds_for_handshakes_that_finish_together(

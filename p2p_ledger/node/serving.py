@@ -41,9 +41,20 @@ log = logging.getLogger("p2p_ledger.node")
 
 Connector = Callable[[Link, trio.Nursery], Awaitable[trio.abc.Stream]]
 
+# A WebSocket upgrade refused (the node runs as many as it may) is answered with this,
+# unless MAX_WS_REFUSING refusals are being answered at once (beyond: closed without a
+# word); each waits at most REFUSAL_WAIT s for the request, of at most REFUSAL_READ bytes.
+BUSY_503 = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Length: 0\r\n"
+            b"Connection: close\r\n\r\n")
+MAX_WS_REFUSING = 64
+REFUSAL_WAIT = 1.0
+REFUSAL_READ = 8192
+
 
 class Serving:
     """Dialing peers and accepting them, for `Node`."""
+
+    _ws_refusing = 0  # WebSocket upgrades being refused with an answer (each node its own)
 
     if TYPE_CHECKING:  # the node's state these methods use (node/node.py)
         replica: Replica
@@ -185,9 +196,9 @@ class Serving:
         """Serve one connection accepted on a WebSocket listener (`serve --listen-ws`,
         with `trio.serve_tcp`). Its HTTP upgrade is a handshake, bounded as one: at
         most `max_handshakes_per_host` from one address and `max_handshakes` in all at
-        once (beyond, the connection is closed at once, without a word), each within
-        the session's `handshake_timeout`. trio-websocket's own server held an upgrade
-        60 s, with no bound on how many (specs/node.md section 8)."""
+        once (beyond, the connection is answered HTTP 503 and closed: `_refuse_upgrade`),
+        each within the session's `handshake_timeout`. trio-websocket's own server held
+        an upgrade 60 s, with no bound on how many (specs/node.md section 8)."""
         try:
             host, port = stream.socket.getpeername()[:2]
         except OSError:
@@ -195,14 +206,14 @@ class Serving:
         address, most = f"ws://{host}:{port}", self.config.max_handshakes_per_host
         if sum(self._upgrading.values()) >= self.config.max_handshakes or (
                 self._upgrading[host] >= most):
+            answer = self._ws_refusing < MAX_WS_REFUSING
             self._log_budget.log(
                 "refused connections", logging.WARNING, "refused a connection from %s "
-                "without a word: node busy: %d WebSocket upgrades in progress (%d from "
-                "ws://%s)", address, sum(self._upgrading.values()), self._upgrading[host], host,
+                "%s: node busy: %d WebSocket upgrades in progress (%d from ws://%s)", address,
+                "with HTTP 503" if answer else "without a word",
+                sum(self._upgrading.values()), self._upgrading[host], host,
                 source=f"ws://{host}")
-            with trio.move_on_after(2), contextlib.suppress(trio.BrokenResourceError,
-                                                            trio.ClosedResourceError, OSError):
-                await stream.aclose()
+            await self._refuse_upgrade(stream, answer=answer)
             return
         ws: trio_websocket.WebSocketConnection | None = None
         async with trio.open_nursery() as nursery:  # the WebSocket's reader runs here
@@ -229,6 +240,33 @@ class Serving:
                 with trio.move_on_after(2):
                     await ws.aclose()
             nursery.cancel_scope.cancel()
+
+    async def _refuse_upgrade(self, stream: trio.SocketStream, *, answer: bool) -> None:
+        """Close a connection whose WebSocket upgrade the node will not run now. HTTP has
+        a word for it before the upgrade, unlike the sync protocol before its handshake:
+        unless MAX_WS_REFUSING refusals are already being answered, a 503 is sent, then
+        the request is read (at most REFUSAL_READ bytes, within REFUSAL_WAIT seconds) so
+        that closing does not reset the connection and lose the answer. The dialer then
+        fails at once, saying the hub is busy; without the answer it waited for its
+        10 s connect timeout ("timed out")."""
+        with trio.move_on_after(REFUSAL_WAIT), contextlib.suppress(
+                trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            if answer:
+                self._ws_refusing += 1
+                try:
+                    await stream.send_all(BUSY_503)
+                    await stream.send_eof()
+                    read = b""
+                    while b"\r\n\r\n" not in read and len(read) < REFUSAL_READ:
+                        chunk = await stream.receive_some(REFUSAL_READ)
+                        if not chunk:
+                            break
+                        read += chunk
+                finally:
+                    self._ws_refusing -= 1
+        with trio.move_on_after(2), contextlib.suppress(trio.BrokenResourceError,
+                                                        trio.ClosedResourceError, OSError):
+            await stream.aclose()
 
     async def serve_stream(self, stream: trio.abc.Stream, address: str) -> None:
         """Accept one incoming connection."""
