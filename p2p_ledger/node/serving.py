@@ -28,7 +28,7 @@ from ..core.ledger import Replica
 from ..errors import StoreError, SyncFailed, TransportError
 from .config import NodeConfig
 from .discovery import DISCOVERY_PORT, Announcement, announce, listen, network_tag
-from .links import LATE_CONNECT_ERRORS, Link, WebSocketStream, cannot_reach, parse_link
+from .links import BUSY, LATE_CONNECT_ERRORS, Link, WebSocketStream, cannot_reach, parse_link
 from .logbudget import LogBudget
 from .peer import SessionStats, _Peer
 
@@ -322,9 +322,6 @@ def _explain_closed_at_once(stats: SessionStats) -> SessionStats:
     link close, or fail, before a byte came: its reason says what that likely means."""
     if stats.peer is None and stats.bytes_in == 0 and (
             stats.reason == CLOSED_AT_ONCE or stats.reason.startswith("link failed")):
-        stats.reason += (
-            " before the handshake, without a word: the peer is likely busy, running as "
-            "many handshakes as it may (by default, 16 at most from one address - devices "
-            "behind one NAT share one - and 256 in all); try again in a moment, or ask "
-            "its operator to raise max_handshakes_per_host")
+        stats.reason += (" before the handshake, without a word: the peer is likely busy, "
+                         f"running as many handshakes {BUSY}")
     return stats
