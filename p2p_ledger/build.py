@@ -21,8 +21,9 @@ import importlib.machinery
 __all__ = ["COMPILED_MODULES", "build_kind", "compiled_modules"]
 
 # The core's hot path (issue 15): records, the replica and its rules, the stores'
-# common part and SQLite store, ids, money, clocks, and the sync frames. All pass
-# mypy strict; mypyc compiles them as they are (specs/build.md lists what it needed).
+# common part and SQLite store (with the row codecs it shares), ids, money, clocks,
+# and the sync frames. All pass mypy strict; mypyc compiles them as they are
+# (specs/build.md lists what it needed).
 COMPILED_MODULES = (
     "p2p_ledger.core.records",
     "p2p_ledger.core.ledger",
@@ -37,6 +38,7 @@ COMPILED_MODULES = (
     "p2p_ledger.core.hlc",
     "p2p_ledger.storage.sqlite",
     "p2p_ledger.storage.sqlite_schema",
+    "p2p_ledger.storage.rows",
     "p2p_ledger.protocol.compact",
     "p2p_ledger.protocol.frames",
 )

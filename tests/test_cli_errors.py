@@ -9,6 +9,7 @@ it); the ones that need a signal or a second process run the real entry point.
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.server
 import io
 import os
@@ -23,8 +24,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trio
 
-from p2p_ledger.cli import commands
+from p2p_ledger.api import open_home
+from p2p_ledger.cli import commands, views
 from p2p_ledger.cli.main import (
     EXIT_BUSY,
     EXIT_CODES,
@@ -37,9 +40,11 @@ from p2p_ledger.cli.main import (
 from p2p_ledger.core.ids import device_id
 from p2p_ledger.core.wallet import Wallet
 from p2p_ledger.errors import StoreBusy
+from p2p_ledger.node.node import NodeConfig
 from p2p_ledger.storage.home import Home
 from p2p_ledger.storage.sqlite import SqliteStore
 from tests.helpers import T0
+from tests.node_helpers import wait_until
 
 PASSPHRASE = "correct horse battery staple"
 BIG = 20_000  # records in the bundle imported under Ctrl-C: seconds of work
@@ -266,6 +271,78 @@ def test_serve_stdio_whose_one_session_fails(work: Path, stdin: bytes, reason: s
     assert "Traceback" not in err
 
 
+class _Unclosed(trio.abc.Stream):
+    """A stream whose `aclose` leaves the stream under it open: the test then writes
+    to the link after the node's session over it has stopped."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("after", "reason"), [
+    (b"garbage\n", "exceeds the limit"),        # not a frame: the session breaks
+    (b"", "the peer closed the connection"),      # the link dropped, no CLOSE
+    (None, None),                                 # closed with a CLOSE, as `sync` does
+])
+async def test_serve_stdio_whose_session_fails_after_syncing(
+        work: Path, after: bytes | None, reason: str | None) -> None:
+    """A `serve --stdio` session that reached sync (LIVE) and then failed exited 0:
+    only a session that failed before syncing exited 1. Now any failed session does,
+    with one `p2p-ledger: error:` line; one that its peer closes with a CLOSE (as
+    `sync exec:...` does) still exits 0."""
+    assert main(["--home", "D1", "init", "--network", "net.json"]) == 0
+    with open_home(work / "D1", passphrase=PASSPHRASE) as d1:
+        assert main(["--home", "A", "admit", d1.device_id]) == 0
+        node = d1.node(config=NodeConfig(verify_in_process=False))
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "p2p_ledger", "--home", "A", "serve", "--stdio",
+             "--quiet"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, cwd=work,
+            env={**os.environ, "P2P_LEDGER_PASSPHRASE": PASSPHRASE})
+        assert process.stdin is not None
+        assert process.stdout is not None
+        assert process.stderr is not None
+        link = _Unclosed(trio.StapledStream(process.stdin, process.stdout))
+        with trio.fail_after(60):
+            if after is None:
+                assert (await node.sync(link)).synced
+            else:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(functools.partial(
+                        node.run_session, link, initiator=True, address="stdio"))
+                    await wait_until(lambda: any(p.stats.synced for p in node.peers.values()),
+                                     within=60)
+                    nursery.cancel_scope.cancel()  # the session stops, sending nothing
+                await process.stdin.send_all(after)
+            await process.stdin.aclose()
+            err = b""
+            while chunk := await process.stderr.receive_some():
+                err += chunk
+            code = await process.wait()
+    text = err.decode()
+    lines = [line for line in text.splitlines() if line.startswith("p2p-ledger: ")]
+    assert "Traceback" not in text
+    if reason is None:
+        assert (code, lines) == (0, []), text
+        return
+    assert code == EXIT_ERROR, text
+    assert len(lines) == 1, text
+    assert lines[0].startswith("p2p-ledger: error: session over stdio failed: "), text
+    assert reason in lines[0], text
+
+
 @contextlib.contextmanager
 def immutable(path: Path) -> Iterator[Path]:
     """`path` made immutable (`chattr +i`): not writable even by root, on whom `chmod`
@@ -341,7 +418,7 @@ def test_a_bug_is_one_line_and_exit_70(work: Path, capsys: pytest.CaptureFixture
     def bug(args: object) -> int:
         raise ExceptionGroup("nursery", [ValueError("an unforeseen value")])
 
-    monkeypatch.setattr(commands, "cmd_status", bug)
+    monkeypatch.setattr(views, "cmd_status", bug)
     code = main(["--home", "A", "status"])
     one_line(capsys, code, EXIT_INTERNAL, "internal error (ValueError: an unforeseen value)",
              "P2P_LEDGER_DEBUG=1")

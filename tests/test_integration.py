@@ -325,14 +325,22 @@ def closed_by_server(conn: socket.socket) -> bool:
         return True
 
 
+def answered_busy(conn: socket.socket) -> bool:
+    """The server answered `conn` with an HTTP 503, then closed it."""
+    got = b""
+    while chunk := conn.recv(4096):
+        got += chunk
+    return got.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+
+
 def test_websocket_upgrades_that_never_finish_are_bounded_and_timed_out(
         homes: dict[str, Path], tmp_path: Path) -> None:
     """Connections to `serve --listen-ws` that send half an HTTP request: the WebSocket
     server held each for 60 s, with no bound on how many (3,000 from one host: +50 MB,
     and 3,000 file descriptors, more until the limit ran out). An upgrade in progress is
-    a handshake: 16 from one host at most (`max_handshakes_per_host`), the next closed
-    at once, and each closed at `handshake_timeout`. A device from another address
-    syncs meanwhile."""
+    a handshake: 16 from one host at most (`max_handshakes_per_host`), the next answered
+    with an HTTP 503 and closed at once, and each closed at `handshake_timeout`. A device
+    from another address syncs meanwhile."""
     hub, dev2 = homes["hub"], homes["dev2"]
     config = tmp_path / "limits.toml"
     config.write_text("[limits]\nhandshake_timeout = 3.0\n")
@@ -351,7 +359,7 @@ def test_websocket_upgrades_that_never_finish_are_bounded_and_timed_out(
                                             source_address=("127.0.0.2", 0))
             late.sendall(half)
             started = time.monotonic()
-            assert closed_by_server(late)  # at once, without a word
+            assert answered_busy(late)  # at once: a 503, then closed
             assert time.monotonic() - started < 2.0
             late.close()
             out = ok_json(dev2, "sync", f"ws://127.0.0.1:{port}/")
@@ -362,6 +370,62 @@ def test_websocket_upgrades_that_never_finish_are_bounded_and_timed_out(
         finally:
             for conn in held:
                 conn.close()
+
+
+def test_a_device_behind_a_crowded_address_is_told_why_its_sync_failed(
+        homes: dict[str, Path], tmp_path: Path) -> None:
+    """Devices behind one NAT reach a hub from one address; past its handshakes bound
+    for that address (here 1), the hub closes the next connection before its
+    handshake, without a word (the protocol has none then). `sync` said only "the peer
+    closed the connection"; it now says the hub is likely busy and what to do, and the
+    hub's log names the address. Over loopback TCP, through the real CLI."""
+    hub, dev2 = homes["hub"], homes["dev2"]
+    config = tmp_path / "limits.toml"
+    config.write_text("[limits]\nmax_handshakes_per_host = 1\nhandshake_timeout = 30.0\n")
+    with serving(hub, "--listen", "127.0.0.1:0", "--hub", "--config", str(config)) as server:
+        port = server.port()
+        with socket.create_connection(("127.0.0.1", port), timeout=10):  # says nothing
+            time.sleep(0.5)  # the hub has taken it: its handshake is in progress
+            done = cli(dev2, "sync", f"tcp://127.0.0.1:{port}")
+            server.wait_line(r"refused a connection from tcp://127\.0\.0\.1:\d+ without a "
+                             r"word: node busy: 1 handshakes in progress from "
+                             r"tcp://127\.0\.0\.1, the most it runs from one host")
+    assert done.returncode == 1, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("p2p-ledger: ")]
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"p2p-ledger: error: sync with tcp://127.0.0.1:{port} failed: "
+                               "the peer closed the connection before the handshake, without "
+                               "a word: the peer is likely busy"), done.stderr
+    assert "max_handshakes_per_host" in lines[0]
+
+
+def test_a_websocket_device_behind_a_crowded_address_is_told_the_hub_is_busy(
+        homes: dict[str, Path], tmp_path: Path) -> None:
+    """A WebSocket upgrade beyond the per-address bound was closed without a word, and
+    the dialer's `sync` waited for its 10 s connect timeout: "cannot reach ...: timed
+    out". HTTP has a word for it before the upgrade: the hub answers 503, and `sync`
+    fails at once saying the hub is busy."""
+    hub, dev2 = homes["hub"], homes["dev2"]
+    config = tmp_path / "limits.toml"
+    config.write_text("[limits]\nmax_handshakes_per_host = 1\nhandshake_timeout = 30.0\n")
+    with serving(hub, "--listen-ws", "127.0.0.1:0", "--hub", "--config", str(config)) as server:
+        port = server.port("ws")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as held:
+            held.sendall(b"GET / HTTP/1.1\r\nHost: hub\r\n")  # half a request
+            time.sleep(0.5)  # the hub has taken it: its upgrade is in progress
+            started = time.monotonic()
+            done = cli(dev2, "sync", f"ws://127.0.0.1:{port}/")
+            took = time.monotonic() - started
+            server.wait_line(r"refused a connection from ws://127\.0\.0\.1:\d+ with HTTP 503: "
+                             r"node busy: 1 WebSocket upgrades in progress \(1 from "
+                             r"ws://127\.0\.0\.1\)")
+    assert done.returncode == 1, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("p2p-ledger: ")]
+    assert lines[0].startswith(f"p2p-ledger: error: cannot reach ws://127.0.0.1:{port}/: the "
+                               "server is busy (HTTP 503)"), done.stderr
+    assert len(lines) == 1, done.stderr
+    assert "max_handshakes_per_host" in lines[0]
+    assert took < 8.0  # the command's own start included; not the 10 s connect timeout
 
 
 def test_sync_over_websocket(homes: dict[str, Path]) -> None:

@@ -7,7 +7,10 @@ streams, as in test_node.py; peers that misbehave are driven by hand (`HandDrive
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +22,9 @@ from p2p_ledger.core.hlc import pack_hlc
 from p2p_ledger.core.ids import device_id
 from p2p_ledger.core.ledger import Frontier
 from p2p_ledger.core.records import Meta, Record, sign_record
+from p2p_ledger.errors import SyncFailed
 from p2p_ledger.node import node as node_module
+from p2p_ledger.node import serving as serving_module
 from p2p_ledger.node.node import Node, NodeConfig
 from p2p_ledger.protocol._state import State
 from p2p_ledger.protocol.session import SessionConfig
@@ -276,6 +281,97 @@ async def test_connections_that_never_finish_their_handshake_cannot_crowd_out_de
         await wait_until(lambda: all(running.done.is_set() for _, running in held))
         assert all(r.stats is not None and r.stats.reason == "handshake timed out"
                    for _, r in held)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_device_turned_away_by_the_handshakes_bound_is_told_why(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    """Devices behind one NAT share a host: past 16 handshakes in progress from it, the
+    hub closes a connection before its handshake, and the protocol has no word for it
+    then (a CLOSE is sealed with keys the handshake makes). `sync` said only "the peer
+    closed the connection"; its reason now says the peer is likely busy, and what to
+    do."""
+    hub = fleet.node("hub", role="hub", config=NodeConfig(max_handshakes_per_host=1))
+    alice = fleet.node("alice")
+    async with trio.open_nursery() as nursery:
+        await stall(nursery, hub, "tcp://10.6.6.6:1")  # a device still in its handshake
+        ours, theirs = trio.testing.memory_stream_pair()
+        turned_away = start_session(nursery, hub, theirs, initiator=False,
+                                    address="tcp://10.6.6.6:2")
+        with pytest.raises(SyncFailed) as failed:
+            await alice.sync(ours)
+        await turned_away.done.wait()
+        nursery.cancel_scope.cancel()
+    reason = failed.value.stats.reason
+    assert reason.startswith("the peer closed the connection before the handshake, "
+                             "without a word: the peer is likely busy"), reason
+    assert "16 at most from one address" in reason
+    assert "max_handshakes_per_host" in reason
+    assert str(failed.value) == f"sync with stream failed: {reason}"
+
+
+async def test_a_peer_that_closes_after_answering_is_not_called_busy(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    """The hint is for a close before any byte came: a peer that answered the HELLO
+    and then closed keeps the plain reason."""
+    alice = fleet.node("alice")
+    ours, theirs = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+
+        async def answer_then_close() -> None:
+            await theirs.receive_some()
+            await theirs.send_all(b"\x00\x00")  # half a frame's length prefix
+            await theirs.aclose()
+
+        nursery.start_soon(answer_then_close)
+        with pytest.raises(SyncFailed) as failed:
+            await alice.sync(ours)
+    assert failed.value.stats.reason == "the peer closed the connection"
+
+
+async def test_a_command_that_ends_at_once_is_not_called_busy(fleet: Fleet) -> None:
+    """Over `exec:` the peer is a command (`ssh ... serve --stdio`), which no handshakes
+    bound turns away: one that ends at once (ssh failing, its words on stderr) keeps
+    the plain reason. Real time: a real child process."""
+    alice = fleet.node("alice")
+    with trio.fail_after(60), pytest.raises(SyncFailed) as failed:
+        await alice.sync(f"exec:{shlex.quote(sys.executable)} -c pass")
+    assert failed.value.stats.reason == "the peer closed the connection"
+
+
+async def test_websocket_upgrades_refused_with_an_answer_are_bounded(
+        fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refused WebSocket upgrade is answered with an HTTP 503, and its request read
+    (within REFUSAL_WAIT) so that the close does not reset the answer away; at most
+    MAX_WS_REFUSING such answers at once (2 here), beyond which a connection is closed
+    without a word, as all were before. Over loopback, real time."""
+    monkeypatch.setattr(serving_module, "MAX_WS_REFUSING", 2)
+    hub = fleet.node("hub", role="hub", config=NodeConfig(max_handshakes_per_host=0))
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(functools.partial(trio.serve_tcp, hub.accept_ws, 0,
+                                                          host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+
+        async def answer(stream: trio.SocketStream) -> bytes:
+            got = b""
+            with trio.fail_after(10):
+                while chunk := await stream.receive_some():
+                    got += chunk
+            return got
+
+        silent = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(2)]
+        await wait_until(lambda: hub._ws_refusing == 2, within=10)
+        beyond = await trio.open_tcp_stream("127.0.0.1", port)
+        assert await answer(beyond) == b""  # without a word: two answers are under way
+        for stream in silent:  # answered; they send no request: let go at REFUSAL_WAIT
+            assert await answer(stream) == serving_module.BUSY_503
+        waited = await wait_until(lambda: hub._ws_refusing == 0, within=5)
+        assert waited <= serving_module.REFUSAL_WAIT + 0.5
+        polite = await trio.open_tcp_stream("127.0.0.1", port)
+        await polite.send_all(b"GET / HTTP/1.1\r\nHost: hub\r\n\r\n")
+        assert await answer(polite) == serving_module.BUSY_503
+        for stream in (*silent, beyond, polite):
+            await stream.aclose()
         nursery.cancel_scope.cancel()
 
 

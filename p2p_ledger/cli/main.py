@@ -1,8 +1,9 @@
 """The `p2p-ledger` command line: argument parsing and error reporting.
 
 Every command takes `--home DIR` (or `P2P_LEDGER_HOME`). Commands that print data take
-`--json`. The commands themselves live in `commands.py` (and the offline-safety ones
-in `safety.py`).
+`--json`. The commands themselves live in `commands.py`, those that only show what a
+home holds (`balance`, `history`, `status`, `verify`) in `views.py`, and the
+offline-safety ones in `safety.py`.
 
 `main` is the one error boundary: whatever a command raises becomes one line on
 stderr, "p2p-ledger: error: ...", and an exit code from `EXIT_CODES`; no Python
@@ -26,7 +27,7 @@ from typing import NoReturn
 from .. import __version__
 from ..build import build_kind
 from ..errors import LocalError, P2PLedgerError, StoreBusy, StoreDamaged, UsageError
-from . import commands, helptext, logs, net, safety, simulate
+from . import commands, helptext, logs, net, safety, simulate, views
 from .entry import EXIT_INTERRUPTED  # Ctrl-C (130): the entry point returns it too
 from .helptext import add_command
 
@@ -186,22 +187,22 @@ def build_parser() -> argparse.ArgumentParser:
                              'p2p-ledger --home D1 balance "$(p2p-ledger --home D1 id)/main"'])
     s.add_argument("account", nargs="?", metavar="ACCOUNT",
                    help=helptext.ACCOUNT + " (default: every account)")
-    s.set_defaults(func=commands.cmd_balance)
+    s.set_defaults(func=views.cmd_balance)
 
     s = add_command(sub, "history", parents=[data], help="an account's movements",
                     example="p2p-ledger --home D1 history")
     s.add_argument("account", nargs="?", metavar="ACCOUNT",
                    help=helptext.ACCOUNT + " (default: this device's main account)")
-    s.set_defaults(func=commands.cmd_history)
+    s.set_defaults(func=views.cmd_history)
 
     s = add_command(sub, "status", parents=[data], help="what this node holds",
                     example="p2p-ledger --home D1 status --json")
-    s.set_defaults(func=commands.cmd_status)
+    s.set_defaults(func=views.cmd_status)
 
     s = add_command(sub, "verify", parents=[data],
                     help="re-verify every stored record and verdict from scratch",
                     example="p2p-ledger --home D1 verify")
-    s.set_defaults(func=commands.cmd_verify)
+    s.set_defaults(func=views.cmd_verify)
 
     s = add_command(sub, "summary", parents=[data],
                     help="write this node's frontier for an offline exchange",

@@ -54,8 +54,9 @@ def serve(args: argparse.Namespace) -> int:
             stats = trio.run(_serve, node, args)
         finally:
             live.withdraw(args.home)
-    if stats is not None and not stats.synced:
-        # `--stdio` runs one session: when it fails, fail as `sync` does (one line).
+    if stats is not None and (stats.error or not stats.synced):
+        # `--stdio` runs one session: when it fails, before reaching sync or after (its
+        # link dropped, the peer's input broke it), fail as `sync` does (one line).
         print(f"p2p-ledger: error: session over stdio failed: {printable(stats.reason)}",
               file=sys.stderr)
         return EXIT_ERROR
@@ -70,6 +71,7 @@ async def _serve(node: Node, args: argparse.Namespace) -> SessionStats | None:
     async with trio.open_nursery() as nursery:
         await nursery.start(_stop_on_signals, nursery.cancel_scope, interrupted)
         nursery.start_soon(node.watch_store)
+        nursery.start_soon(node.report_unlogged)  # the log budget's counts, each minute
         if args.metrics:
             host, port = args.metrics
             with _listening("http://", host, port):

@@ -33,8 +33,18 @@ _CONNECT_ERRORS = (OSError, trio.BrokenResourceError, trio_websocket.HandshakeEr
 LATE_CONNECT_ERRORS = (trio_websocket.HandshakeError,)
 
 
+# What a dialer turned away by a node's handshakes bound (or WebSocket upgrades bound)
+# is told, after what it saw: why, and what to do.
+BUSY = ("as it may (by default, 16 at most from one address - devices behind one NAT "
+        "share one - and 256 in all): try again in a moment, or ask its operator to raise "
+        "max_handshakes_per_host")
+
+
 def cannot_reach(link: Link, exc: BaseException) -> TransportError:
     """The TransportError for a failed connection, in one line."""
+    if isinstance(exc, trio_websocket.ConnectionRejected) and exc.status_code == 503:
+        return TransportError(f"cannot reach {link}: the server is busy (HTTP 503); a node "
+                              f"answers so when it runs as many WebSocket upgrades {BUSY}")
     if isinstance(exc, trio_websocket.ConnectionRejected):
         return TransportError(f"cannot reach {link}: the server answered HTTP "
                               f"{exc.status_code}, not a WebSocket upgrade")

@@ -28,7 +28,7 @@ from ..core.ledger import Replica
 from ..errors import StoreError, SyncFailed, TransportError
 from .config import NodeConfig
 from .discovery import DISCOVERY_PORT, Announcement, announce, listen, network_tag
-from .links import LATE_CONNECT_ERRORS, Link, WebSocketStream, cannot_reach, parse_link
+from .links import BUSY, LATE_CONNECT_ERRORS, Link, WebSocketStream, cannot_reach, parse_link
 from .logbudget import LogBudget
 from .peer import SessionStats, _Peer
 
@@ -41,9 +41,20 @@ log = logging.getLogger("p2p_ledger.node")
 
 Connector = Callable[[Link, trio.Nursery], Awaitable[trio.abc.Stream]]
 
+# A WebSocket upgrade refused (the node runs as many as it may) is answered with this,
+# unless MAX_WS_REFUSING refusals are being answered at once (beyond: closed without a
+# word); each waits at most REFUSAL_WAIT s for the request, of at most REFUSAL_READ bytes.
+BUSY_503 = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Length: 0\r\n"
+            b"Connection: close\r\n\r\n")
+MAX_WS_REFUSING = 64
+REFUSAL_WAIT = 1.0
+REFUSAL_READ = 8192
+
 
 class Serving:
     """Dialing peers and accepting them, for `Node`."""
+
+    _ws_refusing = 0  # WebSocket upgrades being refused with an answer (each node its own)
 
     if TYPE_CHECKING:  # the node's state these methods use (node/node.py)
         replica: Replica
@@ -76,10 +87,10 @@ class Serving:
         from .node import Node  # here: node.py imports this module
 
         if isinstance(peer, Node):
-            stats = await self._sync_with_node(peer)
+            stats = _explain_closed_at_once(await self._sync_with_node(peer))
         elif isinstance(peer, trio.abc.Stream):
-            stats = await self.run_session(peer, initiator=True, address="stream",
-                                           until_synced=True)
+            stats = _explain_closed_at_once(await self.run_session(
+                peer, initiator=True, address="stream", until_synced=True))
         else:
             stats = await self.sync_once(parse_link(peer) if isinstance(peer, str) else peer)
         if not stats.synced:
@@ -114,7 +125,8 @@ class Serving:
             raise group.exceptions[0] from None
         except* LATE_CONNECT_ERRORS as group:
             raise cannot_reach(link, group.exceptions[0]) from None
-        return stats
+        # A command (exec:) is no node with a handshakes bound; when it ends, it says why.
+        return stats if link.scheme == "exec" else _explain_closed_at_once(stats)
 
     async def keep_dialing(self, link: Link | str, *, attempts: int | None = None) -> None:
         """Stay connected to a peer (a `Link` or a URL, as `sync` takes): each session
@@ -184,9 +196,9 @@ class Serving:
         """Serve one connection accepted on a WebSocket listener (`serve --listen-ws`,
         with `trio.serve_tcp`). Its HTTP upgrade is a handshake, bounded as one: at
         most `max_handshakes_per_host` from one address and `max_handshakes` in all at
-        once (beyond, the connection is closed at once, without a word), each within
-        the session's `handshake_timeout`. trio-websocket's own server held an upgrade
-        60 s, with no bound on how many (specs/node.md section 8)."""
+        once (beyond, the connection is answered HTTP 503 and closed: `_refuse_upgrade`),
+        each within the session's `handshake_timeout`. trio-websocket's own server held
+        an upgrade 60 s, with no bound on how many (specs/node.md section 8)."""
         try:
             host, port = stream.socket.getpeername()[:2]
         except OSError:
@@ -194,13 +206,14 @@ class Serving:
         address, most = f"ws://{host}:{port}", self.config.max_handshakes_per_host
         if sum(self._upgrading.values()) >= self.config.max_handshakes or (
                 self._upgrading[host] >= most):
+            answer = self._ws_refusing < MAX_WS_REFUSING
             self._log_budget.log(
                 "refused connections", logging.WARNING, "refused a connection from %s "
-                "without a word: node busy: %d WebSocket upgrades in progress (%d from "
-                "ws://%s)", address, sum(self._upgrading.values()), self._upgrading[host], host)
-            with trio.move_on_after(2), contextlib.suppress(trio.BrokenResourceError,
-                                                            trio.ClosedResourceError, OSError):
-                await stream.aclose()
+                "%s: node busy: %d WebSocket upgrades in progress (%d from ws://%s)", address,
+                "with HTTP 503" if answer else "without a word",
+                sum(self._upgrading.values()), self._upgrading[host], host,
+                source=f"ws://{host}")
+            await self._refuse_upgrade(stream, answer=answer)
             return
         ws: trio_websocket.WebSocketConnection | None = None
         async with trio.open_nursery() as nursery:  # the WebSocket's reader runs here
@@ -228,6 +241,33 @@ class Serving:
                     await ws.aclose()
             nursery.cancel_scope.cancel()
 
+    async def _refuse_upgrade(self, stream: trio.SocketStream, *, answer: bool) -> None:
+        """Close a connection whose WebSocket upgrade the node will not run now. HTTP has
+        a word for it before the upgrade, unlike the sync protocol before its handshake:
+        unless MAX_WS_REFUSING refusals are already being answered, a 503 is sent, then
+        the request is read (at most REFUSAL_READ bytes, within REFUSAL_WAIT seconds) so
+        that closing does not reset the connection and lose the answer. The dialer then
+        fails at once, saying the hub is busy; without the answer it waited for its
+        10 s connect timeout ("timed out")."""
+        with trio.move_on_after(REFUSAL_WAIT), contextlib.suppress(
+                trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            if answer:
+                self._ws_refusing += 1
+                try:
+                    await stream.send_all(BUSY_503)
+                    await stream.send_eof()
+                    read = b""
+                    while b"\r\n\r\n" not in read and len(read) < REFUSAL_READ:
+                        chunk = await stream.receive_some(REFUSAL_READ)
+                        if not chunk:
+                            break
+                        read += chunk
+                finally:
+                    self._ws_refusing -= 1
+        with trio.move_on_after(2), contextlib.suppress(trio.BrokenResourceError,
+                                                        trio.ClosedResourceError, OSError):
+            await stream.aclose()
+
     async def serve_stream(self, stream: trio.abc.Stream, address: str) -> None:
         """Accept one incoming connection."""
         await self.run_session(stream, initiator=False, address=address)
@@ -240,18 +280,48 @@ class Serving:
         on (in use, not on this machine)."""
 
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.report_unlogged)
             listeners = await nursery.start(functools.partial(trio.serve_tcp, self.accept_tcp,
                                                               port, host=host))
             task_status.started(listeners[0].socket.getsockname()[1])
 
+    async def report_unlogged(self) -> None:
+        """Log, as each minute ends, how many lines about connections that proved
+        nothing the log budget held back in it, and from which hosts (node/logbudget.py);
+        without it, that count waits for the next such line. Runs until cancelled:
+        `serve_tcp` runs it, as does `p2p-ledger serve`."""
+        await self._log_budget.run()
+
     async def _turn_away(self, stream: trio.abc.Stream, address: str,
                          reason: str) -> SessionStats:
-        """Close a connection at once, before its handshake: the node is crowded."""
+        """Close a connection at once, before its handshake: the node is crowded. The
+        protocol has no word for it: a CLOSE is sealed, with keys the handshake makes
+        (the dialer's `sync` says what such a close likely means). The log budget counts
+        the lines it holds back by host, so the host that hit a bound is named."""
+        from .node import _host  # here: node.py imports this module
+
         self._log_budget.log("refused connections", logging.WARNING,
-                             "refused a connection from %s without a word: %s", address, reason)
+                             "refused a connection from %s without a word: %s", address, reason,
+                             source=_host(address))
         with trio.move_on_after(2), contextlib.suppress(trio.BrokenResourceError,
                                                         trio.ClosedResourceError, OSError):
             await stream.aclose()
         stats = SessionStats(address=address, reason=reason, error=True)
         self._ended(stats)
         return stats
+
+
+# What a dialer reads when the peer closed the link before sending a byte.
+CLOSED_AT_ONCE = "the peer closed the connection"
+
+
+def _explain_closed_at_once(stats: SessionStats) -> SessionStats:
+    """A node closes a connection before its handshake, without a word (the protocol
+    has none before the keys exist), when it runs as many handshakes as it may: from
+    one address (devices behind one NAT share it) or in all. The dialer only saw the
+    link close, or fail, before a byte came: its reason says what that likely means."""
+    if stats.peer is None and stats.bytes_in == 0 and (
+            stats.reason == CLOSED_AT_ONCE or stats.reason.startswith("link failed")):
+        stats.reason += (" before the handshake, without a word: the peer is likely busy, "
+                         f"running as many handshakes {BUSY}")
+    return stats

@@ -40,6 +40,9 @@ processes, each on its own core.
 
 Tables are hash-partitioned by the author (or payee, device) key, and every unique key
 contains it, so the schema can be distributed by Citus as it is.
+
+The schema is in `pg_schema.py`, the views for people (balances, history, metadata) in
+`pg_views.py`, and the record and admit row codecs, shared with SQLite, in `rows.py`.
 """
 
 from __future__ import annotations
@@ -51,10 +54,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from ..core.ids import Account
-from ..core.records import Kind
 from ..core.store import (
     AdmitInfo,
-    ChainState,
     Credit,
     Effects,
     HistoryEntry,
@@ -62,9 +63,9 @@ from ..core.store import (
     StoredRecord,
     Tip,
     Totals,
-    Verdict,
 )
-from ..errors import StoreDamaged, StoreError
+from ..errors import StoreError
+from . import pg_views as views
 from .pg_connection import PgConnection
 from .pg_listen import CHANNEL, ChangeListener
 from .pg_schema import (
@@ -75,6 +76,7 @@ from .pg_schema import (
     is_postgres_url,
     safe_url,
 )
+from .rows import ROW_COLS, admit_row, record_row
 
 __all__ = ["PARTITIONS", "SCHEMA_VERSION", "ChangeListener", "PostgresStore", "author_lock_key",
            "is_postgres_url", "safe_url"]
@@ -84,19 +86,8 @@ _CACHE_ROWS = 4096
 _INIT_LOCK = 0x7032_706C_6564_6772  # advisory lock key: one process creates the schema
 
 
-_ROW_COLS = "id, author, seq, prev, kind, hlc, verdict, reason, chain"
 # The position up to which records are final: below the oldest running transaction.
 _FINAL = "(pg_snapshot_xmin(pg_current_snapshot())::text::bigint - 1)"
-
-
-def _row(t: Sequence[Any]) -> StoredRecord:
-    try:
-        return StoredRecord(id=bytes(t[0]), author=bytes(t[1]), seq=t[2],
-                            prev=None if t[3] is None else bytes(t[3]), kind=Kind(t[4]),
-                            hlc=t[5], verdict=Verdict(t[6]), reason=t[7],
-                            chain=ChainState.decode(bytes(t[8])))
-    except (ValueError, IndexError, TypeError) as exc:
-        raise StoreDamaged(f"a stored record row does not decode: {exc}") from exc
 
 
 class PostgresStore:
@@ -308,10 +299,10 @@ class PostgresStore:
         cached = self._cache.get(rid)
         if cached is not None:
             return cached
-        t = self._one(f"SELECT {_ROW_COLS} FROM records WHERE id=%s", (rid,))
+        t = self._one(f"SELECT {ROW_COLS} FROM records WHERE id=%s", (rid,))
         if t is None:
             return None
-        row = _row(t)
+        row = record_row(t)
         self._remember(row)
         return row
 
@@ -324,11 +315,6 @@ class PostgresStore:
         t = self._one("SELECT raw FROM records WHERE id=%s", (rid,))
         return None if t is None else bytes(t[0])
 
-    @staticmethod
-    def _admit(t: Sequence[Any]) -> AdmitInfo:
-        return AdmitInfo(id=bytes(t[0]), device=bytes(t[1]), role=t[2], tier=t[3],
-                         offline_limit=t[4], expires=t[5])
-
     def admit(self, rid: bytes) -> AdmitInfo | None:
         cached = self._admits.get(rid)
         if cached is not None:  # an admit never changes (a rollback clears the cache)
@@ -339,11 +325,11 @@ class PostgresStore:
             return None
         if len(self._admits) >= _CACHE_ROWS:
             self._admits.clear()
-        info = self._admits[rid] = self._admit(t)
+        info = self._admits[rid] = admit_row(t)
         return info
 
     def admits_for(self, device: bytes) -> list[AdmitInfo]:
-        return [self._admit(t) for t in self._q(
+        return [admit_row(t) for t in self._q(
             "SELECT id, device, role, tier, offline_limit, expires FROM admits "
             "WHERE device=%s ORDER BY ord", (device,))]
 
@@ -420,8 +406,8 @@ class PostgresStore:
             "SELECT seq, id FROM tips WHERE author=%s ORDER BY seq, id", (author,))]
 
     def records_of(self, author: bytes, after_seq: int) -> list[tuple[int, StoredRecord]]:
-        return [(t[0], _row(t[1:])) for t in self._q(
-            f"SELECT ord, {_ROW_COLS} FROM records WHERE author=%s AND seq>%s "
+        return [(t[0], record_row(t[1:])) for t in self._q(
+            f"SELECT ord, {ROW_COLS} FROM records WHERE author=%s AND seq>%s "
             "ORDER BY seq, ord", (author, after_seq))]
 
     def delta_raws(self, after: Mapping[bytes, int], also: list[bytes]) -> list[bytes]:
@@ -560,33 +546,24 @@ class PostgresStore:
         totals[2] += fx.redeemed
         totals[3] = max(totals[3], row.hlc)
 
-    # ------------------------------------------------------------ views
-
-    def balance(self, account: Account) -> int:
-        self._flush_if_open()
-        t = self._one("SELECT minor FROM balances WHERE device=%s AND name=%s",
-                      (account.device, account.name))
-        return 0 if t is None else int(t[0])
+    # ------------------------------------------------------------ views (pg_views.py)
 
     def _flush_if_open(self) -> None:
         """A view read inside a transaction sees the transaction's own shared rows."""
         if self._depth:
             self._flush_shared()
 
+    def balance(self, account: Account) -> int:
+        self._flush_if_open()
+        return views.balance(self._q, account)
+
     def balances(self) -> dict[Account, int]:
         self._flush_if_open()
-        return {Account(device=bytes(d), name=n): v for d, n, v in self._q(
-            "SELECT device, name, minor FROM balances ORDER BY device, name")}
+        return views.balances(self._q)
 
     def totals(self) -> Totals:
         self._flush_if_open()
-        t = self._one("SELECT coalesce(sum(records), 0), coalesce(sum(issued), 0), "
-                      "coalesce(sum(redeemed), 0), coalesce(max(max_hlc), 0) FROM totals")
-        authors = self._one("SELECT count(DISTINCT author) FROM tips")
-        assert t is not None
-        assert authors is not None
-        return Totals(records=int(t[0]), issued=int(t[1]), redeemed=int(t[2]),
-                      max_hlc=int(t[3]), authors=int(authors[0]))
+        return views.totals(self._q)
 
     def max_hlc(self) -> int:
         t = self._one("SELECT coalesce(max(max_hlc), 0) FROM totals")
@@ -594,24 +571,14 @@ class PostgresStore:
         return max(int(t[0]), self._totals[3])
 
     def unclaimed_credits(self, device: bytes) -> list[Credit]:
-        return [Credit(id=bytes(i), account=Account(device=device, name=n), amount=a)
-                for i, n, a in self._q(
-                    "SELECT id, name, amount FROM credits WHERE device=%s AND NOT claimed "
-                    "ORDER BY ord", (device,))]
+        return views.unclaimed_credits(self._q, device)
 
     def equivocations(self) -> list[tuple[bytes, int, bytes, bytes]]:
-        return [(bytes(a), s, bytes(f), bytes(x)) for a, s, f, x in self._q(
-            "SELECT author, seq, first, second FROM equivocations "
-            "ORDER BY author, seq, first, second")]
+        return views.equivocations(self._q)
 
     def history(self, account: Account) -> list[HistoryEntry]:
-        return [HistoryEntry(id=bytes(i), kind=Kind(k), hlc=h, author=bytes(a), seq=s, delta=d)
-                for i, k, h, a, s, d in self._q(
-                    "SELECT r.id, r.kind, r.hlc, r.author, r.seq, m.delta FROM movements m "
-                    "JOIN records r ON r.ord = m.ord WHERE m.device=%s AND m.name=%s "
-                    "ORDER BY m.ord, m.idx", (account.device, account.name))]
+        return views.history(self._q, account)
 
     def meta(self, account: Account) -> dict[str, str]:
         self._flush_if_open()
-        return dict(self._q("SELECT field, value FROM metadata WHERE device=%s AND name=%s "
-                            "ORDER BY field", (account.device, account.name)))
+        return views.meta(self._q, account)

@@ -21,20 +21,20 @@ A row that SQLite reads back but that does not decode is damage too. SQLite keep
 checksum of the values themselves: a changed byte inside a value passes both checks
 and only `verify`'s replay of the records finds it.
 
-How a transaction writes its rows (in bulk, every `_FLUSH_EVERY` records), the schema
-and the row codecs are in `sqlite_schema.py`.
+How a transaction writes its rows (in bulk, every `_FLUSH_EVERY` records) and the
+schema are in `sqlite_schema.py`; the views for people (balances, history, metadata)
+in `sqlite_views.py`; the record and admit row codecs, which the PostgreSQL store
+shares, in `rows.py`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import operator
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 
 from ..core.ids import Account
-from ..core.records import Kind
 from ..core.store import (
     AdmitInfo,
     Credit,
@@ -46,19 +46,18 @@ from ..core.store import (
     Totals,
 )
 from ..errors import StoreDamaged, StoreError
+from . import sqlite_views as views
 from .connection import damaged
+from .rows import ROW_COLS, admit_row, record_row
 from .sqlite_schema import (  # noqa: F401 (_NO_TRANSACTION, _SCHEMA: re-exported)
     _NO_TRANSACTION,
-    _ROW_COLS,
     _SCHEMA,
     DERIVED_TABLES,
     SCHEMA_VERSION,
-    _admit_row,
     _Batch,
     _check,
     _connect,
     _Open,
-    _row,
     _write_batch,
 )
 
@@ -70,8 +69,6 @@ _CACHE_ROWS = 4096
 # 100,000 records (issue 15): SQLite's share of an ingest x0.70 with 32 MiB.
 _BULK_CACHE_KIB = 32 << 10
 _FLUSH_EVERY = 2048  # records per bulk write inside a transaction
-_BY_ORDER = operator.itemgetter(6)  # a history row's position in the store
-_KINDS = {k.value: k for k in Kind}
 
 
 class SqliteStore:
@@ -198,10 +195,10 @@ class SqliteStore:
         cached = self._cache.get(rid)
         if cached is not None:
             return cached
-        t = self._one(f"SELECT {_ROW_COLS} FROM records WHERE id=?", rid)
+        t = self._one(f"SELECT {ROW_COLS} FROM records WHERE id=?", rid)
         if t is None:
             return None
-        row = _row(t, self.path)  # type: ignore[arg-type]
+        row = record_row(t, self.path)
         self._remember(row)
         return row
 
@@ -227,14 +224,14 @@ class SqliteStore:
         t = self._one("SELECT * FROM admits WHERE id=?", rid)
         if t is None:
             return None
-        info = _admit_row(t)
+        info = admit_row(t)
         if len(self._admits) < _CACHE_ROWS:  # admits never change once stored
             self._admits[rid] = info
         return info
 
     def admits_for(self, device: bytes) -> list[AdmitInfo]:
         self._flush()
-        return [_admit_row(t) for t in self._db.execute(
+        return [admit_row(t) for t in self._db.execute(
             "SELECT a.* FROM admits a JOIN records r ON r.id = a.id WHERE a.device=? "
             "ORDER BY r.ord", (device,))]
 
@@ -371,8 +368,8 @@ class SqliteStore:
 
     def records_of(self, author: bytes, after_seq: int) -> list[tuple[int, StoredRecord]]:
         self._flush()
-        return [(t[0], _row(t[1:], self.path)) for t in self._db.execute(
-            f"SELECT ord, {_ROW_COLS} FROM records WHERE author=? AND seq>? ORDER BY seq",
+        return [(t[0], record_row(t[1:], self.path)) for t in self._db.execute(
+            f"SELECT ord, {ROW_COLS} FROM records WHERE author=? AND seq>? ORDER BY seq",
             (author, after_seq))]
 
     def raws_in_order(self, rids: list[bytes]) -> list[bytes]:
@@ -557,27 +554,19 @@ class SqliteStore:
         self._batch = _Batch()
         _write_batch(db, batch)
 
-    # ------------------------------------------------------------ views
+    # ------------------------------------------------------------ views (sqlite_views.py)
 
     def balance(self, account: Account) -> int:
         self._flush()
-        t = self._one("SELECT minor FROM balances WHERE device=? AND name=?",
-                      account.device, account.name)
-        return 0 if t is None else t[0]  # type: ignore[return-value]
+        return views.balance(self._db, account)
 
     def balances(self) -> dict[Account, int]:
         self._flush()
-        return {Account(device=d, name=n): v for d, n, v in self._db.execute(
-            "SELECT device, name, minor FROM balances ORDER BY device, name")}
+        return views.balances(self._db)
 
     def totals(self) -> Totals:
         self._flush()
-        t = self._one("SELECT records, issued, redeemed, max_hlc FROM totals")
-        authors = self._one("SELECT COUNT(DISTINCT author) FROM tips")
-        assert t is not None
-        assert authors is not None
-        return Totals(records=t[0], issued=t[1], redeemed=t[2], max_hlc=t[3],  # type: ignore[arg-type]
-                      authors=authors[0])  # type: ignore[arg-type]
+        return views.totals(self._db)
 
     def max_hlc(self) -> int:
         t = self._one("SELECT max_hlc FROM totals")
@@ -588,49 +577,16 @@ class SqliteStore:
 
     def unclaimed_credits(self, device: bytes) -> list[Credit]:
         self._flush()
-        return [Credit(id=i, account=Account(device=device, name=n), amount=a)
-                for i, n, a in self._db.execute(
-                    "SELECT id, name, amount FROM credits WHERE device=? AND claimed=0 "
-                    "ORDER BY ord", (device,))]
+        return views.unclaimed_credits(self._db, device)
 
     def equivocations(self) -> list[tuple[bytes, int, bytes, bytes]]:
         self._flush()
-        return list(self._db.execute(
-            "SELECT author, seq, first, second FROM equivocations "
-            "ORDER BY author, seq, first, second"))
+        return views.equivocations(self._db)
 
     def history(self, account: Account) -> list[HistoryEntry]:
         self._flush()
-        # A movement is a `movements` row, or the first movement of a record of the
-        # account's own device, kept in that record's row between the seqs that the
-        # account's balances row keeps (sqlite_schema.py). No balances row: no movement.
-        dev, name = account.device, account.name
-        seqs = self._one("SELECT own_first, own_last FROM balances WHERE device=? AND "
-                         "name=?", dev, name)
-        if seqs is None:
-            return []
-        rows: list[tuple[bytes, int, int, bytes, int, int, int]] = []
-        if seqs[0] is not None:
-            rows.extend(self._db.execute(
-                "SELECT id, kind, hlc, author, seq, own_delta, ord FROM records "
-                "WHERE author=? AND seq BETWEEN ? AND ? AND own_account=?",
-                (dev, seqs[0], seqs[1], name)))
-        mine = len(rows)
-        rows.extend(self._db.execute(
-            "SELECT r.id, r.kind, r.hlc, r.author, r.seq, m.delta, m.ord "
-            "FROM movements m JOIN records r ON r.ord = m.ord "
-            "WHERE m.device=? AND m.name=? ORDER BY m.ord, m.idx", (dev, name)))
-        if 0 < mine < len(rows):
-            # By position, a stable sort of two (nearly) sorted runs: about linear, and a
-            # record's own movement (its first) stays ahead of its movements rows.
-            rows.sort(key=_BY_ORDER)
-        kinds = _KINDS  # a dict lookup, not an Enum call per row; unknown: Kind raises
-        return [HistoryEntry(id=i, kind=kinds[k] if k in kinds else Kind(k), hlc=h,
-                             author=a, seq=s, delta=d)
-                for i, k, h, a, s, d, _ in rows]
+        return views.history(self._db, account)
 
     def meta(self, account: Account) -> dict[str, str]:
         self._flush()
-        return dict(self._db.execute(
-            "SELECT field, value FROM metadata WHERE device=? AND name=? ORDER BY field",
-            (account.device, account.name)))
+        return views.meta(self._db, account)

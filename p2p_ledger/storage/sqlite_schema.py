@@ -1,6 +1,6 @@
-"""The SQLite store's file: opening it, its schema and structure checks, its row codecs,
-and the bulk writes of a transaction (moved out of `sqlite.py`, which is `SqliteStore`
-itself).
+"""The SQLite store's file: opening it, its schema and structure checks, and the bulk
+writes of a transaction (moved out of `sqlite.py`, which is `SqliteStore` itself; the
+row codecs, shared with the PostgreSQL store, are in `rows.py`).
 
 Writing is the cost of ingest, and SQLite charges mostly per row and per column, so
 an applied record writes few rows: its idempotency key is a column of its own row, and
@@ -22,10 +22,9 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, field
 
-from ..core.records import Kind
-from ..core.store import AdmitInfo, ChainState, Credit, StoredRecord, Verdict
+from ..core.store import AdmitInfo, Credit
 from ..errors import StoreDamaged, StoreError
-from .connection import Connection, damaged
+from .connection import Connection
 
 __all__ = ["DERIVED_TABLES", "SCHEMA_VERSION"]
 
@@ -78,7 +77,6 @@ _NO_TRANSACTION = 1 << 62  # `_Open.first_order` outside a transaction: every ro
 DERIVED_TABLES = ("records", "admits", "credits", "claims", "tips", "balances",
                   "movements", "equivocations", "metadata", "totals", "covers",
                   "revocations")
-_ROW_COLS = "id, author, seq, prev, kind, hlc, verdict, reason, chain"
 
 
 def _connect(path: str, network_id: bytes) -> tuple[Connection, int]:
@@ -171,22 +169,6 @@ def _migrate_from_2(db: Connection) -> None:
     finally:
         if db.in_transaction:
             db.execute("ROLLBACK")
-
-
-def _row(t: tuple[bytes, bytes, int, bytes | None, int, int, str, str | None, bytes],
-         path: str) -> StoredRecord:
-    try:
-        return StoredRecord(id=t[0], author=t[1], seq=t[2], prev=t[3], kind=Kind(t[4]),
-                            hlc=t[5], verdict=Verdict(t[6]), reason=t[7],
-                            chain=ChainState.decode(t[8]))
-    except (ValueError, IndexError, TypeError) as exc:  # what decoding garbage raises
-        raise StoreDamaged(damaged(path, f"a stored record row does not decode: {exc}")
-                           ) from exc
-
-
-def _admit_row(t: tuple[object, ...]) -> AdmitInfo:
-    return AdmitInfo(id=t[0], device=t[1], role=t[2], tier=t[3],  # type: ignore[arg-type]
-                     offline_limit=t[4], expires=t[5])  # type: ignore[arg-type]
 
 
 @dataclass(slots=True)
