@@ -239,7 +239,10 @@ class MemoryStore:
         default_factory=lambda: defaultdict(list))
     _tips: dict[bytes, dict[bytes, int]] = field(default_factory=lambda: defaultdict(dict))
     _balances: dict[Account, int] = field(default_factory=lambda: defaultdict(int))
-    _history: dict[Account, list[HistoryEntry]] = field(default_factory=lambda: defaultdict(list))
+    # per account: (id, kind, hlc, author, seq, delta) - plain values, not HistoryEntry:
+    # one per movement of every record held, built for readers only (`history`)
+    _history: dict[Account, list[tuple[bytes, int, int, bytes, int, int]]] = field(
+        default_factory=lambda: defaultdict(list))
     _equivocations: list[tuple[bytes, int, bytes, bytes]] = field(default_factory=list)
     _meta: dict[tuple[Account, str], tuple[int, bytes, bytes, str]] = field(
         default_factory=dict)
@@ -383,9 +386,8 @@ class MemoryStore:
         balances, histories = self._balances, self._history
         for m in fx.movements:
             balances[m.account] += m.delta
-            histories[m.account].append(HistoryEntry(
-                id=rid, kind=row.kind, hlc=row.hlc, author=author, seq=row.seq,
-                delta=m.delta))
+            histories[m.account].append((rid, row.kind.value, row.hlc, author, row.seq,
+                                         m.delta))
         for other in fx.equivocates_with:
             self._equivocations.append((author, row.seq, *sorted((other, rid))))  # type: ignore[arg-type]
         meta_was: tuple[tuple[Account, str], tuple[int, bytes, bytes, str] | None] | None = None
@@ -511,7 +513,9 @@ class MemoryStore:
         return sorted(self._equivocations)
 
     def history(self, account: Account) -> list[HistoryEntry]:
-        return list(self._history.get(account, ()))
+        return [HistoryEntry(id=rid, kind=Kind(kind), hlc=hlc, author=author, seq=seq,
+                             delta=delta)
+                for rid, kind, hlc, author, seq, delta in self._history.get(account, ())]
 
     def meta(self, account: Account) -> dict[str, str]:
         return {k[1]: v[3] for k, v in sorted(self._meta.items(), key=lambda kv: kv[0][1])
