@@ -804,3 +804,31 @@ async def test_records_that_arrive_with_the_peers_close_are_stored(
     assert run.stats.reason == "done"
     assert run.stats.records_in == 1
     assert hub.replica.store.has(rid)
+
+
+async def test_live_pushes_are_acknowledged_together_within_the_live_delay(
+        autojump_clock: MockClock, fleet: Fleet) -> None:
+    """The sync's records are acknowledged at once (its completion waits for that); in
+    the live phase, pushes committed within LIVE_ACK_DELAY share one STORED, sent that
+    long after the first of them - before, every push frame got a STORED of its own."""
+    from p2p_ledger.node.peer import LIVE_ACK_DELAY
+
+    a, b = fleet.node("alice"), fleet.node("bob")
+    async with trio.open_nursery() as nursery:
+        ra, rb = start_pair(nursery, a, b)
+        await wait_until(lambda: live(a, ra.address) and live(b, rb.address))
+        to_b = peer_at(a, ra.address)
+        acked, sent = to_b.peer_received, to_b.records_sent
+        assert acked == sent  # the delta: acknowledged before the sync completed
+        stored = []
+        for n in range(3):
+            rid = fleet.pay(a.replica, "alice", "bob", 1_00 + n, f"live-ack-{n}")
+            a.push_new(trio.current_time())
+            await wait_until(lambda rid=rid: b.replica.store.has(rid))  # type: ignore[misc]
+            stored.append(trio.current_time())
+        assert to_b.records_sent == sent + 3
+        assert to_b.peer_received == acked  # committed there, not acknowledged yet
+        assert stored[-1] - stored[0] < LIVE_ACK_DELAY
+        await wait_until(lambda: to_b.peer_received == sent + 3, within=2 * LIVE_ACK_DELAY)
+        assert trio.current_time() == pytest.approx(stored[0] + LIVE_ACK_DELAY, abs=0.02)
+        nursery.cancel_scope.cancel()

@@ -365,8 +365,8 @@ class Node(Relaying, Serving):
         session = peer.session
         while True:
             if peer.delta is None or session.closed:  # no delta frames left to pack: wait
-                due = peer.outbox_due()
-                if due == float("inf"):  # nothing waits in the outbox: no timer to set
+                due = min(peer.outbox_due(), peer.ack_due())
+                if due == float("inf"):  # nothing waits for a timer: none to set
                     await peer.wakeup.wait()
                 else:
                     with trio.move_on_at(due):
@@ -375,6 +375,8 @@ class Node(Relaying, Serving):
             now = trio.current_time()
             if now >= peer.outbox_due():
                 peer.flush_outbox(now)
+            if now >= peer.ack_due():
+                self._acknowledge(peer, now)
             self._guarded(peer, self._feed_delta, now)
             data = session.data_to_send()
             if data:
@@ -437,9 +439,9 @@ class Node(Relaying, Serving):
                     self._take_checked(peer, now)
                     peer.checking, peer.checking_since = checking, now
                 case PeerSynced():
-                    pass
+                    peer.peer_synced = ev.sent
                 case SyncComplete():
-                    self._acknowledge(peer, now)  # before any CLOSE below
+                    self._acknowledge(peer, now, at_once=True)  # before any CLOSE below
                     if ev.peer_unstored:
                         # The peer holds less than we sent: not in sync, whatever the
                         # states say.
@@ -465,7 +467,9 @@ class Node(Relaying, Serving):
                         self._note(peer, "closed", synced=False)
 
     def _stop(self, peer: _Peer, reason: str, now: float) -> None:
-        """Close a session from outside its receiver, which may be waiting for input."""
+        """Close a session from outside its receiver, which may be waiting for input;
+        a STORED still waiting for its delay goes first."""
+        self._acknowledge(peer, now, at_once=True)
         peer.session.close(reason, now)
         if peer.receiving is not None:
             peer.receiving.cancel()
@@ -500,11 +504,27 @@ class Node(Relaying, Serving):
                     "runs from one host")
         return None
 
-    def _acknowledge(self, peer: _Peer, now: float) -> None:
-        """Tell the peer what of its records is committed here (one STORED frame for all
-        the frames handled since the last)."""
-        if not peer.session.closed:
-            peer.session.acknowledge(peer.committed, peer.unstored, now)
+    def _acknowledge(self, peer: _Peer, now: float, *, at_once: bool = False) -> None:
+        """Tell the peer what of its records is committed here: one STORED frame for all
+        the frames handled since the last. At once while the peer's sync waits for it
+        (before its SYNCED, and until the STORED covers the delta that SYNCED counted),
+        when records went unstored, and `at_once`; in the live phase after that, within
+        `LIVE_ACK_DELAY` of the first record it leaves unacknowledged (`_Peer.ack_due`),
+        so that a stream of pushes is acknowledged in one frame, not one per push frame
+        (node.md section 2). Either way only after the commit."""
+        session = peer.session
+        if session.closed:
+            return
+        if (peer.committed, peer.unstored) == (session.acked_received, session.acked_unstored):
+            peer.ack_since = None
+            return
+        if (at_once or peer.peer_synced is None or session.acked_received < peer.peer_synced
+                or peer.unstored != session.acked_unstored or now >= peer.ack_due()):
+            session.acknowledge(peer.committed, peer.unstored, now)
+            peer.ack_since = None
+        elif peer.ack_since is None:
+            peer.ack_since = now
+            peer.wake()  # the sender sets its timer for the acknowledgement
 
     def _take_checked(self, peer: _Peer, now: float) -> None:
         """Judge and store the frame whose signatures are being checked, if any."""

@@ -31,6 +31,9 @@ from ..protocol.session import Session
 __all__ = ["SessionStats"]
 
 MAX_PUSH_DELAY = 2.0
+# Live pushes are acknowledged (STORED) this long after the first one left
+# unacknowledged, all together; the sync's own records at once (Node._acknowledge).
+LIVE_ACK_DELAY = 1.0
 MIN_BATCH_BYTES = 16 << 10
 DEFAULT_BATCH_BYTES = 256 << 10
 MAX_BATCH_BYTES = 512 << 10
@@ -105,6 +108,10 @@ class _Peer:
         self.delta: Sequence[bytes] | None = None
         self.delta_next = 0
         self.delta_held: Held | None = None
+        # The peer's SYNCED: how many records its delta sent (None: not come yet), and
+        # since when records committed here wait for a STORED (`Node._acknowledge`).
+        self.peer_synced: int | None = None
+        self.ack_since: float | None = None
 
     def push_delay(self) -> float:
         rtt = self.session.rtt
@@ -116,6 +123,11 @@ class _Peer:
             return DEFAULT_BATCH_BYTES
         throughput = self.sent_bytes / self.send_seconds
         return int(min(max(throughput * rtt, MIN_BATCH_BYTES), MAX_BATCH_BYTES))
+
+    def ack_due(self) -> float:
+        """When the STORED for live pushes committed since `ack_since` goes: within
+        `LIVE_ACK_DELAY`, together (node.md section 2)."""
+        return float("inf") if self.ack_since is None else self.ack_since + LIVE_ACK_DELAY
 
     def outbox_due(self) -> float:
         if self.outbox_since is None or self.delta is not None:
