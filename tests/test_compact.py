@@ -49,14 +49,20 @@ def test_a_batch_rebuilds_exactly_the_same_records_and_is_much_smaller() -> None
     assert len(data) < 0.5 * sum(map(len, raws))
 
 
-def test_records_the_peer_holds_travel_as_author_and_seq() -> None:
-    _, auth, raws = busy_world()
-    early, late = raws[:20], raws[20:]
+def held_split(raws: list[bytes]) -> tuple[list[bytes], dict[bytes, tuple[bytes, int]],
+                                           dict[tuple[bytes, int], bytes]]:
+    """The records after the first 20, with where the first 20 are, by id and back: as
+    a peer holding the first 20 would answer `held` and `lookup`."""
     where = {}
-    for raw in early:
+    for raw in raws[:20]:
         rec = parse_record(raw)
         where[rec.id] = (rec.record.author, rec.record.seq)
-    back = {v: k for k, v in where.items()}
+    return raws[20:], where, {v: k for k, v in where.items()}
+
+
+def test_records_the_peer_holds_travel_as_author_and_seq() -> None:
+    _, auth, raws = busy_world()
+    late, where, back = held_split(raws)
     with_held = pack_records(late, where.get)
     without = pack_records(late)
     assert len(with_held) < len(without)

@@ -8,7 +8,6 @@ import zlib
 
 import pytest
 
-from p2p_ledger.core.records import parse_record
 from p2p_ledger.errors import RemoteProtocolError
 from p2p_ledger.protocol import compact
 from p2p_ledger.sim import accel
@@ -60,15 +59,9 @@ def test_a_batch_is_packed_and_read_again_when_the_peer_state_answers_otherwise(
     """A remembered pack or unpack is reused only when `held` / `lookup` give the answers
     it was built with: another peer that holds less gets a batch of its own, and a
     receiver that does not hold a referenced record is refused, not answered from memory."""
-    from .test_compact import busy_world
+    from .test_compact import busy_world, held_split
 
-    _, _, raws = busy_world()
-    early, late = raws[:20], raws[20:]
-    where = {}
-    for raw in early:
-        rec = parse_record(raw)
-        where[rec.id] = (rec.record.author, rec.record.seq)
-    back = {v: k for k, v in where.items()}
+    late, where, back = held_split(busy_world()[2])
     with shared_record_checks() as cache:
         with_held = compact.pack_records(late, where.get)
         assert compact.pack_records(late, where.get) == with_held
