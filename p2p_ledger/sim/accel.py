@@ -38,7 +38,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import msgpack
 
@@ -53,6 +53,7 @@ __all__ = ["CheckCache", "shared_record_checks"]
 Failures = list[InvalidRecord | None]
 Asked = list[tuple[Any, Any]]  # (question, answer): what a packer or unpacker asked
 _RECENT = 1024  # batches deflated, and read, that are remembered
+_T = TypeVar("_T")
 
 
 @dataclass(slots=True)
@@ -170,43 +171,15 @@ def shared_record_checks(enabled: bool = True) -> Iterator[CheckCache]:
         packing["_unpacked"])
 
     def packed(raws: Sequence[bytes], held: compact.Held | None) -> bytes:
-        key = (tuple(raws), held is None)
-        known = cache.packs.get(key)
-        if held is None:
-            if known is not None:
-                cache.batch_hits += 1
-                return known[1]
-            out = packed0(raws, None)
-            _remember(cache.packs, key, ([], out))
-            return out
-        if known is not None and _same_answers(known[0], held):
-            cache.batch_hits += 1
-            return known[1]
-        asked: Asked = []
-
-        def asking(rid: bytes) -> tuple[bytes, int] | None:
-            answer = held(rid)
-            asked.append((rid, answer))
-            return answer
-        out = packed0(raws, asking)
-        _remember(cache.packs, key, (asked, out))
-        return out
+        return _answered(cache, cache.packs, (tuple(raws), held is None), held or _unasked,
+                         lambda asking: packed0(raws, None if held is None else asking))
 
     def unpacked(data: bytes, lookup: compact.Lookup, max_records: int) -> list[SignedRecord]:
-        key = (data, max_records)
-        known = cache.unpacks.get(key)
-        if known is not None and _same_answers(known[0], lambda q: lookup(*q)):
-            cache.batch_hits += 1
-            return list(known[1])
-        asked: Asked = []
-
-        def asking(author: bytes, seq: int) -> bytes | None:
-            answer = lookup(author, seq)
-            asked.append(((author, seq), answer))
-            return answer
-        out = unpacked0(data, asking, max_records)  # raises for a bad one: not remembered
-        _remember(cache.unpacks, key, (asked, out))
-        return list(out)
+        out: list[SignedRecord] = _answered(
+            cache, cache.unpacks, (data, max_records), lambda where: lookup(*where),
+            lambda asking: unpacked0(data, lambda author, seq: asking((author, seq)),
+                                     max_records))
+        return list(out)  # the remembered list is shared: each receiver gets its own
 
     names.update(_parse_record=parse_record, _verify_signature=verify_signature,
                  start_verifying=start_verifying)
@@ -221,10 +194,30 @@ def shared_record_checks(enabled: bool = True) -> Iterator[CheckCache]:
                        _batch_of=batch_of0, _packed=packed0, _unpacked=unpacked0)
 
 
-def _same_answers(asked: Asked, ask: Callable[[Any], Any]) -> bool:
-    """Whether `ask` answers every question of `asked` as it was answered then: a packer
-    or unpacker asking in this order would then ask the same and build the same."""
-    return all(ask(question) == answer for question, answer in asked)
+def _answered(cache: CheckCache, memory: dict[Any, tuple[Asked, _T]], key: Any,
+              ask: Callable[[Any], Any], build: Callable[[Callable[[Any], Any]], _T]) -> _T:
+    """`build(asking)`, a pure function of its key and of what it asks through `asking`
+    (which `ask` answers), remembered with those questions and answers: reused only
+    when `ask` answers every one of them as it did then - a packer or unpacker asking in
+    that order would ask the same and build the same. A build that raises is not
+    remembered."""
+    known = memory.get(key)
+    if known is not None and all(ask(q) == answer for q, answer in known[0]):
+        cache.batch_hits += 1
+        return known[1]
+    asked: Asked = []
+
+    def asking(question: Any) -> Any:
+        answer = ask(question)
+        asked.append((question, answer))
+        return answer
+    out = build(asking)
+    _remember(memory, key, (asked, out))
+    return out
+
+
+def _unasked(question: Any) -> Any:
+    raise AssertionError("a pack without `held` asks nothing")
 
 
 def _remember(memory: dict[Any, Any], key: Any, value: Any) -> None:
