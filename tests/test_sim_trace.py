@@ -194,3 +194,47 @@ def test_the_broken_merge_fails_offline_as_it_fails_in_the_run(
     # The same records, by their short ids.
     assert {v["record"][:24] for v in failed["validity"]["violations"]} == {
         line.split(" applied ")[1].split()[0] for line in causal}
+
+
+async def test_a_replica_whose_methods_cannot_be_replaced_per_instance_is_traced() -> None:
+    """In the compiled build (specs/build.md) `Replica` is a native class: a method
+    cannot be set on one instance. `trace_arrivals` used to set `receive_many` there,
+    so `simulate --trace` on that build stopped with an internal error
+    (AttributeError). Now it wraps the replica in a proxy. A slotted replica stands in
+    for the native class here (a plugin's replica may be one too)."""
+    import io
+    from collections.abc import Hashable, Iterable
+    from typing import Any
+
+    from p2p_ledger.core.ledger import IngestReport, Replica
+    from p2p_ledger.core.store import MemoryStore
+    from p2p_ledger.sim.trace import Tracer, short, trace_arrivals
+    from tests.helpers import T0, funded_world
+
+    class Slotted:
+        __slots__ = ("inner", "verifier")
+
+        def __init__(self, inner: Replica) -> None:
+            self.inner = inner
+            self.verifier: object = None
+
+        def receive_many(self, raws: Iterable[bytes], *, now_ms: int,
+                         origin: Hashable = None) -> IngestReport:
+            return self.inner.receive_many(raws, now_ms=now_ms, origin=origin)
+
+    world, auth = funded_world()
+    raws = auth.delta(Replica(world.network, MemoryStore()).frontier())
+    slotted = Slotted(Replica(world.network, MemoryStore()))
+    with pytest.raises(AttributeError):
+        slotted.receive_many = slotted.receive_many  # type: ignore[method-assign]
+    out = io.StringIO()
+    traced = trace_arrivals(slotted, Tracer(out), "n1")  # type: ignore[arg-type]
+    report = traced.receive_many(raws, now_ms=T0 + 1, origin=3)
+    assert len(report.applied) == len(raws)
+    proxy: Any = traced
+    proxy.verifier = "set through"  # attributes go to the replica itself
+    assert slotted.verifier == "set through"
+    assert proxy.inner is slotted.inner  # so does reading one
+    event = json.loads(out.getvalue())
+    assert (event["e"], event["n"], event["session"]) == ("arrive", "n1", 3)
+    assert event["r"] == [short(a.record.id) for a in report.applied]

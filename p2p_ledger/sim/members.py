@@ -169,7 +169,7 @@ class Lifecycle:
         verifier = self.cache.verifier if self.cache is not None else start_verifying
         replica = make_replica(self.replica_factory, self.network, m.store, verifier)
         if self.tracer is not None:
-            trace_arrivals(replica, self.tracer, m.name)
+            replica = trace_arrivals(replica, self.tracer, m.name)
         return replica
 
     def crash(self, m: Member, *, mid_batch: bool = False) -> None:

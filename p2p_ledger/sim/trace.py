@@ -8,8 +8,8 @@ the first 12 bytes of the real ones, in hex (`short`): enough to tell apart
 
 How the simulator produces it, from hooks that cost nothing when no trace is asked
 for (each is one `is None` test): `World` writes the header, the genesis, the
-membership changes, faults and the end; `trace_arrivals` (wrapping each replica's
-`receive_many`, the real one's or a plugin's) writes what arrives; the store's
+membership changes, faults and the end; `trace_arrivals` (a proxy around each replica,
+the real one or a plugin's, wrapping its `receive_many`) writes what arrives; the store's
 `on_apply` stages each record's effects and the commit observer writes them with
 their batch; `TracingStream` wraps
 both ends of each connection and writes every write sent and every read delivered.
@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Hashable, Iterable
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import trio
 
@@ -170,23 +170,38 @@ class Tracer:
         self.emit({"e": "close", "t": _now(), "n": name, "c": conn})
 
 
-def trace_arrivals(replica: Replica, tracer: Tracer, name: str) -> None:
-    """Make `replica` (the real one or a plugin's) write an `arrive` event for each
-    batch handed to it: its `receive_many`, wrapped on this instance only."""
-    inner = replica.receive_many
+def trace_arrivals(replica: Replica, tracer: Tracer, name: str) -> Replica:
+    """`replica` (the real one or a plugin's), writing an `arrive` event for each batch
+    handed to its `receive_many`: a proxy that passes everything else through. Not a
+    method set on the instance: in the compiled build (specs/build.md) `Replica` is a
+    native class, whose methods cannot be replaced per instance (`simulate --trace`
+    stopped there with an internal error)."""
+    return cast(Replica, _ArrivalsTraced(replica, tracer, name))
 
-    def receive_many(raws: Iterable[bytes | SignedRecord] | CheckingAhead, *, now_ms: int,
-                     origin: Hashable = None) -> IngestReport:
+
+class _ArrivalsTraced:
+    _traced: tuple[Replica, Tracer, str]
+
+    def __init__(self, inner: Replica, tracer: Tracer, name: str) -> None:
+        object.__setattr__(self, "_traced", (inner, tracer, name))
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._traced[0], attr)
+
+    def __setattr__(self, attr: str, value: Any) -> None:
+        setattr(self._traced[0], attr, value)  # (the node sets `verifier`)
+
+    def receive_many(self, raws: Iterable[bytes | SignedRecord] | CheckingAhead, *,
+                     now_ms: int, origin: Hashable = None) -> IngestReport:
+        inner, tracer, name = self._traced
         if isinstance(raws, CheckingAhead):
             ids = list(raws._ids)
         else:
             raws = list(raws)
             ids = [r.id if isinstance(r, SignedRecord) else record_id(r) for r in raws]
-        report = inner(raws, now_ms=now_ms, origin=origin)
+        report = inner.receive_many(raws, now_ms=now_ms, origin=origin)
         tracer.arrive(name, ids, origin, report)
         return report
-
-    replica.receive_many = receive_many  # type: ignore[method-assign]
 
 
 class TracingStream(trio.abc.Stream):
