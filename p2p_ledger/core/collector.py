@@ -20,21 +20,31 @@ task's frames) would leak for good.
 
 from __future__ import annotations
 
-import contextlib
 import gc
-from collections.abc import Iterator
 
 __all__ = ["gc_paused"]
 
 
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
+class _Paused:
+    """The context manager `gc_paused` returns: a class rather than a generator, since
+    a simulated world enters one for every batch of every replica (issue 14)."""
+
+    __slots__ = ("_paused",)
+
+    def __init__(self) -> None:
+        self._paused = False
+
+    def __enter__(self) -> None:
+        # Already off: an outer batch paused it, or the application runs without it.
+        self._paused = gc.isenabled()
+        if self._paused:
+            gc.disable()
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._paused:
+            gc.enable()
+
+
+def gc_paused() -> _Paused:
     """The cyclic garbage collector off for the block, back to its state after."""
-    if not gc.isenabled():
-        yield  # an outer batch paused it, or the application runs without it
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
+    return _Paused()

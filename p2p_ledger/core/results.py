@@ -7,6 +7,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 from ..errors import InvalidRecord
+from .frozen import quick_init
 from .records import SignedRecord
 from .store import Verdict
 
@@ -31,6 +32,10 @@ class Delivery:
     refused: tuple[InvalidRecord, ...] = ()  # records released from pending that failed
     waiting: bool = False
     already_held: bool = False
+
+
+quick_init(Applied)  # one per record stored (frozen.py)
+quick_init(Delivery)
 
 
 @dataclass(slots=True, kw_only=True)

@@ -5,6 +5,7 @@ functions of the store and the network."""
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from ..errors import InvalidRecord
@@ -110,11 +111,12 @@ class _KindRule:
                     f"{fmt(body.amount)} > {fmt(limits.unsettled)}")
             self.balances[body.from_] = have - body.amount
             self.debit = body.amount
-            payer = Account(device=r.author, name=body.from_)
+            payer = _account(r.author, body.from_)
             if isinstance(body, Transfer):
-                self.credit = Credit(id=self.rec.id, account=body.to, amount=body.amount)
+                payee = _account(body.to.device, body.to.name)
+                self.credit = Credit(id=self.rec.id, account=payee, amount=body.amount)
                 self.movements = (Movement(account=payer, delta=-body.amount),
-                                  Movement(account=body.to, delta=body.amount))
+                                  Movement(account=payee, delta=body.amount))
             else:
                 self.movements = (Movement(account=payer, delta=-body.amount),)
                 self.redeemed = body.amount
@@ -123,6 +125,14 @@ class _KindRule:
         elif isinstance(body, Revoke):
             self.revoke = (body.device, body.after_seq)
         return Verdict.APPLIED, None
+
+
+@functools.lru_cache(maxsize=4096)
+def _account(device: bytes, name: str) -> Account:
+    """An account of a payment, one object per account: made (and validated) once, not
+    for every record every replica judges, and the stores' balance tables, keyed by
+    accounts, then find their key by identity, not by comparing values (issue 14)."""
+    return Account(device=device, name=name)
 
 
 def _authority_seq(network: NetworkDescriptor, rec: SignedRecord, chain: ChainState,

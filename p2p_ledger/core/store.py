@@ -21,7 +21,6 @@ have one writer and do nothing.
 
 from __future__ import annotations
 
-import contextlib
 import copyreg
 import dataclasses
 import enum
@@ -30,10 +29,12 @@ import struct
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any
 
 from mypy_extensions import mypyc_attr
 
+from .frozen import quick_init
 from .ids import Account
 from .records import Kind
 
@@ -211,6 +212,43 @@ def _reduced(row: Any) -> tuple[Callable[..., Any], tuple[type[Any], dict[str, A
 for _row in (Account, ChainState, StoredRecord, Credit, Movement, AdmitInfo, Effects, Tip,
              Totals, HistoryEntry):
     copyreg.pickle(_row, _reduced)
+for _row in (ChainState, StoredRecord, Credit, Movement, AdmitInfo, Effects, Tip, Totals,
+             HistoryEntry):
+    quick_init(_row)  # made for every record a replica judges (frozen.py)
+
+
+class _Transaction:
+    """`MemoryStore.transaction()`. A class rather than a generator: a simulated world
+    opens one for every batch of every replica (issue 14)."""
+
+    __slots__ = ("_outer", "_store")
+
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+        self._outer = False
+
+    def __enter__(self) -> None:
+        store = self._store
+        if store._undo is None:
+            self._outer = True
+            store._undo = []
+            store._began()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if not self._outer:
+            return
+        store = self._store
+        if exc_type is not None:  # whatever ended the block early: undo it all
+            try:
+                for step in reversed(store._undo or ()):
+                    step()
+                store._prune()
+            finally:
+                store._undo = None
+            return
+        store._undo = None
+        store._committed()
 
 
 # A row of the peers table: (device, address, role, last_contact_ms, records held at the
@@ -261,24 +299,16 @@ class MemoryStore:
         leave out an interpreted subclass's own fields (SimStore.copy pickles)."""
         return _reduced(self)
 
-    @contextlib.contextmanager
-    def transaction(self, *, bulk: bool = False) -> Iterator[None]:
+    def transaction(self, *, bulk: bool = False) -> _Transaction:
         """All or nothing, like SQLite's: an exception undoes what the block applied.
-        (`bulk` makes no difference in memory.)"""
-        if self._undo is not None:
-            yield  # nested: the outermost transaction decides
-            return
-        self._undo = []
-        done = False
-        try:
-            yield
-            done = True
-        finally:
-            if not done:  # whatever ended the block early: undo it all
-                for step in reversed(self._undo):
-                    step()
-                self._prune()
-            self._undo = None
+        (`bulk` makes no difference in memory.) Nested, the outermost one decides."""
+        return _Transaction(self)
+
+    def _began(self) -> None:
+        """The outermost transaction began (a hook: the simulator's store uses it)."""
+
+    def _committed(self) -> None:
+        """The outermost transaction committed (a hook: the simulator reports it)."""
 
     def lock_author(self, author: bytes) -> bool:
         return False  # one writer: nothing to wait for

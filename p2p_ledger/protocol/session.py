@@ -591,7 +591,9 @@ class Session:
     def _die(self, error: ProtocolError, *, by_peer: bool) -> None:
         if self.state is State.CLOSED:
             return
-        self.error = error
+        # Kept as a value (its message says what happened; nobody prints its traceback):
+        # the traceback's frames hold this session, a cycle only the collector frees.
+        self.error = error.with_traceback(None)
         if self._channel is not None and not by_peer:
             body = encode_message(Close(reason=str(error)[:200]))
             self._out += self._channel.seal(body)

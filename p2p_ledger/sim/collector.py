@@ -1,36 +1,31 @@
-"""Python's cyclic garbage collector in a simulation: what lives long is not walked again.
+"""Python's cyclic garbage collector, off while a simulated world runs.
 
 A simulated world keeps every replica's store in one process: at 100 nodes and 20,000
 payments, about 2 million stored rows with their chain states, balances and history
 entries, tens of millions of objects the collector tracks, all alive until the world
-ends. CPython runs a full collection whenever the objects promoted to the oldest
-generation since the last reach a quarter of those that survived it, and each walks
-them all: the run pays about five times the final heap in full collections (at 40
-nodes and 2,000 payments, 2.2 s of a 36 s run were full collections; 3.2 s all of
-them).
+ends. The collector walks each of them at least once (a young collection), and again
+in every full collection, to find reference cycles - and a world makes none: with the
+collector off for the whole run, a collection at its end found no unreachable object
+in any scenario (every named one, seeds 1 and 7, 16 nodes, 60 s; the benchmark's
+convoy at 40 nodes and at 100), crashes, restarts and cloned devices included. Its
+walks were pure cost: 6.6 s of an 80 s run at 100 nodes and 5,000 payments, and at
+full size the run took 3.7% less wall time without them (issue 14's fifth round,
+specs/simulator.md section 8). `tests/test_sim_collector.py` keeps it so: it runs
+worlds of several scenarios and fails if one leaves a cycle behind.
 
-`long_lived_frozen()`, active while a world runs, moves what survives each collection,
-young ones included, out of the collector's sight (`gc.freeze()`): the next collections
-walk only what was allocated or promoted since. (Until issue 14's third round only full
-collections froze their survivors; at 100 nodes and 20,000 payments the collector then
-took 39 s of a 368 s run - 13 s in full collections, 12 s in middle ones walking what
-the young ones had promoted - and freezing at every collection took a 10,000-payment
-run's collector time from 17.5 s to 6.8 s.) Freezing keeps a cycle that was alive then
-and dies later until the next unfreeze, so when the frozen objects have grown fourfold
-since the last collection that walked everything, it unfreezes them all and freezes
-nothing more until a full collection has walked everything again, finding those
-cycles; in all, full collections walk about 4/3 of the final heap instead of five times
-it (measured at 40 nodes: a few hundred such cycles at each walk of everything). At the
-end of the block everything is unfrozen (a test process runs many worlds one after
-another).
+`collector_off()`, active while a world runs, disables the collector. At the end it
+moves everything allocated meanwhile into the oldest generation without walking it
+(`gc.freeze()`, then `gc.unfreeze()`): enabled again with tens of millions of objects
+counted as young, the next allocation would start a young collection walking all of
+them, in the middle of writing the report. Then it enables the collector again, which
+finds whatever cycles the world's objects form once the world is dropped (a test
+process runs many worlds one after another).
 
-The youngest generation is collected every 10,000 allocations instead of 700: most of
-what a simulated exchange allocates (trio's cancel scopes and events, frames, parsed
-fields) is gone before that, and what lives on (stored rows) is walked as often
-either way; measured at 40 nodes, 2,000 payments, the collector's time went from 1.65 s
-to 1.07 s. The other thresholds, `gc_paused` batches and reference counting work as
-always. No simulated behaviour depends on when the collector runs, so reports are the
-same byte for byte.
+Until this round the simulator kept the collector on and froze what survived each
+collection (`gc.freeze()`), so that each object was walked about twice instead of five
+times; off, it is walked at most once, after the world ends. A researcher's plugin
+(section 10) that makes cycles keeps them until the run ends. It leaves the collector
+alone when the application disabled it, or froze objects of its own.
 """
 
 from __future__ import annotations
@@ -38,60 +33,21 @@ from __future__ import annotations
 import contextlib
 import gc
 from collections.abc import Iterator
-from dataclasses import dataclass
 
-__all__ = ["long_lived_frozen"]
-
-_GROWTH = 4  # unfreeze when the frozen objects have grown this many times
-_YOUNG = 10_000  # allocations between young collections (CPython's default: 700)
-
-
-@dataclass(slots=True)
-class _Freezer:
-    frozen: int = 0  # objects frozen since the last unfreeze (counted as they are)
-    walked_all_at: int = 0  # `frozen` right after the last full walk; 0: none yet
-    freezes: int = 0
-    unfreezes: int = 0
-    walk_due: bool = False  # unfrozen: freeze nothing until a full collection has run
-
-    def __call__(self, phase: str, info: dict[str, int]) -> None:
-        # Called by the collector; freeze and unfreeze only move objects between its
-        # lists (no collection, no finaliser runs), so they are safe here.
-        if phase != "stop":
-            return
-        if self.walk_due:
-            if info["generation"] != 2:
-                return
-            self.walk_due = False
-        # What this collection kept: the older generations hold only what was promoted
-        # since the last freeze (the youngest is empty now). Counted by listing them, in
-        # time linear in what the collection just walked; `gc.get_freeze_count()` would
-        # walk every frozen object each time.
-        self.frozen += len(gc.get_objects(generation=1)) + len(gc.get_objects(generation=2))
-        gc.freeze()
-        self.freezes += 1
-        if self.walked_all_at == 0:
-            self.walked_all_at = self.frozen
-        elif self.frozen >= _GROWTH * self.walked_all_at:
-            gc.unfreeze()  # the next full collection walks everything again
-            self.frozen = self.walked_all_at = 0
-            self.unfreezes += 1
-            self.walk_due = True
+__all__ = ["collector_off"]
 
 
 @contextlib.contextmanager
-def long_lived_frozen() -> Iterator[_Freezer]:
-    """While active, each full collection freezes its survivors (see the module)."""
-    if gc.get_freeze_count():  # someone else froze objects: leave their scheme alone
-        yield _Freezer()
+def collector_off() -> Iterator[None]:
+    """The cyclic collector off for the block; what the block allocated is then moved,
+    unwalked, into the oldest generation, and the collector is on again."""
+    if not gc.isenabled() or gc.get_freeze_count():
+        yield  # the application's own scheme: leave it alone
         return
-    freezer = _Freezer()
-    thresholds = gc.get_threshold()
-    gc.set_threshold(_YOUNG, *thresholds[1:])
-    gc.callbacks.append(freezer)
+    gc.disable()
     try:
-        yield freezer
+        yield
     finally:
-        gc.callbacks.remove(freezer)
-        gc.set_threshold(*thresholds)
+        gc.freeze()
         gc.unfreeze()
+        gc.enable()

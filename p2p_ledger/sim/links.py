@@ -143,24 +143,68 @@ class _Pipe:
 
 
 class SimConnection:
-    """One connection between node `a` (the dialer) and node `b`."""
+    """One connection between node `a` (the dialer) and node `b`: its two ends, over
+    the `_Wire` they share."""
 
     def __init__(self, profile: LinkProfile, rng: random.Random, stats: LinkStats,
                  stalled: bool = False) -> None:
+        self.wire = _Wire(profile, rng, stats, stalled)
+        self.a = SimStream(self.wire, 0)
+        self.b = SimStream(self.wire, 1)
+        stats.connections += 1
+
+    @property
+    def finished(self) -> bool:
+        """Broken, or closed at both ends."""
+        return self.wire.broken or (self.a.closed and self.b.closed)
+
+    @property
+    def broken(self) -> bool:
+        return self.wire.broken
+
+    @property
+    def stalled(self) -> bool:
+        return self.wire.stalled
+
+    @property
+    def profile(self) -> LinkProfile:
+        return self.wire.profile
+
+    @property
+    def stats(self) -> LinkStats:
+        return self.wire.stats
+
+    @property
+    def frames(self) -> int:
+        return self.wire.frames
+
+    def pipe(self, side: int) -> _Pipe:
+        return self.wire.pipe(side)
+
+    def reset(self) -> None:
+        self.wire.reset()
+
+    def stall(self, on: bool) -> None:
+        self.wire.stall(on)
+
+    def schedule(self, side: int, data: bytes) -> float:
+        return self.wire.schedule(side, data)
+
+
+class _Wire:
+    """What both ends of a connection share: the link's profile, its state and the two
+    directions' pipes. The ends hold the wire and their `SimConnection` holds the ends
+    and the wire, so a connection dropped is freed by reference counting: the world
+    runs with the cyclic collector off (collector.py)."""
+
+    def __init__(self, profile: LinkProfile, rng: random.Random, stats: LinkStats,
+                 stalled: bool) -> None:
         self.profile = profile
         self.rng = rng
         self.stats = stats
         self.broken = False
         self.stalled = stalled
         self._pipes = (_Pipe(), _Pipe())
-        self.a = SimStream(self, 0)
-        self.b = SimStream(self, 1)
-        stats.connections += 1
-
-    @property
-    def finished(self) -> bool:
-        """Broken, or closed at both ends."""
-        return self.broken or (self.a.closed and self.b.closed)
 
     def pipe(self, side: int) -> _Pipe:
         return self._pipes[side]
@@ -247,7 +291,7 @@ class SimConnection:
 class SimStream(trio.abc.Stream):
     """One end of a `SimConnection`, as the trio stream a `Node` runs a session over."""
 
-    def __init__(self, conn: SimConnection, side: int) -> None:
+    def __init__(self, conn: _Wire, side: int) -> None:
         self._conn = conn
         self._out = conn.pipe(side)
         self._in = conn.pipe(1 - side)

@@ -14,9 +14,8 @@ every batch of every replica. It never judges a record: the replica does.
 
 from __future__ import annotations
 
-import contextlib
 import pickle
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..core.store import Effects, MemoryStore, PeerRow
@@ -40,16 +39,14 @@ class SimStore(MemoryStore):
     _log: list[tuple[bytes, bytes]] = field(default_factory=list)  # (id, raw) by position
     _peers: dict[bytes, tuple[str, str, int, int | None, str]] = field(default_factory=dict)
 
-    @contextlib.contextmanager
-    def transaction(self, *, bulk: bool = False) -> Iterator[None]:
-        if self._undo is not None:  # nested: the outermost transaction reports
-            yield
-            return
-        start = len(self._log)
-        with super().transaction(bulk=bulk):
-            yield
-        if self.observer is not None and len(self._log) > start:
-            self.observer(self, [rid for rid, _ in self._log[start:]])
+    _log_start: int = 0  # where the open transaction began in `_log`
+
+    def _began(self) -> None:
+        self._log_start = len(self._log)
+
+    def _committed(self) -> None:
+        if self.observer is not None and len(self._log) > self._log_start:
+            self.observer(self, [rid for rid, _ in self._log[self._log_start:]])
 
     def apply(self, fx: Effects) -> None:
         if self.power_cut_after is not None:

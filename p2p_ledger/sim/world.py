@@ -50,7 +50,7 @@ from ..errors import PaymentRefused
 from .accel import CheckCache, shared_record_checks
 from .checks import Checker, CheckResult
 from .clock import SimClock
-from .collector import long_lived_frozen
+from .collector import collector_off
 from .faults import run_faults, run_mobility, run_workload
 from .links import LinkProfile, LinkStats
 from .members import CONNECT_TIMEOUT as CONNECT_TIMEOUT
@@ -317,7 +317,7 @@ class World(Lifecycle):
         seed = int.from_bytes(hashlib.blake2b(
             f"p2p-ledger-sim/{self.params.seed}/trio".encode(), digest_size=8).digest(), "big")
         with (shared_record_checks(self.params.shared_checks) as cache,
-              _deterministic_trio(seed), _node_logs(self), long_lived_frozen()):
+              _deterministic_trio(seed), _node_logs(self), collector_off()):
             self.cache = cache
             trio.run(self._main, clock=SimClock())
             self._finish()
