@@ -89,8 +89,9 @@ class _KindRule:
                                    tier=body.tier, offline_limit=body.offline_limit,
                                    expires=body.expires)
         elif isinstance(body, Issue):
-            self.credit = Credit(id=self.rec.id, account=body.to, amount=body.amount)
-            self.movements = (Movement(account=body.to, delta=body.amount),)
+            payee = _account(body.to.device, body.to.name)
+            self.credit = Credit(id=self.rec.id, account=payee, amount=body.amount)
+            self.movements = (Movement(account=payee, delta=body.amount),)
             self.issued = body.amount
         elif isinstance(body, (Transfer, Redeem)):
             if (isinstance(body, Transfer) and body.to.device == r.author
@@ -121,7 +122,7 @@ class _KindRule:
                 self.movements = (Movement(account=payer, delta=-body.amount),)
                 self.redeemed = body.amount
         elif isinstance(body, Meta):
-            self.meta = (Account(device=r.author, name=body.account), body.field, body.value)
+            self.meta = (_account(r.author, body.account), body.field, body.value)
         elif isinstance(body, Revoke):
             self.revoke = (body.device, body.after_seq)
         return Verdict.APPLIED, None
