@@ -3,6 +3,7 @@ from the Python API and from `p2p-ledger simulate` (specs/simulator.md section 1
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -14,6 +15,8 @@ import trio
 from p2p_ledger.core.ids import Account
 from p2p_ledger.core.ledger import Replica
 from p2p_ledger.core.network import NetworkDescriptor
+from p2p_ledger.core.records import Kind, SignedRecord
+from p2p_ledger.core.store import Effects
 from p2p_ledger.sim.checks import CheckResult
 from p2p_ledger.sim.plugins import PluginError, PluginFailed, load
 from p2p_ledger.sim.report import build_report
@@ -77,6 +80,36 @@ def test_world_takes_a_replica_factory_checks_and_a_workload() -> None:
         "replica": "tests.test_sim_plugins:counting_factory",
         "checks": ["tests.test_sim_plugins:holds_every_cash_in"],
         "workload": "tests.test_sim_plugins:one_payment_a_second"}
+
+
+class SkewedChain(Replica):
+    """The real verdicts, but every transfer's chain state says one more minor unit
+    debited: what the author may spend next differs from the other replicas'."""
+
+    def _judge(self, rec: SignedRecord) -> Effects:
+        fx = super()._judge(rec)
+        if rec.record.kind is not Kind.TRANSFER:
+            return fx
+        chain = dataclasses.replace(fx.row.chain, debited=fx.row.chain.debited + 1)
+        return dataclasses.replace(fx, row=dataclasses.replace(fx.row, chain=chain))
+
+
+def skewed_on_one_member(network: NetworkDescriptor, store: SimStore) -> Replica:
+    return (SkewedChain if store.owner == 2 else Replica)(network, store)
+
+
+def test_a_chain_state_that_differs_under_the_same_verdict_fails_the_verdicts_check() -> None:
+    world = World(params_for("convoy", seed=3, **SMALL),  # type: ignore[arg-type]
+                  replica_factory=skewed_on_one_member)
+    world.run()
+    checks = {c["name"]: c for c in build_report(world)["checks"]}  # type: ignore[attr-defined]
+    assert checks["verdicts"]["passed"] is False
+    assert checks["conservation"]["passed"] is True
+    flagged = checks["verdicts"]["violations"]
+    assert flagged
+    assert all(v["first"].startswith("chain balances") for v in flagged)
+    assert any(v["node"] == world.members[2].name or v["first"].endswith(
+        f"at {world.members[2].name}") for v in flagged)
 
 
 def test_a_failing_plugin_check_fails_the_run() -> None:

@@ -28,6 +28,8 @@ its creation to its arrival in each replica. It reads stores, never changes them
 
 from __future__ import annotations
 
+import dataclasses
+import operator
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +40,9 @@ from ..core.store import ChainState, MemoryStore, StoredRecord, Verdict
 __all__ = ["CheckResult", "Checker"]
 
 _KEEP = 20  # violations kept per check
+# A chain state's fields, read in C: comparing two through the dataclass's `__eq__`
+# (a Python call building two tuples) was the checker's costliest line (issue 14).
+_chain_fields = operator.attrgetter(*(f.name for f in dataclasses.fields(ChainState)))
 
 
 @dataclass(slots=True, kw_only=True)
@@ -220,7 +225,7 @@ class Checker:
                     "node": name, "time": round(now, 3), "record": rid.hex(),
                     "first": f"{first[0]} at {first[2]}" + (f" ({first[1]})" if first[1] else ""),
                     "here": seen[0] + (f" ({seen[1]})" if seen[1] else "")})
-            elif row.chain != first_chains[rid]:
+            elif _chain_fields(row.chain) != _chain_fields(first_chains[rid]):
                 # Judged on another causal past: the balances the chain established
                 # (what the author may spend next) differ, whatever the verdict says.
                 self._flag("verdicts", self.verdict_changes, {
