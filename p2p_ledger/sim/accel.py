@@ -59,7 +59,9 @@ _T = TypeVar("_T")
 @dataclass(slots=True)
 class CheckCache:
     parsed: dict[bytes, SignedRecord]
-    verified: set[tuple[bytes, bytes]]  # (record id, network id)
+    # network id -> ids of the records whose signature checked out in that network (a
+    # set per network: no (id, network) tuple built and hashed per record checked)
+    verified: dict[bytes, set[bytes]]
     decoded: dict[bytes, compact.Decoded] = field(default_factory=dict)  # by raw
     rebuilt: dict[tuple[object, ...], SignedRecord] = field(default_factory=dict)
     deflated: dict[bytes, bytes] = field(default_factory=dict)  # the last _RECENT
@@ -79,7 +81,7 @@ class CheckCache:
 
 @contextlib.contextmanager
 def shared_record_checks(enabled: bool = True) -> Iterator[CheckCache]:
-    cache = CheckCache(parsed={}, verified=set())
+    cache = CheckCache(parsed={}, verified={})
     if not enabled:
         yield cache
         return
@@ -99,16 +101,18 @@ def shared_record_checks(enabled: bool = True) -> Iterator[CheckCache]:
         return rec
 
     def verify_signature(signed: SignedRecord, network_id: bytes) -> None:
-        if (signed.id, network_id) in cache.verified:
+        verified = cache.verified.setdefault(network_id, set())
+        if signed.id in verified:
             cache.hits += 1
             return
         verify0(signed, network_id)
         cache.misses += 1
-        cache.verified.add((signed.id, network_id))
+        verified.add(signed.id)
 
     def start_verifying(records: Sequence[SignedRecord], network_id: bytes
                         ) -> Callable[[], Failures]:
-        todo = [r for r in records if (r.id, network_id) not in cache.verified]
+        verified = cache.verified.setdefault(network_id, set())
+        todo = [r for r in records if r.id not in verified]
         cache.hits += len(records) - len(todo)
         cache.misses += len(todo)
         if not todo:
@@ -119,7 +123,7 @@ def shared_record_checks(enabled: bool = True) -> Iterator[CheckCache]:
             failed: dict[bytes, InvalidRecord] = {}
             for rec, failure in zip(todo, pending(), strict=True):
                 if failure is None:
-                    cache.verified.add((rec.id, network_id))
+                    verified.add(rec.id)
                 else:
                     failed[rec.id] = failure
             return [failed.get(r.id) for r in records]
