@@ -4,14 +4,16 @@ A simulated world keeps every replica's store in one process: at 100 nodes and 2
 payments, about 2 million stored rows with their chain states, balances and history
 entries, tens of millions of objects the collector tracks, all alive until the world
 ends. The collector walks each of them at least once (a young collection), and again
-in every full collection, to find reference cycles - and a world makes none: with the
-collector off for the whole run, a collection at its end found no unreachable object
-in any scenario (every named one, seeds 1 and 7, 16 nodes, 60 s; the benchmark's
-convoy at 40 nodes and at 100), crashes, restarts and cloned devices included. Its
-walks were pure cost: 6.6 s of an 80 s run at 100 nodes and 5,000 payments, and at
-full size the run took 3.7% less wall time without them (issue 14's fifth round,
-specs/simulator.md section 8). `tests/test_sim_collector.py` keeps it so: it runs
-worlds of several scenarios and fails if one leaves a cycle behind.
+in full collections, to find reference cycles - and a world makes none. With the
+collector off for whole runs, a collection at the end found two kinds of cycle, both
+removed (a connection and its two ends, links.py; a session holding the error whose
+traceback held the session, protocol/session.py), and then nothing in any scenario
+(every named one, seeds 1 and 7; 29 swarm draws; the benchmark's convoy at 40 and 100
+nodes), crashes, restarts and cloned devices included. Its walks were pure cost: 6.6 s
+of an 80 s run at 100 nodes and 5,000 payments; side by side at full size, a run
+without them took 3.7% less time (issue 14's fifth round, specs/simulator.md section
+8). `tests/test_sim_collector.py` keeps it so: it runs worlds of several scenarios
+and fails if one leaves a cycle behind.
 
 `collector_off()`, active while a world runs, disables the collector. At the end it
 moves everything allocated meanwhile into the oldest generation without walking it
