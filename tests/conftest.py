@@ -1,3 +1,4 @@
+import gc
 import itertools
 import os
 from collections.abc import Callable, Iterator
@@ -17,6 +18,22 @@ settings.register_profile("dev", max_examples=25, deadline=None, print_blob=True
 settings.register_profile("long", max_examples=2000, deadline=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+# ------------------------------------------------------------------ the collector
+
+
+@pytest.fixture
+def collector_enabled() -> Iterator[None]:
+    """The test starts with the cyclic collector on, and leaves it as it found it
+    (tests of gc_paused and of the simulator's collector_off switch it)."""
+    was = gc.isenabled()
+    gc.enable()
+    try:
+        yield
+    finally:
+        if not was:
+            gc.disable()
 
 
 # ------------------------------------------------------------------ PostgreSQL

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 
@@ -14,19 +14,7 @@ from p2p_ledger.core.records import Failures, SignedRecord, start_verifying
 
 from .helpers import T0, funded_world
 
-
-@pytest.fixture(autouse=True)
-def collector_enabled() -> Iterator[None]:
-    """Each test starts with the collector on, and leaves it as it found it."""
-    was = gc.isenabled()
-    gc.enable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
-        else:
-            gc.disable()
+pytestmark = pytest.mark.usefixtures("collector_enabled")  # conftest.py
 
 
 def test_paused_inside_and_enabled_after() -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gc
 import weakref
-from collections.abc import Iterator
 
 import pytest
 
@@ -22,15 +21,7 @@ class _Cycle:
         self.me = self
 
 
-@pytest.fixture(autouse=True)
-def collector_enabled() -> Iterator[None]:
-    was = gc.isenabled()
-    gc.enable()
-    try:
-        yield
-    finally:
-        if not was:
-            gc.disable()
+pytestmark = pytest.mark.usefixtures("collector_enabled")  # conftest.py
 
 
 def test_the_collector_is_off_in_the_block_and_on_after() -> None:
