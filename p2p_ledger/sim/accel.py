@@ -101,7 +101,7 @@ def shared_record_checks(enabled: bool = True) -> Iterator[CheckCache]:
         return rec
 
     def verify_signature(signed: SignedRecord, network_id: bytes) -> None:
-        verified = cache.verified.setdefault(network_id, set())
+        verified = _verified_in(cache, network_id)
         if signed.id in verified:
             cache.hits += 1
             return
@@ -111,7 +111,7 @@ def shared_record_checks(enabled: bool = True) -> Iterator[CheckCache]:
 
     def start_verifying(records: Sequence[SignedRecord], network_id: bytes
                         ) -> Callable[[], Failures]:
-        verified = cache.verified.setdefault(network_id, set())
+        verified = _verified_in(cache, network_id)
         todo = [r for r in records if r.id not in verified]
         cache.hits += len(records) - len(todo)
         cache.misses += len(todo)
@@ -196,6 +196,14 @@ def shared_record_checks(enabled: bool = True) -> Iterator[CheckCache]:
         names.update(_parse_record=parse0, _verify_signature=verify0, start_verifying=start0)
         packing.update(_decoded=decoded0, _rebuilt=rebuilt0, _deflated=deflated0,
                        _batch_of=batch_of0, _packed=packed0, _unpacked=unpacked0)
+
+
+def _verified_in(cache: CheckCache, network_id: bytes) -> set[bytes]:
+    """The ids verified in a network (made once: `setdefault` would build a set per call)."""
+    verified = cache.verified.get(network_id)
+    if verified is None:
+        verified = cache.verified[network_id] = set()
+    return verified
 
 
 def _answered(cache: CheckCache, memory: dict[Any, tuple[Asked, _T]], key: Any,

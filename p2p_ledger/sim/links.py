@@ -159,36 +159,14 @@ class SimConnection:
         return self.wire.broken or (self.a.closed and self.b.closed)
 
     @property
-    def broken(self) -> bool:
-        return self.wire.broken
-
-    @property
-    def stalled(self) -> bool:
-        return self.wire.stalled
-
-    @property
-    def profile(self) -> LinkProfile:
-        return self.wire.profile
-
-    @property
     def stats(self) -> LinkStats:
         return self.wire.stats
-
-    @property
-    def frames(self) -> int:
-        return self.wire.frames
-
-    def pipe(self, side: int) -> _Pipe:
-        return self.wire.pipe(side)
 
     def reset(self) -> None:
         self.wire.reset()
 
     def stall(self, on: bool) -> None:
         self.wire.stall(on)
-
-    def schedule(self, side: int, data: bytes) -> float:
-        return self.wire.schedule(side, data)
 
 
 class _Wire:
