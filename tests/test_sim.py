@@ -15,6 +15,7 @@ from p2p_ledger.cli import simulate
 from p2p_ledger.core.ledger import Replica
 from p2p_ledger.errors import LocalError
 from p2p_ledger.sim.checks import Checker
+from p2p_ledger.sim.clock import SimClock
 from p2p_ledger.sim.links import LinkProfile, LinkStats, SimConnection
 from p2p_ledger.sim.report import write_report
 from p2p_ledger.sim.scenarios import SCENARIOS, params_for
@@ -25,13 +26,20 @@ from tests.helpers import T0, make_world
 # ---------------------------------------------------------------- links
 
 
+@pytest.fixture
+def sim_clock() -> SimClock:
+    """The simulator's clock, which the links' timers run on (pytest-trio runs a test
+    on the clock a fixture returns)."""
+    return SimClock()
+
+
 def _conn(**profile: float) -> SimConnection:
     import random
 
     return SimConnection(LinkProfile(**profile), random.Random(1), LinkStats())
 
 
-async def test_latency_and_bandwidth_are_exact(autojump_clock: trio.testing.MockClock) -> None:
+async def test_latency_and_bandwidth_are_exact(sim_clock: SimClock) -> None:
     conn = _conn(latency=0.05, bandwidth=100_000)
     await conn.a.send_all(b"x" * 10_000)  # 0.1 s on the wire, within the send buffer
     assert trio.current_time() == 0
@@ -40,7 +48,7 @@ async def test_latency_and_bandwidth_are_exact(autojump_clock: trio.testing.Mock
 
 
 async def test_a_sender_blocks_only_while_its_send_buffer_is_full(
-        autojump_clock: trio.testing.MockClock) -> None:
+        sim_clock: SimClock) -> None:
     """As over a socket: `send_all` returns once at most SEND_BUFFER bytes are left to
     transmit; the chunks still arrive one transmission time after another."""
     from p2p_ledger.sim.links import SEND_BUFFER
@@ -60,7 +68,7 @@ async def test_a_sender_blocks_only_while_its_send_buffer_is_full(
 
 
 async def test_stream_delivers_in_order_and_counts_frames(
-        autojump_clock: trio.testing.MockClock) -> None:
+        sim_clock: SimClock) -> None:
     conn = _conn(latency=0.01, jitter=0.5)
     frames = [len(b).to_bytes(4, "big") + b for b in (b"one", b"two!", b"three")]
     for f in frames:
@@ -73,7 +81,7 @@ async def test_stream_delivers_in_order_and_counts_frames(
 
 
 async def test_loss_delays_and_a_stall_holds_bytes(
-        autojump_clock: trio.testing.MockClock) -> None:
+        sim_clock: SimClock) -> None:
     lossy = _conn(latency=0.01, loss=0.5)
     await lossy.a.send_all(b"y" * 50_000)
     await lossy.b.receive_some(None)
@@ -89,13 +97,81 @@ async def test_loss_delays_and_a_stall_holds_bytes(
     assert await conn.b.receive_some(10) == b"held"
 
 
-async def test_reset_breaks_both_ends(autojump_clock: trio.testing.MockClock) -> None:
+async def test_reset_breaks_both_ends(sim_clock: SimClock) -> None:
     conn = _conn()
     conn.reset()
     with pytest.raises(trio.BrokenResourceError):
         await conn.a.send_all(b"z")
     with pytest.raises(trio.BrokenResourceError):
         await conn.b.receive_some(10)
+
+
+async def test_a_link_needs_the_simulators_clock(
+        autojump_clock: trio.testing.MockClock) -> None:
+    with pytest.raises(RuntimeError, match="SimClock"):
+        _conn()
+
+
+async def test_one_reader_and_one_sender_at_a_time(sim_clock: SimClock) -> None:
+    """As on trio's streams: a second task reading (or blocked sending) on the same end
+    while the first waits is an error, not a wait that steals the first one's wake-up."""
+    conn = _conn(latency=0.5)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.b.receive_some, 10)
+        await trio.sleep(0.1)
+        with pytest.raises(trio.BusyResourceError):
+            await conn.b.receive_some(10)
+        nursery.cancel_scope.cancel()
+    conn.stall(True)
+    from p2p_ledger.sim.links import SEND_WINDOW
+    await conn.a.send_all(b"w" * (SEND_WINDOW + 1))  # queued: the next send blocks
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.a.send_all, b"w")
+        await trio.sleep(0.1)
+        with pytest.raises(trio.BusyResourceError):
+            await conn.a.send_all(b"w")
+        nursery.cancel_scope.cancel()
+
+
+async def test_clock_timers_wake_each_task_at_its_time(sim_clock: SimClock) -> None:
+    """The clock jumps to the earlier of its own next timer and trio's next deadline;
+    a timer that finds its wake-up already woken (or cancelled) does nothing."""
+    from p2p_ledger.sim.clock import Wakeup
+
+    woke: list[tuple[str, float]] = []
+
+    async def timed(name: str, at: float) -> None:
+        wakeup = Wakeup()
+        sim_clock.wake_at(at, wakeup)
+        await wakeup.wait()
+        woke.append((name, trio.current_time()))
+
+    async def slept(name: str, at: float) -> None:
+        await trio.sleep_until(at)
+        woke.append((name, trio.current_time()))
+
+    async with trio.open_nursery() as nursery:
+        for name, at in (("t3", 3.0), ("t1", 1.0), ("t2", 2.0)):
+            nursery.start_soon(timed, name, at)
+        nursery.start_soon(slept, "s1.5", 1.5)
+        nursery.start_soon(slept, "s2", 2.0)
+    assert sorted(woke, key=lambda w: (w[1], w[0])) == [
+        ("t1", 1.0), ("s1.5", 1.5), ("s2", 2.0), ("t2", 2.0), ("t3", 3.0)]
+
+    # Cancelled while waiting: its timer (at 5) must not wake the task's next wait.
+    early = Wakeup()
+    sim_clock.wake_at(5.0, early)
+    with trio.move_on_at(4.0):
+        await early.wait()
+    assert trio.current_time() == 4.0
+    later = Wakeup()
+    sim_clock.wake_at(10.0, later)
+    await later.wait()
+    assert trio.current_time() == 10.0
+    early.wake()  # woken or cancelled already: nothing happens
+    later.wake()
+    await trio.sleep(1)
+    assert trio.current_time() == 11.0
 
 
 # ---------------------------------------------------------------- the convergence check

@@ -27,8 +27,9 @@ the session (its nonces are a counter). Records delivered late, twice and out of
 causal order travel by second paths beside the sessions (paths.py).
 
 Every random choice comes from the `random.Random` handed in, so a seed replays a run.
-This module never reads the wall clock; all times are trio's (a MockClock in the
-simulator).
+This module never reads the wall clock. A connection runs on the simulator's clock
+(`SimClock`): its ends wait for a chunk to be due, or for room to send, on the clock's
+own timers (`Wakeup`, clock.py) rather than on trio cancel scopes.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import trio
+
+from .clock import Wakeup, sim_clock
 
 __all__ = ["LinkProfile", "LinkStats", "SimConnection", "SimStream"]
 
@@ -120,22 +123,21 @@ class _Pipe:
     last_at: float = 0.0
     eof: bool = False  # the sender closed; the reader sees b"" once the queue is empty
     reader_closed: bool = False
-    # The reader waits for `readable` (and, with a chunk queued, until the first one is
-    # due); a sender blocked by a full window waits for `room`. Each is set only when
-    # what its waiter looks at changed, so a chunk queued behind others wakes nobody:
-    # the reader is already waiting for the one ahead, which is never due later.
-    readable: trio.Event = field(default_factory=trio.Event)
-    room: trio.Event = field(default_factory=trio.Event)
-    waiter: trio.CancelScope | None = None  # the reader's wait, when it waits
+    # The reader waits (`reader`) for a chunk, and with one queued until it is due; a
+    # sender blocked by a full window waits (`sender`) for room. Each is woken only
+    # when what it looks at changed, so a chunk queued behind others wakes nobody: the
+    # reader is already waiting for the one ahead, which is never due later.
+    reader: Wakeup | None = None
+    sender: Wakeup | None = None
     counter: _FrameCounter = field(default_factory=_FrameCounter)
 
     def wake_reader(self) -> None:
-        self.readable.set()
-        self.readable = trio.Event()
+        if self.reader is not None:
+            self.reader.wake()
 
     def wake_sender(self) -> None:
-        self.room.set()
-        self.room = trio.Event()
+        if self.sender is not None:
+            self.sender.wake()
 
     def notify(self) -> None:
         self.wake_reader()
@@ -182,6 +184,7 @@ class _Wire:
         self.stats = stats
         self.broken = False
         self.stalled = stalled
+        self.clock = sim_clock()
         self._pipes = (_Pipe(), _Pipe())
 
     def pipe(self, side: int) -> _Pipe:
@@ -236,10 +239,9 @@ class _Wire:
         head = pipe.queue[0] if pipe.queue else None
         pipe.queue.append((at, data))
         pipe.queued += len(data)
-        if pipe.queue[0] is not head:  # a new first chunk: the reader waits for another
-            waiter = pipe.waiter
-            if waiter is not None and not self.stalled:
-                waiter.deadline = min(waiter.deadline, pipe.queue[0][0])
+        if head is None:  # a first chunk: a waiting reader waits until it is due
+            if pipe.reader is not None and not self.stalled:
+                self.clock.wake_at(at, pipe.reader)
             else:
                 pipe.wake_reader()
         return pipe.busy_until
@@ -266,6 +268,14 @@ class _Wire:
         return sum(p.counter.frames for p in self._pipes)
 
 
+def _waiting(current: Wakeup | None) -> Wakeup:
+    """The current task's wake-up, where at most one task may wait (one reader, one
+    sender: as on trio's own streams, a second at once is an error)."""
+    if current is not None:
+        raise trio.BusyResourceError("another task is already using this end")
+    return Wakeup()
+
+
 class SimStream(trio.abc.Stream):
     """One end of a `SimConnection`, as the trio stream a `Node` runs a session over."""
 
@@ -285,14 +295,20 @@ class SimStream(trio.abc.Stream):
         if self._closed:
             raise trio.ClosedResourceError("this end is closed")
         while conn.stalled and out.queued > SEND_WINDOW and not conn.broken:
-            await out.room.wait()
+            out.sender = _waiting(out.sender)
+            try:
+                await out.sender.wait()
+            finally:
+                out.sender = None
         if conn.broken or out.reader_closed:
             raise trio.BrokenResourceError("connection reset")
         done = conn.schedule(self._side, bytes(data))
         bandwidth = conn.profile.bandwidth
         room_at = done - SEND_BUFFER / bandwidth if bandwidth else done
-        if room_at > trio.current_time():
-            await trio.sleep_until(room_at)
+        if room_at > conn.clock.current_time():
+            wakeup = Wakeup()
+            conn.clock.wake_at(room_at, wakeup)
+            await wakeup.wait()
         else:
             await trio.lowlevel.checkpoint()
         if conn.broken:
@@ -304,9 +320,9 @@ class SimStream(trio.abc.Stream):
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """The first chunk, once it is due. Like trio's own streams, a checkpoint
         every time (the node relies on it): a call that finds a chunk due at once
-        yields first. The reader waits for `readable`, and until the first chunk is
-        due: a chunk sent to an empty pipe moves that deadline (`waiter`) rather than
-        waking the reader only for it to sleep again."""
+        yields first. The reader waits (`reader`) until the first chunk is due, or
+        until a chunk comes to an empty pipe, which sets the timer of the same wait
+        rather than waking the reader only for it to sleep again."""
         conn, pipe = self._conn, self._in
         waited = False
         while True:
@@ -327,12 +343,13 @@ class SimStream(trio.abc.Stream):
             if ready:
                 await trio.lowlevel.checkpoint()
                 continue
-            with trio.CancelScope(deadline=wake) as scope:
-                pipe.waiter = scope
-                try:
-                    await pipe.readable.wait()
-                finally:
-                    pipe.waiter = None
+            pipe.reader = wakeup = _waiting(pipe.reader)
+            if wake != float("inf"):
+                conn.clock.wake_at(wake, wakeup)
+            try:
+                await wakeup.wait()
+            finally:
+                pipe.reader = None
 
     def _take(self, max_bytes: int | None) -> bytes:
         pipe = self._in
