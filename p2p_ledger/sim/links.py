@@ -263,10 +263,6 @@ class _Wire:
                 rto *= 2
         return delay
 
-    @property
-    def frames(self) -> int:
-        return sum(p.counter.frames for p in self._pipes)
-
 
 def _waiting(current: Wakeup | None) -> Wakeup:
     """The current task's wake-up, where at most one task may wait (one reader, one
@@ -295,9 +291,9 @@ class SimStream(trio.abc.Stream):
         if self._closed:
             raise trio.ClosedResourceError("this end is closed")
         while conn.stalled and out.queued > SEND_WINDOW and not conn.broken:
-            out.sender = _waiting(out.sender)
+            out.sender = wakeup = _waiting(out.sender)
             try:
-                await out.sender.wait()
+                await wakeup.wait()
             finally:
                 out.sender = None
         if conn.broken or out.reader_closed:
