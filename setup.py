@@ -103,7 +103,7 @@ class CompiledCore(build_ext):
             super().run()
         # Setuptools reports a missing compiler or a compile/link error as one of its
         # own error classes (CompileError, LinkError, PlatformError...): all Exceptions.
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise CompileFailed(f"the C compiler failed ({exc!r})") from exc
         print(f"p2p-ledger build: compiled {len(COMPILED_MODULES)} modules with mypyc",
               file=sys.stderr, flush=True)

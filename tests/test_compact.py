@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from p2p_ledger.core.ledger import Frontier, Replica
 from p2p_ledger.core.records import parse_record, verify_signature
 from p2p_ledger.errors import InvalidRecord, RemoteProtocolError
-from p2p_ledger.protocol.compact import pack_records, unpack_records
+from p2p_ledger.protocol.compact import DEFLATE_FROM, pack_records, unpack_records
 from tests.helpers import T0, World, funded_world
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,18 +73,36 @@ def test_records_the_peer_holds_travel_as_author_and_seq() -> None:
     assert auth.store.has(out[-1].id)
 
 
-def test_the_vector_is_the_records_vector_packed() -> None:
+def test_the_vectors_are_the_records_vector_packed_as_it_is_and_deflated() -> None:
     vectors = json.loads((ROOT / "specs" / "vectors" / "frames.json").read_text())
     messages = {m["name"]: m for m in vectors["messages"]}
     raws = [bytes.fromhex(r) for r in messages["records"]["fields"]["records"]]
     batch = bytes.fromhex(messages["packed"]["fields"]["batch"])
-    assert [r.raw for r in unpack_records(batch, nothing_held, max_records=10)] == raws
-    _table, _texts, records = msgpack.unpackb(zlib.decompress(batch))
+    deflated = bytes.fromhex(messages["packed_deflated"]["fields"]["batch"])
+    assert zlib.decompress(deflated) == batch  # under 1 KiB: sent as it is
+    for data in (batch, deflated):
+        assert [r.raw for r in unpack_records(data, nothing_held, max_records=10)] == raws
+    _table, _texts, records = msgpack.unpackb(batch)
     assert records[1][2] is None  # the prev: the admit before it in the batch
+
+
+def test_a_batch_is_deflated_from_1_kib() -> None:
+    _, _, raws = busy_world()
+    for n in range(1, len(raws) + 1):
+        data = pack_records(raws[:n])
+        plain = data if data.startswith(b"\x93") else zlib.decompress(data)
+        assert (data is plain) == (len(plain) < DEFLATE_FROM)
+        assert [r.raw for r in unpack_records(data, nothing_held, max_records=n)] == raws[:n]
+        # either form is read, whatever its size: deflating is the sender's choice
+        other = zlib.compress(plain) if data is plain else plain
+        assert [r.raw for r in unpack_records(other, nothing_held, max_records=n)] == raws[:n]
 
 
 @pytest.mark.parametrize(("batch", "words"), [
     (b"junk", "not deflate"),
+    (b"\x93\x90\x90", "not msgpack"),  # [[], [], ...] cut short, as it is
+    (b"\x93\x90\x90\x90junk", "not msgpack"),  # more after the batch
+    (msgpack.packb([[b"x"], [], []]), "32-byte values"),
     (zlib.compress(b"\x01"), r"is \[table, texts, records\]"),
     (zlib.compress(msgpack.packb([[b"x"], [], []])), "32-byte values"),
     (zlib.compress(msgpack.packb([[], [], [[4, 0, None, [], 0, [], bytes(64)]]])),

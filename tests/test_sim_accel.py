@@ -20,10 +20,15 @@ def _none(author: bytes, seq: int) -> bytes | None:
     return None
 
 
+def busy_records() -> list[bytes]:
+    from .test_compact import busy_world
+    return busy_world()[2]
+
+
 def test_the_same_batch_is_deflated_and_read_once_with_the_same_result() -> None:
-    world, source = funded_world()
-    raws = source.delta(world.replica().frontier())
+    raws = busy_records()
     plain = compact.pack_records(raws)
+    assert not plain.startswith(b"\x93")  # 1 KiB or more: deflated
     with shared_record_checks() as cache:
         data = compact.pack_records(raws)
         assert compact.pack_records(raws) == data == plain  # the same bytes as without
@@ -31,6 +36,19 @@ def test_the_same_batch_is_deflated_and_read_once_with_the_same_result() -> None
         again = compact.unpack_records(bytes(data), _none, max_records=len(raws))
         assert [r.raw for r in first] == [r.raw for r in again] == raws
         assert len(cache.deflated) == 1
+        assert len(cache.batches) == 1
+
+
+def test_a_small_batch_is_not_deflated_and_is_read_once() -> None:
+    world, source = funded_world()
+    raws = source.delta(world.replica().frontier())
+    with shared_record_checks() as cache:
+        data = compact.pack_records(raws)
+        assert data.startswith(b"\x93")  # under 1 KiB: as it is
+        assert not cache.deflated
+        first = compact.unpack_records(data, _none, max_records=len(raws))
+        again = compact.unpack_records(bytes(data), _none, max_records=len(raws))
+        assert [r.raw for r in first] == [r.raw for r in again] == raws
         assert len(cache.batches) == 1
 
 
@@ -45,12 +63,12 @@ def test_a_batch_that_does_not_read_is_refused_every_time_and_never_remembered()
 
 def test_only_the_most_recent_batches_are_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(accel, "_RECENT", 2)
-    world, source = funded_world()
-    raws = source.delta(world.replica().frontier())
+    raws = busy_records()
+    sizes = (20, 25, 30)  # each batch 1 KiB or more: deflated
     with shared_record_checks() as cache:
-        batches = [compact.pack_records(raws[:n]) for n in (1, 2, 3)]
+        batches = [compact.pack_records(raws[:n]) for n in sizes]
         assert list(cache.deflated.values()) == batches[1:]  # the oldest went first
-        for data, n in zip(batches, (1, 2, 3), strict=True):
+        for data, n in zip(batches, sizes, strict=True):
             assert len(compact.unpack_records(data, _none, max_records=n)) == n
         assert len(cache.batches) == 2
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import zlib
 from pathlib import Path
 
 import msgpack
@@ -240,8 +241,12 @@ def messages(recs: dict[str, bytes], hs: dict[str, object]) -> list[dict[str, ob
         ("need_summary", "the 36-cell sketch did not decode: send the full summary",
          NeedSummary(cells=36)),
         ("packed", "the same two records as the records vector, packed (section 7b): the "
-         "issue's prev is the admit, the batch's first record",
+         "issue's prev is the admit, the batch's first record; under 1 KiB, so as it is",
          Packed(batch=pack_records([recs["admit_alice"], recs["issue_alice"]]))),
+        ("packed_deflated", "the same batch deflated (zlib), as a sender deflates a batch of "
+         "1 KiB or more; a receiver reads either form, whatever its size",
+         Packed(batch=zlib.compress(pack_records([recs["admit_alice"],
+                                                  recs["issue_alice"]])))),
         ("records_empty", "a batch with no records", Records(records=())),
         ("records", "the authority's first two records, in causal order",
          Records(records=(recs["admit_alice"], recs["issue_alice"]))),

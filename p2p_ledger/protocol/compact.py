@@ -17,8 +17,13 @@ array of small integers into it (specs/sync-protocol.md section 7b):
                                    that author's chain (the sender knows it does)
     hlc    = difference from the previous record's hlc in the batch (the first: itself)
 
-The frame carries `batch` deflated (zlib, RFC 1950), which takes another ~13% off:
-what remains is mostly signatures. Inflating stops at 16 MiB.
+The frame carries `batch` deflated (zlib, RFC 1950) when it is `DEFLATE_FROM` bytes
+or more, which takes another 10-14% off a large batch: what remains is mostly
+signatures. A smaller batch goes as it is: deflated, a batch of a few records grows
+(zlib's header and checksum outweigh what it finds to repeat), at about the CPU cost
+of packing it. The receiver tells the two apart by the first byte: a batch is a msgpack
+array of three (0x93), which no zlib stream starts with (its first byte's low four
+bits are 8). Inflating stops at 16 MiB.
 
 Bodies are positional, in the kind's field order, nil for an absent optional field:
 32-byte values are table indexes, account names and short texts are text indexes, an
@@ -50,7 +55,8 @@ from ..core.records import (
 )
 from ..errors import InvalidRecord, LocalError, RemoteProtocolError
 
-__all__ = ["MAX_UNPACKED_BYTES", "Held", "Lookup", "pack_records", "unpack_records"]
+__all__ = ["DEFLATE_FROM", "MAX_UNPACKED_BYTES", "Held", "Lookup", "pack_records",
+           "unpack_records"]
 
 # (author, seq) of a record the peer is known to hold, or None.
 Held = Callable[[bytes], tuple[bytes, int] | None]
@@ -59,6 +65,10 @@ Lookup = Callable[[bytes, int], bytes | None]
 
 _T = TypeVar("_T")
 MAX_UNPACKED_BYTES = 16 << 20  # inflated; a frame's records are far fewer bytes
+# Batches this long or longer are deflated; shorter ones go as they are, which makes
+# them smaller too (specs/sync-protocol.md section 7b has the figures).
+DEFLATE_FROM = 1024
+_AS_IS = b"\x93"  # a batch's first byte: a msgpack array of three
 _MAX_KIND = max(Kind)
 _B32 = frozenset({"device", "state_hash"})
 _TEXT = frozenset({"from", "account", "memo", "field", "role"})
@@ -202,8 +212,8 @@ def packed(raws: Sequence[bytes], held: Held | None) -> bytes:
     for raw in raws:
         packed, hlc = p.add(raw, hlc)
         records.append(packed)
-    return _deflated(msgpack.packb([list(p.table), list(p.texts), records],
-                                   use_bin_type=True))
+    data: bytes = msgpack.packb([list(p.table), list(p.texts), records], use_bin_type=True)
+    return _deflated(data) if len(data) >= DEFLATE_FROM else data
 
 
 def _at(values: list[_T], v: object, what: str) -> _T:
@@ -306,16 +316,18 @@ class _Unpacker:
 
 
 def batch_of(data: bytes, max_records: int) -> list[list[Any]]:
-    """A PACKED frame's batch, inflated and read as msgpack: [table, texts, records],
-    each a list, nothing in them checked yet. A pure function of its arguments (the
-    simulator remembers it, sim/accel.py); RemoteProtocolError if it is not one."""
-    inflate = zlib.decompressobj()
-    try:
-        data = inflate.decompress(data, MAX_UNPACKED_BYTES)
-    except zlib.error as exc:
-        raise _bad(f"not deflate ({exc})") from None
-    if inflate.unconsumed_tail or not inflate.eof:
-        raise _bad(f"truncated, or more than {MAX_UNPACKED_BYTES} bytes inflated")
+    """A PACKED frame's batch, inflated if it is deflated, and read as msgpack:
+    [table, texts, records], each a list, nothing in them checked yet. A pure function
+    of its arguments (the simulator remembers it, sim/accel.py); RemoteProtocolError if
+    it is not one."""
+    if not data.startswith(_AS_IS):
+        inflate = zlib.decompressobj()
+        try:
+            data = inflate.decompress(data, MAX_UNPACKED_BYTES)
+        except zlib.error as exc:
+            raise _bad(f"not deflate ({exc})") from None
+        if inflate.unconsumed_tail or not inflate.eof:
+            raise _bad(f"truncated, or more than {MAX_UNPACKED_BYTES} bytes inflated")
     try:
         batch = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True,
                                 max_bin_len=len(data), max_str_len=4096,
