@@ -23,6 +23,7 @@ from p2p_ledger.core.records import parse_record, record_id
 from p2p_ledger.errors import TransportError
 from p2p_ledger.node.links import Link, parse_link
 from p2p_ledger.node.node import MAX_FRAME_WAIT, Node, NodeConfig
+from p2p_ledger.node.peer import MIN_PUSH_DELAY
 from p2p_ledger.protocol._state import State
 from p2p_ledger.protocol.session import PeerSummary, PeerSynced, SessionConfig
 from p2p_ledger.protocol.sketch import CELL_BYTES, ELEMENT_BYTES
@@ -227,18 +228,30 @@ async def test_sync_fails_when_the_peer_does_not_store_what_it_was_sent(
 # ---------------------------------------------------------------- live push and relay
 
 async def test_record_written_after_live_is_pushed(
-        autojump_clock: MockClock, fleet: Fleet) -> None:
+        autojump_clock: MockClock, fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pushed after the least push delay (on this link's short round trip), together
+    with what was written meanwhile: one frame, not one per record."""
     a, b = fleet.node("alice"), fleet.node("bob")
     async with trio.open_nursery() as nursery:
         ra, rb = start_pair(nursery, a, b)
         await wait_until(lambda: live(a, ra.address) and live(b, rb.address))
+        to_bob = peer_at(a, ra.address)
+        frames: list[int] = []
+        send_frame = to_bob.send_frame
+        monkeypatch.setattr(to_bob, "send_frame", lambda raws, now, held=None: (
+            frames.append(len(raws)), send_frame(raws, now, held))[-1])
         rid = fleet.pay(a.replica, "alice", "bob", 3_00, "live-1")
         assert not b.replica.store.has(rid)
         assert a.push_new(trio.current_time()) == 1
-        took = await wait_until(lambda: b.replica.store.has(rid))
-        assert took <= 0.01  # pushed at once: no timer involved
+        await trio.sleep(MIN_PUSH_DELAY / 2)
+        assert not b.replica.store.has(rid)  # waiting in the outbox
+        rid2 = fleet.pay(a.replica, "alice", "bob", 4_00, "live-2")
+        assert a.push_new(trio.current_time()) == 1
+        took = await wait_until(lambda: b.replica.store.has(rid2))
+        assert took <= MIN_PUSH_DELAY / 2 + 0.01  # the first record's delay, not a new one
+        assert frames == [2]
         assert a.push_new(trio.current_time()) == 0  # nothing new: nothing sent twice
-        assert peer_at(b, rb.address).records_received == 1
+        assert peer_at(b, rb.address).records_received == 2
         assert a.replica.state_hash() == b.replica.state_hash()
         nursery.cancel_scope.cancel()
 
@@ -258,7 +271,7 @@ async def test_watch_store_pushes_what_another_process_wrote(
         finally:
             other.close()
         took = await wait_until(lambda: b.replica.store.has(rid))
-        assert 0 < took <= poll + 0.02
+        assert 0 < took <= poll + MIN_PUSH_DELAY + 0.02
         assert a.replica.state_hash() == b.replica.state_hash()
         nursery.cancel_scope.cancel()
 

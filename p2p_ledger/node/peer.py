@@ -4,8 +4,9 @@
 the stream, the cancel scope of its receiver, counts for `SessionStats`, the frame
 whose signatures are being checked ahead, and the outbox. Records to push collect in
 the outbox and go out as one RECORDS frame when it is due (`push_delay`, from the
-measured round trip) or full (`batch_bytes`, the link's bandwidth-delay product within
-bounds); `wake` tells the sender task there is something to write.
+measured round trip, at least MIN_PUSH_DELAY) or full (`batch_bytes`, the link's
+bandwidth-delay product within bounds); `wake` tells the sender task there is
+something to write.
 
 What the peer is known to hold (`known`: per author, the highest record of its chain
 that the peer's summary showed or that the peer sent in this session) is never pushed
@@ -30,6 +31,11 @@ from ..protocol.session import Session
 
 __all__ = ["SessionStats"]
 
+# New records wait in a peer's outbox two round trips, within these bounds (s). The
+# least: on a short round trip a relay would otherwise push every frame it takes on at
+# once, half of them a single record, each paying a frame's fixed costs on both ends
+# (specs/node.md section 2).
+MIN_PUSH_DELAY = 0.2
 MAX_PUSH_DELAY = 2.0
 # Live pushes are acknowledged (STORED) this long after the first one left
 # unacknowledged, all together; the sync's own records at once (Node._acknowledge).
@@ -63,10 +69,10 @@ class _Peer:
     """One session with its stream, its outbox of records to push, and what the node
     has measured of its link.
 
-    Pushing adapts to the link: on a short round trip a new record goes out at once;
-    on a long one, records wait up to two round trips (at most MAX_PUSH_DELAY) so that
-    they travel in fewer, larger frames. Frames are sized to the link's bandwidth-delay
-    product (throughput seen by the sender times the round-trip time), within bounds.
+    Pushing adapts to the link: records wait two round trips (at least MIN_PUSH_DELAY,
+    at most MAX_PUSH_DELAY) so that they travel in fewer, larger frames. Frames are
+    sized to the link's bandwidth-delay product (throughput seen by the sender times
+    the round-trip time), within bounds.
     """
 
     def __init__(self, pid: int, session: Session, stream: trio.abc.Stream, address: str,
@@ -114,8 +120,8 @@ class _Peer:
         self.ack_since: float | None = None
 
     def push_delay(self) -> float:
-        rtt = self.session.rtt
-        return 0.0 if rtt is None else min(2 * rtt, MAX_PUSH_DELAY)
+        rtt = self.session.rtt or 0.0
+        return min(max(2 * rtt, MIN_PUSH_DELAY), MAX_PUSH_DELAY)
 
     def batch_bytes(self) -> int:
         rtt = self.session.rtt
